@@ -1,0 +1,44 @@
+# spangraph: `make demo` and `make test` work on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench graphviz clean
+
+setup: $(STAMP) graphviz
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,openai,dev]'
+	@touch $(STAMP)
+
+# graphviz's `dot` renders graphs; without it spangraph writes DOT source instead.
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's graphviz (for the dot program)"; \
+	    (apt-get install -y -qq graphviz >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq graphviz >/dev/null)) || \
+	    echo "could not install graphviz; renders fall back to DOT source"; \
+	  else \
+	    echo "graphviz's dot is missing: install it (Debian/Ubuntu: sudo apt-get install graphviz; macOS: brew install graphviz); renders fall back to DOT source"; \
+	  fi; }
+
+demo: setup
+	$(PY) examples/demo.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check spangraph tests benchmarks examples
+	$(VENV)/bin/ruff format --check spangraph tests benchmarks examples
+	$(VENV)/bin/mypy --strict spangraph
+
+test: setup lint
+	$(PY) -m pytest -q
+
+# Benchmarks install their peers here, never in tests.
+bench: setup
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dask]' 'sf-hamilton>=1.80'
+	$(PY) benchmarks/compile.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,313 @@
+"""``compile()``: walk spans' ``parts()`` into a ``SpanGraph``.
+
+Node ids are content digests (see ``spangraph.nodes._digest``), so equal
+subtrees collapse into one node. Edges point from a part to the span that
+uses it, the direction data flows. The walk is an iterative depth-first
+search: nodes are recorded in post-order, which is a topological order
+(every part before its users) and deterministic for the same roots.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import networkx as nx
+
+from ..nodes import CBlock, CycleError, ModelOutputThunk, SpanError, children_of, span_label
+from ..nodes._digest import digest
+from ..nodes._span import (
+    _KINDS as _span_kinds,
+)
+from ..nodes._span import (
+    BLOCK,
+    CUSTOM,
+    MODEL,
+    NOT_SPAN,
+    THUNK,
+    PathTracker,
+    _class_key,
+    _cycle_text,
+    _step,
+    _store_id,
+    cached_id,
+    node_digest,
+)
+
+
+@dataclass(slots=True)
+class NodeInfo:
+    """One node of a ``SpanGraph``."""
+
+    id: str
+    kind: str
+    span: Any
+    frame: int
+    #: Ids of the distinct parts, in order (the node's inputs).
+    inputs: tuple[str, ...] = ()
+    #: Every thunk object that stands for this node (equal declarations share a node).
+    thunks: list[ModelOutputThunk[Any]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return node_label(self.span, self.kind)
+
+
+def node_label(span: Any, kind: str) -> str:
+    if isinstance(span, CBlock):
+        text = " ".join(span.text.split())
+        return repr(text if len(text) <= 28 else text[:25] + "...")
+    return span_label(span)
+
+
+class SpanGraph:
+    """A compiled graph of spans: a ``networkx.DiGraph`` plus what the scheduler needs."""
+
+    def __init__(
+        self,
+        nodes: dict[str, NodeInfo],
+        roots: Sequence[str],
+        paths: PathTracker,
+        root_spans: Sequence[Any],
+    ) -> None:
+        self._nodes = nodes
+        self._graph: nx.DiGraph | None = None
+        self._users: dict[str, list[str]] | None = None
+        self.roots = list(roots)
+        self.root_spans = list(root_spans)
+        self._paths = paths
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The graph as a ``networkx.DiGraph`` (edges run from a part to its user).
+
+        Built on first use: the scheduler works from each node's ``inputs``,
+        so runs that never ask for networkx never pay for building it.
+        """
+        if self._graph is None:
+            graph = nx.DiGraph()
+            graph.add_nodes_from(
+                (n.id, {"kind": n.kind, "label": n.label}) for n in self._nodes.values()
+            )
+            graph.add_edges_from(
+                ((src, n.id) for n in self._nodes.values() for src in n.inputs), kind="part"
+            )
+            self._graph = graph
+        return self._graph
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._nodes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._nodes)
+
+    def __getitem__(self, node_id: str) -> NodeInfo:
+        return self._nodes[node_id]
+
+    def nodes(self) -> Iterable[NodeInfo]:
+        return self._nodes.values()
+
+    def topological_order(self) -> list[str]:
+        """Node ids with every part before the spans that use it (deterministic)."""
+        return list(self._nodes)
+
+    def generations(self) -> list[str]:
+        """Ids of the generation nodes, in topological order."""
+        return [n.id for n in self._nodes.values() if n.kind == "generation"]
+
+    def id_of(self, span: Any) -> str:
+        """The node id of ``span`` (which must be in the graph)."""
+        node_id = cached_id(span)
+        if node_id is None:
+            from ..nodes import span_id
+
+            node_id = span_id(span)
+        if node_id not in self._nodes:
+            raise KeyError(f"{span_label(span)} is not in this graph")
+        return node_id
+
+    def node(self, span_or_id: Any) -> NodeInfo:
+        """Look a node up by span or by id."""
+        if isinstance(span_or_id, str) and span_or_id in self._nodes:
+            return self._nodes[span_or_id]
+        return self._nodes[self.id_of(span_or_id)]
+
+    def path_of(self, node_id: str) -> str:
+        """The span path by which the node was first reached from a root."""
+        return self._paths.path(self._nodes[node_id].frame)
+
+    def inputs(self, node_id: str) -> list[str]:
+        return list(self._nodes[node_id].inputs)
+
+    def users(self, node_id: str) -> list[str]:
+        if self._users is None:
+            users: dict[str, list[str]] = {n: [] for n in self._nodes}
+            for info in self._nodes.values():
+                for src in info.inputs:
+                    users[src].append(info.id)
+            self._users = users
+        return list(self._users[node_id])
+
+    def downstream(self, node_id: str) -> set[str]:
+        """Every node that (transitively) uses this one."""
+        out: set[str] = set()
+        todo = [node_id]
+        while todo:
+            for user in self.users(todo.pop()):
+                if user not in out:
+                    out.add(user)
+                    todo.append(user)
+        return out
+
+    def to_graphviz(self, **graph_attr: str) -> Any:
+        from ._render import graph_to_graphviz
+
+        return graph_to_graphviz(self, **graph_attr)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        from ._render import mimebundle
+
+        return mimebundle(self.to_graphviz())
+
+    def __repr__(self) -> str:
+        return f"<SpanGraph {len(self)} nodes, {len(self.generations())} generations>"
+
+
+def compile(*roots: Any) -> SpanGraph:
+    """Compile spans (and everything reachable through ``parts()``) into a ``SpanGraph``."""
+    if not roots:
+        raise ValueError("compile() needs at least one span")
+    # The walk allocates many small, acyclic objects; letting the cyclic GC
+    # rescan the growing heap meanwhile makes big graphs cost superlinearly.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _compile(roots)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _compile(roots: Sequence[Any]) -> SpanGraph:
+    paths = PathTracker()
+    nodes: dict[str, NodeInfo] = {}
+    obj_ids: dict[int, str] = {}
+    root_ids: list[str] = []
+    keep: list[Any] = []  # keeps walked objects alive, so their id() stays unique
+    kinds = _span_kinds
+    # Hot-loop locals: the walk visits every span once, so lookups add up.
+    frame_parents, frame_spans, frame_indexes = paths.parents, paths.spans, paths.indexes
+    keep_span = keep.append
+
+    def seen(span: Any) -> str | None:
+        cid = cached_id(span)
+        if cid is not None and cid in nodes:
+            obj_ids[id(span)] = cid
+            keep.append(span)
+            _alias(nodes[cid], span)
+            return cid
+        return None
+
+    for index, root in enumerate(roots):
+        label = span_label(root) if len(roots) == 1 else f"roots[{index}]:{span_label(root)}"
+        known = obj_ids.get(id(root)) or seen(root)
+        if known is not None:
+            root_ids.append(known)
+            continue
+        # A frame is [span, path frame, parts, index of the next part to visit].
+        stack: list[list[Any]] = [[root, paths.root(label), None, 0]]
+        on_path = {id(root)}
+        while stack:
+            top = stack[-1]
+            span, frame, kids, nxt = top
+            if kids is None:
+                kids = top[2] = _parts(span, paths, frame, kinds)
+            if nxt < len(kids):
+                top[3] = nxt + 1
+                kid = kids[nxt]
+                if id(kid) in obj_ids or seen(kid) is not None:
+                    continue
+                if id(kid) in on_path:
+                    step = _step(span, nxt, len(kids))
+                    raise CycleError(_cycle_text(stack, kid), path=paths.path(frame) + step)
+                on_path.add(id(kid))
+                stack.append([kid, len(frame_parents), None, 0])
+                frame_parents.append(frame)
+                frame_spans.append(span)
+                frame_indexes.append(nxt)
+                continue
+            stack.pop()
+            on_path.discard(id(span))
+            child_ids = [obj_ids[id(k)] for k in kids]
+            kind = kinds[type(span)]
+            private = span.__pydantic_private__ if kind == MODEL else None
+            node_id = private["_id"] if private is not None else cached_id(span)
+            if node_id is None:
+                try:
+                    if private is not None:
+                        node_id = digest(
+                            "component", _class_key(type(span)), span._sg_params_json(), child_ids
+                        )
+                        private["_id"] = node_id
+                    else:
+                        node_id = node_digest(span, child_ids)
+                        _store_id(span, node_id)
+                except SpanError as exc:
+                    raise exc.at(paths.path(frame)) from None
+            obj_ids[id(span)] = node_id
+            keep_span(span)
+            existing = nodes.get(node_id)
+            if existing is not None:
+                _alias(existing, span)
+                continue
+            info = NodeInfo(
+                node_id,
+                _KIND_NAMES[kind] if kind != THUNK else span.producer.kind,
+                span,
+                frame,
+                tuple(dict.fromkeys(child_ids)) if len(child_ids) > 1 else tuple(child_ids),
+            )
+            if kind == THUNK:
+                info.thunks.append(span)
+            nodes[node_id] = info
+        root_ids.append(obj_ids[id(root)])
+
+    return SpanGraph(nodes, root_ids, paths, roots)
+
+
+_KIND_NAMES = {BLOCK: "block", MODEL: "component", CUSTOM: "component"}
+
+
+def _parts(span: Any, paths: PathTracker, frame: int, kinds: dict[type, int]) -> Sequence[Any]:
+    """``children_of`` with a fast path for the common case (every part a known span)."""
+    kind = kinds.get(type(span))
+    if kind == BLOCK:
+        return ()
+    if kind == MODEL:
+        parts: Sequence[Any] = span.parts()
+        for part in parts:
+            if kinds.get(type(part), NOT_SPAN) == NOT_SPAN:
+                break
+        else:
+            return parts
+    return children_of(span, partial(paths.path, frame))
+
+
+def _kind(span: Any) -> str:
+    if isinstance(span, CBlock):
+        return "block"
+    if isinstance(span, ModelOutputThunk):
+        assert span.producer is not None
+        return span.producer.kind
+    return "component"
+
+
+def _alias(info: NodeInfo, span: Any) -> None:
+    if isinstance(span, ModelOutputThunk) and all(t is not span for t in info.thunks):
+        info.thunks.append(span)

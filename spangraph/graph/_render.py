@@ -1,0 +1,62 @@
+"""Drawing a ``SpanGraph`` with graphviz (DOT source when ``dot`` is missing)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import graphviz
+
+if TYPE_CHECKING:
+    from ._compile import SpanGraph
+
+_STYLE: dict[str, dict[str, str]] = {
+    "block": {"shape": "note", "style": "filled", "fillcolor": "#f2f2f2", "fontsize": "10"},
+    "cached-block": {"shape": "note", "style": "filled", "fillcolor": "#ffe08a", "fontsize": "10"},
+    "component": {"shape": "box", "style": "rounded,filled", "fillcolor": "#dbe9f6"},
+    "generation": {"shape": "ellipse", "style": "filled,bold", "fillcolor": "#b7e1b0"},
+    "task": {"shape": "hexagon", "style": "filled", "fillcolor": "#f6d5b5"},
+}
+
+
+def graph_to_graphviz(graph: SpanGraph, **graph_attr: str) -> graphviz.Digraph:
+    dot = graphviz.Digraph("spangraph", graph_attr={"rankdir": "BT", **graph_attr})
+    dot.attr("node", fontname="Helvetica")
+    dot.attr("edge", color="#777777", arrowsize="0.6")
+    for info in graph.nodes():
+        style = info.kind
+        if info.kind == "block" and getattr(info.span, "cache", False):
+            style = "cached-block"
+        label = info.label
+        if info.kind == "generation":
+            action = getattr(info.span.producer, "action", None)
+            label = f"generate\n{type(action).__name__}"
+        dot.node(info.id[:12], label, **_STYLE.get(style, {}))
+    for info in graph.nodes():
+        for src in info.inputs:
+            dot.edge(src[:12], info.id[:12])
+    return dot
+
+
+def mimebundle(dot: graphviz.Digraph) -> dict[str, str]:
+    """SVG for notebooks, or the DOT source as text when the ``dot`` program is missing."""
+    try:
+        svg = dot.pipe(format="svg").decode()
+    except graphviz.ExecutableNotFound:
+        return {"text/plain": dot.source}
+    return {"image/svg+xml": svg, "text/plain": f"<graph: {len(dot.body)} statements>"}
+
+
+def render_file(dot: graphviz.Digraph, path: str, fmt: str = "svg") -> str:
+    """Write ``dot`` as ``fmt``; without ``dot``, write the DOT source beside it and say so."""
+    import pathlib
+
+    target = pathlib.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data: Any = dot.pipe(format=fmt)
+    except graphviz.ExecutableNotFound:
+        fallback = target.with_suffix(".dot")
+        fallback.write_text(dot.source)
+        return str(fallback)
+    target.write_bytes(data)
+    return str(target)

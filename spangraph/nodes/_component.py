@@ -1,0 +1,313 @@
+"""``Component``: a span made of parts, with a template and a typed output."""
+
+from __future__ import annotations
+
+import collections.abc
+import json
+import string
+import types
+import typing
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar, Generic, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, PlainValidator, PrivateAttr
+
+from ._cblock import CBlock
+from ._errors import DigestError, TemplateError
+from ._parsing import output_schema, parse_as
+from ._prompt import Prompt
+from ._span import ComponentLike, Text, as_span, render_span, span_id
+from ._thunk import ModelOutputThunk
+
+T = TypeVar("T")
+
+
+def _coerce_span(value: Any) -> Any:
+    try:
+        return as_span(value)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class Component(BaseModel, Generic[T]):
+    """Base class of components: a pydantic model whose span-typed fields are its parts.
+
+    Fields annotated with a span type (``CBlock``, ``ModelOutputThunk``, a
+    ``Component`` subclass, ``Span``, or a list of those) are the parts, in
+    declaration order; every other field is a parameter. ``template`` (a
+    ``str.format`` string) places parts and parameters in the prompt; without
+    one, the parts are joined by blank lines. ``T``, the generic parameter,
+    is the output type: ``parse_output`` parses into it and engines that
+    support constrained decoding receive its JSON schema.
+
+    Components are immutable; their id is a content digest, and equality and
+    hashing go by that id.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
+
+    template: ClassVar[str | None] = None
+    _sg_part_fields: ClassVar[tuple[str, ...]] = ()
+    _sg_list_fields: ClassVar[frozenset[str]] = frozenset()
+    _sg_param_fields: ClassVar[tuple[str, ...]] = ()
+    _sg_template_items: ClassVar[tuple[tuple[str, str | None, str], ...] | None] = None
+
+    _id: str | None = PrivateAttr(default=None)
+    _parts: tuple[Any, ...] | None = PrivateAttr(default=None)
+
+    def __init__(self, /, *args: Any, **kwargs: Any) -> None:
+        if args:
+            names = list(type(self).model_fields)
+            if len(args) > len(names):
+                raise TypeError(
+                    f"{type(self).__name__} takes at most {len(names)} positional arguments "
+                    f"({', '.join(names)}), got {len(args)}"
+                )
+            for name, value in zip(names, args, strict=False):
+                if name in kwargs:
+                    raise TypeError(f"{type(self).__name__} got two values for {name!r}")
+                kwargs[name] = value
+        super().__init__(**kwargs)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        parts: list[str] = []
+        lists: set[str] = set()
+        params: list[str] = []
+        for name, info in cls.model_fields.items():
+            kind = _span_annotation(info.annotation)
+            if kind is None:
+                params.append(name)
+            else:
+                parts.append(name)
+                if kind == "many":
+                    lists.add(name)
+        cls._sg_part_fields = tuple(parts)
+        cls._sg_list_fields = frozenset(lists)
+        cls._sg_param_fields = tuple(params)
+        cls._sg_template_items = _parse_template(cls) if cls.template is not None else None
+
+    # -- the component protocol ------------------------------------------------------
+
+    def parts(self) -> Sequence[Any]:
+        """The spans this component is made of, in field declaration order."""
+        private = self.__pydantic_private__
+        assert private is not None
+        parts: tuple[Any, ...] | None = private["_parts"]
+        if parts is None:
+            out: list[Any] = []
+            for name in self._sg_part_fields:
+                value = getattr(self, name)
+                if value is None:
+                    continue
+                if name in self._sg_list_fields:
+                    out.extend(value)
+                else:
+                    out.append(value)
+            parts = private["_parts"] = tuple(out)
+        return parts
+
+    def render(self) -> Prompt:
+        """The prompt: a pure function of ``parts()`` and the parameters."""
+        return render_span(self)
+
+    def parse_output(self, text: str) -> T:
+        """Parse model text into ``T`` (see ``output_type``)."""
+        return parse_as(self.output_type(), text)  # type: ignore[no-any-return]
+
+    @classmethod
+    def output_type(cls) -> Any:
+        """``T`` from the generic parameter (``str`` when none was given)."""
+        for klass in cls.__mro__:
+            meta = getattr(klass, "__pydantic_generic_metadata__", None)
+            if meta and meta.get("origin") is not None and meta.get("args"):
+                origin = meta["origin"]
+                if isinstance(origin, type) and issubclass(origin, Component):
+                    arg = meta["args"][0]
+                    return str if isinstance(arg, TypeVar) else arg
+        return str
+
+    @classmethod
+    def output_schema(cls) -> dict[str, Any] | None:
+        """The JSON schema of ``T`` (closed objects), or ``None`` for plain text."""
+        return output_schema(cls.output_type())
+
+    @property
+    def id(self) -> str:
+        return span_id(self)
+
+    # -- rendering -------------------------------------------------------------------
+
+    def _sg_render_items(self) -> list[Any]:
+        """Literal ``Text`` and parts, in prompt order. Override to arrange them in code."""
+        items: list[Any] = []
+        if self._sg_template_items is None:
+            for i, part in enumerate(self.parts()):
+                if i:
+                    items.append(Text("\n\n"))
+                items.append(part)
+            return items
+        for literal, field, spec in self._sg_template_items:
+            if literal:
+                items.append(Text(literal))
+            if field is None:
+                continue
+            if field in self._sg_list_fields:
+                for i, part in enumerate(getattr(self, field) or ()):
+                    if i:
+                        items.append(Text("\n"))
+                    items.append(part)
+            elif field in self._sg_part_fields:
+                value = getattr(self, field)
+                if value is not None:
+                    items.append(value)
+            else:
+                items.append(Text(self.format_param(field, getattr(self, field), spec)))
+        return items
+
+    def _sg_message_role(self) -> str | None:
+        """The chat role of everything this component renders (``None``: inherit)."""
+        return None
+
+    def format_param(self, name: str, value: Any, spec: str) -> str:
+        """How a parameter appears in the prompt (lists become bullet lines)."""
+        if isinstance(value, list | tuple):
+            return "\n".join(f"- {item}" for item in value)
+        return format(value, spec) if spec else str(value)
+
+    def _sg_params_json(self) -> str:
+        if not self._sg_param_fields:
+            return ""
+        values = self.__dict__
+        fast: list[str] = []
+        for name in self._sg_param_fields:
+            value = values[name]
+            if type(value) not in _PLAIN:
+                break
+            fast.append(f"{name}={value!r}")
+        else:
+            # Plain scalars: their repr is canonical, and far cheaper than JSON.
+            return "\x02".join(fast)
+        try:
+            data = self.model_dump(include=set(self._sg_param_fields), mode="json")
+            return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        except Exception as exc:
+            raise DigestError(
+                f"a parameter of {type(self).__name__} is not serialisable, so it cannot be "
+                f"part of a content id: {exc}"
+            ) from None
+
+    # -- identity --------------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Component):
+            return NotImplemented
+        return type(self) is type(other) and self.id == other.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        params = ", ".join(
+            f"{name}={_short(getattr(self, name))}" for name in self._sg_param_fields[:3]
+        )
+        return f"{type(self).__name__}({params}{', ' if params else ''}parts={len(self.parts())})"
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+#: Annotation for span-typed fields: accepts any span, and ``str`` as a ``CBlock``.
+Span = Annotated[
+    Union[CBlock, ModelOutputThunk[Any], Component[Any]],  # noqa: UP007
+    PlainValidator(_coerce_span),
+]
+
+
+def _strip(annotation: Any) -> Any:
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            meta = annotation.__metadata__
+            if any(isinstance(m, PlainValidator) and m.func is _coerce_span for m in meta):
+                return Span
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
+def _is_span_type(annotation: Any) -> bool:
+    annotation = _strip(annotation)
+    if annotation is Span:
+        return True
+    origin = typing.get_origin(annotation) or annotation
+    if origin in (Union, types.UnionType):
+        return all(_is_span_type(a) for a in typing.get_args(annotation))
+    return isinstance(origin, type) and (
+        issubclass(origin, CBlock | ModelOutputThunk | Component) or origin is ComponentLike
+    )
+
+
+def _span_annotation(annotation: Any) -> str | None:
+    """``"one"`` for a span field, ``"many"`` for a sequence of spans, else ``None``."""
+    if _is_span_type(annotation):
+        return "one"
+    stripped = _strip(annotation)
+    origin = typing.get_origin(stripped)
+    if origin in (list, tuple, collections.abc.Sequence):
+        args = [a for a in typing.get_args(stripped) if a is not Ellipsis]
+        if args and all(_is_span_type(a) for a in args):
+            return "many"
+    return None
+
+
+def _parse_template(cls: type[Component[Any]]) -> tuple[tuple[str, str | None, str], ...]:
+    template = cls.template
+    assert template is not None
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise TemplateError(
+            f"{cls.__name__}.template is not a valid format string: {exc}"
+        ) from None
+    known = set(cls.model_fields)
+    used: set[str] = set()
+    items: list[tuple[str, str | None, str]] = []
+    for literal, field, spec, conversion in parsed:
+        if field is not None:
+            if not field.isidentifier():
+                raise TemplateError(
+                    f"{cls.__name__}.template: field {{{field}}} must be a plain field name"
+                )
+            if field not in known:
+                raise TemplateError(
+                    f"{cls.__name__}.template names {{{field}}}, which is not a field of "
+                    f"{cls.__name__}; fields: {', '.join(sorted(known)) or '(none)'}"
+                )
+            if conversion:
+                raise TemplateError(
+                    f"{cls.__name__}.template: conversions (!{conversion}) are not supported"
+                )
+            used.add(field)
+        items.append((literal, field, spec or ""))
+    missing = [name for name in cls._sg_part_fields if name not in used]
+    if missing:
+        raise TemplateError(
+            f"{cls.__name__}.template leaves out the part field(s) {', '.join(missing)}; every "
+            "part must appear in the prompt, since parts() is what the graph is built from"
+        )
+    return tuple(items)

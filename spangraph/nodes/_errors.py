@@ -1,0 +1,68 @@
+"""Errors raised for bad spans. Each names the span path where it was found."""
+
+from __future__ import annotations
+
+import copy
+
+
+class SpanError(Exception):
+    """A span (or a graph of spans) is malformed.
+
+    ``path`` is the span path from the root that was being walked, e.g.
+    ``Report.parts()[2].parts()[0]``; it is empty when the error is not tied
+    to a position in a graph (a class definition, for instance).
+    """
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        self.path = path
+        self.reason = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+    def at(self, path: str) -> SpanError:
+        """This error, placed at ``path`` (when it does not know its place yet)."""
+        if self.path:
+            return self
+        clone = copy.copy(self)
+        clone.path = path
+        clone.args = (f"{path}: {self.reason}",)
+        return clone
+
+
+class CycleError(SpanError):
+    """A component is reachable from its own parts."""
+
+
+class NotASpanError(SpanError, TypeError):
+    """A part is not a CBlock, Component or ModelOutputThunk."""
+
+
+class TemplateError(SpanError):
+    """A component's template names a field it does not have, or leaves a part out."""
+
+
+class DigestError(SpanError, TypeError):
+    """A parameter cannot be serialised into a content digest."""
+
+
+class MissingProducerError(SpanError):
+    """A thunk has no producer: it was not declared with ``generate()``."""
+
+
+class ThunkNotDoneError(SpanError, RuntimeError):
+    """A thunk's value was read before its generation finished."""
+
+
+class ParseError(SpanError, ValueError):
+    """A model output could not be parsed into the component's output type.
+
+    The raw text is kept in ``raw`` so nothing the model produced is lost.
+    """
+
+    def __init__(self, message: str, *, raw: str, expected: str, path: str = "") -> None:
+        self.raw = raw
+        self.expected = expected
+        super().__init__(f"{message} (expected {expected}; raw output {_clip(raw)!r})", path=path)
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"

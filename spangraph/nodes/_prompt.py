@@ -1,0 +1,88 @@
+"""A rendered prompt: ordered segments that remember the span each came from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One piece of a rendered prompt.
+
+    ``span_id`` is the content id of the span whose render produced the text
+    (template text belongs to the component that owns the template).
+    ``cache`` is true for text of a ``CBlock(cache=True)``: engines that keep
+    KV state use the boundaries of such segments as reusable prefixes.
+    ``role`` is set inside chat messages; ``label`` marks text that only a
+    completion-style prompt shows (``"user: "``), which chat engines drop.
+    """
+
+    text: str
+    span_id: str
+    cache: bool = False
+    role: str | None = None
+    label: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    """A chat message assembled from consecutive segments of one role."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """Ordered segments. ``text`` is their concatenation."""
+
+    segments: tuple[Segment, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments)
+
+    def __iter__(self) -> Iterator[Segment]:
+        return iter(self.segments)
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def __add__(self, other: Prompt) -> Prompt:
+        return Prompt(self.segments + other.segments)
+
+    def span_ids(self) -> list[str]:
+        """Distinct source span ids, in order of first appearance."""
+        return list(dict.fromkeys(s.span_id for s in self.segments))
+
+    def cached_prefix(self) -> tuple[Segment, ...]:
+        """The leading run of ``cache=True`` segments (empty when the prompt starts uncached)."""
+        out: list[Segment] = []
+        for seg in self.segments:
+            if not seg.cache:
+                break
+            out.append(seg)
+        return tuple(out)
+
+    def as_messages(self, default_role: str = "user") -> list[ChatTurn]:
+        """Group segments into chat turns by role, dropping completion-only labels."""
+        turns: list[ChatTurn] = []
+        role: str | None = None
+        buf: list[str] = []
+        for seg in self.segments:
+            if seg.label:
+                continue
+            seg_role = seg.role or default_role
+            if seg_role != role and buf:
+                turns.append(ChatTurn(role or default_role, "".join(buf).strip()))
+                buf = []
+            role = seg_role
+            buf.append(seg.text)
+        if buf:
+            turns.append(ChatTurn(role or default_role, "".join(buf).strip()))
+        return [t for t in turns if t.content]
+
+    @staticmethod
+    def join(prompts: Sequence[Prompt]) -> Prompt:
+        return Prompt(tuple(seg for p in prompts for seg in p.segments))

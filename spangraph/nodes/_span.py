@@ -1,0 +1,385 @@
+"""What every span has in common: its parts, its content id, its rendering.
+
+All three walks here are iterative (an explicit stack), so a chain of
+10,000 nested components does not reach Python's recursion limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
+
+from ._cblock import CBlock
+from ._digest import canonical_json, digest
+from ._errors import CycleError, MissingProducerError, NotASpanError, SpanError
+from ._prompt import Prompt, Segment
+from ._thunk import ModelOutputThunk, ThunkState
+
+if TYPE_CHECKING:
+    from ._component import Span
+
+
+@runtime_checkable
+class ComponentLike(Protocol):
+    """The component protocol: any class with these three methods is a component.
+
+    - ``parts()`` returns the spans the component is made of; it is the one
+      source of truth for the graph.
+    - ``render()`` returns a ``Prompt`` built only from the component's own
+      text and the renders of ``parts()`` (use ``render_span(part)``).
+    - ``parse_output(text)`` turns model text into the component's output.
+
+    Optionally ``params()`` returns a JSON-serialisable mapping of everything
+    else that changes the prompt; without it, the instance's non-span
+    attributes are used for the content id.
+    """
+
+    def parts(self) -> Sequence[Any]: ...
+
+    def render(self) -> Prompt: ...
+
+    def parse_output(self, text: str) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Literal text in a component's render items. ``label`` text is shown only to
+    completion-style engines (role prefixes such as ``"user: "``)."""
+
+    text: str
+    label: bool = False
+
+
+# What kind of span a type is, decided once per type (protocol checks are slow).
+NOT_SPAN, BLOCK, THUNK, MODEL, CUSTOM = range(5)
+_KINDS: dict[type, int] = {}
+
+
+def span_type(obj: object) -> int:
+    cls = type(obj)
+    kind = _KINDS.get(cls)
+    if kind is None:
+        if issubclass(cls, CBlock):
+            kind = BLOCK
+        elif issubclass(cls, ModelOutputThunk):
+            kind = THUNK
+        elif hasattr(cls, "_sg_render_items"):
+            kind = MODEL
+        elif isinstance(obj, ComponentLike) and not isinstance(obj, type):
+            kind = CUSTOM
+        else:
+            kind = NOT_SPAN
+        _KINDS[cls] = kind
+    return kind
+
+
+def is_span(obj: object) -> bool:
+    return span_type(obj) != NOT_SPAN
+
+
+def span_label(span: object) -> str:
+    if isinstance(span, ModelOutputThunk):
+        return span._label()
+    return type(span).__name__
+
+
+def children_of(span: object, path: str | Callable[[], str] = "") -> Sequence[Any]:
+    """The parts of ``span``, checked to be spans. ``path`` (or a function that
+    builds it, called only for an error) names where ``span`` is."""
+    if isinstance(span, CBlock):
+        return ()
+    if isinstance(span, ModelOutputThunk):
+        if span.producer is None:
+            raise MissingProducerError(
+                "thunk has no producer; declare generations with spangraph.generate(action)",
+                path=_resolve(path) or span_label(span),
+            )
+        parts = span.producer.inputs()
+    elif span_type(span) != NOT_SPAN:
+        parts = span.parts()  # type: ignore[attr-defined]
+    else:
+        raise NotASpanError(f"not a span: {type(span).__name__}", path=_resolve(path))
+    kinds = _KINDS
+    for i, part in enumerate(parts):
+        if kinds.get(type(part)) in (None, NOT_SPAN) and not is_span(part):
+            where = f"{_resolve(path) or span_label(span)}{_step(span, i, len(parts))}"
+            raise NotASpanError(
+                f"{type(part).__name__} is not a span (expected CBlock, Component or "
+                "ModelOutputThunk; wrap text in CBlock)",
+                path=where,
+            )
+    return parts
+
+
+def _resolve(path: str | Callable[[], str]) -> str:
+    return path if isinstance(path, str) else path()
+
+
+def _step(parent: object, index: int, count: int) -> str:
+    if isinstance(parent, ModelOutputThunk):
+        return ".action" if index == count - 1 else f".state[{index}]"
+    return f".parts()[{index}]"
+
+
+def node_kind(span: object) -> str:
+    if isinstance(span, CBlock):
+        return "block"
+    if isinstance(span, ModelOutputThunk):
+        return span.producer.kind if span.producer is not None else "generation"
+    return "component"
+
+
+def node_digest(span: object, child_ids: Sequence[str]) -> str:
+    """The content id of ``span`` given the ids of its parts.
+
+    A ``SpanError`` raised here has no path yet; the walk adds it (``.at``).
+    """
+    kind = _KINDS.get(type(span)) or span_type(span)
+    if kind == MODEL:
+        return digest("component", _class_key(type(span)), span._sg_params_json(), child_ids)  # type: ignore[attr-defined]
+    if kind == BLOCK:
+        return span.id  # type: ignore[attr-defined,no-any-return]
+    if kind == THUNK:
+        producer = span.producer  # type: ignore[attr-defined]
+        return digest(producer.kind, "thunk", producer.params(), child_ids)
+    return digest("component", _class_key(type(span)), _params_json(span), child_ids)
+
+
+_CLASS_KEYS: dict[type, str] = {}
+
+
+def _class_key(cls: type) -> str:
+    key = _CLASS_KEYS.get(cls)
+    if key is None:
+        key = _CLASS_KEYS[cls] = f"{cls.__module__}.{cls.__qualname__}"
+    return key
+
+
+def _params_json(span: object) -> str:
+    params = getattr(span, "params", None)
+    if callable(params):
+        value = params()
+    else:
+        value = {k: v for k, v in sorted(vars(span).items()) if not _holds_span(v)}
+    return canonical_json(value, what=f"{type(span).__name__} parameters")
+
+
+def _holds_span(value: object) -> bool:
+    if is_span(value):
+        return True
+    return isinstance(value, list | tuple) and any(is_span(v) for v in value)
+
+
+def cached_id(span: object) -> str | None:
+    """The id already computed for ``span`` (custom components are never cached:
+    they may be mutable)."""
+    kind = _KINDS.get(type(span)) or span_type(span)
+    if kind == BLOCK:
+        return span.id  # type: ignore[attr-defined,no-any-return]
+    if kind == THUNK:
+        return span._id  # type: ignore[attr-defined,no-any-return]
+    if kind == MODEL:
+        return span.__pydantic_private__["_id"]  # type: ignore[attr-defined,no-any-return]
+    return None
+
+
+def _store_id(span: object, value: str) -> None:
+    kind = span_type(span)
+    if kind == THUNK:
+        span._id = value  # type: ignore[attr-defined]
+    elif kind == MODEL:
+        span.__pydantic_private__["_id"] = value  # type: ignore[attr-defined]
+
+
+class PathTracker:
+    """Rebuilds the span path of a walk's frame only when it is asked for.
+
+    Each frame records its parent frame, the parent span and the index of
+    the part it is; the text (``.parts()[2]``, ``.action``) is made on demand.
+    """
+
+    __slots__ = ("indexes", "labels", "parents", "spans")
+
+    def __init__(self) -> None:
+        self.parents: list[int] = []
+        self.spans: list[object] = []
+        self.indexes: list[int] = []
+        self.labels: dict[int, str] = {}
+
+    def root(self, label: str) -> int:
+        frame = len(self.parents)
+        self.parents.append(-1)
+        self.spans.append(None)
+        self.indexes.append(-1)
+        self.labels[frame] = label
+        return frame
+
+    def add(self, parent: int, parent_span: object, index: int) -> int:
+        self.parents.append(parent)
+        self.spans.append(parent_span)
+        self.indexes.append(index)
+        return len(self.parents) - 1
+
+    def path(self, frame: int) -> str:
+        out: list[str] = []
+        while frame >= 0:
+            parent = self.parents[frame]
+            if parent < 0:
+                out.append(self.labels[frame])
+            else:
+                span = self.spans[frame]
+                count = len(children_of(span)) if isinstance(span, ModelOutputThunk) else 0
+                out.append(_step(span, self.indexes[frame], count))
+            frame = parent
+        return "".join(reversed(out))
+
+
+def span_id(root: object) -> str:
+    """The content id of ``root``, computing (and caching) the ids below it."""
+    known = cached_id(root)
+    if known is not None:
+        return known
+    paths = PathTracker()
+    # A frame is [span, path frame, parts, index of the next part to visit].
+    stack: list[list[Any]] = [[root, paths.root(span_label(root)), None, 0]]
+    on_path: set[int] = {id(root)}
+    local: dict[int, str] = {}
+    while stack:
+        top = stack[-1]
+        span, frame, kids, nxt = top
+        if kids is None:
+            kids = top[2] = children_of(span, partial(paths.path, frame))
+        if nxt < len(kids):
+            top[3] = nxt + 1
+            kid = kids[nxt]
+            if id(kid) in local or cached_id(kid) is not None:
+                continue
+            if id(kid) in on_path:
+                raise CycleError(
+                    _cycle_text(stack, kid), path=paths.path(frame) + _step(span, nxt, len(kids))
+                )
+            on_path.add(id(kid))
+            stack.append([kid, paths.add(frame, span, nxt), None, 0])
+            continue
+        stack.pop()
+        on_path.discard(id(span))
+        child_ids = [local.get(id(k)) or cached_id(k) or "" for k in kids]
+        try:
+            value = node_digest(span, child_ids)
+        except SpanError as exc:
+            raise exc.at(paths.path(frame)) from None
+        local[id(span)] = value
+        _store_id(span, value)
+    return local[id(root)]
+
+
+def _cycle_text(stack: Sequence[Sequence[Any]], again: object) -> str:
+    names: list[str] = []
+    started = False
+    for span, *_ in stack:
+        if span is again:
+            started = True
+        if started:
+            names.append(span_label(span))
+    names.append(span_label(again))
+    return "cycle: " + " -> ".join(names)
+
+
+def render_span(root: object) -> Prompt:
+    """Render any span into a ``Prompt``.
+
+    Pydantic components expose their template as render items (literal text
+    and parts) and are expanded here without recursion; custom components'
+    own ``render()`` is called, and checked to use only what ``parts()``
+    returns.
+    """
+    out: list[Segment] = []
+    # Work items: (item, owner id, role, path)
+    stack: list[tuple[object, str, str | None, str]] = [(root, "", None, span_label(root))]
+    while stack:
+        item, owner, role, path = stack.pop()
+        if isinstance(item, Text):
+            if item.text:
+                out.append(Segment(item.text, owner, False, role, item.label))
+        elif isinstance(item, CBlock):
+            if item.text:
+                out.append(Segment(item.text, item.id, item.cache, role))
+        elif isinstance(item, ModelOutputThunk):
+            if item.state is not ThunkState.DONE:
+                from ._errors import ThunkNotDoneError
+
+                raise ThunkNotDoneError(
+                    f"cannot render {item!r}: {item._not_done_reason()}", path=path
+                )
+            out.append(Segment(item.value, span_id(item), False, role))
+        elif hasattr(item, "_sg_render_items"):
+            item = cast(Any, item)
+            own = span_id(item)
+            own_role = item._sg_message_role() or role
+            items = item._sg_render_items()
+            parts = item.parts()
+            part_index = {id(p): i for i, p in enumerate(parts)}
+            for sub in reversed(items):
+                sub_path = path
+                if not isinstance(sub, Text):
+                    sub_path = f"{path}.parts()[{part_index.get(id(sub), '?')}]"
+                stack.append((sub, own, own_role, sub_path))
+        elif span_type(item) == CUSTOM:
+            out.extend(_render_custom(cast(ComponentLike, item), role, path))
+        else:
+            raise NotASpanError(f"not a span: {type(item).__name__}", path=path)
+    return Prompt(tuple(out))
+
+
+def _render_custom(component: ComponentLike, role: str | None, path: str) -> list[Segment]:
+    prompt = component.render()
+    if not isinstance(prompt, Prompt):
+        raise SpanError(
+            f"{type(component).__name__}.render() returned {type(prompt).__name__}, not a Prompt",
+            path=path,
+        )
+    allowed = _ids_below(component)
+    for seg in prompt.segments:
+        if seg.span_id not in allowed:
+            raise SpanError(
+                f"{type(component).__name__}.render() produced text from span {seg.span_id} "
+                "that parts() does not return; parts() must list every span it renders",
+                path=path,
+            )
+    if role is None:
+        return list(prompt.segments)
+    return [Segment(s.text, s.span_id, s.cache, s.role or role, s.label) for s in prompt.segments]
+
+
+def _ids_below(root: object) -> set[str]:
+    seen: set[str] = set()
+    stack = [root]
+    while stack:
+        span = stack.pop()
+        sid = span_id(span)
+        if sid in seen:
+            continue
+        seen.add(sid)
+        if not isinstance(span, ModelOutputThunk):
+            stack.extend(children_of(span))
+    return seen
+
+
+def own_segment(component: object, text: str) -> Segment:
+    """A segment of a custom component's own text (for use in ``render()``)."""
+    return Segment(text, span_id(component))
+
+
+def as_span(value: object, *, path: str = "") -> Span:
+    """Coerce ``str`` to ``CBlock``; pass spans through; refuse anything else."""
+    if isinstance(value, str):
+        return CBlock(value)
+    if is_span(value):
+        return value  # type: ignore[return-value]
+    raise NotASpanError(
+        f"{type(value).__name__} is not a span (expected str, CBlock, Component or "
+        "ModelOutputThunk)",
+        path=path,
+    )

@@ -1,0 +1,365 @@
+"""``ModelOutputThunk``: the lazy, awaitable result of one generation (or task)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
+
+import anyio
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import core_schema
+
+from ._errors import ThunkNotDoneError
+
+if TYPE_CHECKING:
+    from ._component import Span
+
+T = TypeVar("T")
+
+
+class ThunkState(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (ThunkState.PENDING, ThunkState.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts. ``input_tokens`` includes ``cached_input_tokens``."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Milliseconds: waiting for a slot, prompt evaluation, token generation, all of it."""
+
+    queue_ms: float = 0.0
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+@runtime_checkable
+class Producer(Protocol):
+    """What a thunk needs to know about the node that produces it.
+
+    ``kind`` is the graph node kind (``"generation"``, ``"task"``, ...),
+    ``inputs()`` the spans it consumes (its parts in the graph), and
+    ``params()`` a canonical JSON string of everything else that changes its
+    result (execution state, options, sample index).
+    """
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    def inputs(self) -> Sequence[Span]: ...
+
+    def params(self) -> str: ...
+
+
+@runtime_checkable
+class StateLike(Protocol):
+    """The part of an execution state that spans see (defined in ``spangraph.engines``)."""
+
+    def fingerprint(self) -> str: ...
+
+    def prefix_spans(self) -> Sequence[Span]: ...
+
+
+class ModelOutputThunk(Generic[T]):
+    """The future output of one generation.
+
+    States: pending → running → done | failed | cancelled | skipped. ``await
+    thunk`` gives the text; ``.value`` the text once done (a clear error
+    before); ``.parsed`` the typed result; ``.usage``, ``.timings``,
+    ``.cache_hit`` and ``.error`` describe how it was made. ``producer`` links
+    back to the action and execution state it was declared with.
+
+    A thunk is not a ``CBlock``: it is a placeholder for text that does not
+    exist yet, and ``match`` statements can tell the two apart.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_claimed",
+        "_deltas",
+        "_done_event",
+        "_id",
+        "_parsed",
+        "_stream_event",
+        "_value",
+        "cache_hit",
+        "error",
+        "meta",
+        "producer",
+        "skip_reason",
+        "state",
+        "timings",
+        "usage",
+    )
+
+    def __init__(self, producer: Producer | None = None) -> None:
+        self.producer = producer
+        self.state = ThunkState.PENDING
+        self._value: str | None = None
+        self._parsed: Any = None
+        self.usage = Usage()
+        self.timings = Timings()
+        self.cache_hit = False
+        self.error: BaseException | None = None
+        self.skip_reason: str | None = None
+        self.meta: dict[str, Any] = {}
+        self._deltas: list[str] = []
+        self._claimed = False
+        self._id: str | None = None
+        self._done_event: anyio.Event | None = None
+        self._stream_event: anyio.Event | None = None
+
+    # -- reading -------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The content id of the node that produces this thunk."""
+        from ._span import span_id
+
+        return span_id(self)
+
+    @property
+    def action(self) -> Span | None:
+        """The action this thunk generates from (``None`` for task results)."""
+        return getattr(self.producer, "action", None)
+
+    @property
+    def done(self) -> bool:
+        return self.state is ThunkState.DONE
+
+    @property
+    def value(self) -> str:
+        """The generated text. Raises ``ThunkNotDoneError`` unless the thunk is done."""
+        if self.state is not ThunkState.DONE:
+            raise ThunkNotDoneError(self._not_done_reason(), path=self._label())
+        assert self._value is not None
+        return self._value
+
+    @property
+    def parsed(self) -> T:
+        """The output parsed into the action's output type."""
+        if self.state is not ThunkState.DONE:
+            raise ThunkNotDoneError(self._not_done_reason(), path=self._label())
+        return self._parsed  # type: ignore[no-any-return]
+
+    def _label(self) -> str:
+        return self.producer.label if self.producer is not None else "ModelOutputThunk"
+
+    def _not_done_reason(self) -> str:
+        match self.state:
+            case ThunkState.PENDING:
+                return "thunk is pending: it has not run yet (run it with spangraph.run())"
+            case ThunkState.RUNNING:
+                return "thunk is still running: await it or wait for run() to return"
+            case ThunkState.FAILED:
+                return f"generation failed: {self.error!r}"
+            case ThunkState.CANCELLED:
+                return "generation was cancelled"
+            case _:
+                return f"generation was skipped: {self.skip_reason}"
+
+    def __await__(self) -> Any:
+        return self._wait().__await__()
+
+    async def _wait(self) -> str:
+        if self.state is ThunkState.PENDING and not self._claimed and _driver is not None:
+            await _driver(self)
+        if not self.state.finished:
+            if self._done_event is None:
+                self._done_event = anyio.Event()
+            await self._done_event.wait()
+        if self.state is ThunkState.FAILED and self.error is not None:
+            raise self.error
+        return self.value
+
+    async def stream(self) -> AsyncIterator[str]:
+        """Yield the text as it is generated; the deltas concatenate to ``.value``.
+
+        Works whether the thunk is still running (deltas arrive as the engine
+        streams them) or already done (the recorded deltas, or the whole text
+        when the engine did not stream).
+        """
+        if self.state is ThunkState.PENDING and not self._claimed and _driver is not None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_driver, self)
+                async for delta in self._follow():
+                    yield delta
+            return
+        async for delta in self._follow():
+            yield delta
+
+    async def _follow(self) -> AsyncIterator[str]:
+        index = 0
+        while True:
+            while index < len(self._deltas):
+                index += 1
+                yield self._deltas[index - 1]
+            if self.state.finished:
+                break
+            if self._stream_event is None:
+                self._stream_event = anyio.Event()
+            await self._stream_event.wait()
+        if self.state is ThunkState.DONE and index == 0 and self._value:
+            yield self._value
+        elif self.state is ThunkState.FAILED and self.error is not None:
+            raise self.error
+
+    def __repr__(self) -> str:
+        return f"<ModelOutputThunk {self._label()} {self.state.value}>"
+
+    def __bool__(self) -> bool:
+        return True
+
+    # -- writing (engines and the scheduler) -----------------------------------------
+
+    def _set_running(self) -> None:
+        self.state = ThunkState.RUNNING
+
+    def _push_delta(self, text: str) -> None:
+        if text:
+            self._deltas.append(text)
+            self._wake_stream()
+
+    def _set_done(
+        self,
+        value: str,
+        parsed: Any,
+        *,
+        usage: Usage | None = None,
+        timings: Timings | None = None,
+        cache_hit: bool = False,
+    ) -> None:
+        self._value = value
+        self._parsed = parsed
+        if usage is not None:
+            self.usage = usage
+        if timings is not None:
+            self.timings = timings
+        self.cache_hit = cache_hit
+        self.state = ThunkState.DONE
+        self._finish()
+
+    def _set_failed(self, error: BaseException, *, raw: str | None = None) -> None:
+        self.error = error
+        if raw is not None:
+            self._value = raw
+        self.state = ThunkState.FAILED
+        self._finish()
+
+    def _set_cancelled(self) -> None:
+        self.state = ThunkState.CANCELLED
+        self._finish()
+
+    def _set_skipped(self, reason: str) -> None:
+        self.skip_reason = reason
+        self.state = ThunkState.SKIPPED
+        self._finish()
+
+    def _copy_result(self, other: ModelOutputThunk[Any]) -> None:
+        """Give this thunk the outcome of ``other`` (an equal node already computed)."""
+        self._deltas = list(other._deltas)
+        self.usage, self.timings, self.cache_hit = other.usage, other.timings, other.cache_hit
+        self.error, self.skip_reason = other.error, other.skip_reason
+        self._value, self._parsed = other._value, other._parsed
+        self.state = other.state
+        self._finish()
+
+    def _reset(self) -> None:
+        """Back to pending, for a node that is run again."""
+        self.state = ThunkState.PENDING
+        self._value = self._parsed = self.error = self.skip_reason = None
+        self._deltas = []
+        self.usage, self.timings, self.cache_hit = Usage(), Timings(), False
+
+    def _finish(self) -> None:
+        if self._done_event is not None:
+            self._done_event.set()
+            self._done_event = None
+        self._wake_stream()
+
+    def _wake_stream(self) -> None:
+        if self._stream_event is not None:
+            self._stream_event.set()
+            self._stream_event = None
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.is_instance_schema(cls)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationProducer:
+    """The producer of a generation: an action, the state and options it was declared with."""
+
+    action: Span
+    state: StateLike | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    sample_index: int = 0
+
+    @property
+    def kind(self) -> str:
+        return "generation"
+
+    @property
+    def label(self) -> str:
+        return f"generate({type(self.action).__name__})"
+
+    def inputs(self) -> Sequence[Span]:
+        prefix = self.state.prefix_spans() if self.state is not None else ()
+        return (*prefix, self.action)
+
+    def params(self) -> str:
+        from ._digest import canonical_json
+
+        return canonical_json(
+            {
+                "state": self.state.fingerprint() if self.state is not None else "",
+                "options": dict(self.options),
+                "sample": self.sample_index,
+            },
+            what="generation options",
+        )
+
+
+Driver = Callable[[ModelOutputThunk[Any]], Coroutine[Any, Any, None]]
+_driver: Driver | None = None
+
+
+def set_driver(driver: Driver | None) -> None:
+    """Register what ``await thunk`` uses to run a thunk nobody has scheduled.
+
+    ``spangraph.graph`` registers its ``arun`` here, so awaiting a pending
+    thunk runs it (and what it needs) on the default engine.
+    """
+    global _driver
+    _driver = driver
