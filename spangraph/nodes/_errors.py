@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 
 class SpanError(Exception):
     """A span (or a graph of spans) is malformed.
@@ -22,7 +20,8 @@ class SpanError(Exception):
         """This error, placed at ``path`` (when it does not know its place yet)."""
         if self.path:
             return self
-        clone = copy.copy(self)
+        clone = type(self).__new__(type(self))
+        clone.__dict__.update(self.__dict__)
         clone.path = path
         clone.args = (f"{path}: {self.reason}",)
         return clone

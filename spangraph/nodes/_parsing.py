@@ -83,8 +83,11 @@ def parse_as(tp: Any, text: str) -> Any:
 
 
 def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return " ".join(line.strip() for line in lines[:3]) if lines else type(error).__name__
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return f"output does not parse{' at ' + where if where else ''}: {first['msg']}"
+    return f"output does not parse: {error}"
 
 
 def _wants_json(tp: Any) -> bool:

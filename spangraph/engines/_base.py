@@ -1,0 +1,356 @@
+"""``InferenceEngine``: the fixed generate protocol.
+
+``generate()`` is final. It runs these steps, each a method an engine may
+refine but never reorder:
+
+1. ``handle_model_options`` — engine defaults < execution state < call.
+2. ``render`` — the action (after the state's prefix spans) → ``Request``.
+3. ``handle_output_cache`` — look the request up in the output memo.
+4. ``handle_input_cache`` — KV reuse for ``cache=True`` prefixes.
+5. ``_complete`` / ``_stream`` — the one primitive an engine implements.
+6. ``parse`` — the action's ``parse_output``; a failure keeps the raw text.
+7. ``store`` + ``handle_cache_eviction`` — write the memo, keep budgets.
+8. ``telemetry`` — one ``GenerationRecord`` event, success or failure.
+
+Like httpx's transports, an engine is a primitive plus its capabilities;
+option merging, caching, parsing and telemetry are the same for all.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar, TypeVar
+
+import anyio
+
+from .. import events
+from ..nodes import (
+    CBlock,
+    ExecutionState,
+    GenerationProducer,
+    ModelOutputThunk,
+    ParseError,
+    ThunkState,
+    Timings,
+    compose,
+    current_state,
+    render_span,
+    span_label,
+)
+from ..nodes._span import as_span
+from ._options import check_options, merge
+from ._states import Identity
+from ._types import Capabilities, Completion, Request
+
+T = TypeVar("T")
+
+
+class InferenceEngine:
+    """Base of engines. Subclasses implement ``_complete`` (and optionally ``_stream``)."""
+
+    #: Engine kind, used in telemetry and the cache key.
+    kind: ClassVar[str] = "engine"
+    #: Canonical option name → the engine's wire name (absent: not supported, dropped).
+    wire_names: ClassVar[Mapping[str, str]] = {}
+    capabilities: Capabilities = Capabilities()
+    #: How many generations this engine runs at once (the scheduler's per-engine limit).
+    max_concurrency: int = 8
+    #: The span cache used when neither the state nor the run gives one.
+    span_cache: Any = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "generate" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__name__} defines generate(), which is final: the generate protocol is "
+                "the same for every engine. Implement _complete() (and optionally _stream()), "
+                "or refine one of the protocol steps (handle_model_options, render, "
+                "handle_output_cache, handle_input_cache, parse, store, telemetry)."
+            )
+
+    def __init__(self, *, defaults: Mapping[str, Any] | None = None) -> None:
+        self.defaults: dict[str, Any] = check_options(defaults or {}, where=f"{self.kind} defaults")
+        self._bound_state: ExecutionState = Identity()
+        self._base: InferenceEngine = self
+
+    # -- identity ------------------------------------------------------------------
+
+    @property
+    def model(self) -> str:
+        """The model's name, as telemetry reports it."""
+        return "unknown"
+
+    @property
+    def base(self) -> InferenceEngine:
+        """The engine a view was made from (itself for an engine)."""
+        return self._base
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this engine's outputs: kind, model, load parameters."""
+        return {"kind": self.kind, "model": self.model}
+
+    def server_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` for remote engines; ``None`` in-process."""
+        return None
+
+    def with_state(self, state: ExecutionState) -> InferenceEngine:
+        """A view of this engine that generates under ``state`` (``state(engine)``)."""
+        view = copy.copy(self)
+        view._bound_state = compose(*self._bound_state.flatten(), *state.flatten())
+        return view
+
+    # -- the protocol ----------------------------------------------------------------
+
+    async def generate(
+        self,
+        action: Any,
+        state: ExecutionState | None = None,
+        *,
+        options: Mapping[str, Any] | None = None,
+        into: ModelOutputThunk[Any] | None = None,
+    ) -> ModelOutputThunk[Any]:
+        """Generate from ``action`` and return its thunk, done (or failed: then it raises).
+
+        ``into`` is a thunk declared earlier with ``spangraph.generate()`` (the
+        scheduler passes it); its state and options are used.
+        """
+        started = time.perf_counter()
+        if into is None:
+            declared = state if state is not None else current_state()
+            into = ModelOutputThunk(
+                GenerationProducer(
+                    as_span(action, path="generate(action)"),
+                    declared,
+                    check_options(options or {}, where="generate()"),
+                )
+            )
+        thunk = into
+        producer = thunk.producer
+        assert isinstance(producer, GenerationProducer)
+        declared_state = producer.state
+        effective = compose(
+            *self._bound_state.flatten(),
+            *(declared_state.flatten() if isinstance(declared_state, ExecutionState) else ()),
+        )
+        thunk._set_running()
+        request: Request | None = None
+        completion: Completion | None = None
+        cache_hit = False
+        error: BaseException | None = None
+        try:
+            opts = self.handle_model_options(effective, producer.options)  # 1
+            request = self.render(producer.action, effective, opts, producer.sample_index)  # 2
+            request.thunk = thunk
+            completion = await self.handle_output_cache(request)  # 3
+            cache_hit = completion is not None
+            if completion is None:
+                request = await self.handle_input_cache(request)  # 4
+                completion = await self._call(request, thunk)  # 5
+            parsed = self.parse(producer.action, completion)  # 6
+            if not cache_hit:
+                await self.store(request, completion)  # 7
+                await self.handle_cache_eviction()
+            timings = completion.timings
+            total = (time.perf_counter() - started) * 1000
+            thunk._set_done(
+                completion.text,
+                parsed,
+                usage=completion.usage,
+                timings=Timings(timings.queue_ms, timings.prefill_ms, timings.decode_ms, total),
+                cache_hit=cache_hit,
+            )
+        except ParseError as exc:
+            error = exc
+            thunk._set_failed(exc, raw=exc.raw)
+            raise
+        except anyio.get_cancelled_exc_class():
+            thunk._set_cancelled()
+            raise
+        except BaseException as exc:
+            error = exc
+            thunk._set_failed(exc)
+            raise
+        finally:
+            self.telemetry(thunk, effective, request, completion, cache_hit, error, started)  # 8
+        return thunk
+
+    async def stream(
+        self, action: Any, state: ExecutionState | None = None, **options: Any
+    ) -> AsyncIterator[str]:
+        """Generate from ``action``, yielding text as it is produced."""
+        thunk: ModelOutputThunk[Any] = ModelOutputThunk(
+            GenerationProducer(
+                as_span(action, path="stream(action)"),
+                state if state is not None else current_state(),
+                check_options(options, where="stream()"),
+            )
+        )
+        thunk._claimed = True
+        thunk.meta["stream"] = True
+
+        async def produce() -> None:
+            try:
+                await self.generate(thunk.producer.action, into=thunk)  # type: ignore[union-attr]
+            except Exception:
+                pass
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            async for delta in thunk._follow():
+                yield delta
+
+    # 1
+    def handle_model_options(
+        self, state: ExecutionState, call: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge engine defaults < state < call (all already validated)."""
+        return merge(self.defaults, state.model_options(), call)
+
+    # 2
+    def render(
+        self,
+        action: Any,
+        state: ExecutionState,
+        options: Mapping[str, Any],
+        sample_index: int = 0,
+    ) -> Request:
+        """Render the state's prefix spans and the action into a ``Request``."""
+        prefix = state.prefix_spans()
+        prompt = render_span(action)
+        if prefix:
+            prompt = render_span_all([*prefix]) + _as_user(prompt)
+        schema = getattr(action, "output_schema", None)
+        return Request(
+            prompt=prompt,
+            options=options,
+            schema=schema() if callable(schema) else None,
+            mode=self.capabilities.mode,
+            action=action,
+            state=state,
+            sample_index=sample_index,
+        )
+
+    # 3
+    async def handle_output_cache(self, request: Request) -> Completion | None:
+        """Return a memoised completion for ``request``, or ``None`` (no memo yet)."""
+        return None
+
+    # 4
+    async def handle_input_cache(self, request: Request) -> Request:
+        """Route or prepare KV reuse for the request's cached prefix (none by default)."""
+        return request
+
+    # 5
+    async def _complete(self, request: Request) -> Completion:
+        """The primitive: run one request to completion."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _complete()")
+
+    async def _stream(self, request: Request) -> AsyncIterator[str | Completion]:
+        """Optional primitive: yield text deltas, then the final ``Completion``."""
+        yield await self._complete(request)
+
+    async def _call(self, request: Request, thunk: ModelOutputThunk[Any]) -> Completion:
+        if not (self.capabilities.streaming and thunk.meta.get("stream")):
+            return await self._complete(request)
+        final: Completion | None = None
+        async for item in self._stream(request):
+            if isinstance(item, Completion):
+                final = item
+            else:
+                thunk._push_delta(item)
+        if final is None:
+            raise RuntimeError(f"{type(self).__name__}._stream() ended without a Completion")
+        return final
+
+    # 6
+    def parse(self, action: Any, completion: Completion) -> Any:
+        """Parse the text with the action's ``parse_output`` (text for a CBlock)."""
+        if isinstance(action, CBlock):
+            return completion.text
+        try:
+            return action.parse_output(completion.text)
+        except ParseError as exc:
+            raise exc.at(f"generate({span_label(action)})") from None
+
+    # 7
+    async def store(self, request: Request, completion: Completion) -> None:
+        """Write the memo entry for ``request`` (no memo yet)."""
+
+    async def handle_cache_eviction(self) -> None:
+        """Keep the caches within their budgets (nothing to keep yet)."""
+
+    # 8
+    def telemetry(
+        self,
+        thunk: ModelOutputThunk[Any],
+        state: ExecutionState,
+        request: Request | None,
+        completion: Completion | None,
+        cache_hit: bool,
+        error: BaseException | None,
+        started: float,
+    ) -> None:
+        """Record the generation on its state and emit it as an event."""
+        record = events.GenerationRecord(
+            thunk._id or "",
+            engine=self.kind,
+            model=self.model,
+            mode=self.capabilities.mode,
+            options={k: v for k, v in (request.options if request else {}).items()},
+            prompt=request.text if request is not None else "",
+            output=completion.text if completion is not None else None,
+            finish_reason=completion.finish_reason if completion is not None else None,
+            usage=thunk.usage,
+            timings=thunk.timings,
+            cache_hit=cache_hit,
+            error=error if thunk.state is ThunkState.FAILED else None,
+            server=self.server_address(),
+            started=started,
+        )
+        state._record(thunk, record)
+        events.emit(record)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Release what the engine holds (threads, servers, connections)."""
+
+    def close(self) -> None:
+        """Synchronous ``aclose``, for engines that can release without an event loop."""
+
+    async def __aenter__(self) -> InferenceEngine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r})"
+
+
+def render_span_all(spans: list[Any]) -> Any:
+    from ..nodes import Prompt
+
+    return Prompt.join([render_span(s) for s in spans])
+
+
+def _as_user(prompt: Any) -> Any:
+    """After a chat history, the action is the user's turn (and then the assistant's)."""
+    from ..nodes import Prompt, Segment
+
+    segments = [
+        s if s.role else Segment(s.text, s.span_id, s.cache, "user", s.label)
+        for s in prompt.segments
+    ]
+    if not segments:
+        return prompt
+    owner = segments[0].span_id
+    return Prompt(
+        (
+            Segment("user: ", owner, role="user", label=True),
+            *segments,
+            Segment("\nassistant:", owner, role="user", label=True),
+        )
+    )

@@ -1,0 +1,54 @@
+"""Engine errors: a small hierarchy the scheduler's retry policy keys on."""
+
+from __future__ import annotations
+
+from ..nodes import ParseError
+
+
+class EngineError(Exception):
+    """Base of errors raised by engines."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine cannot be reached (connection refused, server stopped)."""
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        self.url = url
+        super().__init__(f"{message} ({url})" if url else message)
+
+
+class TransientEngineError(EngineError):
+    """A failure worth retrying: 5xx, a timeout, an overloaded server."""
+
+
+class EngineRequestError(EngineError, ValueError):
+    """The request itself is wrong (4xx, invalid options): retrying cannot help."""
+
+
+class InvalidOptionError(EngineRequestError):
+    """A model option is unknown or out of range."""
+
+
+class ContextLengthError(EngineRequestError):
+    """The prompt does not fit the model's context window."""
+
+    def __init__(self, message: str, *, tokens: int | None = None, limit: int | None = None):
+        self.tokens = tokens
+        self.limit = limit
+        super().__init__(message)
+
+
+class ModelFileError(EngineError):
+    """The model file is missing or its digest does not match."""
+
+
+__all__ = [
+    "ContextLengthError",
+    "EngineError",
+    "EngineRequestError",
+    "EngineUnavailable",
+    "InvalidOptionError",
+    "ModelFileError",
+    "ParseError",
+    "TransientEngineError",
+]

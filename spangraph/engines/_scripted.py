@@ -1,0 +1,113 @@
+"""``ScriptedEngine``: deterministic answers and latencies, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, ClassVar
+
+import anyio
+
+from ..nodes import Timings, Usage
+from ._base import InferenceEngine
+from ._errors import EngineRequestError
+from ._types import Capabilities, Completion, Request
+
+Reply = Callable[[Request], "str | Awaitable[str]"]
+
+
+class ScriptedEngine(InferenceEngine):
+    """Answers from a function of the request, or a mapping from prompt text.
+
+    ``reply`` is ``callable(request) -> str`` (sync or async; it may raise to
+    simulate engine errors) or a mapping from prompt text to answer (with
+    ``default`` for prompts it does not list). ``latency`` (seconds, or a
+    function of the request) is slept before answering; with ``0`` the call
+    never suspends, which is what scheduler benchmarks measure. Usage counts
+    whitespace-separated words as tokens. ``calls`` counts primitive calls.
+    """
+
+    kind = "scripted"
+    wire_names: ClassVar[Mapping[str, str]] = {
+        name: name for name in ("temperature", "max_tokens", "top_p", "top_k", "seed")
+    }
+    capabilities = Capabilities(streaming=True, json_schema=True, mode="completion")
+
+    def __init__(
+        self,
+        reply: Reply | Mapping[str, str] | str = "ok",
+        *,
+        latency: float | Callable[[Request], float] = 0.0,
+        default: str | None = None,
+        max_concurrency: int = 64,
+        name: str = "scripted",
+        defaults: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(defaults=defaults)
+        self._reply = reply
+        self._latency = latency
+        self._default = default
+        self._name = name
+        self.max_concurrency = max_concurrency
+        self.calls = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    @property
+    def model(self) -> str:
+        return self._name
+
+    async def _answer(self, request: Request) -> str:
+        reply = self._reply
+        if isinstance(reply, str):
+            return reply
+        if isinstance(reply, Mapping):
+            text = request.text
+            if text in reply:
+                return reply[text]
+            if self._default is not None:
+                return self._default
+            raise EngineRequestError(f"ScriptedEngine has no answer for prompt {text[:80]!r}")
+        out = reply(request)
+        if inspect.isawaitable(out):
+            out = await out
+        return out
+
+    def _delay(self, request: Request) -> float:
+        latency = self._latency
+        return latency(request) if callable(latency) else latency
+
+    async def _complete(self, request: Request) -> Completion:
+        self.calls += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            delay = self._delay(request)
+            if delay > 0:
+                await anyio.sleep(delay)
+            text = await self._answer(request)
+        finally:
+            self.in_flight -= 1
+        return self._completion(request, text, delay)
+
+    async def _stream(self, request: Request) -> AsyncIterator[str | Completion]:
+        self.calls += 1
+        delay = self._delay(request)
+        text = await self._answer(request)
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            if delay > 0:
+                await anyio.sleep(delay / max(len(words), 1))
+            yield word if i == 0 else " " + word
+        yield self._completion(request, text, delay)
+
+    @staticmethod
+    def _completion(request: Request, text: str, delay: float) -> Completion:
+        prompt_tokens = len(request.text.split())
+        output_tokens = len(text.split())
+        return Completion(
+            text,
+            "stop",
+            Usage(prompt_tokens, output_tokens, 0),
+            Timings(0.0, 0.0, delay * 1000, delay * 1000),
+        )

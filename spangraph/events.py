@@ -1,0 +1,145 @@
+"""The run's events: the one stream that progress, the LogDAG and tests subscribe to.
+
+The scheduler and the engines' telemetry step ``emit()`` events; whoever
+wants them subscribes to the ``EventBus`` that is current (a context
+variable, so concurrent runs keep their streams apart). Emitting with no
+bus current costs one context-variable read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any
+
+from .nodes import Timings, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened to a graph node. ``node_id`` is its content id."""
+
+    node_id: str
+    time: float = field(default_factory=perf_counter, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeQueued(Event):
+    kind: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStarted(Event):
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFinished(Event):
+    cache_hit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFailed(Event):
+    error: BaseException | None = None
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRetried(Event):
+    attempt: int = 1
+    error: BaseException | None = None
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSkipped(Event):
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCancelled(Event):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NodesAdded(Event):
+    """A dynamic node added ``count`` nodes to the running graph."""
+
+    count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CacheHit(Event):
+    key: str = ""
+    store: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRecord(Event):
+    """The telemetry step of one generation (issued by the engine, success or not)."""
+
+    engine: str = ""
+    model: str = ""
+    mode: str = "completion"
+    options: dict[str, Any] = field(default_factory=dict)
+    prompt: str = ""
+    output: str | None = None
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    timings: Timings = field(default_factory=Timings)
+    cache_hit: bool = False
+    error: BaseException | None = None
+    server: tuple[str, int] | None = None
+    started: float = 0.0
+
+
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    """Fan-out of events to listeners, in subscription order."""
+
+    __slots__ = ("_listeners",)
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Add a listener; returns a function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def emit(self, event: Event) -> None:
+        for listener in self._listeners:
+            listener(event)
+
+    @property
+    def listening(self) -> bool:
+        return bool(self._listeners)
+
+
+_bus: ContextVar[EventBus | None] = ContextVar("spangraph_events", default=None)
+
+
+def current_bus() -> EventBus | None:
+    return _bus.get()
+
+
+def emit(event: Event) -> None:
+    bus = _bus.get()
+    if bus is not None:
+        bus.emit(event)
+
+
+@contextmanager
+def use_bus(bus: EventBus) -> Iterator[EventBus]:
+    """Make ``bus`` current for the code (and tasks started) inside."""
+    token = _bus.set(bus)
+    try:
+        yield bus
+    finally:
+        _bus.reset(token)
