@@ -1,6 +1,18 @@
 """spangraph: run generative programs (LLM calls and the code around them) as graphs."""
 
-from .graph import NodeInfo, SpanGraph, compile, generate
+from .engines import Identity, options
+from .graph import (
+    NodeFailedError,
+    NodeInfo,
+    RetryPolicy,
+    Run,
+    SpanGraph,
+    arun,
+    compile,
+    generate,
+    run,
+    task,
+)
 from .nodes import (
     CBlock,
     ChatHistory,
@@ -23,18 +35,26 @@ __all__ = [
     "ChatHistory",
     "Component",
     "ExecutionState",
+    "Identity",
     "Instruction",
     "Message",
     "ModelOutputThunk",
+    "NodeFailedError",
     "NodeInfo",
     "ParseError",
     "Prompt",
     "Requirement",
+    "RetryPolicy",
+    "Run",
     "Segment",
     "Span",
     "SpanError",
     "SpanGraph",
     "ThunkState",
+    "arun",
     "compile",
     "generate",
+    "options",
+    "run",
+    "task",
 ]

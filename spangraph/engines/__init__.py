@@ -1,6 +1,7 @@
 """Engines: the fixed generate protocol and the engines that implement its primitive."""
 
 from ._base import InferenceEngine
+from ._default import default
 from ._errors import (
     ContextLengthError,
     EngineError,
@@ -35,5 +36,6 @@ __all__ = [
     "ScriptedEngine",
     "TransientEngineError",
     "check_options",
+    "default",
     "options",
 ]

@@ -18,6 +18,7 @@ option merging, caching, parsing and telemetry are the same for all.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -40,6 +41,7 @@ from ..nodes import (
     span_label,
 )
 from ..nodes._span import as_span
+from ._handoff import handoff
 from ._options import check_options, merge
 from ._states import Identity
 from ._types import Capabilities, Completion, Request
@@ -59,6 +61,10 @@ class InferenceEngine:
     max_concurrency: int = 8
     #: The span cache used when neither the state nor the run gives one.
     span_cache: Any = None
+    #: True when steps 4-8 never enter a cancel scope (no threads, no timeouts of
+    #: their own), so the scheduler may start them inline and move them to a task
+    #: only if they wait. Engines that call ``anyio.to_thread`` leave it False.
+    completes_inline: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -146,6 +152,8 @@ class InferenceEngine:
             completion = await self.handle_output_cache(request)  # 3
             cache_hit = completion is not None
             if completion is None:
+                if not self.completes_inline:
+                    await handoff()  # from here on the call waits: it runs as a task
                 request = await self.handle_input_cache(request)  # 4
                 completion = await self._call(request, thunk)  # 5
             parsed = self.parse(producer.action, completion)  # 6
@@ -191,10 +199,9 @@ class InferenceEngine:
         thunk.meta["stream"] = True
 
         async def produce() -> None:
-            try:
-                await self.generate(thunk.producer.action, into=thunk)  # type: ignore[union-attr]
-            except Exception:
-                pass
+            # A failure is recorded on the thunk, and _follow() re-raises it.
+            with contextlib.suppress(Exception):
+                await self.generate(None, into=thunk)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(produce)

@@ -32,6 +32,7 @@ class ScriptedEngine(InferenceEngine):
         name: name for name in ("temperature", "max_tokens", "top_p", "top_k", "seed")
     }
     capabilities = Capabilities(streaming=True, json_schema=True, mode="completion")
+    completes_inline = True
 
     def __init__(
         self,

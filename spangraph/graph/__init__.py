@@ -2,5 +2,22 @@
 
 from ._compile import NodeInfo, SpanGraph, compile
 from ._declare import generate
+from ._errors import NodeFailedError
+from ._policy import RetryPolicy
+from ._run import NodeOutcome, Run, arun, run
+from ._task import Task, task
 
-__all__ = ["NodeInfo", "SpanGraph", "compile", "generate"]
+__all__ = [
+    "NodeFailedError",
+    "NodeInfo",
+    "NodeOutcome",
+    "RetryPolicy",
+    "Run",
+    "SpanGraph",
+    "Task",
+    "arun",
+    "compile",
+    "generate",
+    "run",
+    "task",
+]

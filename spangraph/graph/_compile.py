@@ -50,6 +50,8 @@ class NodeInfo:
     inputs: tuple[str, ...] = ()
     #: Every thunk object that stands for this node (equal declarations share a node).
     thunks: list[ModelOutputThunk[Any]] = field(default_factory=list)
+    #: Roots of the spans this (task) node returned at run time.
+    dynamic_inputs: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -94,6 +96,10 @@ class SpanGraph:
             )
             graph.add_edges_from(
                 ((src, n.id) for n in self._nodes.values() for src in n.inputs), kind="part"
+            )
+            graph.add_edges_from(
+                ((src, n.id) for n in self._nodes.values() for src in n.dynamic_inputs),
+                kind="dynamic",
             )
             self._graph = graph
         return self._graph
@@ -145,11 +151,27 @@ class SpanGraph:
     def inputs(self, node_id: str) -> list[str]:
         return list(self._nodes[node_id].inputs)
 
+    def extend(self, spans: Sequence[Any], *, parent: str) -> tuple[list[str], list[str]]:
+        """Add spans a task returned at run time; return (their ids, the ids of new nodes).
+
+        The new spans' paths start at the task that returned them, and their
+        roots become dynamic inputs of that task (edge kind ``dynamic``).
+        """
+        before = len(self._nodes)
+        prefix = f"{self.path_of(parent)}->"
+        root_ids = _walk(spans, self._nodes, self._paths, prefix)
+        new_ids = list(self._nodes)[before:]
+        info = self._nodes[parent]
+        info.dynamic_inputs = tuple(dict.fromkeys((*info.dynamic_inputs, *root_ids)))
+        self._graph = None
+        self._users = None
+        return root_ids, new_ids
+
     def users(self, node_id: str) -> list[str]:
         if self._users is None:
             users: dict[str, list[str]] = {n: [] for n in self._nodes}
             for info in self._nodes.values():
-                for src in info.inputs:
+                for src in (*info.inputs, *info.dynamic_inputs):
                     users[src].append(info.id)
             self._users = users
         return list(self._users[node_id])
@@ -197,6 +219,14 @@ def compile(*roots: Any) -> SpanGraph:
 def _compile(roots: Sequence[Any]) -> SpanGraph:
     paths = PathTracker()
     nodes: dict[str, NodeInfo] = {}
+    root_ids = _walk(roots, nodes, paths, "")
+    return SpanGraph(nodes, root_ids, paths, roots)
+
+
+def _walk(
+    roots: Sequence[Any], nodes: dict[str, NodeInfo], paths: PathTracker, prefix: str
+) -> list[str]:
+    """Add ``roots`` and everything below them to ``nodes``; return the roots' ids."""
     obj_ids: dict[int, str] = {}
     root_ids: list[str] = []
     keep: list[Any] = []  # keeps walked objects alive, so their id() stays unique
@@ -216,6 +246,7 @@ def _compile(roots: Sequence[Any]) -> SpanGraph:
 
     for index, root in enumerate(roots):
         label = span_label(root) if len(roots) == 1 else f"roots[{index}]:{span_label(root)}"
+        label = prefix + label
         known = obj_ids.get(id(root)) or seen(root)
         if known is not None:
             root_ids.append(known)
@@ -277,8 +308,7 @@ def _compile(roots: Sequence[Any]) -> SpanGraph:
                 info.thunks.append(span)
             nodes[node_id] = info
         root_ids.append(obj_ids[id(root)])
-
-    return SpanGraph(nodes, root_ids, paths, roots)
+    return root_ids
 
 
 _KIND_NAMES = {BLOCK: "block", MODEL: "component", CUSTOM: "component"}

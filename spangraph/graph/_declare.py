@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar, overload
 
+from ..engines import InferenceEngine, check_options
 from ..nodes import (
     Component,
     ExecutionState,
@@ -24,6 +25,7 @@ def generate(
     state: ExecutionState | None = None,
     options: Mapping[str, Any] | None = None,
     sample_index: int = 0,
+    engine: InferenceEngine | None = None,
 ) -> ModelOutputThunk[T]: ...
 
 
@@ -34,6 +36,7 @@ def generate(
     state: ExecutionState | None = None,
     options: Mapping[str, Any] | None = None,
     sample_index: int = 0,
+    engine: InferenceEngine | None = None,
 ) -> ModelOutputThunk[Any]: ...
 
 
@@ -43,13 +46,16 @@ def generate(
     state: ExecutionState | None = None,
     options: Mapping[str, Any] | None = None,
     sample_index: int = 0,
+    engine: InferenceEngine | None = None,
 ) -> ModelOutputThunk[Any]:
     """Declare a generation of ``action`` and return its (pending) thunk.
 
     The execution state is ``state`` composed after the states of enclosing
     ``with`` blocks; ``options`` are per-call model options (they win over
     the state's). ``sample_index`` tells repeated samples of the same action
-    apart. The thunk can be a part of other components; ``run()`` executes it.
+    apart. ``engine`` pins the generation to an engine (default: the run's).
+    The thunk can be a part of other components; ``run()`` executes it.
+    Options are checked here, so a typo fails where it is written.
     """
     span = as_span(action, path="generate(action)")
     outer = current_state()
@@ -59,4 +65,5 @@ def generate(
         state = outer
     if sample_index < 0:
         raise ValueError(f"sample_index must be >= 0, got {sample_index}")
-    return ModelOutputThunk(GenerationProducer(span, state, dict(options or {}), sample_index))
+    checked = check_options(options or {}, where="generate()")
+    return ModelOutputThunk(GenerationProducer(span, state, checked, sample_index, engine))

@@ -119,6 +119,8 @@ def _resolve(path: str | Callable[[], str]) -> str:
 
 def _step(parent: object, index: int, count: int) -> str:
     if isinstance(parent, ModelOutputThunk):
+        if parent.producer is not None and parent.producer.kind != "generation":
+            return f".inputs[{index}]"
         return ".action" if index == count - 1 else f".state[{index}]"
     return f".parts()[{index}]"
 

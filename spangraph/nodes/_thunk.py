@@ -325,6 +325,8 @@ class GenerationProducer:
     state: StateLike | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     sample_index: int = 0
+    #: The engine to run on (``None``: the run's engine).
+    engine: Any = None
 
     @property
     def kind(self) -> str:
@@ -341,14 +343,14 @@ class GenerationProducer:
     def params(self) -> str:
         from ._digest import canonical_json
 
-        return canonical_json(
-            {
-                "state": self.state.fingerprint() if self.state is not None else "",
-                "options": dict(self.options),
-                "sample": self.sample_index,
-            },
-            what="generation options",
-        )
+        params: dict[str, Any] = {
+            "state": self.state.fingerprint() if self.state is not None else "",
+            "options": dict(self.options),
+            "sample": self.sample_index,
+        }
+        if self.engine is not None:
+            params["engine"] = self.engine.fingerprint()
+        return canonical_json(params, what="generation options")
 
 
 Driver = Callable[[ModelOutputThunk[Any]], Coroutine[Any, Any, None]]

@@ -1,0 +1,70 @@
+"""A progress bar that listens to the run's events (tqdm).
+
+tqdm rather than rich: ``tqdm.auto`` picks a notebook widget or a terminal
+bar by itself, it is a small pure-Python dependency, and it writes to
+stderr, leaving the program's own output alone.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from .. import events as ev
+
+
+def wanted(progress: bool | None) -> bool:
+    """``progress=None``: on in a terminal or a notebook, off otherwise."""
+    if progress is not None:
+        return progress
+    if _in_notebook():
+        return True
+    stream = sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    if shell is None:
+        return False
+    get = getattr(shell, "get_ipython", None)
+    ip = get() if get is not None else None
+    return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
+
+
+class ProgressBar:
+    """Counts generation and task nodes: done / total, and running generations."""
+
+    def __init__(self, bus: ev.EventBus, *, desc: str = "spangraph") -> None:
+        from tqdm.auto import tqdm
+
+        self._bar: Any = tqdm(total=0, desc=desc, unit="node", leave=True, dynamic_ncols=True)
+        self._kinds: dict[str, str] = {}
+        self._running: set[str] = set()
+        self._unsubscribe = bus.subscribe(self._on_event)
+
+    def _on_event(self, event: ev.Event) -> None:
+        match event:
+            case ev.NodeQueued(kind=kind):
+                # Queued events arrive for the compiled graph and for every
+                # node a task adds at run time, so the total grows with it.
+                self._kinds[event.node_id] = kind
+                if kind in ("generation", "task"):
+                    self._bar.total += 1
+                    self._bar.refresh()
+            case ev.NodeStarted():
+                if self._kinds.get(event.node_id) == "generation":
+                    self._running.add(event.node_id)
+                    self._show()
+            case ev.NodeFinished() | ev.NodeFailed() | ev.NodeSkipped() | ev.NodeCancelled():
+                self._running.discard(event.node_id)
+                if self._kinds.get(event.node_id) in ("generation", "task"):
+                    self._bar.update(1)
+                    self._show()
+
+    def _show(self) -> None:
+        self._bar.set_postfix_str(f"running {len(self._running)}", refresh=False)
+
+    def close(self) -> None:
+        self._unsubscribe()
+        self._bar.close()

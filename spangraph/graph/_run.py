@@ -1,0 +1,237 @@
+"""``run()`` and ``arun()``: execute spans, and the ``Run`` they return."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from .. import events as ev
+from ..engines import InferenceEngine
+from ..nodes import ModelOutputThunk, set_driver
+from ._compile import SpanGraph, compile
+from ._errors import NodeFailedError
+from ._policy import OnError, RetryPolicy
+from ._progress import ProgressBar, wanted
+from ._scheduler import CANCELLED, DONE, FAILED, SKIPPED, Scheduler
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOutcome:
+    """A node that did not finish: its id, span path, and why."""
+
+    node_id: str
+    path: str
+    reason: str
+    error: BaseException | None = None
+
+
+@dataclass
+class Run:
+    """What a run produced and how it went.
+
+    ``outputs`` are the roots (thunks are done unless the run failed);
+    ``status`` is ``"done"``, ``"partial"`` (``on_error="continue"`` with
+    failures), ``"failed"`` or ``"cancelled"``. ``log`` is the run's ordered
+    event list.
+    """
+
+    graph: SpanGraph
+    outputs: list[Any]
+    status: str
+    failed: list[NodeOutcome]
+    skipped: list[NodeOutcome]
+    duration: float
+    nodes_run: int = 0
+    generations: int = 0
+    cache_hits: int = 0
+    attempts: int = 0
+    dynamic_nodes: int = 0
+    log: list[ev.Event] = field(default_factory=list)
+
+    @property
+    def output(self) -> Any:
+        """The single root's output (the first root's when there are several)."""
+        return self.outputs[0]
+
+    def __getitem__(self, index: int) -> Any:
+        return self.outputs[index]
+
+    def summary(self) -> str:
+        return (
+            f"{self.status}: {self.nodes_run} nodes run, {self.generations} generations, "
+            f"{self.cache_hits} cache hits, {len(self.failed)} failed, "
+            f"{len(self.skipped)} skipped in {self.duration:.2f} s"
+        )
+
+    def __repr__(self) -> str:
+        return f"<Run {self.summary()}>"
+
+
+def _graph_of(roots: Sequence[Any]) -> SpanGraph:
+    if len(roots) == 1 and isinstance(roots[0], SpanGraph):
+        return roots[0]
+    if any(isinstance(r, SpanGraph) for r in roots):
+        raise TypeError("pass either one compiled SpanGraph or spans, not both")
+    return compile(*roots)
+
+
+async def arun(
+    *roots: Any,
+    engine: InferenceEngine | None = None,
+    max_concurrency: int | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    on_error: OnError = "raise",
+    progress: bool | None = None,
+    trace: bool = True,
+    listeners: Sequence[Callable[[ev.Event], None]] = (),
+) -> Run:
+    """Run spans (or one compiled ``SpanGraph``) to completion; see ``run``."""
+    graph = _graph_of(roots)
+    bus = ev.EventBus()
+    log: list[ev.Event] = []
+    if trace:
+        bus.subscribe(log.append)
+    for listener in listeners:
+        bus.subscribe(listener)
+    bar = ProgressBar(bus) if wanted(progress) else None
+
+    def default_engine() -> InferenceEngine:
+        if engine is not None:
+            return engine
+        from ..engines import default
+
+        return default()
+
+    started = time.perf_counter()
+    scheduler = Scheduler(
+        graph,
+        engine=default_engine,
+        max_concurrency=max_concurrency,
+        retry=retry if retry is not None else DEFAULT_RETRY,
+        timeout=timeout,
+        on_error=on_error,
+        bus=bus,
+    )
+    cancelled = False
+    try:
+        with ev.use_bus(bus):
+            await scheduler.execute()
+    except BaseException:
+        cancelled = scheduler.first_failure is None
+        if cancelled:
+            raise
+    finally:
+        if bar is not None:
+            bar.close()
+    outcome = _make_run(graph, scheduler, time.perf_counter() - started, log, cancelled)
+    if scheduler.first_failure is not None and on_error == "raise":
+        node_id = scheduler.first_failure
+        error = scheduler.errors[node_id]
+        raise NodeFailedError(graph.path_of(node_id), error, outcome) from error
+    return outcome
+
+
+def _make_run(
+    graph: SpanGraph, scheduler: Scheduler, duration: float, log: list[ev.Event], cancelled: bool
+) -> Run:
+    failed = [
+        NodeOutcome(n, graph.path_of(n), f"{type(e).__name__}: {e}", e)
+        for n, e in scheduler.errors.items()
+    ]
+    # Components downstream of a failure are skipped too, but only the work
+    # they fed (generations, tasks) is worth reporting.
+    skipped = [
+        NodeOutcome(n, graph.path_of(n), reason)
+        for n, reason in scheduler.skip_reasons.items()
+        if graph[n].kind in ("generation", "task")
+    ]
+    states = scheduler.status.values()
+    if cancelled or any(s == CANCELLED for s in states):
+        status = "cancelled"
+    elif failed and scheduler.on_error == "raise":
+        status = "failed"
+    elif failed or any(s in (FAILED, SKIPPED) for s in states):
+        status = "partial"
+    else:
+        status = "done" if all(s == DONE for s in states) else "partial"
+    return Run(
+        graph=graph,
+        outputs=list(graph.root_spans),
+        status=status,
+        failed=failed,
+        skipped=skipped,
+        duration=duration,
+        nodes_run=scheduler.nodes_run,
+        generations=scheduler.generations,
+        cache_hits=scheduler.cache_hits,
+        attempts=scheduler.attempts,
+        dynamic_nodes=scheduler.dynamic_nodes,
+        log=log,
+    )
+
+
+def run(*roots: Any, **policy: Any) -> Run:
+    """Run spans (or one compiled ``SpanGraph``) and return the ``Run``.
+
+    Policy keywords: ``engine`` (default ``spangraph.engines.default()``),
+    ``max_concurrency``, ``retry`` (a ``RetryPolicy``), ``timeout`` (seconds
+    per node attempt), ``on_error`` (``"raise"`` or ``"continue"``),
+    ``progress`` (``None``: on in terminals and notebooks), ``trace``.
+
+    Inside a running event loop (a notebook cell, an async program),
+    ``run()`` cannot start a second loop in the same thread, so it runs the
+    graph on a fresh loop in a helper thread and waits for it; ``await
+    arun(...)`` avoids the thread and is preferred there.
+    """
+    call = _bind(roots, policy)
+    if not _loop_running():
+        result: Run = anyio.run(call)
+        return result
+    box: dict[str, Any] = {}
+
+    def worker() -> None:
+        try:
+            box["run"] = anyio.run(call)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=worker, name="spangraph-run", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    threaded: Run = box["run"]
+    return threaded
+
+
+def _bind(roots: Sequence[Any], policy: dict[str, Any]) -> Callable[[], Any]:
+    async def call() -> Run:
+        return await arun(*roots, **policy)
+
+    return call
+
+
+def _loop_running() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def _drive(thunk: ModelOutputThunk[Any]) -> None:
+    """What ``await thunk`` does for a thunk no run has scheduled."""
+    await arun(thunk, progress=False)
+
+
+set_driver(_drive)

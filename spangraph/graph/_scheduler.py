@@ -1,0 +1,627 @@
+"""The dataflow scheduler: runs a ``SpanGraph``'s nodes as their inputs finish.
+
+State
+-----
+For every node the scheduler keeps its status (pending, ready, running,
+done, failed, skipped, cancelled), the number of its inputs that are not
+done yet (``waiting``), the nodes that use it (``users``) and its position
+in the graph's topological order (``order``). Ready nodes sit in one heap
+keyed by that position. Capacity is two counters: generations in flight in
+the whole run, and per engine (a view made with ``state(engine)`` shares its
+engine's budget).
+
+Ordering policy
+---------------
+A node is ready the moment its last input is done; there are no
+supersteps, so a slow branch never holds up an unrelated one. Among ready
+nodes the one earliest in the topological order starts first (the order is
+the depth-first post-order of ``compile()``, so it is deterministic for the
+same roots). Dynamic nodes get positions after every existing node, in the
+order they are added. A generation whose engine (or the run) is at its
+limit is set aside and retried when a running generation finishes; ready
+nodes behind it (other engines, tasks, pure nodes) go on.
+
+Execution
+---------
+Blocks and components are pure: they are done as soon as their inputs are.
+A generation is started inline: its coroutine is driven by hand in the
+scheduler's own loop, so when it never waits (an instant engine, an output
+cache hit) it costs no task at all. If it reaches the engine's hand-off
+point, or waits on the event loop, it moves into a task of the run's task
+group and finishes there (see ``spangraph.engines._handoff``). Tasks
+(``@task``) run inline when sync, as tasks when async, and in a worker
+thread with ``thread=True``.
+
+Worked example: ``c = generate(Combine(a=generate(A), b=generate(B)))``
+compiles to seven nodes. At the start the two blocks inside A and B are
+ready; they finish inline, making components A and B, then generations
+gA and gB ready. gA starts, hands off to a task; gB starts, hands off too.
+When gA finishes, Combine waits for gB; when gB finishes, Combine is done
+inline and gC starts.
+
+Guarantees
+----------
+- Every node runs at most once per attempt, after all its inputs are done.
+- In-flight generations never exceed ``max_concurrency`` nor any engine's
+  ``max_concurrency``.
+- A node's result is on all its thunks (equal declarations share a node).
+- Thunks that were done before the run are reused, not recomputed.
+
+Failures and cancellation
+-------------------------
+A failed attempt whose error the ``RetryPolicy`` retries (transient engine
+errors and timeouts by default) is queued again after its backoff; every
+attempt is an event. Otherwise the node fails. With ``on_error="raise"``
+the run's task group is cancelled: in-flight generations are cancelled
+(their thunks say so), finished thunks keep their results, nodes that never
+started stay pending, and ``NodeFailedError`` names the failing node's span
+path, with the original error chained. With ``on_error="continue"`` every
+node downstream of the failure is skipped (with the reason), every
+independent branch finishes, and the run returns partial results.
+Cancelling the run from outside (a cancelled task group, KeyboardInterrupt)
+cancels in-flight generations the same way and leaves finished thunks as
+they are.
+
+Events
+------
+Everything observable goes out as events on the run's ``EventBus``
+(``spangraph.events``): queued, started, finished, failed, retried, skipped,
+cancelled, nodes added, cache hit. Progress bars, the run log and tests
+subscribe there; nothing else is wired into this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import inspect
+import random
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from .. import events as ev
+from ..engines import InferenceEngine, TransientEngineError
+from ..engines._handoff import HANDOFF, Resumed, stepping
+from ..nodes import ModelOutputThunk, ThunkState, is_span, render_span
+from ._compile import SpanGraph
+from ._policy import OnError, RetryPolicy
+from ._task import TaskProducer, resolve, spans_in
+
+PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED = (
+    "pending",
+    "ready",
+    "running",
+    "done",
+    "failed",
+    "skipped",
+    "cancelled",
+)
+_WORK = ("generation", "task")
+_THUNK_DONE = {
+    ThunkState.DONE: DONE,
+}
+
+
+class Scheduler:
+    """Executes one run of a ``SpanGraph``. Use ``spangraph.run``/``arun``."""
+
+    def __init__(
+        self,
+        graph: SpanGraph,
+        *,
+        engine: Callable[[], InferenceEngine],
+        max_concurrency: int | None,
+        retry: RetryPolicy,
+        timeout: float | None,
+        on_error: OnError,
+        bus: ev.EventBus,
+    ) -> None:
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1 or None, got {max_concurrency}")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout}")
+        if on_error not in ("raise", "continue"):
+            raise ValueError(f"on_error must be 'raise' or 'continue', got {on_error!r}")
+        self.graph = graph
+        self._engine_factory = engine
+        self._default_engine: InferenceEngine | None = None
+        self.max_concurrency = max_concurrency
+        self.retry = retry
+        self.timeout = timeout
+        self.on_error = on_error
+        self.bus = bus
+        self._emit = bus.emit if bus.listening else None
+        self._rng = random.Random(retry.seed)
+        self._sleep = retry.sleep or anyio.sleep
+
+        self.status: dict[str, str] = {}
+        self.order: dict[str, int] = {}
+        self._waiting: dict[str, int] = {}
+        self._users: dict[str, list[str]] = {}
+        self._attempt: dict[str, int] = {}
+        self._engines: dict[str, InferenceEngine] = {}
+        self._dynamic_wait: dict[str, list[str]] = {}
+        self._ready: list[tuple[int, str]] = []
+        self._set_aside: list[tuple[int, str]] = []
+        self._in_flight = 0
+        self._in_flight_by_engine: dict[int, int] = {}
+        self._draining = False
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._inline = True
+
+        self.errors: dict[str, BaseException] = {}
+        self.skip_reasons: dict[str, str] = {}
+        self.first_failure: str | None = None
+        self.nodes_run = 0
+        self.generations = 0
+        self.cache_hits = 0
+        self.attempts = 0
+        self.dynamic_nodes = 0
+
+        self._add_nodes(list(graph))
+
+    # -- building the state ---------------------------------------------------------
+
+    def _add_nodes(self, node_ids: list[str]) -> None:
+        graph = self.graph
+        status, waiting, users, order = self.status, self._waiting, self._users, self.order
+        emit = self._emit
+        new_ready: list[str] = []
+        for node_id in node_ids:
+            if node_id in status:
+                continue
+            info = graph[node_id]
+            order[node_id] = len(order)
+            users[node_id] = []
+            done_before = info.kind in _WORK and _finished_before(info.thunks)
+            if done_before:
+                status[node_id] = DONE
+                waiting[node_id] = 0
+            else:
+                status[node_id] = PENDING
+                for thunk in info.thunks:
+                    if thunk.state is not ThunkState.PENDING:
+                        thunk._reset()
+                    thunk._claimed = True
+            if emit is not None:
+                emit(ev.NodeQueued(node_id, kind=info.kind))
+        for node_id in node_ids:
+            if status[node_id] != PENDING or node_id in waiting:
+                continue
+            info = graph[node_id]
+            count = 0
+            for src in info.inputs:
+                users[src].append(node_id)
+                if status[src] != DONE:
+                    count += 1
+            waiting[node_id] = count
+            if count == 0:
+                new_ready.append(node_id)
+        for node_id in node_ids:
+            if status[node_id] == DONE:
+                for src in graph[node_id].inputs:
+                    if node_id not in users[src]:
+                        users[src].append(node_id)
+        for node_id in new_ready:
+            self._make_ready(node_id)
+
+    def _make_ready(self, node_id: str) -> None:
+        self.status[node_id] = READY
+        heapq.heappush(self._ready, (self.order[node_id], node_id))
+
+    # -- the main loop ---------------------------------------------------------------
+
+    async def execute(self) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._inline = False  # not asyncio (trio): always start generations as tasks
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self._drain()
+        finally:
+            self._tg = None
+            self._settle()
+
+    def _drain(self) -> None:
+        """Start every ready node that capacity allows. Re-entrant calls just return:
+        nodes made ready meanwhile are picked up by the loop already running."""
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            ready = self._ready
+            graph = self.graph
+            while ready:
+                _, node_id = heapq.heappop(ready)
+                if self.status[node_id] != READY:
+                    continue
+                kind = graph[node_id].kind
+                if kind == "generation":
+                    engine = self._engine_of(node_id)
+                    if not self._has_capacity(engine):
+                        self._set_aside.append((self.order[node_id], node_id))
+                        continue
+                    self._start_generation(node_id, engine)
+                elif kind == "task":
+                    self._start_task(node_id)
+                else:
+                    self._finish(node_id)
+            if self._set_aside:
+                for item in self._set_aside:
+                    heapq.heappush(ready, item)
+                self._set_aside.clear()
+        finally:
+            self._draining = False
+
+    # -- capacity --------------------------------------------------------------------
+
+    def _engine_of(self, node_id: str) -> InferenceEngine:
+        engine = self._engines.get(node_id)
+        if engine is None:
+            producer = self.graph[node_id].span.producer
+            engine = getattr(producer, "engine", None)
+            if engine is None:
+                if self._default_engine is None:
+                    self._default_engine = self._engine_factory()
+                engine = self._default_engine
+            self._engines[node_id] = engine
+        return engine
+
+    def _has_capacity(self, engine: InferenceEngine) -> bool:
+        if self.max_concurrency is not None and self._in_flight >= self.max_concurrency:
+            return False
+        used = self._in_flight_by_engine.get(id(engine.base), 0)
+        return used < max(1, engine.base.max_concurrency)
+
+    def _reserve(self, engine: InferenceEngine) -> None:
+        self._in_flight += 1
+        key = id(engine.base)
+        self._in_flight_by_engine[key] = self._in_flight_by_engine.get(key, 0) + 1
+
+    def _release(self, engine: InferenceEngine) -> None:
+        self._in_flight -= 1
+        self._in_flight_by_engine[id(engine.base)] -= 1
+
+    # -- generations -----------------------------------------------------------------
+
+    def _start_generation(self, node_id: str, engine: InferenceEngine) -> None:
+        info = self.graph[node_id]
+        thunk = info.thunks[0]
+        attempt = self._attempt.get(node_id, 0) + 1
+        self._attempt[node_id] = attempt
+        self.status[node_id] = RUNNING
+        self._reserve(engine)
+        self.attempts += 1
+        if self._emit is not None:
+            self._emit(ev.NodeStarted(node_id, attempt=attempt))
+        thunk._id = node_id
+        coro = engine.generate(None, into=thunk)
+        if not self._inline or self.timeout is not None:
+            assert self._tg is not None
+            self._tg.start_soon(self._finish_generation_task, node_id, engine, coro, HANDOFF)
+            return
+        token = stepping.set(True)
+        try:
+            first = coro.send(None)
+        except StopIteration:
+            self._release(engine)
+            self._generation_done(node_id, thunk)
+            return
+        except anyio.get_cancelled_exc_class():
+            self._release(engine)
+            raise
+        except Exception as exc:
+            self._release(engine)
+            self._attempt_failed(node_id, exc)
+            return
+        finally:
+            stepping.reset(token)
+        assert self._tg is not None
+        self._tg.start_soon(self._finish_generation_task, node_id, engine, coro, first)
+
+    async def _finish_generation_task(
+        self, node_id: str, engine: InferenceEngine, coro: Any, first: Any
+    ) -> None:
+        thunk = self.graph[node_id].thunks[0]
+        try:
+            if self.timeout is not None:
+                with anyio.fail_after(self.timeout):
+                    await Resumed(coro, first)
+            else:
+                await Resumed(coro, first)
+        except TimeoutError as exc:
+            self._release(engine)
+            error = TransientEngineError(f"timed out after {self.timeout} s")
+            error.__cause__ = exc
+            thunk._set_failed(error)
+            self._attempt_failed(node_id, error)
+            self._drain()
+            return
+        except anyio.get_cancelled_exc_class():
+            self._release(engine)
+            self.status[node_id] = CANCELLED
+            for alias in self.graph[node_id].thunks:
+                if not alias.state.finished:
+                    alias._set_cancelled()
+            if self._emit is not None:
+                self._emit(ev.NodeCancelled(node_id))
+            raise
+        except Exception as exc:
+            self._release(engine)
+            self._attempt_failed(node_id, exc)
+            self._drain()
+            return
+        self._release(engine)
+        self._generation_done(node_id, thunk)
+        self._drain()
+
+    def _generation_done(self, node_id: str, thunk: ModelOutputThunk[Any]) -> None:
+        self.generations += 1
+        if thunk.cache_hit:
+            self.cache_hits += 1
+        self._finish(node_id)
+
+    # -- tasks -----------------------------------------------------------------------
+
+    def _start_task(self, node_id: str) -> None:
+        info = self.graph[node_id]
+        producer = info.span.producer
+        assert isinstance(producer, TaskProducer)
+        attempt = self._attempt.get(node_id, 0) + 1
+        self._attempt[node_id] = attempt
+        self.status[node_id] = RUNNING
+        self.attempts += 1
+        if self._emit is not None:
+            self._emit(ev.NodeStarted(node_id, attempt=attempt))
+        for thunk in info.thunks:
+            thunk._set_running()
+        try:
+            args = resolve(list(producer.args))
+            kwargs = resolve(dict(producer.kwargs))
+        except Exception as exc:
+            self._attempt_failed(node_id, exc)
+            return
+        if producer.is_async or producer.thread:
+            assert self._tg is not None
+            self._tg.start_soon(self._run_task, node_id, producer, args, kwargs)
+            return
+        try:
+            result = producer.fn(*args, **kwargs)
+        except Exception as exc:
+            self._attempt_failed(node_id, exc)
+            return
+        if inspect.isawaitable(result):
+            assert self._tg is not None
+            self._tg.start_soon(self._await_task_result, node_id, result)
+            return
+        self._task_returned(node_id, result)
+
+    async def _run_task(
+        self, node_id: str, producer: TaskProducer, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        try:
+            if producer.thread:
+                result = await anyio.to_thread.run_sync(lambda: producer.fn(*args, **kwargs))
+            elif self.timeout is not None:
+                with anyio.fail_after(self.timeout):
+                    result = await producer.fn(*args, **kwargs)
+            else:
+                result = await producer.fn(*args, **kwargs)
+        except anyio.get_cancelled_exc_class():
+            self._cancel_node(node_id)
+            raise
+        except TimeoutError as exc:
+            error = TransientEngineError(f"timed out after {self.timeout} s")
+            error.__cause__ = exc
+            self._attempt_failed(node_id, error)
+            self._drain()
+            return
+        except Exception as exc:
+            self._attempt_failed(node_id, exc)
+            self._drain()
+            return
+        self._task_returned(node_id, result)
+        self._drain()
+
+    async def _await_task_result(self, node_id: str, awaitable: Any) -> None:
+        try:
+            result = await awaitable
+        except anyio.get_cancelled_exc_class():
+            self._cancel_node(node_id)
+            raise
+        except Exception as exc:
+            self._attempt_failed(node_id, exc)
+            self._drain()
+            return
+        self._task_returned(node_id, result)
+        self._drain()
+
+    def _task_returned(self, node_id: str, result: Any) -> None:
+        spans = spans_in(result)
+        info = self.graph[node_id]
+        for thunk in info.thunks:
+            thunk.meta["result"] = result
+        if not spans:
+            self._finish_task(node_id)
+            return
+        # Dynamic expansion: compile what the task returned into the running graph.
+        try:
+            root_ids, new_ids = self.graph.extend(spans, parent=node_id)
+        except Exception as exc:
+            self._attempt_failed(node_id, exc)
+            return
+        self.dynamic_nodes += len(new_ids)
+        if self._emit is not None and new_ids:
+            self._emit(ev.NodesAdded(node_id, count=len(new_ids)))
+        self._add_nodes(new_ids)
+        outstanding = [r for r in dict.fromkeys(root_ids) if self.status[r] != DONE]
+        failed = [r for r in outstanding if self.status[r] in (FAILED, SKIPPED, CANCELLED)]
+        if failed:
+            self._fail_dynamic(node_id, failed[0])
+            return
+        if not outstanding:
+            self._finish_task(node_id)
+            return
+        self._dynamic_wait[node_id] = outstanding
+        self._waiting[node_id] = len(outstanding)
+        for root in outstanding:
+            self._users[root].append(node_id)
+
+    def _finish_task(self, node_id: str) -> None:
+        info = self.graph[node_id]
+        result = info.thunks[0].meta.get("result")
+        try:
+            parsed = resolve(result)
+            text = _task_text(result)
+        except Exception as exc:
+            self._attempt_failed(node_id, exc)
+            return
+        for thunk in info.thunks:
+            thunk._set_done(text, parsed)
+        self._finish(node_id)
+
+    def _fail_dynamic(self, node_id: str, child: str) -> None:
+        error = self.errors.get(child) or RuntimeError(
+            f"a node this task returned was {self.status[child]}"
+        )
+        self._attempt_failed(node_id, error, retry=False)
+
+    # -- finishing -------------------------------------------------------------------
+
+    def _finish(self, node_id: str) -> None:
+        """Mark ``node_id`` done and make ready each user whose inputs are now all done."""
+        status = self.status
+        was = status[node_id]
+        status[node_id] = DONE
+        info = self.graph[node_id]
+        if info.kind in _WORK:
+            self.nodes_run += 1
+            thunks = info.thunks
+            for alias in thunks[1:]:
+                alias._copy_result(thunks[0])
+            for alias in thunks:
+                alias._claimed = False
+            if self._emit is not None:
+                self._emit(ev.NodeFinished(node_id, cache_hit=thunks[0].cache_hit))
+        elif was != DONE and self._emit is not None:
+            self._emit(ev.NodeFinished(node_id))
+        waiting = self._waiting
+        for user in self._users[node_id]:
+            if status[user] == PENDING:
+                left = waiting[user] - 1
+                waiting[user] = left
+                if left == 0:
+                    if user in self._dynamic_wait:
+                        del self._dynamic_wait[user]
+                        self._finish_task(user)
+                    else:
+                        self._make_ready(user)
+            elif status[user] == RUNNING and user in self._dynamic_wait:
+                left = waiting[user] - 1
+                waiting[user] = left
+                if left == 0:
+                    del self._dynamic_wait[user]
+                    self._finish_task(user)
+
+    def _attempt_failed(self, node_id: str, error: BaseException, *, retry: bool = True) -> None:
+        attempt = self._attempt.get(node_id, 1)
+        info = self.graph[node_id]
+        if retry and self.retry.should_retry(error, attempt):
+            delay = self.retry.delay(attempt, self._rng)
+            if self._emit is not None:
+                self._emit(ev.NodeRetried(node_id, attempt=attempt, error=error, delay=delay))
+            for thunk in info.thunks:
+                thunk._reset()
+                thunk._claimed = True
+            self.status[node_id] = PENDING
+            assert self._tg is not None
+            self._tg.start_soon(self._retry_after, node_id, delay)
+            return
+        self.status[node_id] = FAILED
+        self.errors[node_id] = error
+        for thunk in info.thunks:
+            if thunk.state is not ThunkState.FAILED:
+                thunk._set_failed(error)
+            thunk._claimed = False
+        path = self.graph.path_of(node_id)
+        if self._emit is not None:
+            self._emit(ev.NodeFailed(node_id, error=error, path=path))
+        if self.first_failure is None:
+            self.first_failure = node_id
+        if self.on_error == "raise":
+            assert self._tg is not None
+            self._tg.cancel_scope.cancel()
+            return
+        self._skip_downstream(node_id, f"input {path} failed: {type(error).__name__}: {error}")
+
+    async def _retry_after(self, node_id: str, delay: float) -> None:
+        if delay > 0:
+            await self._sleep(delay)
+        if self.status[node_id] == PENDING:
+            self._make_ready(node_id)
+            self._drain()
+
+    def _skip_downstream(self, node_id: str, reason: str) -> None:
+        todo = list(self._users[node_id])
+        while todo:
+            user = todo.pop()
+            state = self.status[user]
+            if state in (DONE, FAILED, SKIPPED, CANCELLED):
+                continue
+            if state == RUNNING and user in self._dynamic_wait:
+                self._dynamic_wait.pop(user)
+                self._attempt_failed(user, RuntimeError(reason), retry=False)
+                continue
+            self.status[user] = SKIPPED
+            self.skip_reasons[user] = reason
+            for thunk in self.graph[user].thunks:
+                thunk._set_skipped(reason)
+                thunk._claimed = False
+            if self._emit is not None:
+                self._emit(ev.NodeSkipped(user, reason=reason))
+            todo.extend(self._users[user])
+
+    def _cancel_node(self, node_id: str) -> None:
+        self.status[node_id] = CANCELLED
+        for thunk in self.graph[node_id].thunks:
+            if not thunk.state.finished:
+                thunk._set_cancelled()
+            thunk._claimed = False
+        if self._emit is not None:
+            self._emit(ev.NodeCancelled(node_id))
+
+    def _settle(self) -> None:
+        """After the task group: nodes that never finished are released, not left claimed."""
+        for node_id, state in self.status.items():
+            if state in (DONE, FAILED, SKIPPED, CANCELLED):
+                continue
+            for thunk in self.graph[node_id].thunks:
+                thunk._claimed = False
+                if thunk.state is ThunkState.RUNNING:
+                    thunk._set_cancelled()
+            if state == RUNNING:
+                self.status[node_id] = CANCELLED
+
+
+def _finished_before(thunks: list[ModelOutputThunk[Any]]) -> bool:
+    for thunk in thunks:
+        if thunk.state is ThunkState.DONE:
+            for alias in thunks:
+                if alias is not thunk and alias.state is not ThunkState.DONE:
+                    alias._copy_result(thunk)
+            return True
+    return False
+
+
+def _task_text(result: Any) -> str:
+    """How a task's result appears in a prompt."""
+    if is_span(result):
+        return render_span(result).text
+    if isinstance(result, list | tuple) and result and all(is_span(r) for r in result):
+        return "\n".join(render_span(r).text for r in result)
+    return str(result)

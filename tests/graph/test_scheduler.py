@@ -1,0 +1,463 @@
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spangraph import (
+    CBlock,
+    Component,
+    NodeFailedError,
+    RetryPolicy,
+    Span,
+    arun,
+    compile,
+    generate,
+    run,
+    task,
+)
+from spangraph.engines import EngineRequestError, Request, ScriptedEngine, TransientEngineError
+from spangraph.events import Event, NodeRetried, NodeSkipped
+from spangraph.nodes import ModelOutputThunk, ThunkState
+
+
+class Op(Component[str]):
+    template = "{label}: {inputs}"
+    inputs: list[Span]
+    label: str
+
+
+def digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
+
+
+def reply(request: Request) -> str:
+    return digest(request.text)
+
+
+dags = st.integers(min_value=1, max_value=300).flatmap(
+    lambda n: st.tuples(
+        st.just(n),
+        st.lists(
+            st.lists(st.integers(min_value=0, max_value=10**6), max_size=3),
+            min_size=n,
+            max_size=n,
+        ),
+    )
+)
+
+
+def build(n: int, picks: list[list[int]]) -> tuple[list[ModelOutputThunk[str]], list[list[int]]]:
+    thunks: list[ModelOutputThunk[str]] = []
+    inputs: list[list[int]] = []
+    for i in range(n):
+        chosen = sorted({p % i for p in picks[i]}) if i else []
+        inputs.append(chosen)
+        kids: list[Span] = [thunks[j] for j in chosen] or [CBlock(f"seed {i}")]
+        thunks.append(generate(Op(inputs=kids, label=f"n{i}")))
+    return thunks, inputs
+
+
+def reference(n: int, inputs: list[list[int]]) -> list[str]:
+    values: list[str] = []
+    for i in range(n):
+        body = "\n".join(values[j] for j in inputs[i]) if inputs[i] else f"seed {i}"
+        values.append(digest(f"n{i}: {body}"))
+    return values
+
+
+@given(dags, st.integers(min_value=1, max_value=8))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_random_dags_match_sequential_reference(dag: Any, limit: int) -> None:
+    n, picks = dag
+    thunks, inputs = build(n, picks)
+    engine = ScriptedEngine(reply)
+    result = run(*thunks, engine=engine, max_concurrency=limit, progress=False)
+    assert result.status == "done"
+    assert [t.value for t in thunks] == reference(n, inputs)
+    assert engine.max_in_flight <= limit
+
+
+@given(dags, st.data())
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_continue_skips_exactly_the_descendants_of_failures(dag: Any, data: st.DataObject) -> None:
+    n, picks = dag
+    failing = data.draw(st.sets(st.integers(min_value=0, max_value=n - 1), max_size=5))
+    thunks, inputs = build(n, picks)
+
+    def flaky(request: Request) -> str:
+        label = request.text.split(":", 1)[0]
+        if int(label[1:]) in failing:
+            raise EngineRequestError(f"{label} refused")
+        return digest(request.text)
+
+    result = run(*thunks, engine=ScriptedEngine(flaky), on_error="continue", progress=False)
+    # A node downstream of a failure is skipped (even one that would fail itself).
+    downstream: set[int] = set()
+    failed: set[int] = set()
+    for i in range(n):
+        if any(j in failed or j in downstream for j in inputs[i]):
+            downstream.add(i)
+        elif i in failing:
+            failed.add(i)
+    for i, thunk in enumerate(thunks):
+        if i in failed:
+            assert thunk.state is ThunkState.FAILED
+        elif i in downstream:
+            assert thunk.state is ThunkState.SKIPPED
+            assert "failed" in (thunk.skip_reason or "")
+        else:
+            assert thunk.state is ThunkState.DONE
+    assert len(result.failed) == len(failed)
+    assert len(result.skipped) == len(downstream)
+    assert result.status == ("partial" if failed else "done")
+
+
+def test_concurrency_limits_global_and_per_engine() -> None:
+    fast = ScriptedEngine(reply, latency=0.01, max_concurrency=2)
+    other = ScriptedEngine(reply, latency=0.01, max_concurrency=3)
+    a = [generate(Op(inputs=[CBlock(str(i))], label="a"), engine=fast) for i in range(10)]
+    b = [generate(Op(inputs=[CBlock(str(i))], label="b"), engine=other) for i in range(10)]
+    run(*a, *b, progress=False)
+    assert (fast.max_in_flight, other.max_in_flight) == (2, 3)
+    assert fast.calls == other.calls == 10
+
+    shared = ScriptedEngine(reply, latency=0.01, max_concurrency=8)
+    c = [generate(Op(inputs=[CBlock(str(i))], label="c")) for i in range(12)]
+    run(*c, engine=shared, max_concurrency=3, progress=False)
+    assert shared.max_in_flight == 3
+
+
+def test_views_share_their_engines_budget() -> None:
+    from spangraph import options
+
+    live = {"now": 0, "max": 0, "calls": 0}
+
+    async def tracked(request: Request) -> str:
+        live["now"] += 1
+        live["calls"] += 1
+        live["max"] = max(live["max"], live["now"])
+        await anyio.sleep(0.01)
+        live["now"] -= 1
+        return "v"
+
+    base = ScriptedEngine(tracked, max_concurrency=2)
+    view = options(temperature=0)(base)
+    nodes = [
+        generate(Op(inputs=[CBlock(str(i))], label="v"), engine=view if i % 2 else base)
+        for i in range(8)
+    ]
+    run(*nodes, progress=False)
+    assert live["max"] == 2 and live["calls"] == 8
+
+
+def test_transient_errors_are_retried_with_backoff() -> None:
+    sleeps: list[float] = []
+    failures = {"left": 2}
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    def sometimes(request: Request) -> str:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise TransientEngineError("overloaded")
+        return "fine"
+
+    engine = ScriptedEngine(sometimes)
+    thunk = generate(Op(inputs=["x"], label="r"))
+    policy = RetryPolicy(attempts=3, backoff=0.5, jitter=0.0, sleep=fake_sleep)
+    result = run(thunk, engine=engine, retry=policy, progress=False)
+    assert thunk.value == "fine"
+    assert sleeps == [0.5, 1.0]
+    assert engine.calls == 3 and result.attempts == 3
+    retried = [e for e in result.log if isinstance(e, NodeRetried)]
+    assert [e.attempt for e in retried] == [1, 2]
+
+
+def test_backoff_is_capped_and_jittered_within_bounds() -> None:
+    import random
+
+    policy = RetryPolicy(attempts=10, backoff=1.0, max_backoff=4.0, jitter=0.25)
+    rng = random.Random(0)
+    for attempt in range(1, 9):
+        base = min(4.0, 2 ** (attempt - 1))
+        assert base * 0.75 <= policy.delay(attempt, rng) <= base * 1.25
+
+
+def test_non_retryable_errors_are_never_retried() -> None:
+    engine = ScriptedEngine(lambda r: (_ for _ in ()).throw(EngineRequestError("bad request")))
+    thunk = generate(Op(inputs=["x"], label="bad"))
+    with pytest.raises(NodeFailedError) as info:
+        run(thunk, engine=engine, retry=RetryPolicy(attempts=5, sleep=_no_sleep), progress=False)
+    assert engine.calls == 1
+    assert info.value.path == "generate(Op)"
+    assert isinstance(info.value.__cause__, EngineRequestError)
+    assert thunk.state is ThunkState.FAILED
+
+
+async def _no_sleep(seconds: float) -> None:
+    return None
+
+
+def test_transient_errors_exhaust_attempts() -> None:
+    engine = ScriptedEngine(lambda r: (_ for _ in ()).throw(TransientEngineError("503")))
+    thunk = generate(Op(inputs=["x"], label="t"))
+    with pytest.raises(NodeFailedError, match="503"):
+        run(thunk, engine=engine, retry=RetryPolicy(attempts=4, sleep=_no_sleep), progress=False)
+    assert engine.calls == 4
+
+
+def test_timeout_cancels_only_the_slow_node() -> None:
+    engine = ScriptedEngine(
+        lambda r: r.text, latency=lambda r: 5.0 if r.text.startswith("slow") else 0.01
+    )
+    slow = generate(Op(inputs=["x"], label="slow"))
+    fast = [generate(Op(inputs=[str(i)], label="fast")) for i in range(3)]
+    started = time.perf_counter()
+    result = run(
+        slow,
+        *fast,
+        engine=engine,
+        timeout=0.3,
+        retry=RetryPolicy(attempts=1),
+        on_error="continue",
+        progress=False,
+    )
+    assert time.perf_counter() - started < 4.0  # not a speed claim: it must not wait 5 s
+    assert slow.state is ThunkState.FAILED
+    assert isinstance(slow.error, TransientEngineError) and "timed out" in str(slow.error)
+    assert all(t.state is ThunkState.DONE for t in fast)
+    assert [o.path for o in result.failed] == ["roots[0]:generate(Op)"]
+
+
+def test_raise_cancels_in_flight_work_and_keeps_finished_results() -> None:
+    def answer(request: Request) -> str:
+        if request.text.startswith("boom"):
+            raise EngineRequestError("boom")
+        return "ok"
+
+    engine = ScriptedEngine(
+        answer, latency=lambda r: {"boom": 0.05, "slow": 5.0}.get(r.text.split(":")[0], 0.0)
+    )
+    done = generate(Op(inputs=["a"], label="quick"))
+    slow = generate(Op(inputs=["b"], label="slow"))
+    boom = generate(Op(inputs=["c"], label="boom"))
+    after = generate(Op(inputs=[boom], label="after"))
+    with pytest.raises(NodeFailedError) as info:
+        run(done, slow, after, engine=engine, progress=False)
+    assert info.value.path == "roots[2]:generate(Op).action.parts()[0]"
+    assert done.value == "ok"
+    assert slow.state is ThunkState.CANCELLED
+    assert boom.state is ThunkState.FAILED
+    assert after.state is ThunkState.PENDING
+    partial = info.value.run
+    assert partial is not None and partial.status == "cancelled"
+
+
+def test_dynamic_fan_out_with_count_known_at_run_time() -> None:
+    engine = ScriptedEngine(lambda r: f"<{r.text.split('|')[1].strip()}>")
+
+    class Summarise(Component[str]):
+        template = "summarise | {chunk}"
+        chunk: Span
+
+    @task
+    def split(text: str) -> list[str]:
+        return [part.strip() for part in text.split(".") if part.strip()]
+
+    @task
+    def summarise_each(chunks: list[str]) -> list[ModelOutputThunk[str]]:
+        return [generate(Summarise(chunk=c)) for c in chunks]
+
+    @task
+    def combine(summaries: list[str]) -> str:
+        return " + ".join(summaries)
+
+    source = generate(Op(inputs=["doc"], label="src"))
+    doc_engine = ScriptedEngine("One. Two. Three. Four.")
+    source = generate(Op(inputs=["doc"], label="src"), engine=doc_engine)
+    result_thunk = combine(summarise_each(split(source)))
+    result = run(result_thunk, engine=engine, progress=False)
+    assert result_thunk.value == "<One> + <Two> + <Three> + <Four>"
+    assert result.dynamic_nodes > 0
+    assert result.generations == 5
+
+
+def test_nested_dynamic_expansion_two_levels() -> None:
+    engine = ScriptedEngine(lambda r: r.text.upper())
+
+    @task
+    def inner(word: str) -> list[ModelOutputThunk[str]]:
+        return [generate(CBlock(ch)) for ch in word]
+
+    @task
+    def outer(words: list[str]) -> list[ModelOutputThunk[Any]]:
+        return [inner(w) for w in words]
+
+    top = outer(["ab", "c"])
+    result = run(top, engine=engine, progress=False)
+    assert top.parsed == [["A", "B"], ["C"]]
+    assert result.generations == 3
+    assert result.status == "done"
+
+
+def test_task_result_is_a_part_rendered_with_str() -> None:
+    engine = ScriptedEngine(lambda r: r.text)
+
+    @task
+    async def count(words: list[str]) -> int:
+        await anyio.sleep(0)
+        return len(words)
+
+    n = count(["a", "b", "c"])
+    final = generate(Op(inputs=[n], label="count"))
+    run(final, engine=engine, progress=False)
+    assert final.value == "count: 3"
+
+
+def test_failing_task_names_its_path() -> None:
+    @task
+    def explode() -> str:
+        raise ValueError("nope")
+
+    top = generate(Op(inputs=[explode()], label="t"))
+    with pytest.raises(
+        NodeFailedError, match=r"generate\(Op\)\.action\.parts\(\)\[0\]: ValueError"
+    ):
+        run(top, engine=ScriptedEngine("x"), progress=False)
+
+
+def test_run_works_inside_a_running_loop() -> None:
+    thunk = generate(Op(inputs=["x"], label="loop"))
+
+    async def main() -> str:
+        result = run(thunk, engine=ScriptedEngine("inside"), progress=False)
+        return str(result.output.value)
+
+    assert anyio.run(main) == "inside"
+
+
+def test_arun_and_awaiting_a_thunk() -> None:
+    engine = ScriptedEngine(lambda r: "v")
+    a = generate(Op(inputs=["x"], label="a"))
+
+    async def main() -> None:
+        result = await arun(a, engine=engine, progress=False)
+        assert result.output is a and await a == "v"
+
+    anyio.run(main)
+
+
+def test_completed_thunks_are_reused_not_recomputed() -> None:
+    engine = ScriptedEngine(lambda r: "v")
+    a = generate(Op(inputs=["x"], label="a"))
+    b = generate(Op(inputs=[a], label="b"))
+    run(a, engine=engine, progress=False)
+    assert engine.calls == 1
+    run(b, engine=engine, progress=False)
+    assert engine.calls == 2
+
+
+def test_equal_declarations_share_one_generation() -> None:
+    engine = ScriptedEngine(lambda r: "same")
+    a1 = generate(Op(inputs=["x"], label="a"))
+    a2 = generate(Op(inputs=["x"], label="a"))
+    run(a1, a2, engine=engine, progress=False)
+    assert engine.calls == 1 and a1.value == a2.value == "same"
+
+
+def test_events_cover_a_run() -> None:
+    events: list[Event] = []
+    engine = ScriptedEngine(lambda r: "v")
+    thunk = generate(Op(inputs=["x"], label="a"))
+    run(thunk, engine=engine, listeners=[events.append], progress=False)
+    names = [type(e).__name__ for e in events]
+    assert names.count("NodeQueued") == 3  # the block, the Op component, the generation
+    assert "NodeStarted" in names and "GenerationRecord" in names and "NodeFinished" in names
+
+
+def test_skipped_event_carries_reason() -> None:
+    engine = ScriptedEngine(lambda r: (_ for _ in ()).throw(EngineRequestError("no")))
+    bad = generate(Op(inputs=["x"], label="bad"))
+    child = generate(Op(inputs=[bad], label="child"))
+    result = run(child, engine=engine, on_error="continue", progress=False)
+    skipped = [e for e in result.log if isinstance(e, NodeSkipped)]
+    assert skipped and "failed: EngineRequestError: no" in skipped[0].reason
+
+
+def test_bad_policy_values() -> None:
+    thunk = generate(Op(inputs=["x"], label="a"))
+    engine = ScriptedEngine("v")
+    with pytest.raises(ValueError, match="max_concurrency"):
+        run(thunk, engine=engine, max_concurrency=0, progress=False)
+    with pytest.raises(ValueError, match="timeout"):
+        run(thunk, engine=engine, timeout=-1, progress=False)
+    with pytest.raises(ValueError, match="on_error"):
+        run(thunk, engine=engine, on_error="ignore", progress=False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="attempts"):
+        RetryPolicy(attempts=0)
+    with pytest.raises(TypeError, match="either one compiled SpanGraph"):
+        run(compile(thunk), thunk, engine=engine)
+
+
+SIGINT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from spangraph import CBlock, generate, run
+    from spangraph.engines import ScriptedEngine
+    from spangraph.events import NodeFinished
+
+    engine = ScriptedEngine(
+        lambda r: "done " + r.text, latency=lambda r: 0.05 if r.text < "q3" else 30.0
+    )
+    thunks = [generate(CBlock(f"q{i}")) for i in range(6)]
+
+    def on_event(event):
+        if isinstance(event, NodeFinished) and sum(t.done for t in thunks) == 3:
+            print("READY", flush=True)
+
+    try:
+        run(*thunks, engine=engine, max_concurrency=6, listeners=[on_event], progress=False)
+    except KeyboardInterrupt:
+        states = [t.state.value for t in thunks]
+        print("STATES", " ".join(states), flush=True)
+        print("VALUES", " | ".join(t.value for t in thunks if t.done), flush=True)
+        sys.exit(0)
+    print("FINISHED", flush=True)
+    """
+)
+
+
+def test_keyboard_interrupt_leaves_completed_results_readable() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGINT_SCRIPT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "READY", proc.stderr.read() if proc.stderr else line
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    states = next(x for x in out.splitlines() if x.startswith("STATES")).split()[1:]
+    assert states == ["done"] * 3 + ["cancelled"] * 3
+    assert "done q0 | done q1 | done q2" in out
