@@ -1,4 +1,10 @@
-"""Engines: the fixed generate protocol and the engines that implement its primitive."""
+"""Engines: the fixed generate protocol and the engines that implement its primitive.
+
+``LlamaCppEngine`` and ``OpenAIEngine`` are imported on first use, so that
+``import spangraph`` loads neither llama.cpp nor the openai client.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from ._base import InferenceEngine
 from ._default import default
@@ -18,6 +24,23 @@ from ._scripted import ScriptedEngine
 from ._states import Identity, Options, options
 from ._types import Capabilities, Completion, Request
 
+if TYPE_CHECKING:
+    from ._llamacpp import LlamaCppEngine
+    from ._openai import OpenAIEngine
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LlamaCppEngine":
+        from ._llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine
+    if name == "OpenAIEngine":
+        from ._openai import OpenAIEngine
+
+        return OpenAIEngine
+    raise AttributeError(f"module 'spangraph.engines' has no attribute {name!r}")
+
+
 __all__ = [
     "CANONICAL_OPTIONS",
     "Capabilities",
@@ -29,7 +52,9 @@ __all__ = [
     "Identity",
     "InferenceEngine",
     "InvalidOptionError",
+    "LlamaCppEngine",
     "ModelFileError",
+    "OpenAIEngine",
     "Options",
     "ParseError",
     "Request",

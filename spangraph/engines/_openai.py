@@ -1,0 +1,298 @@
+"""``OpenAIEngine``: any OpenAI-compatible server, through the official ``openai`` client.
+
+Works with OpenAI itself and with vLLM, Ollama and llama.cpp's server.
+Chat mode sends the prompt as messages (``/chat/completions``); completion
+mode sends it as text (``/completions``). Structured output goes as
+``response_format`` (json_schema) in chat mode and as the ``json_schema``
+extension in completion mode (llama.cpp, vLLM). The API key is kept out of
+every repr, log, record and error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from ..nodes import Timings, Usage
+from ._base import InferenceEngine
+from ._errors import (
+    ContextLengthError,
+    EngineError,
+    EngineRequestError,
+    EngineUnavailable,
+    TransientEngineError,
+)
+from ._options import EXTRA_PREFIX
+from ._types import Capabilities, Completion, Request
+
+_WRAP_KEY = "value"
+
+
+class OpenAIEngine(InferenceEngine):
+    """An OpenAI-compatible HTTP server."""
+
+    kind = "openai"
+    wire_names: ClassVar[Mapping[str, str]] = {
+        "temperature": "temperature",
+        "max_tokens": "max_tokens",
+        "top_p": "top_p",
+        "seed": "seed",
+        "stop": "stop",
+    }
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        model: str = "default",
+        *,
+        mode: Literal["chat", "completion"] = "chat",
+        timeout: float = 120.0,
+        max_concurrency: int = 8,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(defaults=defaults)
+        if importlib.util.find_spec("openai") is None:  # pragma: no cover - install-dependent
+            raise ImportError(
+                "OpenAIEngine needs the openai package: pip install 'spangraph[openai]'"
+            )
+        if mode not in ("chat", "completion"):
+            raise ValueError(f"mode must be 'chat' or 'completion', got {mode!r}")
+        self.base_url = base_url.rstrip("/")
+        self._model = model
+        self.max_concurrency = max_concurrency
+        self.capabilities = Capabilities(streaming=True, json_schema=True, mode=mode)
+        self._api_key = _Secret(api_key or "none")
+        self._timeout = timeout
+        # One client per event loop: an httpx pool belongs to the loop that
+        # opened it, and each synchronous run() has a loop of its own.
+        self._clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+    @property
+    def _client(self) -> Any:
+        import openai
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            # max_retries=0: retries are the scheduler's job (RetryPolicy), with
+            # every attempt recorded.
+            client = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=self._api_key.reveal(),
+                timeout=self._timeout,
+                max_retries=0,
+            )
+            self._clients[loop] = client
+        return client
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self._model, "base_url": self.base_url}
+
+    def server_address(self) -> tuple[str, int] | None:
+        parts = urlsplit(self.base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return (parts.hostname or "", port)
+
+    def __repr__(self) -> str:
+        return f"OpenAIEngine(base_url={self.base_url!r}, model={self._model!r})"
+
+    # -- the primitive -------------------------------------------------------------------
+
+    def _arguments(self, request: Request) -> dict[str, Any]:
+        args: dict[str, Any] = {"model": self._model}
+        extra: dict[str, Any] = {}
+        for name, value in request.options.items():
+            if name.startswith(EXTRA_PREFIX):
+                extra[name[len(EXTRA_PREFIX) :]] = value
+            elif name == "top_k":
+                extra["top_k"] = value  # not in OpenAI's API; vLLM and llama.cpp take it
+            elif name in self.wire_names:
+                args[self.wire_names[name]] = list(value) if name == "stop" else value
+        schema = _wrapped(request.schema)
+        if self.capabilities.mode == "chat":
+            args["messages"] = [{"role": t.role, "content": t.content} for t in request.messages()]
+            if schema is not None:
+                args["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "output", "schema": schema, "strict": True},
+                }
+        else:
+            args["prompt"] = request.text
+            if schema is not None:
+                extra["json_schema"] = schema
+        if extra:
+            args["extra_body"] = extra
+        return args
+
+    async def _complete(self, request: Request) -> Completion:
+        args = self._arguments(request)
+        try:
+            if self.capabilities.mode == "chat":
+                response: Any = await self._client.chat.completions.create(**args)
+                choice = response.choices[0]
+                text = choice.message.content or ""
+            else:
+                response = await self._client.completions.create(**args)
+                choice = response.choices[0]
+                text = choice.text or ""
+        except Exception as exc:
+            raise self._map_error(exc) from exc
+        return Completion(
+            _unwrapped(text, request.schema),
+            choice.finish_reason,
+            _usage(response.usage),
+            _timings(response),
+            raw=response,
+        )
+
+    async def _stream(self, request: Request) -> AsyncIterator[str | Completion]:
+        args = self._arguments(request)
+        args["stream"] = True
+        args["stream_options"] = {"include_usage": True}
+        chat = self.capabilities.mode == "chat"
+        wrapped = _wrapped(request.schema) is not request.schema
+        pieces: list[str] = []
+        finish: str | None = None
+        usage = Usage()
+        last: Any = None
+        try:
+            if chat:
+                stream: Any = await self._client.chat.completions.create(**args)
+            else:
+                stream = await self._client.completions.create(**args)
+            async for chunk in stream:
+                last = chunk
+                if chunk.usage is not None:
+                    usage = _usage(chunk.usage)
+                for choice in chunk.choices:
+                    delta = (choice.delta.content if chat else choice.text) or ""
+                    if delta:
+                        pieces.append(delta)
+                        if not wrapped:
+                            yield delta
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+        except Exception as exc:
+            raise self._map_error(exc) from exc
+        text = _unwrapped("".join(pieces), request.schema)
+        if wrapped:
+            yield text
+        yield Completion(text, finish, usage, _timings(last), raw=last)
+
+    def _map_error(self, exc: Exception) -> EngineError:
+        import openai
+
+        if isinstance(exc, openai.APITimeoutError):
+            return TransientEngineError(f"request to {self.base_url} timed out")
+        if isinstance(exc, openai.APIConnectionError):
+            return EngineUnavailable(
+                "cannot connect to the OpenAI-compatible server", url=self.base_url
+            )
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            message = _error_message(exc)
+            if status == 429 or status >= 500:
+                return TransientEngineError(f"server answered {status}: {message}")
+            if "context" in message.lower() and (
+                "exceed" in message.lower() or "length" in message.lower()
+            ):
+                return ContextLengthError(f"server answered {status}: {message}")
+            return EngineRequestError(f"server answered {status}: {message}")
+        return EngineError(f"{type(exc).__name__}: {exc}")
+
+    async def aclose(self) -> None:
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_clients"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._clients = weakref.WeakKeyDictionary()
+
+
+class _Secret:
+    """A string that never shows itself in a repr, a str or a traceback's locals."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "_Secret('***')"
+
+    __str__ = __repr__
+
+
+def _error_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        if isinstance(inner, str):
+            return inner
+    return str(getattr(exc, "message", "")) or type(exc).__name__
+
+
+def _wrapped(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Servers want an object at the schema's root: wrap anything else in one."""
+    if schema is None or schema.get("type") == "object":
+        return schema
+    defs = schema.get("$defs")
+    inner = {k: v for k, v in schema.items() if k != "$defs"}
+    out: dict[str, Any] = {
+        "type": "object",
+        "properties": {_WRAP_KEY: inner},
+        "required": [_WRAP_KEY],
+        "additionalProperties": False,
+    }
+    if defs:
+        out["$defs"] = defs
+    return out
+
+
+def _unwrapped(text: str, schema: dict[str, Any] | None) -> str:
+    if schema is None or schema.get("type") == "object":
+        return text
+    try:
+        return json.dumps(json.loads(text)[_WRAP_KEY])
+    except (ValueError, KeyError, TypeError):
+        return text
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) or 0
+    return Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0, cached)
+
+
+def _timings(response: Any) -> Timings:
+    """llama.cpp's server adds its own timings to responses; use them when present."""
+    extra = getattr(response, "model_extra", None) or {}
+    timings = extra.get("timings") if isinstance(extra, dict) else None
+    if not isinstance(timings, dict):
+        return Timings()
+    prefill = float(timings.get("prompt_ms", 0.0))
+    decode = float(timings.get("predicted_ms", 0.0))
+    return Timings(0.0, prefill, decode, prefill + decode)
