@@ -1,53 +1,80 @@
 """The demo workflow: questions over one shared, span-cached document.
 
-For now this compiles the workflow's graph, prints it, and draws it to
-out/graph.svg; the run itself arrives with the engines.
+Four questions about the Apache License 2.0 are asked in parallel over the
+same ``CBlock(cache=True)`` document, on the embedded llama.cpp engine;
+their answers are combined into a one-line summary. The run prints the
+answers and a summary, and draws the graph to ``out/graph.svg``.
 """
 
 from __future__ import annotations
 
 import pathlib
+import sys
 
-from spangraph import CBlock, Component, Span, compile, generate
+from pydantic import BaseModel, Field
+
+from spangraph import CBlock, Component, Span, compile, generate, options, run
+from spangraph.engines import LlamaCppEngine
 from spangraph.graph._render import render_file
 
 HERE = pathlib.Path(__file__).parent
+OUT = pathlib.Path("out")
 QUESTIONS = [
     "Which version of the License is this?",
-    "What does the License say about trademarks?",
+    "Does the License grant a patent license?",
     "Is the Work provided with a warranty?",
-    "What must a redistribution of the Work include?",
+    "Must a redistribution include a copy of the License?",
 ]
 
 
-class Answer(Component[str]):
-    """One question over the document (a base-model friendly prompt)."""
+class Reply(BaseModel):
+    """Constrained decoding keeps a small base model's answer short and well-formed."""
 
-    template = "{document}\n\nQuestion: {question}\nAnswer (one sentence):"
+    answer: str = Field(min_length=2, max_length=100)
+
+
+class Answer(Component[Reply]):
+    """One question over the document, phrased for a base model."""
+
+    template = "{document}\n\nQuestion: {question}\nAnswer as JSON:"
     document: Span
     question: Span
 
 
-class Combine(Component[str]):
-    template = "Questions and answers about a license:\n{answers}\n\nSummary in one sentence:"
+class Combine(Component[Reply]):
+    template = "Facts about a software license:\n{answers}\n\nThe license in one sentence, as JSON:"
     answers: list[Span]
 
 
 def build() -> Span:
     document = CBlock((HERE / "apache-2.0.txt").read_text(), cache=True)
-    answers = [generate(Answer(document=document, question=q)) for q in QUESTIONS]
-    return generate(Combine(answers=answers))
+    with options(temperature=0, max_tokens=60):
+        answers = [generate(Answer(document=document, question=q)) for q in QUESTIONS]
+        return generate(Combine(answers=answers))
 
 
-def main() -> None:
-    graph = compile(build())
-    print(graph)
-    for node_id in graph.topological_order():
-        info = graph[node_id]
-        print(f"  {info.kind:<10} {node_id[:12]}  {info.label}")
-    path = render_file(graph.to_graphviz(), "out/graph.svg")
-    print(f"graph written to {path}")
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    summary = build()
+    graph = compile(summary)
+    print(f"{graph}: {len(graph.generations())} generations over one cached document")
+    engine = LlamaCppEngine()
+    try:
+        result = run(graph, engine=engine)
+    finally:
+        engine.close()
+    answers = summary.action.answers  # type: ignore[union-attr]
+    for question, answer in zip(QUESTIONS, answers, strict=True):
+        print(f"Q: {question}\nA: {answer.parsed.answer}\n")
+    print(f"Summary: {summary.parsed.answer}\n")  # type: ignore[union-attr]
+    thunks = [*answers, summary]
+    tokens = sum(t.usage.input_tokens + t.usage.output_tokens for t in thunks)
+    cached = sum(t.usage.cached_input_tokens for t in thunks)
+    print(result.summary())
+    print(f"tokens: {tokens} ({cached} prompt tokens reused from the KV cache)")
+    print(f"graph drawn to {render_file(graph.to_graphviz(), str(OUT / 'graph.svg'))}")
+    return 0 if result.status == "done" else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
