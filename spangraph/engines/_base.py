@@ -47,6 +47,7 @@ from ._states import Identity
 from ._types import Capabilities, Completion, Request
 
 T = TypeVar("T")
+_IDENTITY = Identity()
 
 
 class InferenceEngine:
@@ -78,7 +79,7 @@ class InferenceEngine:
 
     def __init__(self, *, defaults: Mapping[str, Any] | None = None) -> None:
         self.defaults: dict[str, Any] = check_options(defaults or {}, where=f"{self.kind} defaults")
-        self._bound_state: ExecutionState = Identity()
+        self._bound_state: ExecutionState = _IDENTITY
         self._base: InferenceEngine = self
 
     # -- identity ------------------------------------------------------------------
@@ -104,7 +105,8 @@ class InferenceEngine:
     def with_state(self, state: ExecutionState) -> InferenceEngine:
         """A view of this engine that generates under ``state`` (``state(engine)``)."""
         view = copy.copy(self)
-        view._bound_state = compose(*self._bound_state.flatten(), *state.flatten())
+        composed = compose(*self._bound_state.flatten(), *state.flatten())
+        view._bound_state = composed if composed.flatten() else _IDENTITY
         return view
 
     # -- the protocol ----------------------------------------------------------------
@@ -135,11 +137,7 @@ class InferenceEngine:
         thunk = into
         producer = thunk.producer
         assert isinstance(producer, GenerationProducer)
-        declared_state = producer.state
-        effective = compose(
-            *self._bound_state.flatten(),
-            *(declared_state.flatten() if isinstance(declared_state, ExecutionState) else ()),
-        )
+        effective = self._effective_state(producer.state)
         thunk._set_running()
         request: Request | None = None
         completion: Completion | None = None
@@ -162,11 +160,13 @@ class InferenceEngine:
                 await self.handle_cache_eviction()
             timings = completion.timings
             total = (time.perf_counter() - started) * 1000
+            if timings.total_ms != total:
+                timings = Timings(timings.queue_ms, timings.prefill_ms, timings.decode_ms, total)
             thunk._set_done(
                 completion.text,
                 parsed,
                 usage=completion.usage,
-                timings=Timings(timings.queue_ms, timings.prefill_ms, timings.decode_ms, total),
+                timings=timings,
                 cache_hit=cache_hit,
             )
         except ParseError as exc:
@@ -183,6 +183,15 @@ class InferenceEngine:
         finally:
             self.telemetry(thunk, effective, request, completion, cache_hit, error, started)  # 8
         return thunk
+
+    def _effective_state(self, declared: Any) -> ExecutionState:
+        """The engine view's bound state, then the declared one."""
+        bound = self._bound_state
+        if not isinstance(declared, ExecutionState):
+            return bound
+        if bound is _IDENTITY:
+            return declared
+        return compose(*bound.flatten(), *declared.flatten())
 
     async def stream(
         self, action: Any, state: ExecutionState | None = None, **options: Any
@@ -213,7 +222,10 @@ class InferenceEngine:
         self, state: ExecutionState, call: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Merge engine defaults < state < call (all already validated)."""
-        return merge(self.defaults, state.model_options(), call)
+        from_state = state.model_options()
+        if not from_state and not call:
+            return self.defaults
+        return merge(self.defaults, from_state, call)
 
     # 2
     def render(
@@ -299,7 +311,14 @@ class InferenceEngine:
         error: BaseException | None,
         started: float,
     ) -> None:
-        """Record the generation on its state and emit it as an event."""
+        """Record the generation on its state and emit it as an event.
+
+        Nothing is built when nobody would see it (no listener, no state to log to).
+        """
+        bus = events.current_bus()
+        listening = bus is not None and bus.listening
+        if not listening and state is _IDENTITY:
+            return
         record = events.GenerationRecord(
             thunk._id or "",
             engine=self.kind,
@@ -317,7 +336,9 @@ class InferenceEngine:
             started=started,
         )
         state._record(thunk, record)
-        events.emit(record)
+        if listening:
+            assert bus is not None
+            bus.emit(record)
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections.abc
+import copy
 import json
 import string
 import types
@@ -50,7 +51,8 @@ class Component(BaseModel, Generic[T]):
     _sg_part_fields: ClassVar[tuple[str, ...]] = ()
     _sg_list_fields: ClassVar[frozenset[str]] = frozenset()
     _sg_param_fields: ClassVar[tuple[str, ...]] = ()
-    _sg_template_items: ClassVar[tuple[tuple[str, str | None, str], ...] | None] = None
+    _sg_template_items: ClassVar[tuple[tuple[Text | None, str | None, str], ...] | None] = None
+    _sg_output: ClassVar[dict[type, tuple[Any, dict[str, Any] | None]]] = {}
 
     _id: str | None = PrivateAttr(default=None)
     _parts: tuple[Any, ...] | None = PrivateAttr(default=None)
@@ -114,11 +116,23 @@ class Component(BaseModel, Generic[T]):
 
     def parse_output(self, text: str) -> T:
         """Parse model text into ``T`` (see ``output_type``)."""
-        return parse_as(self.output_type(), text)  # type: ignore[no-any-return]
+        return parse_as(self._sg_output_info()[0], text)  # type: ignore[no-any-return]
 
     @classmethod
     def output_type(cls) -> Any:
         """``T`` from the generic parameter (``str`` when none was given)."""
+        return cls._sg_output_info()[0]
+
+    @classmethod
+    def _sg_output_info(cls) -> tuple[Any, dict[str, Any] | None]:
+        info = Component._sg_output.get(cls)
+        if info is None:
+            tp = cls._sg_find_output_type()
+            info = Component._sg_output[cls] = (tp, output_schema(tp))
+        return info
+
+    @classmethod
+    def _sg_find_output_type(cls) -> Any:
         for klass in cls.__mro__:
             meta = getattr(klass, "__pydantic_generic_metadata__", None)
             if meta and meta.get("origin") is not None and meta.get("args"):
@@ -131,7 +145,8 @@ class Component(BaseModel, Generic[T]):
     @classmethod
     def output_schema(cls) -> dict[str, Any] | None:
         """The JSON schema of ``T`` (closed objects), or ``None`` for plain text."""
-        return output_schema(cls.output_type())
+        schema = cls._sg_output_info()[1]
+        return copy.deepcopy(schema) if schema is not None else None
 
     @property
     def id(self) -> str:
@@ -145,18 +160,18 @@ class Component(BaseModel, Generic[T]):
         if self._sg_template_items is None:
             for i, part in enumerate(self.parts()):
                 if i:
-                    items.append(Text("\n\n"))
+                    items.append(_BLANK_LINE)
                 items.append(part)
             return items
         for literal, field, spec in self._sg_template_items:
-            if literal:
-                items.append(Text(literal))
+            if literal is not None:
+                items.append(literal)
             if field is None:
                 continue
             if field in self._sg_list_fields:
                 for i, part in enumerate(getattr(self, field) or ()):
                     if i:
-                        items.append(Text("\n"))
+                        items.append(_NEWLINE)
                     items.append(part)
             elif field in self._sg_part_fields:
                 value = getattr(self, field)
@@ -218,6 +233,8 @@ class Component(BaseModel, Generic[T]):
         return self.__repr__()
 
 
+_NEWLINE = Text("\n")
+_BLANK_LINE = Text("\n\n")
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
@@ -275,7 +292,9 @@ def _span_annotation(annotation: Any) -> str | None:
     return None
 
 
-def _parse_template(cls: type[Component[Any]]) -> tuple[tuple[str, str | None, str], ...]:
+def _parse_template(
+    cls: type[Component[Any]],
+) -> tuple[tuple[Text | None, str | None, str], ...]:
     template = cls.template
     assert template is not None
     try:
@@ -286,7 +305,7 @@ def _parse_template(cls: type[Component[Any]]) -> tuple[tuple[str, str | None, s
         ) from None
     known = set(cls.model_fields)
     used: set[str] = set()
-    items: list[tuple[str, str | None, str]] = []
+    items: list[tuple[Text | None, str | None, str]] = []
     for literal, field, spec, conversion in parsed:
         if field is not None:
             if not field.isidentifier():
@@ -303,7 +322,7 @@ def _parse_template(cls: type[Component[Any]]) -> tuple[tuple[str, str | None, s
                     f"{cls.__name__}.template: conversions (!{conversion}) are not supported"
                 )
             used.add(field)
-        items.append((literal, field, spec or ""))
+        items.append((Text(literal) if literal else None, field, spec or ""))
     missing = [name for name in cls._sg_part_fields if name not in used]
     if missing:
         raise TemplateError(

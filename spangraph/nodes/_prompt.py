@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """One piece of a rendered prompt.
+class Segment(NamedTuple):
+    """One piece of a rendered prompt (a named tuple: prompts are built per generation).
 
     ``span_id`` is the content id of the span whose render produced the text
     (template text belongs to the component that owns the template).
@@ -33,15 +33,30 @@ class ChatTurn:
     content: str
 
 
-@dataclass(frozen=True, slots=True)
 class Prompt:
-    """Ordered segments. ``text`` is their concatenation."""
+    """Ordered segments (immutable). ``text`` is their concatenation."""
 
-    segments: tuple[Segment, ...] = ()
+    __slots__ = ("_text", "segments")
+
+    def __init__(self, segments: tuple[Segment, ...] = ()) -> None:
+        self.segments = segments
+        self._text: str | None = None
 
     @property
     def text(self) -> str:
-        return "".join(s.text for s in self.segments)
+        text = self._text
+        if text is None:
+            text = self._text = "".join([s.text for s in self.segments])
+        return text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Prompt) and other.segments == self.segments
+
+    def __hash__(self) -> int:
+        return hash(self.segments)
+
+    def __repr__(self) -> str:
+        return f"Prompt({self.segments!r})"
 
     def __iter__(self) -> Iterator[Segment]:
         return iter(self.segments)

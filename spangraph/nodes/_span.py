@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._cblock import CBlock
 from ._digest import canonical_json, digest
@@ -295,44 +295,58 @@ def render_span(root: object) -> Prompt:
     Pydantic components expose their template as render items (literal text
     and parts) and are expanded here without recursion; custom components'
     own ``render()`` is called, and checked to use only what ``parts()``
-    returns.
+    returns. Span paths for errors are rebuilt only when an error happens.
     """
     out: list[Segment] = []
-    # Work items: (item, owner id, role, path)
-    stack: list[tuple[object, str, str | None, str]] = [(root, "", None, span_label(root))]
+    append = out.append
+    kinds = _KINDS
+    # Work items: (item, owner id, role, where); ``where`` is (parent where,
+    # parent component, item) from which an error's span path is rebuilt.
+    stack: list[tuple[Any, str, str | None, Any]] = [(root, "", None, None)]
+    pop, push = stack.pop, stack.append
     while stack:
-        item, owner, role, path = stack.pop()
-        if isinstance(item, Text):
+        item, owner, role, where = pop()
+        if type(item) is Text:
             if item.text:
-                out.append(Segment(item.text, owner, False, role, item.label))
-        elif isinstance(item, CBlock):
+                append(Segment(item.text, owner, False, role, item.label))
+            continue
+        kind = kinds.get(type(item)) or span_type(item)
+        if kind == BLOCK:
             if item.text:
-                out.append(Segment(item.text, item.id, item.cache, role))
-        elif isinstance(item, ModelOutputThunk):
+                append(Segment(item.text, item.id, item.cache, role))
+        elif kind == THUNK:
             if item.state is not ThunkState.DONE:
                 from ._errors import ThunkNotDoneError
 
                 raise ThunkNotDoneError(
-                    f"cannot render {item!r}: {item._not_done_reason()}", path=path
+                    f"cannot render {item!r}: {item._not_done_reason()}",
+                    path=_render_path(root, where),
                 )
-            out.append(Segment(item.value, span_id(item), False, role))
-        elif hasattr(item, "_sg_render_items"):
-            item = cast(Any, item)
-            own = span_id(item)
+            append(Segment(item.value, item._id or span_id(item), False, role))
+        elif kind == MODEL:
+            own = item.__pydantic_private__["_id"] or span_id(item)
             own_role = item._sg_message_role() or role
-            items = item._sg_render_items()
-            parts = item.parts()
-            part_index = {id(p): i for i, p in enumerate(parts)}
-            for sub in reversed(items):
-                sub_path = path
-                if not isinstance(sub, Text):
-                    sub_path = f"{path}.parts()[{part_index.get(id(sub), '?')}]"
-                stack.append((sub, own, own_role, sub_path))
-        elif span_type(item) == CUSTOM:
-            out.extend(_render_custom(cast(ComponentLike, item), role, path))
+            here = (where, item)
+            for sub in reversed(item._sg_render_items()):
+                push((sub, own, own_role, (here, sub)))
+        elif kind == CUSTOM:
+            out.extend(_render_custom(item, role, _render_path(root, where)))
         else:
-            raise NotASpanError(f"not a span: {type(item).__name__}", path=path)
+            raise NotASpanError(
+                f"not a span: {type(item).__name__}", path=_render_path(root, where)
+            )
     return Prompt(tuple(out))
+
+
+def _render_path(root: object, where: Any) -> str:
+    """The span path of a render work item (see ``render_span``)."""
+    steps: list[str] = []
+    while where is not None:
+        (parent_where, parent), item = where
+        index = next((i for i, p in enumerate(parent.parts()) if p is item), None)
+        steps.append(f".parts()[{index}]" if index is not None else "")
+        where = parent_where
+    return span_label(root) + "".join(reversed(steps))
 
 
 def _render_custom(component: ComponentLike, role: str | None, path: str) -> list[Segment]:

@@ -1,0 +1,319 @@
+"""Scheduler overhead per node, against Hamilton, dask and plain asyncio.
+
+Part 1 (overhead per node). A layered DAG: a first layer of ``width`` leaves,
+then ``layers`` layers of ``width`` work nodes, each depending on two nodes
+of the layer before (``i`` and ``i + 1 mod width``). 100 x 100 is 10,000
+work nodes; 1,000 x 100 is 100,000 (the scaling check).
+
+- spangraph: each work node is ``generate(Op(a=..., b=...))`` with
+  ``ScriptedEngine("x")``, which answers without ever suspending, so the run
+  is pure scheduling: rendering each prompt, driving each generation and
+  bookkeeping. Each generation node has its component node (the ``Op``)
+  under it; the unit of work, and what us/node divides by, is one
+  *generation* node (so one us/node here covers two graph nodes). Only
+  ``run()`` of an already compiled graph is timed (best of 3 at 10k, of 2 at
+  100k, fresh spans each repetition since finished thunks are not run
+  again); ``compile()`` is timed and reported separately.
+- Hamilton: the same DAG as generated functions ``n_L_I(n_{L-1}_I, ...)``
+  returning a cheap string combination, in a temporary module; building the
+  driver is not timed, ``dr.execute(last layer)`` is (``DictResult``, so no
+  pandas frame is built).
+- dask: ``dask.get(dsk, keys)`` (the synchronous scheduler) on a dict graph
+  of tuples; building the dict is not timed.
+- asyncio: one task per node awaiting its two input tasks and computing the
+  same cheap function (a floor for anything built on an event loop).
+
+Targets: spangraph <= 8 us per generation node; >= 1.9x faster per node
+than Hamilton and >= 6x faster than ``dask.get``; spangraph's 100k run
+<= 11x its 10k run.
+
+Part 2 (critical-path efficiency). A fan-out/fan-in graph of 200
+generations (1 source, 198 parallel generations that each take the source's
+thunk as a part, 1 sink with all 198 as a list part), ``ScriptedEngine`` with
+50 ms latency per generation and no concurrency limit. The critical path is
+three generations, so the bound is 150 ms. Target: wall time of ``run()``
+(compiled beforehand) <= 1.05x the bound.
+
+Hamilton and dask are optional: ``make bench`` installs them; without them
+their rows are skipped with a message. Run from the repository root:
+``python benchmarks/scheduler.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from spangraph import CBlock, Component, Span, compile, generate, run
+from spangraph.engines import ScriptedEngine
+
+WIDTH = 100
+SMALL_LAYERS = 100  # 10,000 work nodes
+LARGE_LAYERS = 1_000  # 100,000 work nodes
+#: A peer whose 10k run costs more than this (seconds) is not run at 100k.
+PEER_LARGE_LIMIT = 1.0
+
+TARGET_US = 8.0
+TARGET_VS_HAMILTON = 1.9
+TARGET_VS_DASK = 6.0
+TARGET_SCALING = 11.0
+TARGET_CRITICAL = 1.05
+
+FAN_WIDTH = 198
+LATENCY = 0.05
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def combine(a: str, b: str) -> str:
+    """The peers' unit of work: a cheap string combination."""
+    return a[:4] + b[:4]
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    gc.collect()
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+# -- spangraph -------------------------------------------------------------------------
+
+
+class Op(Component[str]):
+    template = "{a}+{b}"
+    a: Span
+    b: Span
+
+
+class Combine(Component[str]):
+    template = "{parts}"
+    parts: list[Span]
+
+
+def spangraph_layers(layers: int, width: int = WIDTH) -> list[Any]:
+    layer: list[Any] = [CBlock(f"leaf {i}") for i in range(width)]
+    for _ in range(layers):
+        layer = [generate(Op(a=layer[i], b=layer[(i + 1) % width])) for i in range(width)]
+    return layer
+
+
+def bench_spangraph(layers: int, repeats: int) -> tuple[float, float, int]:
+    """Best run() time, best compile() time, generations per run."""
+    best_run = best_compile = float("inf")
+    generations = 0
+    engine = ScriptedEngine("x")
+    for _ in range(repeats):
+        roots = spangraph_layers(layers)
+        took, graph = timed(lambda roots=roots: compile(*roots))
+        best_compile = min(best_compile, took)
+        took, result = timed(lambda g=graph: run(g, engine=engine, trace=False, progress=False))
+        best_run = min(best_run, took)
+        generations = result.generations
+        assert result.status == "done", result.summary()
+        del roots, graph, result
+    return best_run, best_compile, generations
+
+
+# -- Hamilton --------------------------------------------------------------------------
+
+
+def hamilton_source(layers: int, width: int) -> str:
+    lines = [f"def n_0_{i}() -> str:\n    return 'leaf {i}'\n" for i in range(width)]
+    for layer in range(1, layers + 1):
+        for i in range(width):
+            a, b = f"n_{layer - 1}_{i}", f"n_{layer - 1}_{(i + 1) % width}"
+            lines.append(f"def n_{layer}_{i}({a}: str, {b}: str) -> str:\n    return {a}[:4] + {b}[:4]\n")
+    return "\n".join(lines)
+
+
+def bench_hamilton(layers: int, width: int = WIDTH) -> float:
+    from hamilton import ad_hoc_utils, base, driver
+
+    namespace: dict[str, Any] = {}
+    exec(hamilton_source(layers, width), namespace)  # noqa: S102 - generated benchmark code
+    functions = [v for k, v in namespace.items() if k.startswith("n_")]
+    module = ad_hoc_utils.create_temporary_module(*functions)
+    try:
+        dr = driver.Builder().with_modules(module).with_adapters(base.DictResult()).build()
+        final_vars = [f"n_{layers}_{i}" for i in range(width)]
+        # Hamilton executes depth-first by recursion: one frame per layer.
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 20 * layers + 1000))
+        try:
+            took, out = timed(lambda: dr.execute(final_vars))
+        finally:
+            sys.setrecursionlimit(limit)
+        assert len(out) == width
+    finally:
+        sys.modules.pop(module.__name__, None)
+    return took
+
+
+# -- dask ------------------------------------------------------------------------------
+
+
+def dask_graph(layers: int, width: int) -> tuple[dict[str, Any], list[str]]:
+    dsk: dict[str, Any] = {f"n_0_{i}": f"leaf {i}" for i in range(width)}
+    for layer in range(1, layers + 1):
+        for i in range(width):
+            dsk[f"n_{layer}_{i}"] = (
+                combine,
+                f"n_{layer - 1}_{i}",
+                f"n_{layer - 1}_{(i + 1) % width}",
+            )
+    return dsk, [f"n_{layers}_{i}" for i in range(width)]
+
+
+def bench_dask(layers: int, width: int = WIDTH) -> float:
+    import dask
+
+    dsk, keys = dask_graph(layers, width)
+    took, out = timed(lambda: dask.get(dsk, keys))
+    assert len(out) == width
+    return took
+
+
+# -- asyncio ---------------------------------------------------------------------------
+
+
+async def asyncio_layers(layers: int, width: int) -> list[str]:
+    async def leaf(i: int) -> str:
+        return f"leaf {i}"
+
+    async def node(a: asyncio.Task[str], b: asyncio.Task[str]) -> str:
+        return combine(await a, await b)
+
+    layer = [asyncio.create_task(leaf(i)) for i in range(width)]
+    for _ in range(layers):
+        layer = [asyncio.create_task(node(layer[i], layer[(i + 1) % width])) for i in range(width)]
+    return list(await asyncio.gather(*layer))
+
+
+def bench_asyncio(layers: int, width: int = WIDTH) -> float:
+    took, out = timed(lambda: asyncio.run(asyncio_layers(layers, width)))
+    assert len(out) == width
+    return took
+
+
+# -- part 1 ----------------------------------------------------------------------------
+
+
+def peer(name: str, module: str, fn: Callable[[int], float]) -> dict[int, float] | None:
+    """Run a peer at 10k, then at 100k unless 10k was already too slow; None if missing."""
+    try:
+        __import__(module)
+    except ImportError:
+        print(f"  {name:<10} skipped: `{module}` is not installed (`make bench` installs it)")
+        return None
+    times = {SMALL_LAYERS: fn(SMALL_LAYERS)}
+    if times[SMALL_LAYERS] <= PEER_LARGE_LIMIT:
+        times[LARGE_LAYERS] = fn(LARGE_LAYERS)
+    return times
+
+
+def row(name: str, times: dict[int, float], note: str = "") -> None:
+    cells = []
+    for layers in (SMALL_LAYERS, LARGE_LAYERS):
+        if layers in times:
+            n = layers * WIDTH
+            cells.append(f"{times[layers] * 1e3:9.1f} ms {times[layers] / n * 1e6:6.2f} us/node")
+        else:
+            cells.append(f"{'(not run: 10k too slow)':>25}")
+    print(f"  {name:<10} {cells[0]}   {cells[1]}{note}")
+
+
+def part1() -> None:
+    print("Part 1: overhead per node, layered DAG (x100 wide, each node uses two of the layer before)")
+    print("  us/node = time / work nodes; for spangraph a work node is one generation node")
+    print("  (each also has its Op component node under it: two graph nodes per unit).")
+    print(f"  {'':<10} {'10k nodes (100 layers)':>25}   {'100k nodes (1000 layers)':>25}")
+    small_run, small_compile, small_gens = bench_spangraph(SMALL_LAYERS, repeats=3)
+    large_run, large_compile, large_gens = bench_spangraph(LARGE_LAYERS, repeats=2)
+    assert small_gens == SMALL_LAYERS * WIDTH and large_gens == LARGE_LAYERS * WIDTH
+    ours = {SMALL_LAYERS: small_run, LARGE_LAYERS: large_run}
+    row("spangraph", ours, "  (run() only)")
+    row("  compile", {SMALL_LAYERS: small_compile, LARGE_LAYERS: large_compile}, "  (not in run)")
+    hamilton = peer("Hamilton", "hamilton", bench_hamilton)
+    if hamilton is not None:
+        row("Hamilton", hamilton)
+    dsk = peer("dask.get", "dask", bench_dask)
+    if dsk is not None:
+        row("dask.get", dsk)
+    row("asyncio", {n: bench_asyncio(n) for n in (SMALL_LAYERS, LARGE_LAYERS)}, "  (floor)")
+
+    print()
+    per_node = max(small_run / (SMALL_LAYERS * WIDTH), large_run / (LARGE_LAYERS * WIDTH)) * 1e6
+    print(
+        f"  spangraph <= {TARGET_US:g} us/generation node: {verdict(per_node <= TARGET_US)}"
+        f" (worst {per_node:.2f})"
+    )
+    for name, times, target in (
+        ("Hamilton", hamilton, TARGET_VS_HAMILTON),
+        ("dask.get", dsk, TARGET_VS_DASK),
+    ):
+        if times is None:
+            print(f"  vs {name}: skipped (not installed)")
+            continue
+        ratios = [f"{times[n] / ours[n]:.2f}x at {n * WIDTH // 1000}k" for n in sorted(times)]
+        worst = min(times[n] / ours[n] for n in times)
+        print(
+            f"  spangraph faster than {name} >= {target:g}x: {verdict(worst >= target)}"
+            f" ({', '.join(ratios)})"
+        )
+    scaling = large_run / small_run
+    print(
+        f"  spangraph 100k / 10k cost ratio <= {TARGET_SCALING:g}x: "
+        f"{verdict(scaling <= TARGET_SCALING)} ({scaling:.2f}x)"
+    )
+
+
+# -- part 2 ----------------------------------------------------------------------------
+
+
+def fan_graph() -> list[Any]:
+    source = generate(Op(a=CBlock("source a"), b=CBlock("source b")))
+    branches = [generate(Op(a=source, b=CBlock(f"branch {i}"))) for i in range(FAN_WIDTH)]
+    return [generate(Combine(parts=branches))]
+
+
+def part2(repeats: int = 3) -> None:
+    print()
+    print(f"Part 2: critical-path efficiency, fan-out/fan-in of {FAN_WIDTH + 2} generations")
+    print(f"  (1 source -> {FAN_WIDTH} parallel -> 1 sink), {LATENCY * 1e3:g} ms per generation")
+    bound = 3 * LATENCY
+    walls = []
+    for _ in range(repeats):
+        engine = ScriptedEngine("x", latency=LATENCY, max_concurrency=1000)
+        graph = compile(*fan_graph())
+        took, result = timed(
+            lambda g=graph, e=engine: run(
+                g, engine=e, max_concurrency=None, trace=False, progress=False
+            )
+        )
+        assert result.generations == FAN_WIDTH + 2, result.summary()
+        walls.append(took)
+    best = min(walls)
+    print(
+        f"  wall {best * 1e3:.1f} ms (best of {repeats}; all: "
+        f"{', '.join(f'{w * 1e3:.1f}' for w in walls)} ms), critical-path bound {bound * 1e3:.0f} ms"
+    )
+    ratio = best / bound
+    print(f"  ratio {ratio:.3f}x, target <= {TARGET_CRITICAL:g}x: {verdict(ratio <= TARGET_CRITICAL)}")
+
+
+def main() -> None:
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
+    part1()
+    part2()
+
+
+if __name__ == "__main__":
+    main()
