@@ -27,6 +27,7 @@ from typing import Any, ClassVar, TypeVar
 import anyio
 
 from .. import events
+from ..cache import AUTO, CachePolicy, memo_key, run_cache
 from ..nodes import (
     CBlock,
     ExecutionState,
@@ -35,6 +36,7 @@ from ..nodes import (
     ParseError,
     ThunkState,
     Timings,
+    Usage,
     compose,
     current_state,
     render_span,
@@ -157,7 +159,7 @@ class InferenceEngine:
             parsed = self.parse(producer.action, completion)  # 6
             if not cache_hit:
                 await self.store(request, completion)  # 7
-                await self.handle_cache_eviction()
+                await self.handle_cache_eviction(request)
             timings = completion.timings
             total = (time.perf_counter() - started) * 1000
             if timings.total_ms != total:
@@ -253,8 +255,55 @@ class InferenceEngine:
 
     # 3
     async def handle_output_cache(self, request: Request) -> Completion | None:
-        """Return a memoised completion for ``request``, or ``None`` (no memo yet)."""
-        return None
+        """Return the memoised completion for ``request``, or ``None``.
+
+        The store is the state's span cache, else the run's, else the
+        engine's; the policy is the node's, else the state's, else the run's,
+        else ``CachePolicy("auto")`` (deterministic generations only). The
+        key is ``spangraph.cache.memo_key`` (see its module for what is in it).
+        """
+        store, policy = self._cache_for(request)
+        if store is None or not policy.applies(request.options):
+            return None
+        key = memo_key(
+            {**self.fingerprint(), "mode": self.capabilities.mode},
+            request.prompt,
+            request.schema,
+            request.options,
+            request.sample_index,
+        )
+        request.key = key
+        request.route["memo"] = (store, policy)
+        value = store.get(key)
+        thunk = request.thunk
+        if value is None:
+            if thunk is not None:
+                thunk.meta["cache"] = "miss"
+            return None
+        if thunk is not None:
+            thunk.meta["cache"] = "hit"
+            thunk.meta["memo_usage"] = Usage(*value["usage"])
+            events.emit(events.CacheHit(thunk._id or "", key=key, store=store.name))
+        return Completion(
+            value["text"],
+            value.get("finish_reason"),
+            Usage(),  # a hit spends no tokens; the original usage is in thunk.meta
+            Timings(),
+            raw=None,
+        )
+
+    def _cache_for(self, request: Request) -> tuple[Any, CachePolicy]:
+        run_store, run_policy = run_cache()
+        state = request.state
+        producer = request.thunk.producer if request.thunk is not None else None
+        store = (state.span_cache if state is not None else None) or run_store or self.span_cache
+        policy = (
+            getattr(producer, "cache", None)
+            or (state.cache_policy if state is not None else None)
+            or run_policy
+            or AUTO
+        )
+        return store, policy
 
     # 4
     async def handle_input_cache(self, request: Request) -> Request:
@@ -295,10 +344,33 @@ class InferenceEngine:
 
     # 7
     async def store(self, request: Request, completion: Completion) -> None:
-        """Write the memo entry for ``request`` (no memo yet)."""
+        """Write the memo entry for ``request`` (when step 3 looked it up)."""
+        memo = request.route.get("memo")
+        if memo is None or request.key is None:
+            return
+        store, policy = memo
+        usage, timings = completion.usage, completion.timings
+        store.put(
+            request.key,
+            {
+                "text": completion.text,
+                "finish_reason": completion.finish_reason,
+                "usage": [usage.input_tokens, usage.output_tokens, usage.cached_input_tokens],
+                "timings": [
+                    timings.queue_ms,
+                    timings.prefill_ms,
+                    timings.decode_ms,
+                    timings.total_ms,
+                ],
+            },
+            policy.ttl,
+        )
 
-    async def handle_cache_eviction(self) -> None:
-        """Keep the caches within their budgets (nothing to keep yet)."""
+    async def handle_cache_eviction(self, request: Request | None = None) -> None:
+        """Keep the memo within its budgets and drop expired entries."""
+        memo = request.route.get("memo") if request is not None else None
+        if memo is not None:
+            memo[0].evict()
 
     # 8
     def telemetry(

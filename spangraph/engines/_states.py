@@ -58,3 +58,28 @@ def options(**values: Any) -> Options:
     Unknown names and out-of-range values are refused here, where they are written.
     """
     return Options(values)
+
+
+class Cached(ExecutionState):
+    """A state that sets the span cache (a store) and/or the ``CachePolicy``."""
+
+    def __init__(self, store: Any = None, policy: Any = None) -> None:
+        from ..cache import CachePolicy, Store
+
+        if store is not None and not isinstance(store, Store):
+            raise TypeError(f"cached(store=...) needs a memo store, got {type(store).__name__}")
+        if policy is not None and not isinstance(policy, CachePolicy):
+            raise TypeError(f"cached(policy=...) needs a CachePolicy, got {type(policy).__name__}")
+        self.span_cache = store
+        self.cache_policy = policy
+
+    def fingerprint(self) -> str:
+        return ""  # where results are kept does not change what they are
+
+    def __repr__(self) -> str:
+        return f"cached(store={self.span_cache!r}, policy={self.cache_policy!r})"
+
+
+def cached(store: Any = None, *, policy: Any = None) -> Cached:
+    """A state whose generations use ``store`` as their span cache, under ``policy``."""
+    return Cached(store, policy)

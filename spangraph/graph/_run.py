@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 
 from .. import events as ev
+from ..cache import split_cache_setting, use_run_cache
 from ..engines import InferenceEngine
 from ..nodes import ModelOutputThunk, set_driver
 from ._compile import SpanGraph, compile
@@ -51,6 +52,7 @@ class Run:
     nodes_run: int = 0
     generations: int = 0
     cache_hits: int = 0
+    cache_misses: int = 0
     attempts: int = 0
     dynamic_nodes: int = 0
     log: list[ev.Event] = field(default_factory=list)
@@ -62,6 +64,15 @@ class Run:
 
     def __getitem__(self, index: int) -> Any:
         return self.outputs[index]
+
+    @property
+    def generations_avoided(self) -> int:
+        """Generations served from the output memo instead of the engine."""
+        return self.cache_hits
+
+    @property
+    def engine_calls(self) -> int:
+        return self.generations - self.cache_hits
 
     def summary(self) -> str:
         return (
@@ -85,6 +96,7 @@ def _graph_of(roots: Sequence[Any]) -> SpanGraph:
 async def arun(
     *roots: Any,
     engine: InferenceEngine | None = None,
+    cache: Any = None,
     max_concurrency: int | None = None,
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
@@ -95,6 +107,7 @@ async def arun(
 ) -> Run:
     """Run spans (or one compiled ``SpanGraph``) to completion; see ``run``."""
     graph = _graph_of(roots)
+    store, policy = split_cache_setting(cache)
     bus = ev.EventBus()
     log: list[ev.Event] = []
     if trace:
@@ -122,7 +135,7 @@ async def arun(
     )
     cancelled = False
     try:
-        with ev.use_bus(bus):
+        with ev.use_bus(bus), use_run_cache(store, policy):
             await scheduler.execute()
     except BaseException:
         cancelled = scheduler.first_failure is None
@@ -172,6 +185,7 @@ def _make_run(
         nodes_run=scheduler.nodes_run,
         generations=scheduler.generations,
         cache_hits=scheduler.cache_hits,
+        cache_misses=scheduler.cache_misses,
         attempts=scheduler.attempts,
         dynamic_nodes=scheduler.dynamic_nodes,
         log=log,
@@ -182,6 +196,7 @@ def run(*roots: Any, **policy: Any) -> Run:
     """Run spans (or one compiled ``SpanGraph``) and return the ``Run``.
 
     Policy keywords: ``engine`` (default ``spangraph.engines.default()``),
+    ``cache`` (a memo store, a ``CachePolicy``, or both as a tuple),
     ``max_concurrency``, ``retry`` (a ``RetryPolicy``), ``timeout`` (seconds
     per node attempt), ``on_error`` (``"raise"`` or ``"continue"``),
     ``progress`` (``None``: on in terminals and notebooks), ``trace``.

@@ -158,6 +158,7 @@ class Scheduler:
         self.nodes_run = 0
         self.generations = 0
         self.cache_hits = 0
+        self.cache_misses = 0
         self.attempts = 0
         self.dynamic_nodes = 0
 
@@ -364,6 +365,8 @@ class Scheduler:
         self.generations += 1
         if thunk.cache_hit:
             self.cache_hits += 1
+        elif thunk.meta.get("cache") == "miss":
+            self.cache_misses += 1
         self._finish(node_id)
 
     # -- tasks -----------------------------------------------------------------------

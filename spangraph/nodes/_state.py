@@ -37,6 +37,8 @@ class ExecutionState:
 
     #: The span cache this state's generations use (``None``: the run's or engine's).
     span_cache: Any = None
+    #: The ``CachePolicy`` for generations under this state (``None``: the run's).
+    cache_policy: Any = None
 
     # -- hooks ---------------------------------------------------------------------
 
@@ -132,13 +134,23 @@ class ComposedState(ExecutionState):
         return tuple(span for state in self.states for span in state.prefix_spans())
 
     def fingerprint(self) -> str:
-        return canonical_json([s.fingerprint() for s in self.states])
+        parts = [p for p in (s.fingerprint() for s in self.states) if p]
+        if len(parts) == 1:
+            return parts[0]
+        return canonical_json(parts) if parts else ""
 
     @property
     def span_cache(self) -> Any:
         for state in reversed(self.states):
             if state.span_cache is not None:
                 return state.span_cache
+        return None
+
+    @property
+    def cache_policy(self) -> Any:
+        for state in reversed(self.states):
+            if state.cache_policy is not None:
+                return state.cache_policy
         return None
 
     def _record(self, thunk: ModelOutputThunk[Any], log: Any) -> None:

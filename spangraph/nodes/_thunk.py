@@ -327,6 +327,9 @@ class GenerationProducer:
     sample_index: int = 0
     #: The engine to run on (``None``: the run's engine).
     engine: Any = None
+    #: This generation's ``CachePolicy`` (``None``: the state's, then the run's).
+    #: Not part of the node's identity: it changes where the result comes from, not what it is.
+    cache: Any = None
 
     @property
     def kind(self) -> str:

@@ -66,7 +66,7 @@ class Recording(ScriptedEngine):
     async def store(self, request: Request, completion: Completion) -> None:
         self.steps.append("store")
 
-    async def handle_cache_eviction(self) -> None:
+    async def handle_cache_eviction(self, request: Request | None = None) -> None:
         self.steps.append("handle_cache_eviction")
 
     def telemetry(self, *args: Any) -> None:

@@ -1,0 +1,48 @@
+"""The run's cache setting, visible to the generate protocol of every engine in the run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from ._policy import CachePolicy
+from ._stores import Store
+
+_run_cache: ContextVar[tuple[Store | None, CachePolicy | None]] = ContextVar(
+    "spangraph_run_cache", default=(None, None)
+)
+
+
+def split_cache_setting(setting: Any) -> tuple[Store | None, CachePolicy | None]:
+    """``cache=`` accepts a store, a ``CachePolicy``, both as a tuple, or ``None``."""
+    if setting is None:
+        return None, None
+    if isinstance(setting, CachePolicy):
+        return None, setting
+    if isinstance(setting, tuple) and len(setting) == 2:
+        store, policy = setting
+        if (store is None or isinstance(store, Store)) and (
+            policy is None or isinstance(policy, CachePolicy)
+        ):
+            return store, policy
+    if isinstance(setting, Store):
+        return setting, None
+    raise TypeError(
+        f"cache= takes a store (MemoryStore, SQLiteStore, LayeredStore), a CachePolicy, or "
+        f"(store, policy); got {type(setting).__name__}"
+    )
+
+
+def run_cache() -> tuple[Store | None, CachePolicy | None]:
+    return _run_cache.get()
+
+
+@contextmanager
+def use_run_cache(store: Store | None, policy: CachePolicy | None) -> Iterator[None]:
+    token = _run_cache.set((store, policy))
+    try:
+        yield
+    finally:
+        _run_cache.reset(token)
