@@ -21,7 +21,7 @@ from ._errors import (
 from ._options import CANONICAL as CANONICAL_OPTIONS
 from ._options import check_options
 from ._scripted import ScriptedEngine
-from ._states import Identity, Options, options
+from ._states import Cached, Identity, Options, cached, options
 from ._types import Capabilities, Completion, Request
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CANONICAL_OPTIONS",
+    "Cached",
     "Capabilities",
     "Completion",
     "ContextLengthError",
@@ -60,6 +61,7 @@ __all__ = [
     "Request",
     "ScriptedEngine",
     "TransientEngineError",
+    "cached",
     "check_options",
     "default",
     "options",

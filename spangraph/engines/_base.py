@@ -296,12 +296,13 @@ class InferenceEngine:
         run_store, run_policy = run_cache()
         state = request.state
         producer = request.thunk.producer if request.thunk is not None else None
-        store = (state.span_cache if state is not None else None) or run_store or self.span_cache
-        policy = (
-            getattr(producer, "cache", None)
-            or (state.cache_policy if state is not None else None)
-            or run_policy
-            or AUTO
+        # Explicit None checks: an empty store is falsy (it has a length).
+        store = _first(state.span_cache if state is not None else None, run_store, self.span_cache)
+        policy = _first(
+            getattr(producer, "cache", None),
+            state.cache_policy if state is not None else None,
+            run_policy,
+            AUTO,
         )
         return store, policy
 
@@ -428,6 +429,10 @@ class InferenceEngine:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r})"
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
 
 
 def render_span_all(spans: list[Any]) -> Any:

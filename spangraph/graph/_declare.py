@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar, overload
 
+from ..cache import CachePolicy
 from ..engines import InferenceEngine, check_options
 from ..nodes import (
     Component,
@@ -26,6 +27,7 @@ def generate(
     options: Mapping[str, Any] | None = None,
     sample_index: int = 0,
     engine: InferenceEngine | None = None,
+    cache: CachePolicy | None = None,
 ) -> ModelOutputThunk[T]: ...
 
 
@@ -37,6 +39,7 @@ def generate(
     options: Mapping[str, Any] | None = None,
     sample_index: int = 0,
     engine: InferenceEngine | None = None,
+    cache: CachePolicy | None = None,
 ) -> ModelOutputThunk[Any]: ...
 
 
@@ -47,13 +50,15 @@ def generate(
     options: Mapping[str, Any] | None = None,
     sample_index: int = 0,
     engine: InferenceEngine | None = None,
+    cache: CachePolicy | None = None,
 ) -> ModelOutputThunk[Any]:
     """Declare a generation of ``action`` and return its (pending) thunk.
 
     The execution state is ``state`` composed after the states of enclosing
     ``with`` blocks; ``options`` are per-call model options (they win over
     the state's). ``sample_index`` tells repeated samples of the same action
-    apart. ``engine`` pins the generation to an engine (default: the run's).
+    apart. ``engine`` pins the generation to an engine (default: the run's);
+    ``cache`` is this generation's ``CachePolicy`` (default: the state's, then the run's).
     The thunk can be a part of other components; ``run()`` executes it.
     Options are checked here, so a typo fails where it is written.
     """
@@ -66,4 +71,6 @@ def generate(
     if sample_index < 0:
         raise ValueError(f"sample_index must be >= 0, got {sample_index}")
     checked = check_options(options or {}, where="generate()")
-    return ModelOutputThunk(GenerationProducer(span, state, checked, sample_index, engine))
+    if cache is not None and not isinstance(cache, CachePolicy):
+        raise TypeError(f"generate(cache=...) takes a CachePolicy, got {type(cache).__name__}")
+    return ModelOutputThunk(GenerationProducer(span, state, checked, sample_index, engine, cache))

@@ -144,7 +144,7 @@ class ComposedState(ExecutionState):
         for state in reversed(self.states):
             if state.span_cache is not None:
                 return state.span_cache
-        return None
+        return None  # (an empty store is falsy: test against None, never truthiness)
 
     @property
     def cache_policy(self) -> Any:
