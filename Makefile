@@ -35,10 +35,12 @@ lint: $(STAMP)
 test: setup lint
 	$(PY) -m pytest -q
 
-# Benchmarks install their peers here, never in tests.
+# Benchmarks install their peers (dask, Hamilton) here, never in tests.
+# sf-hamilton >= 1.90 is a shim that pulls in apache-hamilton; both import as `hamilton`.
 bench: setup
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dask]' 'sf-hamilton>=1.80'
 	$(PY) benchmarks/compile.py
+	$(PY) benchmarks/scheduler.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from ._context import run_cache, split_cache_setting, use_run_cache
 from ._key import memo_key, prefix_key
+from ._kv import KVPrefixStore
 from ._policy import AUTO, CachePolicy
 from ._stores import CacheStats, LayeredStore, MemoryStore, SQLiteStore, Store
 
@@ -9,6 +10,7 @@ __all__ = [
     "AUTO",
     "CachePolicy",
     "CacheStats",
+    "KVPrefixStore",
     "LayeredStore",
     "MemoryStore",
     "SQLiteStore",

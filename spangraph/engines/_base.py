@@ -111,6 +111,20 @@ class InferenceEngine:
         view._bound_state = composed if composed.flatten() else _IDENTITY
         return view
 
+    # -- prefix-aware scheduling ------------------------------------------------------------
+
+    def prefix_key(self, action: Any, state: ExecutionState) -> str | None:
+        """The digest of the cached prompt prefix a generation would reuse (``None``: none).
+
+        Engines with KV slots refine this; the scheduler uses it so that ready
+        generations sharing an unwarmed prefix do not all prefill it at once.
+        """
+        return None
+
+    def prefix_ready(self, digest: str) -> bool:
+        """True when the prefix is already warm (in a slot, or saved)."""
+        return True
+
     # -- the protocol ----------------------------------------------------------------
 
     async def generate(

@@ -23,6 +23,7 @@ import json
 import os
 import pathlib
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -32,6 +33,7 @@ from typing import Any, ClassVar
 import anyio
 import anyio.to_thread
 
+from ..cache import KVPrefixStore, prefix_key
 from ..nodes import Timings, Usage
 from ._base import InferenceEngine
 from ._errors import (
@@ -179,6 +181,7 @@ class _Shared:
         self.refs = 0
         self.used = False
         self.slot_ctx = config.n_ctx // config.n_parallel
+        self.slots = _Slots(config.n_parallel)
 
     def http(self, path: str, payload: Mapping[str, Any], timeout: float = 60.0) -> Any:
         """POST to the in-process server's own HTTP endpoint (loopback only)."""
@@ -207,6 +210,42 @@ class _Shared:
                 server.handle_completions({"prompt": "", "n_predict": 1})
         del server
         gc.collect()
+
+
+class _Slots:
+    """Which prefix each llama.cpp slot holds, and which slots are in use.
+
+    Requests pick their slot here (``id_slot``), so a prefix is known to be
+    in a slot and a request can be routed to it; otherwise it goes to the
+    least recently used free slot.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.holds: list[str | None] = [None] * count
+        self.last_used = [0.0] * count
+        self.busy = [False] * count
+        self._ready = threading.Condition()
+
+    def acquire(self, prefix: str | None) -> int:
+        with self._ready:
+            while all(self.busy):
+                self._ready.wait()
+            free = [i for i, busy in enumerate(self.busy) if not busy]
+            holding = [i for i in free if prefix is not None and self.holds[i] == prefix]
+            slot = holding[0] if holding else min(free, key=lambda i: self.last_used[i])
+            self.busy[slot] = True
+            return slot
+
+    def release(self, slot: int, holds: str | None) -> None:
+        with self._ready:
+            self.busy[slot] = False
+            self.holds[slot] = holds
+            self.last_used[slot] = time.monotonic()
+            self._ready.notify()
+
+    def holding(self, prefix: str) -> bool:
+        with self._ready:
+            return prefix in self.holds
 
 
 _registry_lock = threading.Lock()
@@ -274,6 +313,9 @@ class LlamaCppEngine(InferenceEngine):
         n_parallel: int = 2,
         n_threads: int | None = None,
         home: str | os.PathLike[str] | None = None,
+        kv_dir: str | os.PathLike[str] | None = None,
+        kv_cache: bool = True,
+        kv_max_bytes: int = 2 * 2**30,
         defaults: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(defaults={"max_tokens": DEFAULT_MAX_TOKENS, **(defaults or {})})
@@ -295,11 +337,14 @@ class LlamaCppEngine(InferenceEngine):
             n_ctx,
             n_parallel,
             n_threads or max(1, os.cpu_count() or 1),
-            str(self.home / "kv"),
+            str(pathlib.Path(kv_dir) if kv_dir is not None else self.home / "kv"),
         )
         self._shared: _Shared | None = None
         self._load_lock = threading.Lock()
         self._closed = False
+        #: KV-prefix reuse for cache=True spans (off: every prompt is evaluated in full).
+        self.kv_cache = kv_cache
+        self.kv_store = KVPrefixStore(self.config.slot_save_path, max_bytes=kv_max_bytes)
 
     @property
     def model(self) -> str:
@@ -328,10 +373,70 @@ class LlamaCppEngine(InferenceEngine):
         """Load the model now, off the event loop (otherwise the first call loads it)."""
         await anyio.to_thread.run_sync(self.shared)
 
+    # -- KV prefix reuse -------------------------------------------------------------------
+
+    def _prefix_of(self, request: Request) -> tuple[str, str] | None:
+        """``(digest, text)`` of the prompt's leading ``cache=True`` segments."""
+        segments = request.prompt.cached_prefix()
+        if not segments:
+            return None
+        system = request.system
+        text = (f"{system}\n\n" if system else "") + "".join(seg.text for seg in segments)
+        return prefix_key(self.fingerprint(), [text]), text
+
+    def prefix_key(self, action: Any, state: Any) -> str | None:
+        """The cached-prefix digest a generation of ``action`` would use (for scheduling)."""
+        if not self.kv_cache:
+            return None
+        request = self.render(action, state, self.handle_model_options(state, {}))
+        prefix = self._prefix_of(request)
+        return prefix[0] if prefix else None
+
+    def prefix_ready(self, digest: str) -> bool:
+        """True when a slot holds the prefix or its KV state is saved on disk."""
+        shared = self._shared
+        return (shared is not None and shared.slots.holding(digest)) or self.kv_store.has(digest)
+
+    async def handle_input_cache(self, request: Request) -> Request:
+        """Find the prompt's cached prefix; the call then routes it to a slot that
+        holds it, restores its saved KV state, or prefills and saves it once."""
+        if self.kv_cache:
+            prefix = self._prefix_of(request)
+            if prefix is not None:
+                request.route["prefix"] = prefix
+        return request
+
+    def _prepare_slot(
+        self, shared: _Shared, slot: int, prefix: tuple[str, str]
+    ) -> tuple[int, float]:
+        """Make ``slot`` hold the prefix; return the prompt tokens and milliseconds that took."""
+        digest, text = prefix
+        if shared.slots.holds[slot] == digest:
+            return 0, 0.0
+        name = self.kv_store.filename(digest)
+        if self.kv_store.has(digest):
+            try:
+                shared.http(f"/slots/{slot}?action=restore", {"filename": name})
+            except EngineRequestError:
+                pass  # unreadable file: fall through and prefill again
+            else:
+                self.kv_store.touch(digest)
+                return 0, 0.0
+        warm = shared.server.handle_completions(
+            {"prompt": text, "n_predict": 1, "id_slot": slot, "cache_prompt": True}
+        )
+        _raise_for_error(warm)
+        timings = warm.get("timings") or {}
+        evaluated = int(timings.get("prompt_n", 0))
+        tokens = evaluated + int(timings.get("cache_n", 0))
+        shared.http(f"/slots/{slot}?action=save", {"filename": name})
+        self.kv_store.record(digest, tokens)
+        return evaluated, float(timings.get("prompt_ms", 0.0))
+
     # -- the primitive -------------------------------------------------------------------
 
     def _payload(self, request: Request) -> dict[str, Any]:
-        payload: dict[str, Any] = {"prompt": request.text, "cache_prompt": True}
+        payload: dict[str, Any] = {"prompt": request.text, "cache_prompt": self.kv_cache}
         for name, value in request.options.items():
             if name.startswith(EXTRA_PREFIX):
                 payload[name[len(EXTRA_PREFIX) :]] = value
@@ -339,9 +444,6 @@ class LlamaCppEngine(InferenceEngine):
                 payload[self.wire_names[name]] = list(value) if name == "stop" else value
         if request.schema is not None:
             payload["json_schema"] = request.schema
-        slot = request.route.get("slot")
-        if slot is not None:
-            payload["id_slot"] = slot
         return payload
 
     def _check_context(self, shared: _Shared, request: Request, payload: Mapping[str, Any]) -> None:
@@ -401,12 +503,27 @@ class LlamaCppEngine(InferenceEngine):
                 return True
 
         shared.used = True
-        shared.server.handle_completions({**payload, "stream": True}, on_chunk)
+        prefix: tuple[str, str] | None = request.route.get("prefix")
+        slot = shared.slots.acquire(prefix[0] if prefix else None)
+        holds = shared.slots.holds[slot]
+        warmed, warm_ms = 0, 0.0
+        try:
+            if prefix is not None:
+                warmed, warm_ms = self._prepare_slot(shared, slot, prefix)
+                holds = prefix[0]
+            elif not self.kv_cache:
+                holds = None
+            shared.server.handle_completions({**payload, "stream": True, "id_slot": slot}, on_chunk)
+        except BaseException:
+            holds = None  # the slot's contents are unknown after a failure
+            raise
+        finally:
+            shared.slots.release(slot, holds)
         if raised:
             raise raised[0]
         if errors:
             _raise_for_error(errors[0])
-        return {"text": "".join(parts), **final}
+        return {"text": "".join(parts), "warmed": warmed, "warm_ms": warm_ms, "slot": slot, **final}
 
     async def _run(
         self, request: Request, on_delta: Callable[[str], None] | None = None
@@ -502,12 +619,14 @@ def _completion(result: Mapping[str, Any]) -> Completion:
     predicted_n = int(timings.get("predicted_n", usage.get("completion_tokens", 0)))
     if not timings and usage:
         prompt_n = int(usage.get("prompt_tokens", 0))
-    prefill = float(timings.get("prompt_ms", 0.0))
+    prefill = float(timings.get("prompt_ms", 0.0)) + float(result.get("warm_ms", 0.0))
     decode = float(timings.get("predicted_ms", 0.0))
+    # Tokens this request's prefix warm-up evaluated were not reused: count them as evaluated.
+    reused = max(0, cache_n - int(result.get("warmed", 0)))
     return Completion(
         result["text"],
         result.get("finish_reason"),
-        Usage(prompt_n + cache_n, predicted_n, cache_n),
+        Usage(prompt_n + cache_n, predicted_n, reused),
         Timings(0.0, prefill, decode, prefill + decode),
         raw=dict(result),
     )

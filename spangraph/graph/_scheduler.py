@@ -148,6 +148,8 @@ class Scheduler:
         self._set_aside: list[tuple[int, str]] = []
         self._in_flight = 0
         self._in_flight_by_engine: dict[int, int] = {}
+        self._prefixes: dict[str, str | None] = {}
+        self._warming: dict[str, str] = {}
         self._draining = False
         self._tg: anyio.abc.TaskGroup | None = None
         self._inline = True
@@ -244,7 +246,7 @@ class Scheduler:
                 kind = graph[node_id].kind
                 if kind == "generation":
                     engine = self._engine_of(node_id)
-                    if not self._has_capacity(engine):
+                    if not self._has_capacity(engine) or self._prefix_warming(node_id, engine):
                         self._set_aside.append((self.order[node_id], node_id))
                         continue
                     self._start_generation(node_id, engine)
@@ -273,6 +275,27 @@ class Scheduler:
             self._engines[node_id] = engine
         return engine
 
+    def _prefix_warming(self, node_id: str, engine: InferenceEngine) -> bool:
+        """Prefix-aware ordering: while one generation warms a cached prefix,
+        others with the same prefix wait (and other work goes ahead)."""
+        if not engine.capabilities.kv_slots:
+            return False
+        if node_id not in self._prefixes:
+            producer = self.graph[node_id].span.producer
+            try:
+                state = engine._effective_state(producer.state)
+                self._prefixes[node_id] = engine.prefix_key(producer.action, state)
+            except Exception:
+                self._prefixes[node_id] = None  # the generation itself will report it
+        digest = self._prefixes[node_id]
+        if digest is None or engine.prefix_ready(digest):
+            return False
+        owner = self._warming.get(digest)
+        if owner is None or owner == node_id:
+            self._warming[digest] = node_id
+            return False
+        return True
+
     def _has_capacity(self, engine: InferenceEngine) -> bool:
         if self.max_concurrency is not None and self._in_flight >= self.max_concurrency:
             return False
@@ -284,9 +307,13 @@ class Scheduler:
         key = id(engine.base)
         self._in_flight_by_engine[key] = self._in_flight_by_engine.get(key, 0) + 1
 
-    def _release(self, engine: InferenceEngine) -> None:
+    def _release(self, engine: InferenceEngine, node_id: str | None = None) -> None:
         self._in_flight -= 1
         self._in_flight_by_engine[id(engine.base)] -= 1
+        if node_id is not None and self._warming:
+            digest = self._prefixes.get(node_id)
+            if digest is not None and self._warming.get(digest) == node_id:
+                del self._warming[digest]
 
     # -- generations -----------------------------------------------------------------
 
@@ -310,14 +337,14 @@ class Scheduler:
         try:
             first = coro.send(None)
         except StopIteration:
-            self._release(engine)
+            self._release(engine, node_id)
             self._generation_done(node_id, thunk)
             return
         except anyio.get_cancelled_exc_class():
-            self._release(engine)
+            self._release(engine, node_id)
             raise
         except Exception as exc:
-            self._release(engine)
+            self._release(engine, node_id)
             self._attempt_failed(node_id, exc)
             return
         finally:
@@ -336,7 +363,7 @@ class Scheduler:
             else:
                 await Resumed(coro, first)
         except TimeoutError as exc:
-            self._release(engine)
+            self._release(engine, node_id)
             error = TransientEngineError(f"timed out after {self.timeout} s")
             error.__cause__ = exc
             thunk._set_failed(error)
@@ -344,7 +371,7 @@ class Scheduler:
             self._drain()
             return
         except anyio.get_cancelled_exc_class():
-            self._release(engine)
+            self._release(engine, node_id)
             self.status[node_id] = CANCELLED
             for alias in self.graph[node_id].thunks:
                 if not alias.state.finished:
@@ -353,11 +380,11 @@ class Scheduler:
                 self._emit(ev.NodeCancelled(node_id))
             raise
         except Exception as exc:
-            self._release(engine)
+            self._release(engine, node_id)
             self._attempt_failed(node_id, exc)
             self._drain()
             return
-        self._release(engine)
+        self._release(engine, node_id)
         self._generation_done(node_id, thunk)
         self._drain()
 
