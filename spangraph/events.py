@@ -83,6 +83,7 @@ class GenerationRecord(Event):
     """The telemetry step of one generation (issued by the engine, success or not)."""
 
     engine: str = ""
+    provider: str = ""
     model: str = ""
     mode: str = "completion"
     options: dict[str, Any] = field(default_factory=dict)

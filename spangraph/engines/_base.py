@@ -57,6 +57,8 @@ class InferenceEngine:
 
     #: Engine kind, used in telemetry and the cache key.
     kind: ClassVar[str] = "engine"
+    #: ``gen_ai.provider.name`` in telemetry.
+    provider: ClassVar[str] = "spangraph"
     #: Canonical option name → the engine's wire name (absent: not supported, dropped).
     wire_names: ClassVar[Mapping[str, str]] = {}
     capabilities: Capabilities = Capabilities()
@@ -409,6 +411,7 @@ class InferenceEngine:
         record = events.GenerationRecord(
             thunk._id or "",
             engine=self.kind,
+            provider=self.provider,
             model=self.model,
             mode=self.capabilities.mode,
             options={k: v for k, v in (request.options if request else {}).items()},
@@ -423,6 +426,7 @@ class InferenceEngine:
             started=started,
         )
         state._record(thunk, record)
+        thunk.meta["logged_states"] = state._logged_states()
         if listening:
             assert bus is not None
             bus.emit(record)

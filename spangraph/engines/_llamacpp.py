@@ -292,6 +292,7 @@ class LlamaCppEngine(InferenceEngine):
     streaming, per-request usage including cached-input tokens."""
 
     kind = "llamacpp"
+    provider = "llama.cpp"
     wire_names: ClassVar[Mapping[str, str]] = {
         "temperature": "temperature",
         "max_tokens": "n_predict",

@@ -37,6 +37,7 @@ class OpenAIEngine(InferenceEngine):
     """An OpenAI-compatible HTTP server."""
 
     kind = "openai"
+    provider = "openai"
     wire_names: ClassVar[Mapping[str, str]] = {
         "temperature": "temperature",
         "max_tokens": "max_tokens",

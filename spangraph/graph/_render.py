@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import pathlib
+from typing import TYPE_CHECKING
 
 import graphviz
+
+from ..tracing._render import mimebundle as mimebundle
+from ..tracing._render import render_file as _render_file
 
 if TYPE_CHECKING:
     from ._compile import SpanGraph
@@ -37,26 +41,6 @@ def graph_to_graphviz(graph: SpanGraph, **graph_attr: str) -> graphviz.Digraph:
     return dot
 
 
-def mimebundle(dot: graphviz.Digraph) -> dict[str, str]:
-    """SVG for notebooks, or the DOT source as text when the ``dot`` program is missing."""
-    try:
-        svg = dot.pipe(format="svg").decode()
-    except graphviz.ExecutableNotFound:
-        return {"text/plain": dot.source}
-    return {"image/svg+xml": svg, "text/plain": f"<graph: {len(dot.body)} statements>"}
-
-
 def render_file(dot: graphviz.Digraph, path: str, fmt: str = "svg") -> str:
-    """Write ``dot`` as ``fmt``; without ``dot``, write the DOT source beside it and say so."""
-    import pathlib
-
-    target = pathlib.Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        data: Any = dot.pipe(format=fmt)
-    except graphviz.ExecutableNotFound:
-        fallback = target.with_suffix(".dot")
-        fallback.write_text(dot.source)
-        return str(fallback)
-    target.write_bytes(data)
-    return str(target)
+    """Write ``dot`` as ``fmt`` (DOT source beside it when graphviz's ``dot`` is missing)."""
+    return str(_render_file(dot, pathlib.Path(path), fmt))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from .. import events as ev
 from ..cache import split_cache_setting, use_run_cache
 from ..engines import InferenceEngine
 from ..nodes import ModelOutputThunk, set_driver
+from ..tracing import LogDAG, NodeMeta, RunTracer, capture_mode, tracer_and_collector
 from ._compile import SpanGraph, compile
 from ._errors import NodeFailedError
 from ._policy import OnError, RetryPolicy
@@ -39,8 +41,8 @@ class Run:
 
     ``outputs`` are the roots (thunks are done unless the run failed);
     ``status`` is ``"done"``, ``"partial"`` (``on_error="continue"`` with
-    failures), ``"failed"`` or ``"cancelled"``. ``log`` is the run's ordered
-    event list.
+    failures), ``"failed"`` or ``"cancelled"``. ``log`` is the run's LogDAG
+    (built from its OpenTelemetry spans) and ``events`` its event stream.
     """
 
     graph: SpanGraph
@@ -55,7 +57,10 @@ class Run:
     cache_misses: int = 0
     attempts: int = 0
     dynamic_nodes: int = 0
-    log: list[ev.Event] = field(default_factory=list)
+    #: The run's LogDAG (``None`` when the run was not traced).
+    log: LogDAG | None = None
+    #: Every event of the run, in order (collected when traced).
+    events: list[ev.Event] = field(default_factory=list)
 
     @property
     def output(self) -> Any:
@@ -103,6 +108,7 @@ async def arun(
     on_error: OnError = "raise",
     progress: bool | None = None,
     trace: bool = True,
+    name: str = "spangraph",
     listeners: Sequence[Callable[[ev.Event], None]] = (),
 ) -> Run:
     """Run spans (or one compiled ``SpanGraph``) to completion; see ``run``."""
@@ -110,8 +116,11 @@ async def arun(
     store, policy = split_cache_setting(cache)
     bus = ev.EventBus()
     log: list[ev.Event] = []
+    tracing: _Tracing | None = None
     if trace:
         bus.subscribe(log.append)
+        tracing = _Tracing(graph, name)
+        bus.subscribe(tracing.tracer)
     for listener in listeners:
         bus.subscribe(listener)
     bar = ProgressBar(bus) if wanted(progress) else None
@@ -134,17 +143,21 @@ async def arun(
         bus=bus,
     )
     cancelled = False
+    failure: BaseException | None = None
     try:
         with ev.use_bus(bus), use_run_cache(store, policy):
             await scheduler.execute()
-    except BaseException:
+    except BaseException as exc:
+        failure = exc
         cancelled = scheduler.first_failure is None
         if cancelled:
             raise
     finally:
         if bar is not None:
             bar.close()
+        dag = tracing.finish(scheduler, failure) if tracing is not None else None
     outcome = _make_run(graph, scheduler, time.perf_counter() - started, log, cancelled)
+    outcome.log = dag
     if scheduler.first_failure is not None and on_error == "raise":
         node_id = scheduler.first_failure
         error = scheduler.errors[node_id]
@@ -188,8 +201,77 @@ def _make_run(
         cache_misses=scheduler.cache_misses,
         attempts=scheduler.attempts,
         dynamic_nodes=scheduler.dynamic_nodes,
-        log=log,
+        events=log,
     )
+
+
+class _Tracing:
+    """One run's OpenTelemetry emission and LogDAG collection."""
+
+    def __init__(self, graph: SpanGraph, name: str) -> None:
+        self.graph = graph
+        self.run_id = uuid.uuid4().hex
+        tracer, self.collector, _ = tracer_and_collector()
+        self.buffer = self.collector.open(self.run_id)
+        self._meta: dict[str, NodeMeta] = {}
+        self.tracer = RunTracer(tracer, self.run_id, name, self.meta, capture_mode())
+        self.tracer.start()
+
+    def meta(self, node_id: str) -> NodeMeta:
+        meta = self._meta.get(node_id)
+        if meta is None:
+            info = self.graph[node_id]
+            producer = getattr(info.span, "producer", None)
+            label = producer.label if producer is not None else info.label
+            meta = NodeMeta(info.kind, self.graph.path_of(node_id), label, self._upstream(node_id))
+            self._meta[node_id] = meta
+        return meta
+
+    def _upstream(self, node_id: str) -> tuple[tuple[str, str], ...]:
+        """The nearest executed nodes upstream (through blocks and components)."""
+        graph = self.graph
+        info = graph[node_id]
+        out: dict[str, str] = {}
+        todo = [(src, "part") for src in info.inputs]
+        todo += [(src, "dynamic") for src in info.dynamic_inputs]
+        seen: set[str] = set()
+        while todo:
+            src, kind = todo.pop()
+            if src in seen:
+                continue
+            seen.add(src)
+            source = graph[src]
+            if source.kind in ("generation", "task", "sampler"):
+                out.setdefault(src, kind)
+            else:
+                todo.extend((s, kind) for s in source.inputs)
+        return tuple(out.items())
+
+    def finish(self, scheduler: Scheduler, failure: BaseException | None) -> LogDAG:
+        status = "failed" if scheduler.first_failure is not None else "done"
+        if failure is not None and scheduler.first_failure is None:
+            status = "cancelled"
+        error = scheduler.errors.get(scheduler.first_failure or "") or failure
+        self.tracer.end(status, error if status != "done" else None)
+        self.collector.close(self.run_id)
+        dag = LogDAG.from_spans(self.buffer)
+        for node_id in self.graph.generations():
+            for thunk in self.graph[node_id].thunks:
+                for state in thunk.meta.get("logged_states", ()):
+                    state._record(thunk, _LazyLog(dag, node_id))
+        return dag
+
+
+class _LazyLog:
+    """A state's log of one generation: its part of the run's LogDAG, cut out on demand."""
+
+    __slots__ = ("dag", "node_id")
+
+    def __init__(self, dag: LogDAG, node_id: str) -> None:
+        self.dag, self.node_id = dag, node_id
+
+    def resolve(self) -> LogDAG:
+        return self.dag.subdag(self.node_id)
 
 
 def run(*roots: Any, **policy: Any) -> Run:
@@ -199,7 +281,8 @@ def run(*roots: Any, **policy: Any) -> Run:
     ``cache`` (a memo store, a ``CachePolicy``, or both as a tuple),
     ``max_concurrency``, ``retry`` (a ``RetryPolicy``), ``timeout`` (seconds
     per node attempt), ``on_error`` (``"raise"`` or ``"continue"``),
-    ``progress`` (``None``: on in terminals and notebooks), ``trace``.
+    ``progress`` (``None``: on in terminals and notebooks), ``trace`` (emit
+    OpenTelemetry spans and build ``Run.log``), ``name`` (the run span's name).
 
     Inside a running event loop (a notebook cell, an async program),
     ``run()`` cannot start a second loop in the same thread, so it runs the

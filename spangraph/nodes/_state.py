@@ -101,11 +101,19 @@ class ExecutionState:
     # -- logs ----------------------------------------------------------------------
 
     def logs(self) -> dict[ModelOutputThunk[Any], Any]:
-        """An ordered map from each span generated under this state to its log."""
-        return dict(self._log_store())
+        """An ordered map from each span generated under this state to its log: its
+        part of the run's LogDAG (or its generation record, when run untraced)."""
+        return {
+            thunk: log.resolve() if hasattr(log, "resolve") else log
+            for thunk, log in self._log_store().items()
+        }
 
     def _record(self, thunk: ModelOutputThunk[Any], log: Any) -> None:
         self._log_store()[thunk] = log
+
+    def _logged_states(self) -> tuple[ExecutionState, ...]:
+        """Every state whose logs() shows generations recorded on this one."""
+        return (self,)
 
     def _log_store(self) -> dict[ModelOutputThunk[Any], Any]:
         store: dict[ModelOutputThunk[Any], Any] | None = getattr(self, "_sg_logs", None)
@@ -157,6 +165,9 @@ class ComposedState(ExecutionState):
         super()._record(thunk, log)
         for state in self.states:
             state._record(thunk, log)
+
+    def _logged_states(self) -> tuple[ExecutionState, ...]:
+        return (self, *(s for state in self.states for s in state._logged_states()))
 
     def __repr__(self) -> str:
         return " | ".join(repr(s) for s in self.states)

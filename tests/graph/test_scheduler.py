@@ -181,7 +181,7 @@ def test_transient_errors_are_retried_with_backoff() -> None:
     assert thunk.value == "fine"
     assert sleeps == [0.5, 1.0]
     assert engine.calls == 3 and result.attempts == 3
-    retried = [e for e in result.log if isinstance(e, NodeRetried)]
+    retried = [e for e in result.events if isinstance(e, NodeRetried)]
     assert [e.attempt for e in retried] == [1, 2]
 
 
@@ -392,7 +392,7 @@ def test_skipped_event_carries_reason() -> None:
     bad = generate(Op(inputs=["x"], label="bad"))
     child = generate(Op(inputs=[bad], label="child"))
     result = run(child, engine=engine, on_error="continue", progress=False)
-    skipped = [e for e in result.log if isinstance(e, NodeSkipped)]
+    skipped = [e for e in result.events if isinstance(e, NodeSkipped)]
     assert skipped and "failed: EngineRequestError: no" in skipped[0].reason
 
 

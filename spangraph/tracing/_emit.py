@@ -1,0 +1,281 @@
+"""Turning a run's events into OpenTelemetry spans (GenAI semantic conventions).
+
+Mapping:
+
+- the run → one span ``invoke_workflow {name}`` (CHAIN), a child of the
+  application's current span;
+- each executed node (generation, task; each attempt of it) → one span whose
+  parent is the run span (or, for a sampler's attempts, the sampler's span);
+  generations are named ``{gen_ai.operation.name} {gen_ai.request.model}``,
+  of kind INTERNAL for in-process engines and CLIENT for remote ones;
+- each data dependency → a span link to the upstream producer's span, with
+  ``spangraph.edge.kind`` (``part``, ``dynamic``, ``retry``, ``sample``); the
+  upstream node ids are also in ``spangraph.node.upstream``, since some
+  viewers drop links;
+- nodes skipped after a failure → zero-length spans with status ``skipped``.
+
+Spans are created when a node ends, with the start and end times recorded
+by the events, so that every upstream span context already exists. Prompt
+and output text are recorded only when content capture is on
+(``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=SPAN_ONLY`` or
+``spangraph.tracing.capture_content``), each message cut at
+``CONTENT_LIMIT`` characters. Secrets are never recorded: engines do not
+put them in their records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from .. import events as ev
+from . import _semconv as sc
+
+#: Longest message text recorded when content capture is on (characters).
+CONTENT_LIMIT = 16_384
+
+#: (upstream node id, edge kind) pairs of a node.
+UpstreamFn = Callable[[str], Sequence[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class NodeMeta:
+    kind: str
+    path: str
+    label: str
+    upstream: tuple[tuple[str, str], ...] = ()
+    parent: str | None = None  # a sampler node id, for attempts
+
+
+def capture_mode(setting: str | None = None) -> str:
+    """``NO_CONTENT`` (default) or ``SPAN_ONLY``, from the setting or the environment."""
+    from . import capture_content
+
+    value = setting or capture_content or os.environ.get(sc.CAPTURE_CONTENT_ENV) or ""
+    value = value.strip().upper()
+    if value in ("SPAN_ONLY", "SPAN_AND_EVENT", "TRUE", "1"):
+        return "SPAN_ONLY"
+    return "NO_CONTENT"
+
+
+@dataclass
+class _Attempt:
+    started: float
+    attempt: int
+    record: ev.GenerationRecord | None = None
+
+
+@dataclass
+class RunTracer:
+    """Listens to one run's events and emits its spans."""
+
+    tracer: trace.Tracer
+    run_id: str
+    name: str
+    meta: Callable[[str], NodeMeta]
+    capture: str = "NO_CONTENT"
+    _offset: int = field(default_factory=lambda: time.time_ns() - time.perf_counter_ns())
+    _run_span: Any = None
+    _run_ctx: Any = None
+    _attempts: dict[str, _Attempt] = field(default_factory=dict)
+    _contexts: dict[str, trace.SpanContext] = field(default_factory=dict)
+    _previous: dict[str, trace.SpanContext] = field(default_factory=dict)
+    _span_of_node: dict[str, Any] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self._run_span = self.tracer.start_span(
+            f"{sc.OP_INVOKE_WORKFLOW} {self.name}",
+            kind=SpanKind.INTERNAL,
+            attributes={
+                sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_WORKFLOW,
+                sc.RUN_ID: self.run_id,
+                sc.NODE_KIND: "run",
+                sc.OPENINFERENCE_SPAN_KIND: "CHAIN",
+            },
+        )
+        self._run_ctx = trace.set_span_in_context(self._run_span)
+
+    def end(self, status: str, error: BaseException | None = None) -> None:
+        span = self._run_span
+        if span is None:
+            return
+        span.set_attribute(sc.NODE_STATUS, status)
+        if error is not None:
+            span.set_attribute(sc.ERROR_TYPE, type(error).__name__)
+            span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
+        span.end()
+        self._run_span = None
+
+    def context_of(self, node_id: str) -> trace.SpanContext | None:
+        return self._contexts.get(node_id)
+
+    # -- events ------------------------------------------------------------------------
+
+    def __call__(self, event: ev.Event) -> None:
+        match event:
+            case ev.NodeStarted(attempt=attempt):
+                self._attempts[event.node_id] = _Attempt(event.time, attempt)
+            case ev.GenerationRecord():
+                current = self._attempts.get(event.node_id)
+                if current is not None:
+                    current.record = event
+            case ev.NodeFinished(cache_hit=hit):
+                if event.node_id in self._attempts:
+                    self._emit(event.node_id, event.time, "done", cache_hit=hit)
+            case ev.NodeFailed(error=error):
+                if event.node_id in self._attempts:
+                    self._emit(event.node_id, event.time, "failed", error=error)
+            case ev.NodeRetried(error=error):
+                if event.node_id in self._attempts:
+                    self._emit(event.node_id, event.time, "retried", error=error)
+            case ev.NodeCancelled():
+                if event.node_id in self._attempts:
+                    self._emit(event.node_id, event.time, "cancelled")
+            case ev.NodeSkipped(reason=reason):
+                meta = self.meta(event.node_id)
+                if meta.kind in ("generation", "task", "sampler"):
+                    self._attempts[event.node_id] = _Attempt(event.time, 0)
+                    self._emit(event.node_id, event.time, "skipped", reason=reason)
+            case _:
+                pass
+
+    # -- spans ---------------------------------------------------------------------------
+
+    def _ns(self, perf_seconds: float) -> int:
+        return int(perf_seconds * 1e9) + self._offset
+
+    def _emit(
+        self,
+        node_id: str,
+        ended: float,
+        status: str,
+        *,
+        cache_hit: bool = False,
+        error: BaseException | None = None,
+        reason: str | None = None,
+    ) -> None:
+        attempt = self._attempts.pop(node_id)
+        meta = self.meta(node_id)
+        record = attempt.record
+        links: list[Link] = []
+        upstream_ids: list[str] = []
+        for source, edge_kind in meta.upstream:
+            upstream_ids.append(source)
+            context = self._contexts.get(source)
+            if context is not None:
+                links.append(Link(context, {sc.EDGE_KIND: edge_kind}))
+        previous = self._previous.get(node_id)
+        if previous is not None:
+            links.append(Link(previous, {sc.EDGE_KIND: "retry"}))
+        attributes: dict[str, Any] = {
+            sc.RUN_ID: self.run_id,
+            sc.NODE_ID: node_id,
+            sc.NODE_KIND: meta.kind,
+            sc.NODE_LABEL: meta.label,
+            sc.NODE_STATUS: status,
+            sc.NODE_ATTEMPT: attempt.attempt,
+            sc.SPAN_PATH: meta.path,
+            sc.CACHE_HIT: cache_hit,
+            sc.NODE_UPSTREAM: upstream_ids,
+            sc.OPENINFERENCE_SPAN_KIND: "LLM" if meta.kind == "generation" else "CHAIN",
+        }
+        kind = SpanKind.INTERNAL
+        name = meta.label
+        if meta.kind == "generation" and record is not None:
+            name, kind = self._generation_attributes(attributes, record)
+        if reason:
+            attributes[sc.SKIP_REASON] = reason[:500]
+        parent_ctx = self._run_ctx
+        if meta.parent is not None and meta.parent in self._span_of_node:
+            parent_ctx = trace.set_span_in_context(self._span_of_node[meta.parent])
+        span = self.tracer.start_span(
+            name,
+            context=parent_ctx,
+            kind=kind,
+            attributes=attributes,
+            links=links,
+            start_time=self._ns(attempt.started),
+        )
+        failure = error or (record.error if record is not None else None)
+        if status in ("failed", "retried") and failure is not None:
+            span.set_attribute(sc.ERROR_TYPE, type(failure).__name__)
+            span.set_attribute(sc.ERROR_MESSAGE, str(failure)[:500])
+            span.set_status(Status(StatusCode.ERROR, str(failure)[:500]))
+        elif status == "cancelled":
+            span.set_attribute(sc.ERROR_TYPE, "cancelled")
+            span.set_status(Status(StatusCode.ERROR, "cancelled"))
+        span.end(end_time=self._ns(ended))
+        context = span.get_span_context()
+        if status == "retried":
+            self._previous[node_id] = context
+        else:
+            self._contexts[node_id] = context
+            self._previous.pop(node_id, None)
+
+    def _generation_attributes(
+        self, attributes: dict[str, Any], record: ev.GenerationRecord
+    ) -> tuple[str, SpanKind]:
+        operation = sc.OP_CHAT if record.mode == "chat" else sc.OP_TEXT_COMPLETION
+        attributes[sc.GEN_AI_OPERATION_NAME] = operation
+        attributes[sc.GEN_AI_PROVIDER_NAME] = record.provider or record.engine
+        attributes[sc.GEN_AI_REQUEST_MODEL] = record.model
+        options = record.options
+        for option, key in (
+            ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
+            ("max_tokens", sc.GEN_AI_REQUEST_MAX_TOKENS),
+            ("top_p", sc.GEN_AI_REQUEST_TOP_P),
+            ("top_k", sc.GEN_AI_REQUEST_TOP_K),
+            ("seed", sc.GEN_AI_REQUEST_SEED),
+        ):
+            if option in options:
+                attributes[key] = options[option]
+        if record.finish_reason:
+            attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [record.finish_reason]
+        usage = record.usage
+        attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+        attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+        attributes[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
+        attributes[sc.OPTIONS] = json.dumps(
+            {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in options.items()
+                if k != "system"
+            },
+            sort_keys=True,
+            default=str,
+        )
+        kind = SpanKind.INTERNAL
+        if record.server is not None:
+            kind = SpanKind.CLIENT
+            attributes[sc.SERVER_ADDRESS] = record.server[0]
+            attributes[sc.SERVER_PORT] = record.server[1]
+        if self.capture == "SPAN_ONLY":
+            attributes[sc.GEN_AI_INPUT_MESSAGES] = json.dumps(
+                [{"role": "user", "parts": [{"type": "text", "content": _cut(record.prompt)}]}]
+            )
+            if record.output is not None:
+                attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(
+                    [
+                        {
+                            "role": "assistant",
+                            "parts": [{"type": "text", "content": _cut(record.output)}],
+                            "finish_reason": record.finish_reason or "",
+                        }
+                    ]
+                )
+        return f"{operation} {record.model}", kind
+
+    def remember_parent(self, node_id: str, span: Any) -> None:
+        """Make ``span`` the parent of the attempts of ``node_id`` (a sampler)."""
+        self._span_of_node[node_id] = span
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= CONTENT_LIMIT else text[:CONTENT_LIMIT] + "…[truncated]"

@@ -1,0 +1,57 @@
+"""Attribute names, pinned here.
+
+The OpenTelemetry GenAI semantic conventions moved to their own repository
+and the PyPI ``opentelemetry-semantic-conventions`` package marks its
+``gen_ai`` constants deprecated, so the names spangraph emits are kept in
+this one module (as of GenAI semconv 1.37). ``spangraph.*`` names are ours;
+``openinference.span.kind`` lets Arize Phoenix recognise the spans.
+"""
+
+from __future__ import annotations
+
+# GenAI (OpenTelemetry semantic conventions)
+GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
+GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_TOP_P = "gen_ai.request.top_p"
+GEN_AI_REQUEST_TOP_K = "gen_ai.request.top_k"
+GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
+GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+ERROR_TYPE = "error.type"
+
+OP_TEXT_COMPLETION = "text_completion"
+OP_CHAT = "chat"
+OP_INVOKE_WORKFLOW = "invoke_workflow"
+
+# The GenAI content-capture switch.
+CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+# OpenInference (Phoenix)
+OPENINFERENCE_SPAN_KIND = "openinference.span.kind"
+
+# spangraph
+RUN_ID = "spangraph.run.id"
+NODE_ID = "spangraph.node.id"
+NODE_KIND = "spangraph.node.kind"
+NODE_LABEL = "spangraph.node.label"
+NODE_STATUS = "spangraph.node.status"
+NODE_UPSTREAM = "spangraph.node.upstream"
+NODE_ATTEMPT = "spangraph.node.attempt"
+SPAN_PATH = "spangraph.span.path"
+CACHE_HIT = "spangraph.cache.hit"
+EDGE_KIND = "spangraph.edge.kind"
+ERROR_MESSAGE = "spangraph.error.message"
+SKIP_REASON = "spangraph.skip.reason"
+OPTIONS = "spangraph.request.options"
+VALIDATION_PASSED = "spangraph.validation.passed"
+VALIDATION_REASON = "spangraph.validation.reason"
+SAMPLE_INDEX = "spangraph.sample.index"
