@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+from opentelemetry import trace as otel_trace
 
 from .. import events as ev
 from ..cache import split_cache_setting, use_run_cache
@@ -145,7 +147,7 @@ async def arun(
     cancelled = False
     failure: BaseException | None = None
     try:
-        with ev.use_bus(bus), use_run_cache(store, policy):
+        with ev.use_bus(bus), use_run_cache(store, policy), _active(tracing):
             await scheduler.execute()
     except BaseException as exc:
         failure = exc
@@ -260,6 +262,17 @@ class _Tracing:
                 for state in thunk.meta.get("logged_states", ()):
                     state._record(thunk, _LazyLog(dag, node_id))
         return dag
+
+
+@contextlib.contextmanager
+def _active(tracing: _Tracing | None) -> Iterator[None]:
+    """The run span is the current span while the run executes, so spans that
+    user code opens in tasks (and their worker threads) nest under it."""
+    if tracing is None:
+        yield
+        return
+    with otel_trace.use_span(tracing.tracer.run_span, end_on_exit=False):
+        yield
 
 
 class _LazyLog:

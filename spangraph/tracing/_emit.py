@@ -10,8 +10,9 @@ Mapping:
   of kind INTERNAL for in-process engines and CLIENT for remote ones;
 - each data dependency → a span link to the upstream producer's span, with
   ``spangraph.edge.kind`` (``part``, ``dynamic``, ``retry``, ``sample``); the
-  upstream node ids are also in ``spangraph.node.upstream``, since some
-  viewers drop links;
+  upstream node ids (and edge kinds) are also in ``spangraph.node.upstream``
+  (``spangraph.node.upstream_kinds``), since some viewers drop links and the
+  SDK keeps at most 128 links per span;
 - nodes skipped after a failure → zero-length spans with status ``skipped``.
 
 Spans are created when a node ends, with the start and end times recorded
@@ -113,6 +114,10 @@ class RunTracer:
         span.end()
         self._run_span = None
 
+    @property
+    def run_span(self) -> Any:
+        return self._run_span
+
     def context_of(self, node_id: str) -> trace.SpanContext | None:
         return self._contexts.get(node_id)
 
@@ -166,8 +171,10 @@ class RunTracer:
         record = attempt.record
         links: list[Link] = []
         upstream_ids: list[str] = []
+        upstream_kinds: list[str] = []
         for source, edge_kind in meta.upstream:
             upstream_ids.append(source)
+            upstream_kinds.append(edge_kind)
             context = self._contexts.get(source)
             if context is not None:
                 links.append(Link(context, {sc.EDGE_KIND: edge_kind}))
@@ -184,6 +191,7 @@ class RunTracer:
             sc.SPAN_PATH: meta.path,
             sc.CACHE_HIT: cache_hit,
             sc.NODE_UPSTREAM: upstream_ids,
+            sc.NODE_UPSTREAM_KINDS: upstream_kinds,
             sc.OPENINFERENCE_SPAN_KIND: "LLM" if meta.kind == "generation" else "CHAIN",
         }
         kind = SpanKind.INTERNAL

@@ -142,18 +142,37 @@ class LogDAG:
                 self.run = record
                 continue
             self.nodes[record.span_id] = _node(record)
+        # A graph node's final span (its last attempt) stands for it as a source.
+        final: dict[str, str] = {}
+        for node in sorted(self.nodes.values(), key=lambda n: n.attempt):
+            if node.status != "retried":
+                final[node.node_id] = node.key
+        seen: set[tuple[str, str, str]] = set()
         for record in self.records:
             if record.span_id not in self.nodes:
                 continue
+            linked: set[str] = set()
             for _, source, link_attributes in record.links:
                 if source in self.nodes:
                     kind = str(link_attributes.get(sc.EDGE_KIND, "part"))
-                    self.edges.append(LogEdge(source, record.span_id, kind))
+                    self._add_edge(LogEdge(source, record.span_id, kind), seen)
+                    linked.add(source)
+            # Links beyond the SDK's limit (or dropped by a viewer) are in the attributes.
+            upstream = record.attributes.get(sc.NODE_UPSTREAM) or []
+            kinds = record.attributes.get(sc.NODE_UPSTREAM_KINDS) or ["part"] * len(upstream)
+            for node_id, kind in zip(upstream, kinds, strict=False):
+                source_key = final.get(str(node_id))
+                if source_key is not None and source_key not in linked:
+                    self._add_edge(LogEdge(source_key, record.span_id, str(kind)), seen)
             parent = record.parent_id
             if parent in self.nodes and self.nodes[parent].kind == "sampler":
-                edge = LogEdge(parent, record.span_id, "sample")
-                if edge not in self.edges:
-                    self.edges.append(edge)
+                self._add_edge(LogEdge(parent, record.span_id, "sample"), seen)
+
+    def _add_edge(self, edge: LogEdge, seen: set[tuple[str, str, str]]) -> None:
+        key = (edge.source, edge.target, edge.kind)
+        if key not in seen:
+            seen.add(key)
+            self.edges.append(edge)
 
     # -- construction ------------------------------------------------------------------
 

@@ -79,11 +79,14 @@ def logdag_to_graphviz(
     timings: bool = True,
     collapse: int = COLLAPSE_THRESHOLD,
     rankdir: str = "LR",
+    critical_path: bool = True,
 ) -> graphviz.Digraph:
+    """Style: ``timings`` (durations in labels), ``collapse`` (sibling group size
+    drawn as one node), ``rankdir``, ``critical_path`` (highlight it)."""
     dot = graphviz.Digraph("logdag", graph_attr={"rankdir": rankdir, "fontname": "Helvetica"})
     dot.attr("node", fontname="Helvetica", fontsize="10", style="filled", shape="box")
     dot.attr("edge", color="#777777", arrowsize="0.6", fontsize="8")
-    critical = {n.key for n in dag.critical_path()}
+    critical = {n.key for n in dag.critical_path()} if critical_path else set()
     ups: dict[str, list[str]] = defaultdict(list)
     downs: dict[str, list[str]] = defaultdict(list)
     for e in dag.edges:

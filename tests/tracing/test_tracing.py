@@ -1,0 +1,385 @@
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import spangraph.tracing
+from spangraph import CBlock, Component, RetryPolicy, Span, generate, options, run, task
+from spangraph.engines import OpenAIEngine, ScriptedEngine, TransientEngineError
+from spangraph.tracing import LogDAG
+from spangraph.tracing import _provider as provider_module
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+GOLDEN = pathlib.Path(__file__).with_name("golden_small.dot")
+
+
+class Op(Component[str]):
+    template = "{label}: {inputs}"
+    inputs: list[Span]
+    label: str
+
+
+async def _no_sleep(seconds: float) -> None:
+    return None
+
+
+@pytest.fixture
+def exporter(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """An application-configured SDK provider (as if set globally) with an in-memory exporter."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    monkeypatch.setattr(provider_module.trace, "get_tracer_provider", lambda: provider)
+    yield memory
+    provider.shutdown()
+
+
+def scenario(engine_fails: bool = True) -> tuple[list[Any], dict[str, Any], ScriptedEngine]:
+    """Fan-out from src, fan-in at top, a retried node, and a failing branch."""
+    state = {"flaky": 1}
+
+    def reply(request: Any) -> str:
+        label = request.text.split(":")[0]
+        if label == "flaky" and state["flaky"]:
+            state["flaky"] -= 1
+            raise TransientEngineError("503 overloaded")
+        if label == "bad" and engine_fails:
+            raise ValueError("refused")
+        return label.upper()
+
+    with options(temperature=0, max_tokens=5):
+        src = generate(Op(inputs=["doc"], label="src"))
+        fan = [generate(Op(inputs=[src, str(i)], label=f"fan{i}")) for i in range(3)]
+        flaky = generate(Op(inputs=[src], label="flaky"))
+        bad = generate(Op(inputs=[src], label="bad"))
+        after = generate(Op(inputs=[bad], label="after"))
+        top = generate(Op(inputs=[*fan, flaky], label="top"))
+    nodes = {"src": src, "flaky": flaky, "bad": bad, "after": after, "top": top}
+    nodes.update({f"fan{i}": t for i, t in enumerate(fan)})
+    return [top, after], nodes, ScriptedEngine(reply)
+
+
+def run_scenario() -> Any:
+    roots, nodes, engine = scenario()
+    result = run(
+        *roots,
+        engine=engine,
+        on_error="continue",
+        progress=False,
+        name="scenario",
+        retry=RetryPolicy(sleep=_no_sleep, jitter=0),
+    )
+    return result, nodes
+
+
+def test_spans_parentage_links_and_attributes(exporter: InMemorySpanExporter) -> None:
+    tracer = trace.get_tracer("app")
+    app_provider = provider_module.trace.get_tracer_provider()
+    with app_provider.get_tracer("app").start_as_current_span("application") as app_span:
+        result, nodes = run_scenario()
+    assert tracer is not None
+    spans = [s for s in exporter.get_finished_spans() if s.name != "application"]
+    by_kind: dict[str, list[Any]] = {}
+    for span in spans:
+        by_kind.setdefault(span.attributes["spangraph.node.kind"], []).append(span)
+    # 1 run + src, 3 fans, flaky (2 attempts), bad, top, after (skipped) = 10 spans
+    assert len(spans) == 10
+    (run_span,) = by_kind["run"]
+    assert run_span.name == "invoke_workflow scenario"
+    assert run_span.parent.span_id == app_span.get_span_context().span_id
+    assert run_span.attributes["openinference.span.kind"] == "CHAIN"
+    for span in by_kind["generation"]:
+        assert span.parent.span_id == run_span.context.span_id
+        assert span.context.trace_id == app_span.get_span_context().trace_id
+    by_label = {}
+    for span in by_kind["generation"]:
+        node_id = span.attributes["spangraph.node.id"]
+        label = next(k for k, t in nodes.items() if t.id == node_id)
+        by_label.setdefault(label, []).append(span)
+    ok = by_label["top"][0]
+    assert ok.name == "text_completion scripted"
+    assert ok.kind == trace.SpanKind.INTERNAL
+    attrs = ok.attributes
+    assert attrs["gen_ai.operation.name"] == "text_completion"
+    assert attrs["gen_ai.provider.name"] == "spangraph"
+    assert attrs["gen_ai.request.model"] == "scripted"
+    assert attrs["gen_ai.request.temperature"] == 0.0
+    assert attrs["gen_ai.request.max_tokens"] == 5
+    assert tuple(attrs["gen_ai.response.finish_reasons"]) == ("stop",)
+    for key in (
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.cache_read.input_tokens",
+    ):
+        assert isinstance(attrs[key], int)
+    assert attrs["gen_ai.usage.input_tokens"] > 0
+    assert attrs["spangraph.cache.hit"] is False
+    assert attrs["spangraph.span.path"] == "roots[0]:generate(Op)"
+    assert attrs["openinference.span.kind"] == "LLM"
+    # Links are the graph's producer edges; the upstream ids are also an attribute.
+    span_by_id = {s.context.span_id: s for s in spans}
+    linked = {span_by_id[link.context.span_id].attributes["spangraph.node.id"] for link in ok.links}
+    expected = {nodes[k].id for k in ("fan0", "fan1", "fan2", "flaky")}
+    assert linked == expected == set(attrs["spangraph.node.upstream"])
+    assert {link.attributes["spangraph.edge.kind"] for link in ok.links} == {"part"}
+    # The retry: two attempts, the second linked to the first.
+    first, second = sorted(by_label["flaky"], key=lambda s: s.attributes["spangraph.node.attempt"])
+    assert first.attributes["spangraph.node.status"] == "retried"
+    assert first.status.status_code == trace.StatusCode.ERROR
+    assert first.attributes["error.type"] == "TransientEngineError"
+    assert any(
+        link.context.span_id == first.context.span_id
+        and link.attributes["spangraph.edge.kind"] == "retry"
+        for link in second.links
+    )
+    # The failure and what it skipped.
+    (bad,) = by_label["bad"]
+    assert bad.status.status_code == trace.StatusCode.ERROR
+    assert bad.attributes["error.type"] == "ValueError"
+    (after,) = by_label["after"]
+    assert after.attributes["spangraph.node.status"] == "skipped"
+    assert "failed" in after.attributes["spangraph.skip.reason"]
+    # No content by default.
+    assert all("gen_ai.input.messages" not in s.attributes for s in spans)
+    assert result.log is not None and len(result.log) == 9
+
+
+def test_content_only_when_opted_in(
+    exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_ONLY")
+    run_scenario()
+    spans = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.attributes.get("spangraph.node.status") == "done"
+        and s.attributes.get("spangraph.node.kind") == "generation"
+    ]
+    assert spans
+    for span in spans:
+        messages = json.loads(span.attributes["gen_ai.input.messages"])
+        assert messages[0]["role"] == "user" and messages[0]["parts"][0]["content"]
+        output = json.loads(span.attributes["gen_ai.output.messages"])
+        assert output[0]["role"] == "assistant"
+    exporter.clear()
+    monkeypatch.delenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
+    monkeypatch.setattr(spangraph.tracing, "capture_content", "SPAN_ONLY")
+    run_scenario()
+    assert any("gen_ai.input.messages" in s.attributes for s in exporter.get_finished_spans())
+
+
+def test_api_key_never_in_any_attribute(
+    exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    secret = "sk-trace-secret-987"
+    monkeypatch.setattr(spangraph.tracing, "capture_content", "SPAN_ONLY")
+    engine = OpenAIEngine(f"http://127.0.0.1:{port}/v1", api_key=secret, model="m")
+    thunk = generate(CBlock("hello"), options={"max_tokens": 2})
+    run(thunk, engine=engine, on_error="continue", progress=False)
+    spans = exporter.get_finished_spans()
+    generation = [s for s in spans if s.attributes.get("spangraph.node.kind") == "generation"]
+    assert generation and generation[0].kind == trace.SpanKind.CLIENT
+    assert generation[0].attributes["server.address"] == "127.0.0.1"
+    assert generation[0].attributes["server.port"] == port
+    assert generation[0].attributes["error.type"] == "EngineUnavailable"
+    for span in spans:
+        assert secret not in json.dumps(dict(span.attributes), default=str)
+        assert secret not in (span.status.description or "")
+
+
+USER_PROVIDER = textwrap.dedent(
+    """
+    import json
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from spangraph import CBlock, generate, run, task
+    from spangraph.engines import ScriptedEngine
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(memory))
+    trace.set_tracer_provider(provider)
+
+    @task(thread=True)
+    def in_a_thread(text):
+        with trace.get_tracer("user").start_as_current_span("user work in thread"):
+            return text.upper()
+
+    with trace.get_tracer("app").start_as_current_span("request"):
+        thunk = generate(CBlock("hi"))
+        result = run(in_a_thread(thunk), engine=ScriptedEngine("yo"), progress=False)
+    provider.force_flush()
+    spans = {s.name: s for s in memory.get_finished_spans()}
+    run_span = spans["invoke_workflow spangraph"]
+    user = spans["user work in thread"]
+    print(json.dumps({
+        "names": sorted(spans),
+        "run_parent_is_request": run_span.parent.span_id == spans["request"].context.span_id,
+        "thread_span_under_run": user.parent.span_id == run_span.context.span_id,
+        "log_nodes": len(result.log),
+    }))
+    """
+)
+
+
+def test_user_configured_provider_receives_the_spans() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", USER_PROVIDER], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    data = json.loads(out.strip().splitlines()[-1])
+    assert "invoke_workflow spangraph" in data["names"]
+    assert "text_completion scripted" in data["names"]
+    assert data["run_parent_is_request"] and data["thread_span_under_run"]
+    assert data["log_nodes"] == 2
+
+
+def test_no_global_provider_is_installed_behind_the_apps_back() -> None:
+    result, _ = run_scenario()
+    assert not isinstance(trace.get_tracer_provider(), TracerProvider)
+    assert result.log is not None and result.log.totals().generations == 7
+
+
+def test_logdag_queries() -> None:
+    result, nodes = run_scenario()
+    dag = result.log
+    totals = dag.totals()
+    assert (totals.generations, totals.attempts, totals.failures, totals.skipped) == (7, 8, 1, 1)
+    assert totals.input_tokens > 0 and totals.cache_hits == 0
+    path = dag.critical_path()
+    assert path[0].node_id == nodes["src"].id and path[-1].node_id == nodes["top"].id
+    assert {n.node_id for n in dag.filter(status="failed")} == {nodes["bad"].id}
+    assert len(dag.filter(kind="generation")) == 9
+    kinds = {e.kind for e in dag.edges}
+    assert kinds == {"part", "retry"}
+
+
+def test_state_logs_map_spans_to_their_logdags() -> None:
+    engine = ScriptedEngine(lambda r: "ok")
+    state = options(temperature=0)
+    with state:
+        a = generate(Op(inputs=["x"], label="a"))
+        b = generate(Op(inputs=[a], label="b"))
+    run(b, engine=engine, progress=False)
+    logs = state.logs()
+    assert list(logs) == [a, b]
+    assert isinstance(logs[b], LogDAG) and len(logs[b]) == 2 and len(logs[a]) == 1
+
+
+def test_otlp_json_round_trip(tmp_path: pathlib.Path) -> None:
+    result, _ = run_scenario()
+    path = result.log.write_otlp_json(tmp_path / "trace.otlp.jsonl")
+    raw = json.loads(path.read_text().splitlines()[0])
+    span = raw["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert re.fullmatch(r"[0-9a-f]{32}", span["traceId"])
+    assert re.fullmatch(r"[0-9a-f]{16}", span["spanId"])
+    assert isinstance(span["kind"], int) and isinstance(span["status"]["code"], int)
+    again = LogDAG.from_otlp_json(path)
+    assert again == result.log
+    assert again.records == result.log.records
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(path.read_text().replace(span["spanId"], "AAECAwQFBgc=", 1))
+    with pytest.raises(ValueError, match="16 hex digits"):
+        LogDAG.from_otlp_json(bad)
+
+
+def _normalise(dot_source: str) -> str:
+    names: dict[str, str] = {}
+
+    def rename(match: re.Match[str]) -> str:
+        return names.setdefault(match.group(0), f"n{len(names)}")
+
+    return re.sub(r"[ng]_[0-9a-f]{16}", rename, dot_source)
+
+
+def test_dot_matches_golden_file() -> None:
+    engine = ScriptedEngine(lambda r: r.text.split(":")[0].upper())
+    src = generate(Op(inputs=["doc"], label="src"))
+    pair = [generate(Op(inputs=[src], label=f"p{i}")) for i in range(2)]
+    top = generate(Op(inputs=pair, label="top"))
+    result = run(top, engine=engine, progress=False)
+    # Timings (and so the critical path, which depends on them) are left out.
+    source = _normalise(result.log.to_graphviz(timings=False, critical_path=False).source)
+    if os.environ.get("SPANGRAPH_UPDATE_GOLDEN"):
+        GOLDEN.write_text(source)
+    assert source == GOLDEN.read_text()
+
+
+def test_svg_renders_and_falls_back_without_dot(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, _ = run_scenario()
+    svg = result.log.render(tmp_path / "trace.svg")
+    assert svg.suffix == ".svg" and "<svg" in svg.read_text()
+    assert "image/svg+xml" in result.log._repr_mimebundle_()
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    bundle = result.log._repr_mimebundle_()
+    assert "image/svg+xml" not in bundle and bundle["text/plain"].startswith("digraph")
+    fallback = result.log.render(tmp_path / "again.svg")
+    assert fallback.suffix == ".dot" and fallback.read_text().startswith("digraph")
+
+
+def test_large_fan_out_collapses_siblings() -> None:
+    from spangraph.tracing import COLLAPSE_THRESHOLD
+
+    engine = ScriptedEngine(lambda r: "x")
+    src = generate(Op(inputs=["doc"], label="src"))
+    many = [generate(Op(inputs=[src, str(i)], label="leaf")) for i in range(1000)]
+    top = generate(Op(inputs=many, label="top"))
+    result = run(top, engine=engine, progress=False)
+    source = result.log.to_graphviz().source
+    assert "1000× generate(Op)" in source and "collapsed" in source
+    assert source.count("->") < 10
+    assert COLLAPSE_THRESHOLD < 1000
+
+
+def test_tasks_and_dynamic_edges_in_the_log() -> None:
+    engine = ScriptedEngine(lambda r: r.text.upper())
+
+    @task
+    def fan(words: list[str]) -> list[Any]:
+        return [generate(CBlock(w)) for w in words]
+
+    top = fan(["a", "b"])
+    result = run(top, engine=engine, progress=False)
+    dag = result.log
+    (task_node,) = dag.filter(kind="task")
+    assert task_node.label.startswith("task(")
+    dynamic = [e for e in dag.edges if e.kind == "dynamic"]
+    assert len(dynamic) == 2 and all(e.target == task_node.key for e in dynamic)
+
+
+@pytest.mark.real
+def test_real_engine_spans_carry_real_usage(llama: Any) -> None:
+    thunk = generate(CBlock("The capital of France is"), options={"max_tokens": 5})
+    result = run(thunk, engine=llama, progress=False)
+    (node,) = result.log.filter(kind="generation")
+    assert node.input_tokens > 0 and node.output_tokens > 0
+    assert node.attributes["gen_ai.provider.name"] == "llama.cpp"
+    assert node.name.startswith("text_completion gemma-3-270m")
+
+
+def test_trace_off_has_no_log() -> None:
+    result = run(generate(CBlock("x")), engine=ScriptedEngine("y"), trace=False, progress=False)
+    assert result.log is None and result.events == []
+    anyio.run(anyio.sleep, 0)
