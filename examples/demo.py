@@ -2,8 +2,12 @@
 
 Four questions about the Apache License 2.0 are asked in parallel over the
 same ``CBlock(cache=True)`` document, on the embedded llama.cpp engine;
-their answers are combined into a one-line summary. The run prints the
-answers and a summary, and draws the graph to ``out/graph.svg``.
+their answers are combined into a one-line summary. The document is
+prefilled once and its KV state reused (KV-prefix cache); outputs are
+memoised in ``out/memo.db``, so a second run is served from the span cache.
+
+It prints the answers and a run summary, and writes the run's LogDAG as
+``out/trace.svg`` and ``out/trace.otlp.jsonl`` (OTLP/JSON).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 from pydantic import BaseModel, Field
 
 from spangraph import CBlock, Component, Span, compile, generate, options, run
+from spangraph.cache import SQLiteStore
 from spangraph.engines import LlamaCppEngine
 from spangraph.graph._render import render_file
 
@@ -60,18 +65,36 @@ def main() -> int:
     print(f"{graph}: {len(graph.generations())} generations over one cached document")
     engine = LlamaCppEngine()
     try:
-        result = run(graph, engine=engine)
+        result = run(graph, engine=engine, cache=SQLiteStore(OUT / "memo.db"), name="demo")
     finally:
         engine.close()
     answers = summary.action.answers  # type: ignore[union-attr]
     for question, answer in zip(QUESTIONS, answers, strict=True):
         print(f"Q: {question}\nA: {answer.parsed.answer}\n")
     print(f"Summary: {summary.parsed.answer}\n")  # type: ignore[union-attr]
-    thunks = [*answers, summary]
-    tokens = sum(t.usage.input_tokens + t.usage.output_tokens for t in thunks)
-    cached = sum(t.usage.cached_input_tokens for t in thunks)
+    log = result.log
+    assert log is not None
+    totals = log.totals()
     print(result.summary())
-    print(f"tokens: {tokens} ({cached} prompt tokens reused from the KV cache)")
+    print(
+        f"generations: {totals.generations}, tokens: {totals.input_tokens} in + "
+        f"{totals.output_tokens} out, {totals.cached_tokens} prompt tokens reused from the KV "
+        f"cache, {totals.cache_hits} output-memo hits"
+    )
+    if result.cache_hits == result.generations:
+        print(
+            "every generation was served from the span cache (run it after deleting out/ "
+            "to compute again)"
+        )
+    path = log.critical_path()
+    print(
+        f"critical path ({sum(n.duration for n in path):.2f} s): "
+        + " -> ".join(n.label for n in path)
+    )
+    print(
+        f"trace written to {log.render(OUT / 'trace.svg')} and "
+        f"{log.write_otlp_json(OUT / 'trace.otlp.jsonl')}"
+    )
     print(f"graph drawn to {render_file(graph.to_graphviz(), str(OUT / 'graph.svg'))}")
     return 0 if result.status == "done" else 1
 
