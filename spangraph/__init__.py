@@ -29,6 +29,7 @@ from .nodes import (
     SpanError,
     ThunkState,
 )
+from .sampling import sample
 
 __all__ = [
     "CBlock",
@@ -56,5 +57,6 @@ __all__ = [
     "generate",
     "options",
     "run",
+    "sample",
     "task",
 ]

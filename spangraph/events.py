@@ -38,8 +38,20 @@ class NodeStarted(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class NodeDeclared(Event):
+    """A node that is not in the compiled graph: a sampler's attempt or judge call."""
+
+    kind: str = "generation"
+    label: str = ""
+    path: str = ""
+    parent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class NodeFinished(Event):
     cache_hit: bool = False
+    #: Extra span attributes (a sampler attempt's validation result, say).
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,17 +48,17 @@ class ProgressBar:
             case ev.NodeQueued(kind=kind):
                 # Queued events arrive for the compiled graph and for every
                 # node a task adds at run time, so the total grows with it.
-                self._kinds[event.node_id] = kind
-                if kind in ("generation", "task"):
+                if kind in ("generation", "task", "sampler") and event.node_id not in self._kinds:
                     self._bar.total += 1
                     self._bar.refresh()
+                self._kinds[event.node_id] = kind
             case ev.NodeStarted():
                 if self._kinds.get(event.node_id) == "generation":
                     self._running.add(event.node_id)
                     self._show()
             case ev.NodeFinished() | ev.NodeFailed() | ev.NodeSkipped() | ev.NodeCancelled():
                 self._running.discard(event.node_id)
-                if self._kinds.get(event.node_id) in ("generation", "task"):
+                if self._kinds.get(event.node_id) in ("generation", "task", "sampler"):
                     self._bar.update(1)
                     self._show()
 

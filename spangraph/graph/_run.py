@@ -257,7 +257,7 @@ class _Tracing:
         self.tracer.end(status, error if status != "done" else None)
         self.collector.close(self.run_id)
         dag = LogDAG.from_spans(self.buffer)
-        for node_id in self.graph.generations():
+        for node_id in list(self.graph):
             for thunk in self.graph[node_id].thunks:
                 for state in thunk.meta.get("logged_states", ()):
                     state._record(thunk, _LazyLog(dag, node_id))

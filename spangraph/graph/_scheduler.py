@@ -99,7 +99,7 @@ PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED = (
     "skipped",
     "cancelled",
 )
-_WORK = ("generation", "task")
+_WORK = ("generation", "task", "sampler")
 _THUNK_DONE = {
     ThunkState.DONE: DONE,
 }
@@ -252,6 +252,8 @@ class Scheduler:
                     self._start_generation(node_id, engine)
                 elif kind == "task":
                     self._start_task(node_id)
+                elif kind == "sampler":
+                    self._start_sampler(node_id)
                 else:
                     self._finish(node_id)
             if self._set_aside:
@@ -520,6 +522,54 @@ class Scheduler:
             f"a node this task returned was {self.status[child]}"
         )
         self._attempt_failed(node_id, error, retry=False)
+
+    # -- samplers ----------------------------------------------------------------------
+
+    def _start_sampler(self, node_id: str) -> None:
+        attempt = self._attempt.get(node_id, 0) + 1
+        self._attempt[node_id] = attempt
+        self.status[node_id] = RUNNING
+        self.attempts += 1
+        if self._emit is not None:
+            self._emit(ev.NodeStarted(node_id, attempt=attempt))
+        for thunk in self.graph[node_id].thunks:
+            thunk._set_running()
+        assert self._tg is not None
+        self._tg.start_soon(self._run_sampler, node_id)
+
+    async def _run_sampler(self, node_id: str) -> None:
+        from ._sample import AttemptEngine
+
+        info = self.graph[node_id]
+        producer: Any = info.span.producer  # a spangraph.sampling.SamplerProducer
+        engine = self._engine_of(node_id)
+        if producer.state is not None:
+            engine = producer.state(engine)
+        attempts_engine = AttemptEngine(engine, node_id, self.graph.path_of(node_id), self._emit)
+        try:
+            if self.timeout is not None:
+                with anyio.fail_after(self.timeout):
+                    thunks = await producer.sampler(attempts_engine, producer.action)
+            else:
+                thunks = await producer.sampler(attempts_engine, producer.action)
+            chosen = (producer.select or producer.sampler.select)(thunks)
+        except anyio.get_cancelled_exc_class():
+            self._cancel_node(node_id)
+            raise
+        except Exception as exc:
+            attempts_engine.finish()
+            self._attempt_failed(node_id, exc)
+            self._drain()
+            return
+        attempts_engine.finish()
+        for thunk in info.thunks:
+            thunk._copy_result(chosen)
+            thunk.meta["attempts"] = list(thunks)
+            thunk.meta["selected"] = chosen
+        self.generations += len(thunks)
+        self.cache_hits += sum(1 for t in thunks if t.cache_hit)
+        self._finish(node_id)
+        self._drain()
 
     # -- finishing -------------------------------------------------------------------
 

@@ -77,6 +77,12 @@ class Component(BaseModel, Generic[T]):
         parts: list[str] = []
         lists: set[str] = set()
         params: list[str] = []
+        reserved = sorted(set(cls.model_fields) & _RESERVED)
+        if reserved:
+            raise TemplateError(
+                f"{cls.__name__} has field(s) {', '.join(reserved)}, which would hide the "
+                "component protocol's methods; rename them (e.g. 'items')"
+            )
         for name, info in cls.model_fields.items():
             kind = _span_annotation(info.annotation)
             if kind is None:
@@ -233,6 +239,18 @@ class Component(BaseModel, Generic[T]):
         return self.__repr__()
 
 
+_RESERVED = frozenset(
+    {
+        "parts",
+        "render",
+        "parse_output",
+        "output_type",
+        "output_schema",
+        "id",
+        "template",
+        "format_param",
+    }
+)
 _NEWLINE = Text("\n")
 _BLANK_LINE = Text("\n\n")
 _PLAIN = frozenset({str, int, float, bool, type(None)})

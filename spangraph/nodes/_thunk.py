@@ -152,6 +152,12 @@ class ModelOutputThunk(Generic[T]):
         return getattr(self.producer, "action", None)
 
     @property
+    def attempts(self) -> list[ModelOutputThunk[Any]]:
+        """For a sampler's thunk: every attempt, with ``meta["validation"]`` results."""
+        attempts: list[ModelOutputThunk[Any]] = self.meta.get("attempts", [])
+        return attempts
+
+    @property
     def done(self) -> bool:
         return self.state is ThunkState.DONE
 

@@ -89,6 +89,7 @@ class RunTracer:
     _contexts: dict[str, trace.SpanContext] = field(default_factory=dict)
     _previous: dict[str, trace.SpanContext] = field(default_factory=dict)
     _span_of_node: dict[str, Any] = field(default_factory=dict)
+    _declared: dict[str, NodeMeta] = field(default_factory=dict)
 
     def start(self) -> None:
         self._run_span = self.tracer.start_span(
@@ -123,17 +124,25 @@ class RunTracer:
 
     # -- events ------------------------------------------------------------------------
 
+    def _meta(self, node_id: str) -> NodeMeta:
+        declared = self._declared.get(node_id)
+        return declared if declared is not None else self.meta(node_id)
+
     def __call__(self, event: ev.Event) -> None:
         match event:
+            case ev.NodeDeclared(kind=kind, label=label, path=path, parent=parent):
+                self._declared[event.node_id] = NodeMeta(kind, path, label, (), parent)
             case ev.NodeStarted(attempt=attempt):
                 self._attempts[event.node_id] = _Attempt(event.time, attempt)
+                if self._meta(event.node_id).kind == "sampler":
+                    self._open_sampler(event.node_id, event.time)
             case ev.GenerationRecord():
                 current = self._attempts.get(event.node_id)
                 if current is not None:
                     current.record = event
-            case ev.NodeFinished(cache_hit=hit):
+            case ev.NodeFinished(cache_hit=hit, attributes=extra):
                 if event.node_id in self._attempts:
-                    self._emit(event.node_id, event.time, "done", cache_hit=hit)
+                    self._emit(event.node_id, event.time, "done", cache_hit=hit, extra=extra)
             case ev.NodeFailed(error=error):
                 if event.node_id in self._attempts:
                     self._emit(event.node_id, event.time, "failed", error=error)
@@ -144,7 +153,7 @@ class RunTracer:
                 if event.node_id in self._attempts:
                     self._emit(event.node_id, event.time, "cancelled")
             case ev.NodeSkipped(reason=reason):
-                meta = self.meta(event.node_id)
+                meta = self._meta(event.node_id)
                 if meta.kind in ("generation", "task", "sampler"):
                     self._attempts[event.node_id] = _Attempt(event.time, 0)
                     self._emit(event.node_id, event.time, "skipped", reason=reason)
@@ -165,9 +174,10 @@ class RunTracer:
         cache_hit: bool = False,
         error: BaseException | None = None,
         reason: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         attempt = self._attempts.pop(node_id)
-        meta = self.meta(node_id)
+        meta = self._meta(node_id)
         record = attempt.record
         links: list[Link] = []
         upstream_ids: list[str] = []
@@ -200,17 +210,25 @@ class RunTracer:
             name, kind = self._generation_attributes(attributes, record)
         if reason:
             attributes[sc.SKIP_REASON] = reason[:500]
-        parent_ctx = self._run_ctx
-        if meta.parent is not None and meta.parent in self._span_of_node:
-            parent_ctx = trace.set_span_in_context(self._span_of_node[meta.parent])
-        span = self.tracer.start_span(
-            name,
-            context=parent_ctx,
-            kind=kind,
-            attributes=attributes,
-            links=links,
-            start_time=self._ns(attempt.started),
-        )
+        if extra:
+            attributes.update(extra)
+        span = self._span_of_node.pop(node_id, None) if meta.kind == "sampler" else None
+        if span is not None:
+            span.set_attributes(attributes)
+            for link in links:
+                span.add_link(link.context, link.attributes)
+        else:
+            parent_ctx = self._run_ctx
+            if meta.parent is not None and meta.parent in self._span_of_node:
+                parent_ctx = trace.set_span_in_context(self._span_of_node[meta.parent])
+            span = self.tracer.start_span(
+                name,
+                context=parent_ctx,
+                kind=kind,
+                attributes=attributes,
+                links=links,
+                start_time=self._ns(attempt.started),
+            )
         failure = error or (record.error if record is not None else None)
         if status in ("failed", "retried") and failure is not None:
             span.set_attribute(sc.ERROR_TYPE, type(failure).__name__)
@@ -280,9 +298,16 @@ class RunTracer:
                 )
         return f"{operation} {record.model}", kind
 
-    def remember_parent(self, node_id: str, span: Any) -> None:
-        """Make ``span`` the parent of the attempts of ``node_id`` (a sampler)."""
-        self._span_of_node[node_id] = span
+    def _open_sampler(self, node_id: str, started: float) -> None:
+        """A sampler's span is opened when it starts: its attempts are its children."""
+        meta = self._meta(node_id)
+        self._span_of_node[node_id] = self.tracer.start_span(
+            meta.label,
+            context=self._run_ctx,
+            kind=SpanKind.INTERNAL,
+            attributes={sc.RUN_ID: self.run_id, sc.NODE_KIND: "sampler"},
+            start_time=self._ns(started),
+        )
 
 
 def _cut(text: str) -> str:

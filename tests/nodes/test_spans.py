@@ -292,3 +292,10 @@ def test_text_item_is_internal() -> None:
 def test_not_a_span_in_custom_parts() -> None:
     with pytest.raises(NotASpanError, match=r"Pair\.parts\(\)\[1\]: int is not a span"):
         span_id(Pair(CBlock("x"), 5))
+
+
+def test_field_names_that_hide_the_protocol_are_refused() -> None:
+    with pytest.raises(TemplateError, match="parts.*hide the component protocol"):
+
+        class Shadow(Component[str]):
+            parts: list[Span]  # type: ignore[assignment]

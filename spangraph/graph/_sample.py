@@ -1,0 +1,136 @@
+"""The engine view a sampler node's attempts go through (``spangraph.sampling.sample``
+declares the node; the scheduler runs it with this view)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import events as ev
+from ..engines import check_options
+from ..nodes import (
+    ExecutionState,
+    GenerationProducer,
+    ModelOutputThunk,
+    current_state,
+    span_id,
+)
+from ..nodes._span import as_span
+
+
+@dataclass
+class _Shared:
+    counter: itertools.count[int] = field(default_factory=itertools.count)
+    pending: dict[str, tuple[ModelOutputThunk[Any], float]] = field(default_factory=dict)
+    ids: set[str] = field(default_factory=set)
+
+
+class AttemptEngine:
+    """The engine a sampler node's attempts (and judge calls) go through.
+
+    It declares each call to the run's event stream as a node of its own,
+    under the sampler's node, so every attempt is in the LogDAG; attempts end
+    there once the sampler has validated them.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        sampler_id: str,
+        path: str,
+        emit: Callable[[ev.Event], None] | None,
+        shared: _Shared | None = None,
+    ) -> None:
+        self._engine = engine
+        self._sampler_id = sampler_id
+        self._path = path
+        self._emit = emit
+        self._shared = shared if shared is not None else _Shared()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def with_state(self, state: ExecutionState) -> AttemptEngine:
+        return AttemptEngine(
+            self._engine.with_state(state),
+            self._sampler_id,
+            self._path,
+            self._emit,
+            self._shared,
+        )
+
+    async def generate(
+        self,
+        action: Any,
+        state: ExecutionState | None = None,
+        *,
+        options: Mapping[str, Any] | None = None,
+        into: ModelOutputThunk[Any] | None = None,
+    ) -> ModelOutputThunk[Any]:
+        if into is None:
+            into = ModelOutputThunk(
+                GenerationProducer(
+                    as_span(action),
+                    state if state is not None else current_state(),
+                    check_options(options or {}, where="generate()"),
+                )
+            )
+            into._claimed = True
+        producer = into.producer
+        attempt_action = getattr(producer, "action", action)
+        number = next(self._shared.counter)
+        node_id = span_id(into)
+        while node_id in self._shared.ids:
+            node_id = f"{node_id}+{number}"
+        self._shared.ids.add(node_id)
+        into._id = node_id
+        judge = getattr(attempt_action, "sampling_role", None) == "judge"
+        index = getattr(producer, "sample_index", 0)
+        label = "judge" if judge else f"attempt {index}"
+        emit = self._emit
+        if emit is not None:
+            emit(
+                ev.NodeDeclared(
+                    node_id,
+                    kind="generation",
+                    label=label,
+                    path=f"{self._path}.attempts[{number}]",
+                    parent=self._sampler_id,
+                )
+            )
+            emit(ev.NodeStarted(node_id))
+        try:
+            await self._engine.generate(None, into=into)
+        except Exception as exc:
+            if emit is not None:
+                emit(ev.NodeFailed(node_id, error=exc))
+            raise
+        if emit is not None:
+            if judge:
+                emit(ev.NodeFinished(node_id, cache_hit=into.cache_hit))
+            else:
+                self._shared.pending[node_id] = (into, time.perf_counter())
+        return into
+
+    def finish(self) -> None:
+        """End the attempts' spans, now that their validation is known."""
+        if self._emit is None:
+            return
+        for node_id, (thunk, ended) in self._shared.pending.items():
+            attributes: dict[str, Any] = {
+                "spangraph.sample.index": thunk.meta.get("sample_index", 0)
+            }
+            results = thunk.meta.get("validation")
+            if results is not None:
+                attributes["spangraph.validation.passed"] = all(v.passed for _, v in results)
+                reasons = [v.reason or r.description for r, v in results if not v.passed]
+                attributes["spangraph.validation.reason"] = "; ".join(reasons)[:1000]
+            self._emit(
+                ev.NodeFinished(
+                    node_id, cache_hit=thunk.cache_hit, time=ended, attributes=attributes
+                )
+            )
+        self._shared.pending.clear()

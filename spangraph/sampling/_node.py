@@ -1,0 +1,64 @@
+"""``sample()``: a sampler as a graph node."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..nodes import ExecutionState, ModelOutputThunk, current_state
+from ..nodes._span import as_span
+from ._samplers import Sampler
+
+Select = Callable[[Sequence[ModelOutputThunk[Any]]], ModelOutputThunk[Any]]
+
+
+@dataclass(frozen=True, eq=False)
+class SamplerProducer:
+    """The producer of a sampler node: an action, a sampler, and how to select."""
+
+    action: Any
+    sampler: Sampler
+    select: Select | None = None
+    state: ExecutionState | None = None
+    engine: Any = None
+
+    @property
+    def kind(self) -> str:
+        return "sampler"
+
+    @property
+    def label(self) -> str:
+        return f"{type(self.sampler).__name__}({type(self.action).__name__})"
+
+    def inputs(self) -> Sequence[Any]:
+        prefix = self.state.prefix_spans() if self.state is not None else ()
+        return (*prefix, self.action)
+
+    def params(self) -> str:
+        # A sampler holds callables (validators, scorers): it is identified by the
+        # object itself, so equal declarations with different samplers stay apart.
+        state = self.state.fingerprint() if self.state is not None else ""
+        return f"{type(self.sampler).__qualname__}@{id(self.sampler):x}|{state}"
+
+
+def sample(
+    action: Any,
+    sampler: Sampler,
+    *,
+    select: Select | None = None,
+    state: ExecutionState | None = None,
+    engine: Any = None,
+) -> ModelOutputThunk[Any]:
+    """Declare a sampler node. Its thunk is the selected result (``select``, else the
+    sampler's own ``select``); ``thunk.attempts`` lists every attempt, each with
+    its ``meta["validation"]``. The run's scheduler executes it."""
+    if not isinstance(sampler, Sampler):
+        raise TypeError(f"sample() needs a Sampler, got {type(sampler).__name__}")
+    outer = current_state()
+    if outer is not None and state is not None:
+        state = outer | state
+    elif state is None:
+        state = outer
+    span = as_span(action, path="sample(action)")
+    return ModelOutputThunk(SamplerProducer(span, sampler, select, state, engine))

@@ -1,0 +1,275 @@
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import BaseModel
+
+from spangraph import CBlock, Component, Instruction, Requirement, Span, run, sample
+from spangraph.cache import CachePolicy, MemoryStore
+from spangraph.engines import EngineRequestError, Request, ScriptedEngine
+from spangraph.sampling import (
+    BestOfN,
+    HyperParamSweep,
+    MajorityVote,
+    RejectionSampler,
+    Sampler,
+    ValidationResult,
+    length_between,
+    matches,
+    one_of,
+    parses_as,
+    validate,
+)
+
+
+class Sequence_(ScriptedEngine):
+    """Answers from a list, one per call, and records every prompt."""
+
+    def __init__(self, answers: list[str], **kw: Any) -> None:
+        self.answers = list(answers)
+        self.prompts: list[str] = []
+        super().__init__(self._next, **kw)
+
+    def _next(self, request: Request) -> str:
+        self.prompts.append(request.text)
+        if not self.answers:
+            raise EngineRequestError("out of answers")
+        answer = self.answers.pop(0)
+        if answer == "!error":
+            raise EngineRequestError("engine refused")
+        return answer
+
+
+def is_digit(text: str) -> bool:
+    return text.strip().isdigit()
+
+
+def rs(answers: list[str], **kw: Any) -> tuple[list[Any], Sequence_]:
+    engine = Sequence_(answers)
+    sampler = RejectionSampler([Requirement("A number.", validate=is_digit)], **kw)
+    thunks = anyio.run(sampler, engine, Instruction("Give a number."))
+    return thunks, engine
+
+
+def test_budget_counts_and_stop_at_first_pass() -> None:
+    thunks, engine = rs(["no", "nope", "7", "8"], loop_budget=5)
+    assert [t.value for t in thunks] == ["no", "nope", "7"]
+    assert len(engine.prompts) == 3
+    thunks, engine = rs(["a", "b", "c", "d", "e"], loop_budget=3)
+    assert len(thunks) == 3 and len(engine.prompts) == 3
+
+
+def test_no_repair_after_the_final_attempt() -> None:
+    _, engine = rs(["a", "b"], loop_budget=2, repair="template")
+    assert len(engine.prompts) == 2  # two attempts, and no third prompt built
+    assert "did not meet" in engine.prompts[1]
+
+
+def test_repair_note_lists_only_failing_reasons() -> None:
+    engine = Sequence_(["12345", "1"])
+    sampler = RejectionSampler(
+        [
+            Requirement("A number.", validate=is_digit),
+            Requirement("Short.", validate=lambda t: ValidationResult(len(t) < 3, "too long")),
+            Requirement("Odd.", validate=lambda t: int(t) % 2 == 1),
+        ],
+        loop_budget=2,
+        repair="template",
+    )
+    thunks = anyio.run(sampler, engine, Instruction("Give a number."))
+    note = engine.prompts[1]
+    assert "- too long" in note
+    assert "A number." not in note.split("did not meet")[1]
+    assert "Odd." not in note.split("did not meet")[1]
+    assert sampler.select(thunks).value == "1"
+
+
+@pytest.mark.parametrize(
+    ("repair", "expected"),
+    [
+        ("retry", "first"),
+        ("template", "first"),
+        ("multi_turn", "last"),
+    ],
+)
+def test_first_or_last_returned_on_failure(repair: str, expected: str) -> None:
+    engine = Sequence_(["first", "middle", "last"])
+    sampler = RejectionSampler(["A number."], loop_budget=3, repair=repair)  # type: ignore[arg-type]
+    sampler.requirements[0] = Requirement("A number.", validate=is_digit)
+    thunks = anyio.run(sampler, engine, Instruction("Give a number."))
+    chosen = sampler.select(thunks)
+    assert chosen.value == expected and chosen.meta["validation_passed"] is False
+
+
+def test_multi_turn_continues_the_chat() -> None:
+    engine = Sequence_(["x", "5"])
+    sampler = RejectionSampler([Requirement("A number.", validate=is_digit)], repair="multi_turn")
+    anyio.run(sampler, engine, CBlock("Give a number."))
+    second = engine.prompts[1]
+    assert second.startswith("user: Give a number.\nassistant: x\nuser: The previous answer")
+
+
+def test_early_stop_with_concurrency() -> None:
+    for concurrency in (2, 3):
+        answers = ["a", "b", "c", "4", "e", "f", "g", "h"]
+        engine = Sequence_(answers, latency=0.01)
+        sampler = RejectionSampler(
+            [Requirement("A number.", validate=is_digit)], loop_budget=8, concurrency=concurrency
+        )
+        thunks = anyio.run(sampler, engine, Instruction("n?"))
+        success = next(i for i, t in enumerate(thunks) if t.meta["validation_passed"])
+        assert success <= len(engine.prompts) - 1 <= success + concurrency
+
+
+def test_engine_error_re_raised_only_when_nothing_succeeded() -> None:
+    thunks, _ = rs(["!error", "3"], loop_budget=3)
+    assert [t.value for t in thunks] == ["3"]
+    with pytest.raises(EngineRequestError, match="engine refused"):
+        rs(["!error", "!error"], loop_budget=2)
+
+
+def test_validator_that_raises_is_a_failed_validation() -> None:
+    def broken(text: str) -> bool:
+        raise RuntimeError("validator bug")
+
+    engine = Sequence_(["1", "2"])
+    sampler = RejectionSampler([Requirement("x", validate=broken)], loop_budget=2)
+    thunks = anyio.run(sampler, engine, Instruction("n?"))
+    ((_, verdict),) = thunks[0].meta["validation"]
+    assert not verdict.passed and "RuntimeError: validator bug" in (verdict.reason or "")
+
+
+def test_llm_judge_yes_no_and_neither() -> None:
+    thunk_engine = ScriptedEngine("the output")
+
+    async def judged(answer: str) -> ValidationResult:
+        output = await thunk_engine.generate("q")
+        return await validate(Requirement("Is polite."), output, ScriptedEngine(answer))
+
+    assert anyio.run(judged, "yes").passed
+    no = anyio.run(judged, "no")
+    assert not no.passed and "judge: no" in (no.reason or "")
+    neither = anyio.run(judged, "perhaps")
+    assert not neither.passed and "neither yes nor no" in (neither.reason or "")
+
+
+def test_helpers() -> None:
+    class Pair(BaseModel):
+        a: int
+
+    async def check(req: Requirement, text: str) -> ValidationResult:
+        thunk = await ScriptedEngine(text).generate("q")
+        return await validate(req, thunk, None)
+
+    assert anyio.run(check, length_between(2, 4), "abc").passed
+    assert "length 5" in (anyio.run(check, length_between(2, 4), "abcde").reason or "")
+    assert anyio.run(check, matches(r"\d{3}"), "123").passed
+    assert not anyio.run(check, matches(r"\d{3}"), "12a").passed
+    assert anyio.run(check, parses_as(Pair), '{"a": 1}').passed
+    assert "not a valid Pair" in (anyio.run(check, parses_as(Pair), '{"a": "x"}').reason or "")
+    assert anyio.run(check, one_of(["red", "blue"]), " red ").passed
+    assert not anyio.run(check, one_of(["red", "blue"]), "green").passed
+    with pytest.raises(ValueError):
+        length_between(5, 2)
+    with pytest.raises(ValueError):
+        one_of([])
+
+
+def test_majority_and_best_of_n_tie_breaking() -> None:
+    votes = MajorityVote(5)
+    thunks = anyio.run(votes, Sequence_(["b", " a", "b ", "a", "c"]), CBlock("q"))
+    assert votes.select(thunks).value == "b"  # a and b tie at 2: b came first
+    best = BestOfN(4, scorer=len)
+    thunks = anyio.run(best, Sequence_(["xx", "yyy", "zzz", "w"]), CBlock("q"))
+    assert best.select(thunks).value == "yyy"  # tie at 3: the earliest
+    assert [t.meta["sample_index"] for t in thunks] == [0, 1, 2, 3]
+
+
+def test_sweep_one_thunk_per_grid_point_with_its_options() -> None:
+    seen: list[dict[str, Any]] = []
+    engine = ScriptedEngine(lambda r: seen.append(dict(r.options)) or "ok")
+    sweep = HyperParamSweep({"temperature": [0.0, 0.7], "top_k": [5, 40]})
+    thunks = anyio.run(sweep, engine, CBlock("q"))
+    labels = sorted((t.meta["options"]["temperature"], t.meta["options"]["top_k"]) for t in thunks)
+    assert labels == [(0.0, 5), (0.0, 40), (0.7, 5), (0.7, 40)]
+    assert sorted((o["temperature"], o["top_k"]) for o in seen) == labels
+
+
+def test_samples_differ_and_reproduce_with_cache_always() -> None:
+    counter = {"n": 0}
+
+    def fresh(request: Request) -> str:
+        counter["n"] += 1
+        return f"s{counter['n']}"
+
+    store = MemoryStore()
+    first = sample(CBlock("q"), MajorityVote(3))
+    run(first, engine=ScriptedEngine(fresh), cache=(store, CachePolicy("always")), progress=False)
+    values = [t.value for t in first.attempts]
+    assert len(set(values)) == 3
+    again = sample(CBlock("q"), MajorityVote(3))
+    result = run(
+        again, engine=ScriptedEngine(fresh), cache=(store, CachePolicy("always")), progress=False
+    )
+    assert [t.value for t in again.attempts] == values and result.cache_hits == 3
+
+
+def test_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least one requirement"):
+        RejectionSampler([])
+    with pytest.raises(ValueError, match="loop_budget"):
+        RejectionSampler(["x"], loop_budget=0)
+    with pytest.raises(ValueError, match="concurrency"):
+        RejectionSampler(["x"], concurrency=0)
+    with pytest.raises(ValueError, match="repair"):
+        RejectionSampler(["x"], repair="pray")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one point"):
+        HyperParamSweep({})
+    with pytest.raises(ValueError, match="at least one point"):
+        HyperParamSweep({"temperature": []})
+    with pytest.raises(ValueError, match="n must be"):
+        MajorityVote(0)
+    with pytest.raises(ValueError, match="n must be"):
+        BestOfN(0, scorer=len)
+    with pytest.raises(TypeError, match="needs a Sampler"):
+        sample(CBlock("q"), "majority")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="__call__, which is final"):
+
+        class Bad(Sampler):
+            async def _sampler(self, engine: Any, action: Any) -> list[Any]:
+                return []
+
+            async def __call__(self, engine: Any, action: Any) -> list[Any]:  # type: ignore[override]
+                return []
+
+
+class Ask(Component[str]):
+    template = "Q: {q}\nA:"
+    q: Span
+
+
+def test_sampler_node_in_a_graph_and_its_logdag() -> None:
+    engine = Sequence_(["no", "maybe", "42", "yes"])
+    chosen = sample(
+        Instruction("Give a number."),
+        RejectionSampler(
+            [Requirement("A number.", validate=is_digit), Requirement("Polite.")], loop_budget=3
+        ),
+    )
+    result = run(chosen, engine=engine, progress=False)
+    # attempts: "no" (judge not asked? both requirements run) ...
+    assert chosen.value in ("no", "maybe", "42")
+    assert chosen.attempts and all("validation" in t.meta for t in chosen.attempts)
+    dag = result.log
+    assert dag is not None
+    (sampler_node,) = dag.filter(kind="sampler")
+    attempts = [n for n in dag.nodes.values() if n.parent == sampler_node.key]
+    sample_edges = [e for e in dag.edges if e.kind == "sample" and e.source == sampler_node.key]
+    assert len(sample_edges) == len(attempts) >= 2
+    labelled = [n for n in attempts if n.label.startswith("attempt")]
+    judges = [n for n in attempts if n.label == "judge"]
+    assert len(labelled) == len(chosen.attempts) and judges
+    assert all("spangraph.validation.passed" in n.attributes for n in labelled)
+    assert all(n.kind == "generation" for n in judges)
