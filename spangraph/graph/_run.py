@@ -226,7 +226,8 @@ class _Tracing:
             producer = getattr(info.span, "producer", None)
             label = producer.label if producer is not None else info.label
             meta = NodeMeta(info.kind, self.graph.path_of(node_id), label, self._upstream(node_id))
-            self._meta[node_id] = meta
+            if info.kind != "task":  # a task's dynamic inputs appear while it runs
+                self._meta[node_id] = meta
         return meta
 
     def _upstream(self, node_id: str) -> tuple[tuple[str, str], ...]:

@@ -295,7 +295,7 @@ def test_not_a_span_in_custom_parts() -> None:
 
 
 def test_field_names_that_hide_the_protocol_are_refused() -> None:
-    with pytest.raises(TemplateError, match="parts.*hide the component protocol"):
+    with pytest.raises(TemplateError, match=r"parts.*hide the component protocol"):
 
         class Shadow(Component[str]):
             parts: list[Span]  # type: ignore[assignment]
