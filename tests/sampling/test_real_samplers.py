@@ -1,0 +1,58 @@
+"""Samplers on the real embedded engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, Field
+
+from spangraph import Component, Requirement, Span, options, run, sample
+from spangraph.sampling import RejectionSampler, matches
+
+pytestmark = pytest.mark.real
+
+
+class Count(Component[int]):
+    template = "Question: {q}\nAnswer with a number:"
+    q: Span
+
+
+class Legs(BaseModel):
+    legs: int = Field(ge=0, le=20)
+
+
+class CountLegs(Component[Legs]):
+    template = "Question: {q}\nAnswer as JSON:"
+    q: Span
+
+
+def test_regex_requirement_met_within_the_budget(llama: Any) -> None:
+    # Constrained decoding (a bounded integer in a closed object) helps the small model.
+    with options(temperature=0.7, max_tokens=16):
+        chosen = sample(
+            CountLegs(q="How many legs does a spider have?"),
+            RejectionSampler([matches(r'\{\s*"legs"\s*:\s*\d{1,2}\s*\}')], loop_budget=3),
+        )
+    result = run(chosen, engine=llama, progress=False)
+    assert chosen.meta["selected"].meta["validation_passed"] is True
+    assert isinstance(chosen.parsed, Legs)
+    assert 1 <= len(chosen.attempts) <= 3
+    assert result.log is not None and result.log.filter(kind="sampler")
+
+
+def test_llm_judged_requirement_verdict_is_in_the_trace(llama: Any) -> None:
+    with options(temperature=0, max_tokens=12):
+        chosen = sample(
+            Count(q="How many days are in a week?"),
+            RejectionSampler([Requirement("The answer is a number.")], loop_budget=1),
+        )
+    result = run(chosen, engine=llama, progress=False)
+    ((_, verdict),) = chosen.attempts[0].meta["validation"]
+    assert verdict.reason is not None and verdict.reason.startswith("judge: ")
+    dag = result.log
+    assert dag is not None
+    judges = [n for n in dag.nodes.values() if n.label == "judge"]
+    assert len(judges) == 1 and judges[0].input_tokens > 0
+    attempt = next(n for n in dag.nodes.values() if n.label.startswith("attempt"))
+    assert attempt.attributes["spangraph.validation.passed"] is verdict.passed
