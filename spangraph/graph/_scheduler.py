@@ -21,6 +21,12 @@ order they are added. A generation whose engine (or the run) is at its
 limit is set aside and retried when a running generation finishes; ready
 nodes behind it (other engines, tasks, pure nodes) go on.
 
+Prefix-aware ordering: on engines with KV slots, a generation whose prompt
+starts with a ``cache=True`` prefix that is not warm yet (in no slot, not
+saved) claims the prefix; other ready generations with the same prefix are
+set aside until it finishes, so the prefix is prefilled once, while
+generations with other prefixes run meanwhile.
+
 Execution
 ---------
 Blocks and components are pure: they are done as soon as their inputs are.
@@ -38,6 +44,10 @@ ready; they finish inline, making components A and B, then generations
 gA and gB ready. gA starts, hands off to a task; gB starts, hands off too.
 When gA finishes, Combine waits for gB; when gB finishes, Combine is done
 inline and gC starts.
+
+Sampler nodes (``spangraph.sampling.sample``) run as tasks: the sampler
+calls the engine through a view that reports each attempt (and each judge
+call) as a node of its own under the sampler's node.
 
 Guarantees
 ----------
