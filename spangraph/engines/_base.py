@@ -311,15 +311,18 @@ class InferenceEngine:
     def _cache_for(self, request: Request) -> tuple[Any, CachePolicy]:
         run_store, run_policy = run_cache()
         state = request.state
+        # Explicit None checks throughout: an empty store is falsy (it has a length).
+        store = state.span_cache if state is not None else None
+        if store is None:
+            store = run_store if run_store is not None else self.span_cache
+        if store is None:
+            return None, AUTO  # no store anywhere: the policy does not matter
         producer = request.thunk.producer if request.thunk is not None else None
-        # Explicit None checks: an empty store is falsy (it has a length).
-        store = _first(state.span_cache if state is not None else None, run_store, self.span_cache)
-        policy = _first(
-            getattr(producer, "cache", None),
-            state.cache_policy if state is not None else None,
-            run_policy,
-            AUTO,
-        )
+        policy = getattr(producer, "cache", None)
+        if policy is None and state is not None:
+            policy = state.cache_policy
+        if policy is None:
+            policy = run_policy if run_policy is not None else AUTO
         return store, policy
 
     # 4
@@ -447,10 +450,6 @@ class InferenceEngine:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r})"
-
-
-def _first(*values: Any) -> Any:
-    return next((v for v in values if v is not None), None)
 
 
 def render_span_all(spans: list[Any]) -> Any:

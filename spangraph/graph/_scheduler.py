@@ -174,6 +174,8 @@ class Scheduler:
         self.attempts = 0
         self.dynamic_nodes = 0
 
+        # The graph's node table, read directly on the hot path (no method call per lookup).
+        self._info = graph._nodes
         self._add_nodes(list(graph))
 
     # -- building the state ---------------------------------------------------------
@@ -278,7 +280,7 @@ class Scheduler:
     def _engine_of(self, node_id: str) -> InferenceEngine:
         engine = self._engines.get(node_id)
         if engine is None:
-            producer = self.graph[node_id].span.producer
+            producer = self._info[node_id].span.producer
             engine = getattr(producer, "engine", None)
             if engine is None:
                 if self._default_engine is None:
@@ -293,7 +295,7 @@ class Scheduler:
         if not engine.capabilities.kv_slots:
             return False
         if node_id not in self._prefixes:
-            producer = self.graph[node_id].span.producer
+            producer = self._info[node_id].span.producer
             try:
                 state = engine._effective_state(producer.state)
                 self._prefixes[node_id] = engine.prefix_key(producer.action, state)
@@ -330,7 +332,7 @@ class Scheduler:
     # -- generations -----------------------------------------------------------------
 
     def _start_generation(self, node_id: str, engine: InferenceEngine) -> None:
-        info = self.graph[node_id]
+        info = self._info[node_id]
         thunk = info.thunks[0]
         attempt = self._attempt.get(node_id, 0) + 1
         self._attempt[node_id] = attempt
@@ -367,7 +369,7 @@ class Scheduler:
     async def _finish_generation_task(
         self, node_id: str, engine: InferenceEngine, coro: Any, first: Any
     ) -> None:
-        thunk = self.graph[node_id].thunks[0]
+        thunk = self._info[node_id].thunks[0]
         try:
             if self.timeout is not None:
                 with anyio.fail_after(self.timeout):
@@ -385,7 +387,7 @@ class Scheduler:
         except anyio.get_cancelled_exc_class():
             self._release(engine, node_id)
             self.status[node_id] = CANCELLED
-            for alias in self.graph[node_id].thunks:
+            for alias in self._info[node_id].thunks:
                 if not alias.state.finished:
                     alias._set_cancelled()
             if self._emit is not None:
@@ -411,7 +413,7 @@ class Scheduler:
     # -- tasks -----------------------------------------------------------------------
 
     def _start_task(self, node_id: str) -> None:
-        info = self.graph[node_id]
+        info = self._info[node_id]
         producer = info.span.producer
         assert isinstance(producer, TaskProducer)
         attempt = self._attempt.get(node_id, 0) + 1
@@ -485,7 +487,7 @@ class Scheduler:
 
     def _task_returned(self, node_id: str, result: Any) -> None:
         spans = spans_in(result)
-        info = self.graph[node_id]
+        info = self._info[node_id]
         for thunk in info.thunks:
             thunk.meta["result"] = result
         if not spans:
@@ -515,7 +517,7 @@ class Scheduler:
             self._users[root].append(node_id)
 
     def _finish_task(self, node_id: str) -> None:
-        info = self.graph[node_id]
+        info = self._info[node_id]
         result = info.thunks[0].meta.get("result")
         try:
             parsed = resolve(result)
@@ -542,7 +544,7 @@ class Scheduler:
         self.attempts += 1
         if self._emit is not None:
             self._emit(ev.NodeStarted(node_id, attempt=attempt))
-        for thunk in self.graph[node_id].thunks:
+        for thunk in self._info[node_id].thunks:
             thunk._set_running()
         assert self._tg is not None
         self._tg.start_soon(self._run_sampler, node_id)
@@ -550,7 +552,7 @@ class Scheduler:
     async def _run_sampler(self, node_id: str) -> None:
         from ._sample import AttemptEngine
 
-        info = self.graph[node_id]
+        info = self._info[node_id]
         producer: Any = info.span.producer  # a spangraph.sampling.SamplerProducer
         engine = self._engine_of(node_id)
         if producer.state is not None:
@@ -588,7 +590,7 @@ class Scheduler:
         status = self.status
         was = status[node_id]
         status[node_id] = DONE
-        info = self.graph[node_id]
+        info = self._info[node_id]
         if info.kind in _WORK:
             self.nodes_run += 1
             thunks = info.thunks
@@ -620,7 +622,7 @@ class Scheduler:
 
     def _attempt_failed(self, node_id: str, error: BaseException, *, retry: bool = True) -> None:
         attempt = self._attempt.get(node_id, 1)
-        info = self.graph[node_id]
+        info = self._info[node_id]
         if retry and self.retry.should_retry(error, attempt):
             delay = self.retry.delay(attempt, self._rng)
             if self._emit is not None:
@@ -669,7 +671,7 @@ class Scheduler:
                 continue
             self.status[user] = SKIPPED
             self.skip_reasons[user] = reason
-            for thunk in self.graph[user].thunks:
+            for thunk in self._info[user].thunks:
                 thunk._set_skipped(reason)
                 thunk._claimed = False
             if self._emit is not None:
@@ -678,7 +680,7 @@ class Scheduler:
 
     def _cancel_node(self, node_id: str) -> None:
         self.status[node_id] = CANCELLED
-        for thunk in self.graph[node_id].thunks:
+        for thunk in self._info[node_id].thunks:
             if not thunk.state.finished:
                 thunk._set_cancelled()
             thunk._claimed = False
@@ -690,7 +692,7 @@ class Scheduler:
         for node_id, state in self.status.items():
             if state in (DONE, FAILED, SKIPPED, CANCELLED):
                 continue
-            for thunk in self.graph[node_id].thunks:
+            for thunk in self._info[node_id].thunks:
                 thunk._claimed = False
                 if thunk.state is ThunkState.RUNNING:
                     thunk._set_cancelled()

@@ -294,6 +294,7 @@ def test_not_a_span_in_custom_parts() -> None:
         span_id(Pair(CBlock("x"), 5))
 
 
+@pytest.mark.filterwarnings("ignore:Field name .* shadows")
 def test_field_names_that_hide_the_protocol_are_refused() -> None:
     with pytest.raises(TemplateError, match=r"parts.*hide the component protocol"):
 
