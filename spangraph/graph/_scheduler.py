@@ -181,7 +181,7 @@ class Scheduler:
     # -- building the state ---------------------------------------------------------
 
     def _add_nodes(self, node_ids: list[str]) -> None:
-        graph = self.graph
+        graph = self._info
         status, waiting, users, order = self.status, self._waiting, self._users, self.order
         emit = self._emit
         new_ready: list[str] = []
@@ -250,7 +250,7 @@ class Scheduler:
         self._draining = True
         try:
             ready = self._ready
-            graph = self.graph
+            graph = self._info
             while ready:
                 _, node_id = heapq.heappop(ready)
                 if self.status[node_id] != READY:
