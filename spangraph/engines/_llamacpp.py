@@ -356,10 +356,15 @@ class LlamaCppEngine(InferenceEngine):
 
     @property
     def loaded(self) -> bool:
-        return self._shared is not None
+        base = self._base
+        return isinstance(base, LlamaCppEngine) and base._shared is not None
 
     def shared(self) -> _Shared:
         """The loaded server (loading it on first use)."""
+        if self._base is not self:
+            base = self._base
+            assert isinstance(base, LlamaCppEngine)
+            return base.shared()  # a view shares its engine's server (and its reference)
         if self._closed:
             raise EngineError("this LlamaCppEngine was closed")
         shared = self._shared
@@ -395,7 +400,8 @@ class LlamaCppEngine(InferenceEngine):
 
     def prefix_ready(self, digest: str) -> bool:
         """True when a slot holds the prefix or its KV state is saved on disk."""
-        shared = self._shared
+        base = self._base
+        shared = base._shared if isinstance(base, LlamaCppEngine) else None
         return (shared is not None and shared.slots.holding(digest)) or self.kv_store.has(digest)
 
     async def handle_input_cache(self, request: Request) -> Request:
@@ -581,12 +587,6 @@ class LlamaCppEngine(InferenceEngine):
 
     async def aclose(self) -> None:
         self.close()
-
-    def with_state(self, state: Any) -> InferenceEngine:
-        view = super().with_state(state)
-        assert isinstance(view, LlamaCppEngine)
-        view._shared = self.shared() if self._shared is not None else None
-        return view
 
     def __repr__(self) -> str:
         return (

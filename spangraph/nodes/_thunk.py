@@ -213,6 +213,7 @@ class ModelOutputThunk(Generic[T]):
         streams them) or already done (the recorded deltas, or the whole text
         when the engine did not stream).
         """
+        self.meta["stream"] = True  # ask the engine to stream, if it has not started yet
         if self.state is ThunkState.PENDING and not self._claimed and _driver is not None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_driver, self)

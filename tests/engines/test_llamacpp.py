@@ -178,3 +178,13 @@ def test_close_leaves_no_thread_behind(spangraph_home: Any) -> None:
     engine.close()
     assert threading.active_count() == python_before
     assert os_threads() <= os_before + 1  # llama.cpp keeps one process-wide worker
+
+
+def test_views_share_the_engines_server_reference(llama: LlamaCppEngine) -> None:
+
+    shared = llama.shared()
+    refs = shared.refs
+    view = options(temperature=0)(llama)
+    assert view.shared() is shared and shared.refs == refs
+    view.close()
+    assert shared.refs == refs and llama.shared().server is not None
