@@ -143,16 +143,7 @@ class InferenceEngine:
         scheduler passes it); its state and options are used.
         """
         started = time.perf_counter()
-        if into is None:
-            declared = state if state is not None else current_state()
-            into = ModelOutputThunk(
-                GenerationProducer(
-                    as_span(action, path="generate(action)"),
-                    declared,
-                    check_options(options or {}, where="generate()"),
-                )
-            )
-        thunk = into
+        thunk = into if into is not None else declare(action, state, options)
         producer = thunk.producer
         assert isinstance(producer, GenerationProducer)
         effective = self._effective_state(producer.state)
@@ -215,14 +206,7 @@ class InferenceEngine:
         self, action: Any, state: ExecutionState | None = None, **options: Any
     ) -> AsyncIterator[str]:
         """Generate from ``action``, yielding text as it is produced."""
-        thunk: ModelOutputThunk[Any] = ModelOutputThunk(
-            GenerationProducer(
-                as_span(action, path="stream(action)"),
-                state if state is not None else current_state(),
-                check_options(options, where="stream()"),
-            )
-        )
-        thunk._claimed = True
+        thunk = declare(action, state, options, where="stream()")
         thunk.meta["stream"] = True
 
         async def produce() -> None:
@@ -450,6 +434,26 @@ class InferenceEngine:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r})"
+
+
+def declare(
+    action: Any,
+    state: ExecutionState | None = None,
+    options: Mapping[str, Any] | None = None,
+    *,
+    where: str = "generate()",
+) -> ModelOutputThunk[Any]:
+    """A thunk for a generation made directly on an engine (not declared in a graph):
+    the given state, else the one ``with`` blocks apply; options checked here."""
+    thunk: ModelOutputThunk[Any] = ModelOutputThunk(
+        GenerationProducer(
+            as_span(action, path=f"{where[:-2]}(action)"),
+            state if state is not None else current_state(),
+            check_options(options or {}, where=where),
+        )
+    )
+    thunk._claimed = True  # whoever declared it runs it; awaiting it must not start a run
+    return thunk
 
 
 def render_span_all(spans: list[Any]) -> Any:

@@ -144,9 +144,10 @@ class SpanGraph:
             return self._nodes[span_or_id]
         return self._nodes[self.id_of(span_or_id)]
 
-    def path_of(self, node_id: str) -> str:
-        """The span path by which the node was first reached from a root."""
-        return self._paths.path(self._nodes[node_id].frame)
+    def path_of(self, node_id: str, limit: int | None = None) -> str:
+        """The span path by which the node was first reached from a root (with
+        ``limit``, its last ``limit`` steps: deep graphs have long paths)."""
+        return self._paths.path(self._nodes[node_id].frame, limit)
 
     def inputs(self, node_id: str) -> list[str]:
         return list(self._nodes[node_id].inputs)

@@ -207,6 +207,11 @@ def _make_run(
     )
 
 
+#: Span paths on spans keep their last steps only: a node deep in a big graph has a
+#: path as long as the graph is deep, and every span would carry it.
+TRACE_PATH_STEPS = 12
+
+
 class _Tracing:
     """One run's OpenTelemetry emission and LogDAG collection."""
 
@@ -225,7 +230,8 @@ class _Tracing:
             info = self.graph[node_id]
             producer = getattr(info.span, "producer", None)
             label = producer.label if producer is not None else info.label
-            meta = NodeMeta(info.kind, self.graph.path_of(node_id), label, self._upstream(node_id))
+            path = self.graph.path_of(node_id, limit=TRACE_PATH_STEPS)
+            meta = NodeMeta(info.kind, path, label, self._upstream(node_id))
             if info.kind != "task":  # a task's dynamic inputs appear while it runs
                 self._meta[node_id] = meta
         return meta

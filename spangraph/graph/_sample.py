@@ -10,15 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import events as ev
-from ..engines import check_options
+from ..engines._base import declare
 from ..nodes import (
     ExecutionState,
-    GenerationProducer,
     ModelOutputThunk,
-    current_state,
     span_id,
 )
-from ..nodes._span import as_span
 
 
 @dataclass
@@ -71,14 +68,7 @@ class AttemptEngine:
         into: ModelOutputThunk[Any] | None = None,
     ) -> ModelOutputThunk[Any]:
         if into is None:
-            into = ModelOutputThunk(
-                GenerationProducer(
-                    as_span(action),
-                    state if state is not None else current_state(),
-                    check_options(options or {}, where="generate()"),
-                )
-            )
-            into._claimed = True
+            into = declare(action, state, options)
         producer = into.producer
         attempt_action = getattr(producer, "action", action)
         number = next(self._shared.counter)

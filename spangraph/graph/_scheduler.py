@@ -87,6 +87,7 @@ import heapq
 import inspect
 import random
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import anyio
@@ -371,15 +372,11 @@ class Scheduler:
     ) -> None:
         thunk = self._info[node_id].thunks[0]
         try:
-            if self.timeout is not None:
-                with anyio.fail_after(self.timeout):
-                    await Resumed(coro, first)
-            else:
+            with self._deadline():
                 await Resumed(coro, first)
         except TimeoutError as exc:
             self._release(engine, node_id)
-            error = TransientEngineError(f"timed out after {self.timeout} s")
-            error.__cause__ = exc
+            error = self._timed_out(exc)
             thunk._set_failed(error)
             self._attempt_failed(node_id, error)
             self._drain()
@@ -448,21 +445,21 @@ class Scheduler:
     async def _run_task(
         self, node_id: str, producer: TaskProducer, args: list[Any], kwargs: dict[str, Any]
     ) -> None:
+        if producer.thread:
+            awaitable = anyio.to_thread.run_sync(lambda: producer.fn(*args, **kwargs))
+        else:
+            awaitable = producer.fn(*args, **kwargs)
+        await self._await_task_result(node_id, awaitable)
+
+    async def _await_task_result(self, node_id: str, awaitable: Any) -> None:
         try:
-            if producer.thread:
-                result = await anyio.to_thread.run_sync(lambda: producer.fn(*args, **kwargs))
-            elif self.timeout is not None:
-                with anyio.fail_after(self.timeout):
-                    result = await producer.fn(*args, **kwargs)
-            else:
-                result = await producer.fn(*args, **kwargs)
+            with self._deadline():
+                result = await awaitable
         except anyio.get_cancelled_exc_class():
             self._cancel_node(node_id)
             raise
         except TimeoutError as exc:
-            error = TransientEngineError(f"timed out after {self.timeout} s")
-            error.__cause__ = exc
-            self._attempt_failed(node_id, error)
+            self._attempt_failed(node_id, self._timed_out(exc))
             self._drain()
             return
         except Exception as exc:
@@ -472,18 +469,15 @@ class Scheduler:
         self._task_returned(node_id, result)
         self._drain()
 
-    async def _await_task_result(self, node_id: str, awaitable: Any) -> None:
-        try:
-            result = await awaitable
-        except anyio.get_cancelled_exc_class():
-            self._cancel_node(node_id)
-            raise
-        except Exception as exc:
-            self._attempt_failed(node_id, exc)
-            self._drain()
-            return
-        self._task_returned(node_id, result)
-        self._drain()
+    def _deadline(self) -> Any:
+        """The per-node timeout (``anyio.fail_after``), or no limit."""
+        return anyio.fail_after(self.timeout) if self.timeout is not None else nullcontext()
+
+    def _timed_out(self, exc: TimeoutError) -> TransientEngineError:
+        """A timed-out attempt counts as transient (the retry policy may retry it)."""
+        error = TransientEngineError(f"timed out after {self.timeout} s")
+        error.__cause__ = exc
+        return error
 
     def _task_returned(self, node_id: str, result: Any) -> None:
         spans = spans_in(result)
@@ -559,10 +553,7 @@ class Scheduler:
             engine = producer.state(engine)
         attempts_engine = AttemptEngine(engine, node_id, self.graph.path_of(node_id), self._emit)
         try:
-            if self.timeout is not None:
-                with anyio.fail_after(self.timeout):
-                    thunks = await producer.sampler(attempts_engine, producer.action)
-            else:
+            with self._deadline():
                 thunks = await producer.sampler(attempts_engine, producer.action)
             chosen = (producer.select or producer.sampler.select)(thunks)
         except anyio.get_cancelled_exc_class():

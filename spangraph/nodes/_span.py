@@ -224,9 +224,13 @@ class PathTracker:
         self.indexes.append(index)
         return len(self.parents) - 1
 
-    def path(self, frame: int) -> str:
+    def path(self, frame: int, limit: int | None = None) -> str:
+        """The path to ``frame``; with ``limit``, only its last ``limit`` steps after ``…``."""
         out: list[str] = []
         while frame >= 0:
+            if limit is not None and len(out) >= limit:
+                out.append("…")
+                break
             parent = self.parents[frame]
             if parent < 0:
                 out.append(self.labels[frame])

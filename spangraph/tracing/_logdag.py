@@ -97,10 +97,19 @@ class LogNode:
     cache_hit: bool
     error: str | None
     model: str | None
-    options: Mapping[str, Any]
+    options_json: str
     content: Mapping[str, str]
     attributes: Mapping[str, Any]
     parent: str | None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The generation's model options (parsed on demand)."""
+        try:
+            value = json.loads(self.options_json) if self.options_json else {}
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
 
     @property
     def duration(self) -> float:
@@ -315,12 +324,6 @@ def _node(record: SpanRecord) -> LogNode:
     for key, name in ((sc.GEN_AI_INPUT_MESSAGES, "input"), (sc.GEN_AI_OUTPUT_MESSAGES, "output")):
         if key in a:
             content[name] = str(a[key])
-    options: dict[str, Any] = {}
-    if sc.OPTIONS in a:
-        try:
-            options = json.loads(str(a[sc.OPTIONS]))
-        except ValueError:
-            options = {}
     error = a.get(sc.ERROR_MESSAGE) or (record.status_message if record.status == "ERROR" else None)
     return LogNode(
         key=record.span_id,
@@ -339,7 +342,7 @@ def _node(record: SpanRecord) -> LogNode:
         cache_hit=bool(a.get(sc.CACHE_HIT, False)),
         error=str(error) if error else None,
         model=str(a[sc.GEN_AI_REQUEST_MODEL]) if sc.GEN_AI_REQUEST_MODEL in a else None,
-        options=options,
+        options_json=str(a.get(sc.OPTIONS, "")),
         content=content,
         attributes=dict(a),
         parent=record.parent_id,
