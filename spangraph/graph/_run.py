@@ -59,10 +59,14 @@ class Run:
     cache_misses: int = 0
     attempts: int = 0
     dynamic_nodes: int = 0
-    #: The run's LogDAG (``None`` when the run was not traced).
-    log: LogDAG | None = None
     #: Every event of the run, in order (collected when traced).
     events: list[ev.Event] = field(default_factory=list)
+    _log: _LogSource | None = field(default=None, repr=False)
+
+    @property
+    def log(self) -> LogDAG | None:
+        """The run's LogDAG, built from its spans on first use (``None`` when untraced)."""
+        return self._log.get() if self._log is not None else None
 
     @property
     def output(self) -> Any:
@@ -159,7 +163,7 @@ async def arun(
             bar.close()
         dag = tracing.finish(scheduler, failure) if tracing is not None else None
     outcome = _make_run(graph, scheduler, time.perf_counter() - started, log, cancelled)
-    outcome.log = dag
+    outcome._log = dag
     if scheduler.first_failure is not None and on_error == "raise":
         node_id = scheduler.first_failure
         error = scheduler.errors[node_id]
@@ -256,14 +260,14 @@ class _Tracing:
                 todo.extend((s, kind) for s in source.inputs)
         return tuple(out.items())
 
-    def finish(self, scheduler: Scheduler, failure: BaseException | None) -> LogDAG:
+    def finish(self, scheduler: Scheduler, failure: BaseException | None) -> _LogSource:
         status = "failed" if scheduler.first_failure is not None else "done"
         if failure is not None and scheduler.first_failure is None:
             status = "cancelled"
         error = scheduler.errors.get(scheduler.first_failure or "") or failure
         self.tracer.end(status, error if status != "done" else None)
         self.collector.close(self.run_id)
-        dag = LogDAG.from_spans(self.buffer)
+        dag = _LogSource(self.buffer)
         for node_id in list(self.graph):
             for thunk in self.graph[node_id].thunks:
                 for state in thunk.meta.get("logged_states", ()):
@@ -282,16 +286,32 @@ def _active(tracing: _Tracing | None) -> Iterator[None]:
         yield
 
 
+class _LogSource:
+    """A run's collected spans; the LogDAG is built from them once, when first asked for."""
+
+    __slots__ = ("_dag", "_spans")
+
+    def __init__(self, spans: list[Any]) -> None:
+        self._spans = spans
+        self._dag: LogDAG | None = None
+
+    def get(self) -> LogDAG:
+        if self._dag is None:
+            self._dag = LogDAG.from_spans(self._spans)
+            self._spans = []
+        return self._dag
+
+
 class _LazyLog:
     """A state's log of one generation: its part of the run's LogDAG, cut out on demand."""
 
-    __slots__ = ("dag", "node_id")
+    __slots__ = ("node_id", "source")
 
-    def __init__(self, dag: LogDAG, node_id: str) -> None:
-        self.dag, self.node_id = dag, node_id
+    def __init__(self, source: _LogSource, node_id: str) -> None:
+        self.source, self.node_id = source, node_id
 
     def resolve(self) -> LogDAG:
-        return self.dag.subdag(self.node_id)
+        return self.source.get().subdag(self.node_id)
 
 
 def run(*roots: Any, **policy: Any) -> Run:
