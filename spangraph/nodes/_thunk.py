@@ -353,6 +353,8 @@ class GenerationProducer:
     def params(self) -> str:
         from ._digest import canonical_json
 
+        if self.state is None and not self.options and not self.sample_index and not self.engine:
+            return _PLAIN_GENERATION  # the common case, without a JSON encoding per node
         params: dict[str, Any] = {
             "state": self.state.fingerprint() if self.state is not None else "",
             "options": dict(self.options),
@@ -362,6 +364,8 @@ class GenerationProducer:
             params["engine"] = self.engine.fingerprint()
         return canonical_json(params, what="generation options")
 
+
+_PLAIN_GENERATION = '{"options":{},"sample":0,"state":""}'
 
 Driver = Callable[[ModelOutputThunk[Any]], Coroutine[Any, Any, None]]
 _driver: Driver | None = None
