@@ -34,9 +34,6 @@ class CacheStats:
     entries: int = 0
     bytes: int = 0
 
-    def snapshot(self) -> CacheStats:
-        return CacheStats(**vars(self))
-
 
 @runtime_checkable
 class Store(Protocol):

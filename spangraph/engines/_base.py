@@ -34,6 +34,8 @@ from ..nodes import (
     GenerationProducer,
     ModelOutputThunk,
     ParseError,
+    Prompt,
+    Segment,
     ThunkState,
     Timings,
     Usage,
@@ -241,7 +243,7 @@ class InferenceEngine:
         prefix = state.prefix_spans()
         prompt = render_span(action)
         if prefix:
-            prompt = render_span_all([*prefix]) + _as_user(prompt)
+            prompt = Prompt.join([render_span(s) for s in prefix]) + _as_user(prompt)
         schema = getattr(action, "output_schema", None)
         return Request(
             prompt=prompt,
@@ -456,16 +458,8 @@ def declare(
     return thunk
 
 
-def render_span_all(spans: list[Any]) -> Any:
-    from ..nodes import Prompt
-
-    return Prompt.join([render_span(s) for s in spans])
-
-
-def _as_user(prompt: Any) -> Any:
+def _as_user(prompt: Prompt) -> Prompt:
     """After a chat history, the action is the user's turn (and then the assistant's)."""
-    from ..nodes import Prompt, Segment
-
     segments = [
         s if s.role else Segment(s.text, s.span_id, s.cache, "user", s.label)
         for s in prompt.segments

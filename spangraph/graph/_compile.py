@@ -330,15 +330,6 @@ def _parts(span: Any, paths: PathTracker, frame: int, kinds: dict[type, int]) ->
     return children_of(span, partial(paths.path, frame))
 
 
-def _kind(span: Any) -> str:
-    if isinstance(span, CBlock):
-        return "block"
-    if isinstance(span, ModelOutputThunk):
-        assert span.producer is not None
-        return span.producer.kind
-    return "component"
-
-
 def _alias(info: NodeInfo, span: Any) -> None:
     if isinstance(span, ModelOutputThunk) and all(t is not span for t in info.thunks):
         info.thunks.append(span)

@@ -111,9 +111,6 @@ PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED = (
     "cancelled",
 )
 _WORK = ("generation", "task", "sampler")
-_THUNK_DONE = {
-    ThunkState.DONE: DONE,
-}
 
 
 class Scheduler:

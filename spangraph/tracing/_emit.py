@@ -119,9 +119,6 @@ class RunTracer:
     def run_span(self) -> Any:
         return self._run_span
 
-    def context_of(self, node_id: str) -> trace.SpanContext | None:
-        return self._contexts.get(node_id)
-
     # -- events ------------------------------------------------------------------------
 
     def _meta(self, node_id: str) -> NodeMeta:
