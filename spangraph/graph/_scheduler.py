@@ -406,18 +406,21 @@ class Scheduler:
 
     # -- tasks -----------------------------------------------------------------------
 
-    def _start_task(self, node_id: str) -> None:
-        info = self._info[node_id]
-        producer = info.span.producer
-        assert isinstance(producer, TaskProducer)
+    def _begin(self, node_id: str) -> None:
+        """Start an attempt of a task or sampler node: status, counters, event, thunks."""
         attempt = self._attempt.get(node_id, 0) + 1
         self._attempt[node_id] = attempt
         self.status[node_id] = RUNNING
         self.attempts += 1
         if self._emit is not None:
             self._emit(ev.NodeStarted(node_id, attempt=attempt))
-        for thunk in info.thunks:
+        for thunk in self._info[node_id].thunks:
             thunk._set_running()
+
+    def _start_task(self, node_id: str) -> None:
+        producer = self._info[node_id].span.producer
+        assert isinstance(producer, TaskProducer)
+        self._begin(node_id)
         try:
             args = resolve(list(producer.args))
             kwargs = resolve(dict(producer.kwargs))
@@ -529,14 +532,7 @@ class Scheduler:
     # -- samplers ----------------------------------------------------------------------
 
     def _start_sampler(self, node_id: str) -> None:
-        attempt = self._attempt.get(node_id, 0) + 1
-        self._attempt[node_id] = attempt
-        self.status[node_id] = RUNNING
-        self.attempts += 1
-        if self._emit is not None:
-            self._emit(ev.NodeStarted(node_id, attempt=attempt))
-        for thunk in self._info[node_id].thunks:
-            thunk._set_running()
+        self._begin(node_id)
         assert self._tg is not None
         self._tg.start_soon(self._run_sampler, node_id)
 
