@@ -41,6 +41,7 @@ bench: setup
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dask]' 'sf-hamilton>=1.80'
 	$(PY) benchmarks/compile.py
 	$(PY) benchmarks/scheduler.py
+	$(PY) benchmarks/span_cache.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
