@@ -570,39 +570,50 @@ class Scheduler:
     # -- finishing -------------------------------------------------------------------
 
     def _finish(self, node_id: str) -> None:
-        """Mark ``node_id`` done and make ready each user whose inputs are now all done."""
-        status = self.status
-        was = status[node_id]
-        status[node_id] = DONE
-        info = self._info[node_id]
-        if info.kind in _WORK:
-            self.nodes_run += 1
-            thunks = info.thunks
-            for alias in thunks[1:]:
-                alias._copy_result(thunks[0])
-            for alias in thunks:
-                alias._claimed = False
-            if self._emit is not None:
-                self._emit(ev.NodeFinished(node_id, cache_hit=thunks[0].cache_hit))
-        elif was != DONE and self._emit is not None:
-            self._emit(ev.NodeFinished(node_id))
-        waiting = self._waiting
-        for user in self._users[node_id]:
-            if status[user] == PENDING:
-                left = waiting[user] - 1
-                waiting[user] = left
-                if left == 0:
+        """Mark ``node_id`` done and make ready each user whose inputs are now all done.
+
+        A user that is pure (a block or component) is finished right here rather
+        than queued: it has nothing to run, so it only costs a heap round trip.
+        """
+        status, info_of, waiting, emit = self.status, self._info, self._waiting, self._emit
+        todo = [node_id]
+        while todo:
+            current = todo.pop()
+            was = status[current]
+            status[current] = DONE
+            info = info_of[current]
+            if info.kind in _WORK:
+                self.nodes_run += 1
+                thunks = info.thunks
+                for alias in thunks[1:]:
+                    alias._copy_result(thunks[0])
+                for alias in thunks:
+                    alias._claimed = False
+                if emit is not None:
+                    emit(ev.NodeFinished(current, cache_hit=thunks[0].cache_hit))
+            elif was != DONE and emit is not None:
+                emit(ev.NodeFinished(current))
+            for user in self._users[current]:
+                state = status[user]
+                if state == PENDING:
+                    left = waiting[user] - 1
+                    waiting[user] = left
+                    if left:
+                        continue
                     if user in self._dynamic_wait:
                         del self._dynamic_wait[user]
                         self._finish_task(user)
-                    else:
+                    elif info_of[user].kind in _WORK:
                         self._make_ready(user)
-            elif status[user] == RUNNING and user in self._dynamic_wait:
-                left = waiting[user] - 1
-                waiting[user] = left
-                if left == 0:
-                    del self._dynamic_wait[user]
-                    self._finish_task(user)
+                    else:
+                        status[user] = READY
+                        todo.append(user)
+                elif state == RUNNING and user in self._dynamic_wait:
+                    left = waiting[user] - 1
+                    waiting[user] = left
+                    if left == 0:
+                        del self._dynamic_wait[user]
+                        self._finish_task(user)
 
     def _attempt_failed(self, node_id: str, error: BaseException, *, retry: bool = True) -> None:
         attempt = self._attempt.get(node_id, 1)
