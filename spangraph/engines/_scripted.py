@@ -86,7 +86,9 @@ class ScriptedEngine(InferenceEngine):
             delay = self._delay(request)
             if delay > 0:
                 await anyio.sleep(delay)
-            text = await self._answer(request)
+            reply = self._reply
+            # A fixed answer needs no coroutine (instant engines are benchmarked per node).
+            text = reply if isinstance(reply, str) else await self._answer(request)
         finally:
             self.in_flight -= 1
         return self._completion(request, text, delay)

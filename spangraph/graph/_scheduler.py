@@ -311,17 +311,18 @@ class Scheduler:
     def _has_capacity(self, engine: InferenceEngine) -> bool:
         if self.max_concurrency is not None and self._in_flight >= self.max_concurrency:
             return False
-        used = self._in_flight_by_engine.get(id(engine.base), 0)
-        return used < max(1, engine.base.max_concurrency)
+        base = engine._base
+        used = self._in_flight_by_engine.get(id(base), 0)
+        return used < max(1, base.max_concurrency)
 
     def _reserve(self, engine: InferenceEngine) -> None:
         self._in_flight += 1
-        key = id(engine.base)
+        key = id(engine._base)
         self._in_flight_by_engine[key] = self._in_flight_by_engine.get(key, 0) + 1
 
     def _release(self, engine: InferenceEngine, node_id: str | None = None) -> None:
         self._in_flight -= 1
-        self._in_flight_by_engine[id(engine.base)] -= 1
+        self._in_flight_by_engine[id(engine._base)] -= 1
         if node_id is not None and self._warming:
             digest = self._prefixes.get(node_id)
             if digest is not None and self._warming.get(digest) == node_id:

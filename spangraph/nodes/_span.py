@@ -326,7 +326,7 @@ def render_span(root: object) -> Prompt:
                     f"cannot render {item!r}: {item._not_done_reason()}",
                     path=_render_path(root, where),
                 )
-            append(Segment(item.value, item._id or span_id(item), False, role))
+            append(Segment(item._value, item._id or span_id(item), False, role))
         elif kind == MODEL:
             own = item.__pydantic_private__["_id"] or span_id(item)
             own_role = item._sg_message_role() or role
