@@ -17,7 +17,7 @@ from .. import events as ev
 from ..cache import split_cache_setting, use_run_cache
 from ..engines import InferenceEngine
 from ..nodes import ModelOutputThunk, set_driver
-from ..tracing import LogDAG, NodeMeta, RunTracer, capture_mode, tracer_and_collector
+from ..tracing import LogDAG, NodeMeta, RunTracer, capture_mode, emission
 from ._compile import SpanGraph, compile
 from ._errors import NodeFailedError
 from ._policy import OnError, RetryPolicy
@@ -222,10 +222,13 @@ class _Tracing:
     def __init__(self, graph: SpanGraph, name: str) -> None:
         self.graph = graph
         self.run_id = uuid.uuid4().hex
-        tracer, self.collector, _ = tracer_and_collector()
+        out = emission()
+        self.collector = out.collector
         self.buffer = self.collector.open(self.run_id)
         self._meta: dict[str, NodeMeta] = {}
-        self.tracer = RunTracer(tracer, self.run_id, name, self.meta, capture_mode())
+        self.tracer = RunTracer(
+            out.tracer, self.run_id, name, self.meta, capture_mode(), sink=out.sink
+        )
         self.tracer.start()
 
     def meta(self, node_id: str) -> NodeMeta:

@@ -202,13 +202,15 @@ class PathTracker:
     the part it is; the text (``.parts()[2]``, ``.action``) is made on demand.
     """
 
-    __slots__ = ("indexes", "labels", "parents", "spans")
+    __slots__ = ("indexes", "labels", "parents", "spans", "steps")
 
     def __init__(self) -> None:
         self.parents: list[int] = []
         self.spans: list[object] = []
         self.indexes: list[int] = []
         self.labels: dict[int, str] = {}
+        #: Step texts already made, by frame: frames near the roots are on many paths.
+        self.steps: dict[int, str] = {}
 
     def root(self, label: str) -> int:
         frame = len(self.parents)
@@ -227,19 +229,24 @@ class PathTracker:
     def path(self, frame: int, limit: int | None = None) -> str:
         """The path to ``frame``; with ``limit``, only its last ``limit`` steps after ``…``."""
         out: list[str] = []
+        parents, steps = self.parents, self.steps
         while frame >= 0:
             if limit is not None and len(out) >= limit:
                 out.append("…")
                 break
-            parent = self.parents[frame]
-            if parent < 0:
-                out.append(self.labels[frame])
-            else:
-                span = self.spans[frame]
-                count = len(children_of(span)) if isinstance(span, ModelOutputThunk) else 0
-                out.append(_step(span, self.indexes[frame], count))
-            frame = parent
-        return "".join(reversed(out))
+            text = steps.get(frame)
+            if text is None:
+                if parents[frame] < 0:
+                    text = self.labels[frame]
+                else:
+                    span = self.spans[frame]
+                    count = len(children_of(span)) if isinstance(span, ModelOutputThunk) else 0
+                    text = _step(span, self.indexes[frame], count)
+                steps[frame] = text
+            out.append(text)
+            frame = parents[frame]
+        out.reverse()
+        return "".join(out)
 
 
 def span_id(root: object) -> str:

@@ -7,7 +7,7 @@ variable ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
 
 from ._emit import CONTENT_LIMIT, NodeMeta, RunTracer, capture_mode
 from ._logdag import LogDAG, LogEdge, LogNode, SpanRecord, Totals
-from ._provider import RunCollector, tracer_and_collector
+from ._provider import Emission, RunCollector, SpanSink, emission
 from ._render import COLLAPSE_THRESHOLD
 
 #: ``"SPAN_ONLY"`` records message content on spans; ``None`` defers to the environment.
@@ -16,6 +16,7 @@ capture_content: str | None = None
 __all__ = [
     "COLLAPSE_THRESHOLD",
     "CONTENT_LIMIT",
+    "Emission",
     "LogDAG",
     "LogEdge",
     "LogNode",
@@ -23,8 +24,9 @@ __all__ = [
     "RunCollector",
     "RunTracer",
     "SpanRecord",
+    "SpanSink",
     "Totals",
     "capture_content",
     "capture_mode",
-    "tracer_and_collector",
+    "emission",
 ]

@@ -16,7 +16,8 @@ Mapping:
 - nodes skipped after a failure → zero-length spans with status ``skipped``.
 
 Spans are created when a node ends, with the start and end times recorded
-by the events, so that every upstream span context already exists. Prompt
+by the events, so that every upstream span context already exists (they
+are reported finished, through ``SpanSink``: see ``_provider``). Prompt
 and output text are recorded only when content capture is on
 (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=SPAN_ONLY`` or
 ``spangraph.tracing.capture_content``), each message cut at
@@ -29,8 +30,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import trace
@@ -38,6 +40,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from .. import events as ev
 from . import _semconv as sc
+from ._provider import SpanSink
 
 #: Longest message text recorded when content capture is on (characters).
 CONTENT_LIMIT = 16_384
@@ -53,6 +56,25 @@ class NodeMeta:
     label: str
     upstream: tuple[tuple[str, str], ...] = ()
     parent: str | None = None  # a sampler node id, for attempts
+
+    @property
+    def upstream_ids(self) -> tuple[str, ...]:
+        return tuple(source for source, _ in self.upstream)
+
+    @property
+    def upstream_kinds(self) -> tuple[str, ...]:
+        return tuple(kind for _, kind in self.upstream)
+
+
+#: One attribute mapping per edge kind, shared by every link of that kind.
+_EDGE_ATTRIBUTES = {
+    kind: MappingProxyType({sc.EDGE_KIND: kind}) for kind in ("part", "dynamic", "retry", "sample")
+}
+_UNSET = Status(StatusCode.UNSET)
+
+
+def _edge_attributes(kind: str) -> Mapping[str, str]:
+    return _EDGE_ATTRIBUTES.get(kind) or {sc.EDGE_KIND: kind}
 
 
 def capture_mode(setting: str | None = None) -> str:
@@ -82,6 +104,8 @@ class RunTracer:
     name: str
     meta: Callable[[str], NodeMeta]
     capture: str = "NO_CONTENT"
+    #: Where finished node spans go (``None``: through ``tracer``, span by span).
+    sink: SpanSink | None = None
     _offset: int = field(default_factory=lambda: time.time_ns() - time.perf_counter_ns())
     _run_span: Any = None
     _run_ctx: Any = None
@@ -90,6 +114,7 @@ class RunTracer:
     _previous: dict[str, trace.SpanContext] = field(default_factory=dict)
     _span_of_node: dict[str, Any] = field(default_factory=dict)
     _declared: dict[str, NodeMeta] = field(default_factory=dict)
+    _last_options: tuple[dict[str, Any], str] | None = None
 
     def start(self) -> None:
         self._run_span = self.tracer.start_span(
@@ -177,17 +202,14 @@ class RunTracer:
         meta = self._meta(node_id)
         record = attempt.record
         links: list[Link] = []
-        upstream_ids: list[str] = []
-        upstream_kinds: list[str] = []
+        contexts = self._contexts
         for source, edge_kind in meta.upstream:
-            upstream_ids.append(source)
-            upstream_kinds.append(edge_kind)
-            context = self._contexts.get(source)
+            context = contexts.get(source)
             if context is not None:
-                links.append(Link(context, {sc.EDGE_KIND: edge_kind}))
+                links.append(Link(context, _edge_attributes(edge_kind)))
         previous = self._previous.get(node_id)
         if previous is not None:
-            links.append(Link(previous, {sc.EDGE_KIND: "retry"}))
+            links.append(Link(previous, _EDGE_ATTRIBUTES["retry"]))
         attributes: dict[str, Any] = {
             sc.RUN_ID: self.run_id,
             sc.NODE_ID: node_id,
@@ -197,8 +219,8 @@ class RunTracer:
             sc.NODE_ATTEMPT: attempt.attempt,
             sc.SPAN_PATH: meta.path,
             sc.CACHE_HIT: cache_hit,
-            sc.NODE_UPSTREAM: upstream_ids,
-            sc.NODE_UPSTREAM_KINDS: upstream_kinds,
+            sc.NODE_UPSTREAM: meta.upstream_ids,
+            sc.NODE_UPSTREAM_KINDS: meta.upstream_kinds,
             sc.OPENINFERENCE_SPAN_KIND: "LLM" if meta.kind == "generation" else "CHAIN",
         }
         kind = SpanKind.INTERNAL
@@ -209,37 +231,57 @@ class RunTracer:
             attributes[sc.SKIP_REASON] = reason[:500]
         if extra:
             attributes.update(extra)
+        span_status = _UNSET
+        failure = error or (record.error if record is not None else None)
+        if status in ("failed", "retried") and failure is not None:
+            attributes[sc.ERROR_TYPE] = type(failure).__name__
+            attributes[sc.ERROR_MESSAGE] = str(failure)[:500]
+            span_status = Status(StatusCode.ERROR, str(failure)[:500])
+        elif status == "cancelled":
+            attributes[sc.ERROR_TYPE] = "cancelled"
+            span_status = Status(StatusCode.ERROR, "cancelled")
         span = self._span_of_node.pop(node_id, None) if meta.kind == "sampler" else None
-        if span is not None:
+        if span is not None:  # a sampler's span, open since it started
             span.set_attributes(attributes)
             for link in links:
                 span.add_link(link.context, link.attributes)
+            if span_status is not _UNSET:
+                span.set_status(span_status)
+            span.end(end_time=self._ns(ended))
+            context = span.get_span_context()
         else:
-            parent_ctx = self._run_ctx
+            parent = self._run_span
             if meta.parent is not None and meta.parent in self._span_of_node:
-                parent_ctx = trace.set_span_in_context(self._span_of_node[meta.parent])
-            span = self.tracer.start_span(
-                name,
-                context=parent_ctx,
-                kind=kind,
-                attributes=attributes,
-                links=links,
-                start_time=self._ns(attempt.started),
-            )
-        failure = error or (record.error if record is not None else None)
-        if status in ("failed", "retried") and failure is not None:
-            span.set_attribute(sc.ERROR_TYPE, type(failure).__name__)
-            span.set_attribute(sc.ERROR_MESSAGE, str(failure)[:500])
-            span.set_status(Status(StatusCode.ERROR, str(failure)[:500]))
-        elif status == "cancelled":
-            span.set_attribute(sc.ERROR_TYPE, "cancelled")
-            span.set_status(Status(StatusCode.ERROR, "cancelled"))
-        span.end(end_time=self._ns(ended))
-        context = span.get_span_context()
+                parent = self._span_of_node[meta.parent]
+            start, end = self._ns(attempt.started), self._ns(ended)
+            if self.sink is not None:
+                context = self.sink.emit(
+                    name,
+                    parent.get_span_context(),
+                    kind,
+                    attributes,
+                    links,
+                    span_status,
+                    start,
+                    end,
+                )
+            else:
+                span = self.tracer.start_span(
+                    name,
+                    context=trace.set_span_in_context(parent),
+                    kind=kind,
+                    attributes=attributes,
+                    links=links,
+                    start_time=start,
+                )
+                if span_status is not _UNSET:
+                    span.set_status(span_status)
+                span.end(end_time=end)
+                context = span.get_span_context()
         if status == "retried":
             self._previous[node_id] = context
         else:
-            self._contexts[node_id] = context
+            contexts[node_id] = context
             self._previous.pop(node_id, None)
 
     def _generation_attributes(
@@ -265,15 +307,7 @@ class RunTracer:
         attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
         attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
         attributes[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
-        attributes[sc.OPTIONS] = json.dumps(
-            {
-                k: list(v) if isinstance(v, tuple) else v
-                for k, v in options.items()
-                if k != "system"
-            },
-            sort_keys=True,
-            default=str,
-        )
+        attributes[sc.OPTIONS] = self._options_json(options)
         kind = SpanKind.INTERNAL
         if record.server is not None:
             kind = SpanKind.CLIENT
@@ -294,6 +328,23 @@ class RunTracer:
                     ]
                 )
         return f"{operation} {record.model}", kind
+
+    def _options_json(self, options: Mapping[str, Any]) -> str:
+        """The request options as JSON (the last one is reused: most runs use one set)."""
+        last = self._last_options
+        if last is not None and last[0] == options:
+            return last[1]
+        text = json.dumps(
+            {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in options.items()
+                if k != "system"
+            },
+            sort_keys=True,
+            default=str,
+        )
+        self._last_options = (dict(options), text)
+        return text
 
     def _open_sampler(self, node_id: str, started: float) -> None:
         """A sampler's span is opened when it starts: its attempts are its children."""

@@ -9,17 +9,36 @@ spans that belong to a spangraph run in progress, for that run's LogDAG.
 If the application configured nothing, spangraph uses a private SDK
 provider that only collects (no exporter), and never installs a global
 provider behind the application's back.
+
+Node spans are reported finished. A node's span is made when the node has
+ended, with the start and end times its events recorded, so there is no
+live span to track; ``SpanSink`` builds it as an SDK ``ReadableSpan`` and
+hands it to the provider's span processors (``on_end``; there is no
+``on_start`` for a span that is already over). This skips what the tracer
+API spends on a span whose attributes spangraph itself built with valid
+types: re-checking every attribute value, a sampler call, locks, a copy at
+``end()``. Measured on the layered benchmark's spans: about 7 µs per span
+against 87 µs through ``start_span``/``end``. The run span (and a sampler's
+span, which is open while its attempts run) still goes through the tracer,
+so it is the current span for user code. Node spans follow the run span's
+sampling decision, as the SDK's parent-based samplers do; an unsampled run
+still sends its node spans to the run's collector, so ``Run.log`` is whole.
+The SDK's span limits apply: at most ``max_links`` links, the attribute
+count and value length limits.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status
 
 from . import _semconv as sc
 
@@ -62,27 +81,126 @@ class RunCollector(SpanProcessor):
         return True
 
 
+class SpanSink:
+    """Delivers finished node spans straight to a provider's span processors."""
+
+    def __init__(self, provider: TracerProvider, collector: RunCollector) -> None:
+        # The SDK's fan-out to every processor added with add_span_processor().
+        self._processors: SpanProcessor = getattr(provider, "_active_span_processor", collector)
+        self._collector = collector
+        self._resource = provider.resource
+        self._scope = InstrumentationScope(TRACER_NAME, _version())
+        self._new_span_id = provider.id_generator.generate_span_id
+        limits = getattr(provider, "_span_limits", None)
+        limits = limits if isinstance(limits, SpanLimits) else SpanLimits()
+        self._max_links = _limit(limits.max_links)
+        self._max_attributes = _limit(limits.max_span_attributes)
+        self._max_length = limits.max_span_attribute_length
+
+    def emit(
+        self,
+        name: str,
+        parent: SpanContext,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        links: Sequence[Link],
+        status: Status,
+        start: int,
+        end: int,
+    ) -> SpanContext:
+        """Report one finished span under ``parent``; return its context."""
+        context = SpanContext(
+            parent.trace_id,
+            self._new_span_id(),
+            False,
+            parent.trace_flags,
+            parent.trace_state,
+        )
+        if len(links) > self._max_links:
+            links = links[: self._max_links]
+        if len(attributes) > self._max_attributes or self._max_length is not None:
+            attributes = _bounded(attributes, self._max_attributes, self._max_length)
+        span = ReadableSpan(
+            name,
+            context,
+            parent,
+            self._resource,
+            attributes,
+            (),
+            tuple(links),
+            kind,
+            status=status,
+            start_time=start,
+            end_time=end,
+            instrumentation_scope=self._scope,
+        )
+        # An unsampled run's spans are not exported, but the run's LogDAG keeps them.
+        (self._processors if parent.trace_flags.sampled else self._collector).on_end(span)
+        return context
+
+
+def _limit(value: int | None) -> int:
+    return value if value is not None else 1 << 62
+
+
+def _bounded(attributes: Mapping[str, Any], count: int, length: int | None) -> dict[str, Any]:
+    """Apply the SDK's attribute count and value length limits."""
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if len(out) >= count:
+            break
+        if length is not None:
+            if isinstance(value, str):
+                value = value[:length]
+            elif isinstance(value, tuple):
+                value = tuple(v[:length] if isinstance(v, str) else v for v in value)
+        out[key] = value
+    return out
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spangraph")
+    except PackageNotFoundError:
+        return "0"
+
+
+class Emission(NamedTuple):
+    """Where a run's spans go: the tracer (run and sampler spans), the run collector,
+    the sink for finished node spans, and whether the provider is the application's."""
+
+    tracer: trace.Tracer
+    collector: RunCollector
+    sink: SpanSink
+    app_provider: bool
+
+
 _lock = threading.Lock()
-_collectors: weakref.WeakKeyDictionary[Any, RunCollector] = weakref.WeakKeyDictionary()
-_private: tuple[TracerProvider, RunCollector] | None = None
+_emissions: weakref.WeakKeyDictionary[Any, Emission] = weakref.WeakKeyDictionary()
+_private: Emission | None = None
 
 
-def tracer_and_collector() -> tuple[trace.Tracer, RunCollector, bool]:
-    """The tracer to emit with, its run collector, and whether the provider is the app's."""
+def emission() -> Emission:
+    """Where this run's spans go (the application's SDK provider, else a private one)."""
     global _private
     provider = trace.get_tracer_provider()
     with _lock:
         if isinstance(provider, TracerProvider):
-            collector = _collectors.get(provider)
-            if collector is None:
+            found = _emissions.get(provider)
+            if found is None:
                 collector = RunCollector()
                 provider.add_span_processor(collector)
-                _collectors[provider] = collector
-            return provider.get_tracer(TRACER_NAME), collector, True
+                found = _emissions[provider] = _emission(provider, collector, True)
+            return found
         if _private is None:
-            own = TracerProvider()
+            own = TracerProvider(shutdown_on_exit=False)
             collector = RunCollector()
             own.add_span_processor(collector)
-            _private = (own, collector)
-        own, collector = _private
-        return own.get_tracer(TRACER_NAME), collector, False
+            _private = _emission(own, collector, False)
+        return _private
+
+
+def _emission(provider: TracerProvider, collector: RunCollector, app: bool) -> Emission:
+    return Emission(provider.get_tracer(TRACER_NAME), collector, SpanSink(provider, collector), app)
