@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import time
 from collections.abc import AsyncIterator, Mapping
+from time import perf_counter
 from typing import Any, ClassVar, TypeVar
 
 import anyio
@@ -52,6 +52,12 @@ from ._types import Capabilities, Completion, Request
 
 T = TypeVar("T")
 _IDENTITY = Identity()
+_RUNNING = ThunkState.RUNNING
+_current_bus = events.current_bus
+#: Base steps that are synchronous underneath (3) or do nothing without a memo (4, 7):
+#: a class that inherits them runs them without awaiting a coroutine per step.
+_SKIPPABLE_STEPS = ("handle_output_cache", "handle_input_cache", "store", "handle_cache_eviction")
+_STORE_STEPS = frozenset({"store", "handle_cache_eviction"})
 
 
 class InferenceEngine:
@@ -73,8 +79,16 @@ class InferenceEngine:
     #: only if they wait. Engines that call ``anyio.to_thread`` leave it False.
     completes_inline: ClassVar[bool] = False
 
+    #: The protocol steps this class takes from ``InferenceEngine`` unchanged.
+    _inherited_steps: ClassVar[frozenset[str]] = frozenset()
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls._inherited_steps = frozenset(
+            name
+            for name in _SKIPPABLE_STEPS
+            if getattr(cls, name) is getattr(InferenceEngine, name)
+        )
         if "generate" in cls.__dict__:
             raise TypeError(
                 f"{cls.__name__} defines generate(), which is final: the generate protocol is "
@@ -144,33 +158,44 @@ class InferenceEngine:
         ``into`` is a thunk declared earlier with ``spangraph.generate()`` (the
         scheduler passes it); its state and options are used.
         """
-        started = time.perf_counter()
+        started = perf_counter()
         thunk = into if into is not None else declare(action, state, options)
         producer = thunk.producer
         assert isinstance(producer, GenerationProducer)
-        effective = self._effective_state(producer.state)
-        thunk._set_running()
+        declared = producer.state
+        effective = self._bound_state if declared is None else self._effective_state(declared)
+        thunk.state = _RUNNING
         request: Request | None = None
         completion: Completion | None = None
         cache_hit = False
         error: BaseException | None = None
+        steps = self._inherited_steps
         try:
             opts = self.handle_model_options(effective, producer.options)  # 1
             request = self.render(producer.action, effective, opts, producer.sample_index)  # 2
             request.thunk = thunk
-            completion = await self.handle_output_cache(request)  # 3
+            # Steps this class inherits run without a coroutine of their own
+            # where the base step is synchronous underneath (the same code).
+            if "handle_output_cache" in steps:  # 3
+                completion = self._lookup_output(request)
+            else:
+                completion = await self.handle_output_cache(request)
             cache_hit = completion is not None
             if completion is None:
                 if not self.completes_inline:
                     await handoff()  # from here on the call waits: it runs as a task
-                request = await self.handle_input_cache(request)  # 4
-                completion = await self._call(request, thunk)  # 5
+                if "handle_input_cache" not in steps:  # 4 (the base step returns it as is)
+                    request = await self.handle_input_cache(request)
+                if self.capabilities.streaming and thunk.meta.get("stream"):  # 5
+                    completion = await self._call(request, thunk)
+                else:
+                    completion = await self._complete(request)
             parsed = self.parse(producer.action, completion)  # 6
-            if not cache_hit:
-                await self.store(request, completion)  # 7
+            if not cache_hit and (request.key is not None or not steps >= _STORE_STEPS):  # 7
+                await self.store(request, completion)
                 await self.handle_cache_eviction(request)
             timings = completion.timings
-            total = (time.perf_counter() - started) * 1000
+            total = (perf_counter() - started) * 1000
             if timings.total_ms != total:
                 timings = Timings(timings.queue_ms, timings.prefill_ms, timings.decode_ms, total)
             thunk._set_done(
@@ -226,6 +251,8 @@ class InferenceEngine:
         self, state: ExecutionState, call: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Merge engine defaults < state < call (all already validated)."""
+        if state is _IDENTITY and not call:
+            return self.defaults
         from_state = state.model_options()
         if not from_state and not call:
             return self.defaults
@@ -240,7 +267,7 @@ class InferenceEngine:
         sample_index: int = 0,
     ) -> Request:
         """Render the state's prefix spans and the action into a ``Request``."""
-        prefix = state.prefix_spans()
+        prefix = state.prefix_spans() if state is not _IDENTITY else ()
         prompt = render_span(action)
         if prefix:
             prompt = Prompt.join([render_span(s) for s in prefix]) + _as_user(prompt)
@@ -264,6 +291,9 @@ class InferenceEngine:
         else ``CachePolicy("auto")`` (deterministic generations only). The
         key is ``spangraph.cache.memo_key`` (see its module for what is in it).
         """
+        return self._lookup_output(request)
+
+    def _lookup_output(self, request: Request) -> Completion | None:
         store, policy = self._cache_for(request)
         if store is None or not policy.applies(request.options):
             return None
@@ -393,7 +423,7 @@ class InferenceEngine:
 
         Nothing is built when nobody would see it (no listener, no state to log to).
         """
-        bus = events.current_bus()
+        bus = _current_bus()
         listening = bus is not None and bus.listening
         if not listening and state is _IDENTITY:
             return

@@ -80,15 +80,18 @@ class ScriptedEngine(InferenceEngine):
 
     async def _complete(self, request: Request) -> Completion:
         self.calls += 1
+        reply = self._reply
+        if not self._latency and type(reply) is str:
+            # Instant and fixed: what scheduler benchmarks measure, so no coroutine.
+            self.max_in_flight = max(self.max_in_flight, self.in_flight + 1)
+            return self._completion(request, reply, 0.0)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             delay = self._delay(request)
             if delay > 0:
                 await anyio.sleep(delay)
-            reply = self._reply
-            # A fixed answer needs no coroutine (instant engines are benchmarked per node).
-            text = reply if isinstance(reply, str) else await self._answer(request)
+            text = await self._answer(request)
         finally:
             self.in_flight -= 1
         return self._completion(request, text, delay)

@@ -247,16 +247,25 @@ class Scheduler:
             return
         self._draining = True
         try:
-            ready = self._ready
-            graph = self._info
+            ready, status, graph, engines = self._ready, self.status, self._info, self._engines
+            limit = self.max_concurrency
+            by_engine = self._in_flight_by_engine
+            pop = heapq.heappop
             while ready:
-                _, node_id = heapq.heappop(ready)
-                if self.status[node_id] != READY:
+                _, node_id = pop(ready)
+                if status[node_id] != READY:
                     continue
                 kind = graph[node_id].kind
                 if kind == "generation":
-                    engine = self._engine_of(node_id)
-                    if not self._has_capacity(engine) or self._prefix_warming(node_id, engine):
+                    engine = engines.get(node_id) or self._engine_of(node_id)
+                    # Capacity (the run's and the engine's), inline: this runs per generation.
+                    base = engine._base
+                    if (limit is not None and self._in_flight >= limit) or by_engine.get(
+                        id(base), 0
+                    ) >= max(1, base.max_concurrency):
+                        self._set_aside.append((self.order[node_id], node_id))
+                        continue
+                    if engine.capabilities.kv_slots and self._prefix_warming(node_id, engine):
                         self._set_aside.append((self.order[node_id], node_id))
                         continue
                     self._start_generation(node_id, engine)
@@ -290,8 +299,6 @@ class Scheduler:
     def _prefix_warming(self, node_id: str, engine: InferenceEngine) -> bool:
         """Prefix-aware ordering: while one generation warms a cached prefix,
         others with the same prefix wait (and other work goes ahead)."""
-        if not engine.capabilities.kv_slots:
-            return False
         if node_id not in self._prefixes:
             producer = self._info[node_id].span.producer
             try:
@@ -307,13 +314,6 @@ class Scheduler:
             self._warming[digest] = node_id
             return False
         return True
-
-    def _has_capacity(self, engine: InferenceEngine) -> bool:
-        if self.max_concurrency is not None and self._in_flight >= self.max_concurrency:
-            return False
-        base = engine._base
-        used = self._in_flight_by_engine.get(id(base), 0)
-        return used < max(1, base.max_concurrency)
 
     def _reserve(self, engine: InferenceEngine) -> None:
         self._in_flight += 1
@@ -331,8 +331,7 @@ class Scheduler:
     # -- generations -----------------------------------------------------------------
 
     def _start_generation(self, node_id: str, engine: InferenceEngine) -> None:
-        info = self._info[node_id]
-        thunk = info.thunks[0]
+        thunk = self._info[node_id].thunks[0]
         attempt = self._attempt.get(node_id, 0) + 1
         self._attempt[node_id] = attempt
         self.status[node_id] = RUNNING
@@ -401,7 +400,7 @@ class Scheduler:
         self.generations += 1
         if thunk.cache_hit:
             self.cache_hits += 1
-        elif thunk.meta.get("cache") == "miss":
+        elif thunk.meta and thunk.meta.get("cache") == "miss":
             self.cache_misses += 1
         self._finish(node_id)
 
@@ -577,6 +576,8 @@ class Scheduler:
         than queued: it has nothing to run, so it only costs a heap round trip.
         """
         status, info_of, waiting, emit = self.status, self._info, self._waiting, self._emit
+        users_of, dynamic_wait, order = self._users, self._dynamic_wait, self.order
+        ready, push = self._ready, heapq.heappush
         todo = [node_id]
         while todo:
             current = todo.pop()
@@ -586,34 +587,37 @@ class Scheduler:
             if info.kind in _WORK:
                 self.nodes_run += 1
                 thunks = info.thunks
-                for alias in thunks[1:]:
-                    alias._copy_result(thunks[0])
+                first = thunks[0]
+                if len(thunks) > 1:
+                    for alias in thunks[1:]:
+                        alias._copy_result(first)
                 for alias in thunks:
                     alias._claimed = False
                 if emit is not None:
-                    emit(ev.NodeFinished(current, cache_hit=thunks[0].cache_hit))
+                    emit(ev.NodeFinished(current, cache_hit=first.cache_hit))
             elif was != DONE and emit is not None:
                 emit(ev.NodeFinished(current))
-            for user in self._users[current]:
+            for user in users_of[current]:
                 state = status[user]
                 if state == PENDING:
                     left = waiting[user] - 1
                     waiting[user] = left
                     if left:
                         continue
-                    if user in self._dynamic_wait:
-                        del self._dynamic_wait[user]
+                    if dynamic_wait and user in dynamic_wait:
+                        del dynamic_wait[user]
                         self._finish_task(user)
                     elif info_of[user].kind in _WORK:
-                        self._make_ready(user)
+                        status[user] = READY
+                        push(ready, (order[user], user))
                     else:
                         status[user] = READY
                         todo.append(user)
-                elif state == RUNNING and user in self._dynamic_wait:
+                elif state == RUNNING and user in dynamic_wait:
                     left = waiting[user] - 1
                     waiting[user] = left
                     if left == 0:
-                        del self._dynamic_wait[user]
+                        del dynamic_wait[user]
                         self._finish_task(user)
 
     def _attempt_failed(self, node_id: str, error: BaseException, *, retry: bool = True) -> None:

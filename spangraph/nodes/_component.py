@@ -8,8 +8,8 @@ import json
 import string
 import types
 import typing
-from collections.abc import Sequence
-from typing import Annotated, Any, ClassVar, Generic, TypeVar, Union
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, PlainValidator, PrivateAttr
 
@@ -56,6 +56,8 @@ class Component(BaseModel, Generic[T]):
 
     _id: str | None = PrivateAttr(default=None)
     _parts: tuple[Any, ...] | None = PrivateAttr(default=None)
+    #: (render items, chat role), made on first render: the component is immutable.
+    _plan: tuple[tuple[Any, ...], str | None] | None = PrivateAttr(default=None)
 
     def __init__(self, /, *args: Any, **kwargs: Any) -> None:
         if args:
@@ -190,6 +192,16 @@ class Component(BaseModel, Generic[T]):
                 items.append(Text(self.format_param(field, getattr(self, field), spec)))
         return items
 
+    def _sg_render_plan(self) -> tuple[tuple[Any, ...], str | None]:
+        """The render items (reversed, as the renderer's stack takes them) and the role."""
+        private = self.__pydantic_private__
+        assert private is not None
+        plan: tuple[tuple[Any, ...], str | None] | None = private["_plan"]
+        if plan is None:
+            items = self._sg_render_items()
+            plan = private["_plan"] = (tuple(reversed(items)), self._sg_message_role())
+        return plan
+
     def _sg_message_role(self) -> str | None:
         """The chat role of everything this component renders (``None``: inherit)."""
         return None
@@ -221,6 +233,15 @@ class Component(BaseModel, Generic[T]):
                 f"a parameter of {type(self).__name__} is not serialisable, so it cannot be "
                 f"part of a content id: {exc}"
             ) from None
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy (pydantic's), with ``update`` applied; the copy's id, parts and render
+        plan are made afresh, since ``update`` may change what they were made from."""
+        copied = super().model_copy(update=update, deep=deep)
+        private = copied.__pydantic_private__
+        if update and private is not None:
+            private.update(_id=None, _parts=None, _plan=None)
+        return copied
 
     # -- identity --------------------------------------------------------------------
 

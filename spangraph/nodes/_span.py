@@ -311,34 +311,39 @@ def render_span(root: object) -> Prompt:
     out: list[Segment] = []
     append = out.append
     kinds = _KINDS
+    new = tuple.__new__  # Segment(...) without its Python-level __new__
+    done = ThunkState.DONE
     # Work items: (item, owner id, role, where); ``where`` is (parent where,
     # parent component, item) from which an error's span path is rebuilt.
     stack: list[tuple[Any, str, str | None, Any]] = [(root, "", None, None)]
     pop, push = stack.pop, stack.append
     while stack:
         item, owner, role, where = pop()
-        if type(item) is Text:
+        cls = type(item)
+        if cls is Text:
             if item.text:
-                append(Segment(item.text, owner, False, role, item.label))
+                append(new(Segment, (item.text, owner, False, role, item.label)))
             continue
-        kind = kinds.get(type(item)) or span_type(item)
-        if kind == BLOCK:
-            if item.text:
-                append(Segment(item.text, item.id, item.cache, role))
-        elif kind == THUNK:
-            if item.state is not ThunkState.DONE:
+        kind = kinds.get(cls) or span_type(item)
+        if kind == THUNK:
+            if item.state is not done:
                 from ._errors import ThunkNotDoneError
 
                 raise ThunkNotDoneError(
                     f"cannot render {item!r}: {item._not_done_reason()}",
                     path=_render_path(root, where),
                 )
-            append(Segment(item._value, item._id or span_id(item), False, role))
+            append(new(Segment, (item._value, item._id or span_id(item), False, role, False)))
+        elif kind == BLOCK:
+            if item.text:
+                append(new(Segment, (item.text, item._id or item.id, item.cache, role, False)))
         elif kind == MODEL:
             own = item.__pydantic_private__["_id"] or span_id(item)
-            own_role = item._sg_message_role() or role
+            items, own_role = item._sg_render_plan()
+            if own_role is None:
+                own_role = role
             here = (where, item)
-            for sub in reversed(item._sg_render_items()):
+            for sub in items:
                 push((sub, own, own_role, (here, sub)))
         elif kind == CUSTOM:
             out.extend(_render_custom(item, role, _render_path(root, where)))

@@ -272,7 +272,8 @@ class ModelOutputThunk(Generic[T]):
             self.timings = timings
         self.cache_hit = cache_hit
         self.state = ThunkState.DONE
-        self._finish()
+        if self._done_event is not None or self._stream_event is not None:
+            self._finish()
 
     def _set_failed(self, error: BaseException, *, raw: str | None = None) -> None:
         self.error = error

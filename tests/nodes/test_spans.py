@@ -300,3 +300,13 @@ def test_field_names_that_hide_the_protocol_are_refused() -> None:
 
         class Shadow(Component[str]):
             parts: list[Span]  # type: ignore[assignment]
+
+
+def test_model_copy_with_update_makes_a_new_id_and_render() -> None:
+    original = Summary(doc=CBlock("first"))
+    assert "first" in render_span(original).text  # id, parts and plan now cached
+    first_id = original.id
+    changed = original.model_copy(update={"doc": CBlock("second")})
+    assert "second" in render_span(changed).text and "first" not in render_span(changed).text
+    assert changed.id != first_id and changed.parts() == (CBlock("second"),)
+    assert original.model_copy().id == first_id  # a plain copy is the same content
