@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
 import time
 import uuid
@@ -151,7 +152,7 @@ async def arun(
     cancelled = False
     failure: BaseException | None = None
     try:
-        with ev.use_bus(bus), use_run_cache(store, policy), _active(tracing):
+        with ev.use_bus(bus), use_run_cache(store, policy), _active(tracing), _young_heap():
             await scheduler.execute()
     except BaseException as exc:
         failure = exc
@@ -226,6 +227,7 @@ class _Tracing:
         self.collector = out.collector
         self.buffer = self.collector.open(self.run_id)
         self._meta: dict[str, NodeMeta] = {}
+        self._tails: dict[int, tuple[bool, tuple[str, ...]]] = {}
         self.tracer = RunTracer(
             out.tracer, self.run_id, name, self.meta, capture_mode(), sink=out.sink
         )
@@ -237,7 +239,7 @@ class _Tracing:
             info = self.graph[node_id]
             producer = getattr(info.span, "producer", None)
             label = producer.label if producer is not None else info.label
-            path = self.graph.path_of(node_id, limit=TRACE_PATH_STEPS)
+            path = self.graph.path_tail(node_id, TRACE_PATH_STEPS, self._tails)
             meta = NodeMeta(info.kind, path, label, self._upstream(node_id))
             if info.kind != "task":  # a task's dynamic inputs appear while it runs
                 self._meta[node_id] = meta
@@ -287,6 +289,35 @@ def _active(tracing: _Tracing | None) -> Iterator[None]:
         return
     with otel_trace.use_span(tracing.tracer.run_span, end_on_exit=False):
         yield
+
+
+_heap_lock = threading.Lock()
+_heap_runs = 0
+
+
+@contextlib.contextmanager
+def _young_heap() -> Iterator[None]:
+    """Leave the objects that existed before the run out of garbage collection while
+    it runs (``gc.freeze``), so that the full collections a big run triggers scan
+    only what the run made, not the whole heap again and again. On the
+    traced 10k-node benchmark, the two full collections cost 330 ms of a 1.9 s
+    run before. Overlapping runs (threads) share one freeze; an application
+    that uses ``gc.freeze`` itself (before forking, say) is left alone."""
+    global _heap_runs
+    with _heap_lock:
+        if _heap_runs == 0 and gc.get_freeze_count() == 0:
+            gc.freeze()
+            _heap_runs = 1
+        elif _heap_runs:
+            _heap_runs += 1
+    try:
+        yield
+    finally:
+        with _heap_lock:
+            if _heap_runs:
+                _heap_runs -= 1
+                if _heap_runs == 0:
+                    gc.unfreeze()
 
 
 class _LogSource:

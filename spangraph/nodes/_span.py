@@ -229,24 +229,45 @@ class PathTracker:
     def path(self, frame: int, limit: int | None = None) -> str:
         """The path to ``frame``; with ``limit``, only its last ``limit`` steps after ``…``."""
         out: list[str] = []
-        parents, steps = self.parents, self.steps
+        parents = self.parents
         while frame >= 0:
             if limit is not None and len(out) >= limit:
                 out.append("…")
                 break
-            text = steps.get(frame)
-            if text is None:
-                if parents[frame] < 0:
-                    text = self.labels[frame]
-                else:
-                    span = self.spans[frame]
-                    count = len(children_of(span)) if isinstance(span, ModelOutputThunk) else 0
-                    text = _step(span, self.indexes[frame], count)
-                steps[frame] = text
-            out.append(text)
+            out.append(self.step(frame))
             frame = parents[frame]
         out.reverse()
         return "".join(out)
+
+    def step(self, frame: int) -> str:
+        """The text of one step (the root's label for a root frame)."""
+        text = self.steps.get(frame)
+        if text is None:
+            if self.parents[frame] < 0:
+                text = self.labels[frame]
+            else:
+                span = self.spans[frame]
+                count = len(children_of(span)) if isinstance(span, ModelOutputThunk) else 0
+                text = _step(span, self.indexes[frame], count)
+            self.steps[frame] = text
+        return text
+
+    def tail(self, frame: int, limit: int, memo: dict[int, tuple[bool, tuple[str, ...]]]) -> str:
+        """``path(frame, limit)``, reusing the tails in ``memo`` (frames already asked
+        for): a frame's tail is its parent's plus one step, so a walk stops early."""
+        chain: list[int] = []
+        parents = self.parents
+        at = frame
+        while at >= 0 and at not in memo:
+            chain.append(at)
+            at = parents[at]
+        truncated, steps = memo[at] if at >= 0 else (False, ())
+        for at in reversed(chain):
+            steps = (*steps, self.step(at))
+            if len(steps) > limit:
+                steps, truncated = steps[1:], True
+        memo[frame] = (truncated, steps)
+        return ("…" if truncated else "") + "".join(steps)
 
 
 def span_id(root: object) -> str:

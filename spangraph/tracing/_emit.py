@@ -56,14 +56,13 @@ class NodeMeta:
     label: str
     upstream: tuple[tuple[str, str], ...] = ()
     parent: str | None = None  # a sampler node id, for attempts
+    #: ``upstream`` split in two, as the span attributes carry it.
+    upstream_ids: tuple[str, ...] = field(init=False)
+    upstream_kinds: tuple[str, ...] = field(init=False)
 
-    @property
-    def upstream_ids(self) -> tuple[str, ...]:
-        return tuple(source for source, _ in self.upstream)
-
-    @property
-    def upstream_kinds(self) -> tuple[str, ...]:
-        return tuple(kind for _, kind in self.upstream)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "upstream_ids", tuple(s for s, _ in self.upstream))
+        object.__setattr__(self, "upstream_kinds", tuple(k for _, k in self.upstream))
 
 
 #: One attribute mapping per edge kind, shared by every link of that kind.
@@ -151,36 +150,47 @@ class RunTracer:
         return declared if declared is not None else self.meta(node_id)
 
     def __call__(self, event: ev.Event) -> None:
-        match event:
-            case ev.NodeDeclared(kind=kind, label=label, path=path, parent=parent):
-                self._declared[event.node_id] = NodeMeta(kind, path, label, (), parent)
-            case ev.NodeStarted(attempt=attempt):
-                self._attempts[event.node_id] = _Attempt(event.time, attempt)
-                if self._meta(event.node_id).kind == "sampler":
-                    self._open_sampler(event.node_id, event.time)
-            case ev.GenerationRecord():
-                current = self._attempts.get(event.node_id)
-                if current is not None:
-                    current.record = event
-            case ev.NodeFinished(cache_hit=hit, attributes=extra):
-                if event.node_id in self._attempts:
-                    self._emit(event.node_id, event.time, "done", cache_hit=hit, extra=extra)
-            case ev.NodeFailed(error=error):
-                if event.node_id in self._attempts:
-                    self._emit(event.node_id, event.time, "failed", error=error)
-            case ev.NodeRetried(error=error):
-                if event.node_id in self._attempts:
-                    self._emit(event.node_id, event.time, "retried", error=error)
-            case ev.NodeCancelled():
-                if event.node_id in self._attempts:
-                    self._emit(event.node_id, event.time, "cancelled")
-            case ev.NodeSkipped(reason=reason):
-                meta = self._meta(event.node_id)
-                if meta.kind in ("generation", "task", "sampler"):
-                    self._attempts[event.node_id] = _Attempt(event.time, 0)
-                    self._emit(event.node_id, event.time, "skipped", reason=reason)
-            case _:
-                pass
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def _on_declared(self, event: ev.NodeDeclared) -> None:
+        self._declared[event.node_id] = NodeMeta(
+            event.kind, event.path, event.label, (), event.parent
+        )
+
+    def _on_started(self, event: ev.NodeStarted) -> None:
+        self._attempts[event.node_id] = _Attempt(event.time, event.attempt)
+        if self._meta(event.node_id).kind == "sampler":
+            self._open_sampler(event.node_id, event.time)
+
+    def _on_record(self, event: ev.GenerationRecord) -> None:
+        current = self._attempts.get(event.node_id)
+        if current is not None:
+            current.record = event
+
+    def _on_finished(self, event: ev.NodeFinished) -> None:
+        if event.node_id in self._attempts:
+            self._emit(
+                event.node_id, event.time, "done", cache_hit=event.cache_hit, extra=event.attributes
+            )
+
+    def _on_failed(self, event: ev.NodeFailed) -> None:
+        if event.node_id in self._attempts:
+            self._emit(event.node_id, event.time, "failed", error=event.error)
+
+    def _on_retried(self, event: ev.NodeRetried) -> None:
+        if event.node_id in self._attempts:
+            self._emit(event.node_id, event.time, "retried", error=event.error)
+
+    def _on_cancelled(self, event: ev.NodeCancelled) -> None:
+        if event.node_id in self._attempts:
+            self._emit(event.node_id, event.time, "cancelled")
+
+    def _on_skipped(self, event: ev.NodeSkipped) -> None:
+        if self._meta(event.node_id).kind in ("generation", "task", "sampler"):
+            self._attempts[event.node_id] = _Attempt(event.time, 0)
+            self._emit(event.node_id, event.time, "skipped", reason=event.reason)
 
     # -- spans ---------------------------------------------------------------------------
 
@@ -356,6 +366,19 @@ class RunTracer:
             attributes={sc.RUN_ID: self.run_id, sc.NODE_KIND: "sampler"},
             start_time=self._ns(started),
         )
+
+
+#: What each event type does to the run's spans (other events are ignored).
+_HANDLERS: dict[type, Callable[[RunTracer, Any], None]] = {
+    ev.NodeDeclared: RunTracer._on_declared,
+    ev.NodeStarted: RunTracer._on_started,
+    ev.GenerationRecord: RunTracer._on_record,
+    ev.NodeFinished: RunTracer._on_finished,
+    ev.NodeFailed: RunTracer._on_failed,
+    ev.NodeRetried: RunTracer._on_retried,
+    ev.NodeCancelled: RunTracer._on_cancelled,
+    ev.NodeSkipped: RunTracer._on_skipped,
+}
 
 
 def _cut(text: str) -> str:
