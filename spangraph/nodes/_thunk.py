@@ -58,6 +58,11 @@ class Timings:
     total_ms: float = 0.0
 
 
+# Shared zero values (they are immutable), so a new thunk builds neither.
+_NO_USAGE = Usage()
+_NO_TIMINGS = Timings()
+
+
 @runtime_checkable
 class Producer(Protocol):
     """What a thunk needs to know about the node that produces it.
@@ -125,8 +130,8 @@ class ModelOutputThunk(Generic[T]):
         self.state = ThunkState.PENDING
         self._value: str | None = None
         self._parsed: Any = None
-        self.usage = Usage()
-        self.timings = Timings()
+        self.usage = _NO_USAGE
+        self.timings = _NO_TIMINGS
         self.cache_hit = False
         self.error: BaseException | None = None
         self.skip_reason: str | None = None
@@ -305,7 +310,7 @@ class ModelOutputThunk(Generic[T]):
         self.state = ThunkState.PENDING
         self._value = self._parsed = self.error = self.skip_reason = None
         self._deltas = []
-        self.usage, self.timings, self.cache_hit = Usage(), Timings(), False
+        self.usage, self.timings, self.cache_hit = _NO_USAGE, _NO_TIMINGS, False
 
     def _finish(self) -> None:
         if self._done_event is not None:
