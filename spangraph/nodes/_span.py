@@ -254,14 +254,20 @@ class PathTracker:
 
     def tail(self, frame: int, limit: int, memo: dict[int, tuple[bool, tuple[str, ...]]]) -> str:
         """``path(frame, limit)``, reusing the tails in ``memo`` (frames already asked
-        for): a frame's tail is its parent's plus one step, so a walk stops early."""
+        for): a frame's tail is its parent's plus one step, so the walk stops at the
+        first ancestor asked for before, and after ``limit`` steps in any case."""
         chain: list[int] = []
         parents = self.parents
         at = frame
-        while at >= 0 and at not in memo:
+        while at >= 0 and at not in memo and len(chain) < limit:
             chain.append(at)
             at = parents[at]
-        truncated, steps = memo[at] if at >= 0 else (False, ())
+        if at < 0:
+            truncated, steps = False, ()
+        elif at in memo:
+            truncated, steps = memo[at]
+        else:  # ``limit`` steps walked and more above: the path is cut here
+            truncated, steps = True, ()
         for at in reversed(chain):
             steps = (*steps, self.step(at))
             if len(steps) > limit:

@@ -61,8 +61,9 @@ class NodeMeta:
     upstream_kinds: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "upstream_ids", tuple(s for s, _ in self.upstream))
-        object.__setattr__(self, "upstream_kinds", tuple(k for _, k in self.upstream))
+        ids, kinds = zip(*self.upstream, strict=True) if self.upstream else ((), ())
+        object.__setattr__(self, "upstream_ids", tuple(ids))
+        object.__setattr__(self, "upstream_kinds", tuple(kinds))
 
 
 #: One attribute mapping per edge kind, shared by every link of that kind.
