@@ -258,6 +258,7 @@ class PathTracker:
         first ancestor asked for before, and after ``limit`` steps in any case."""
         chain: list[int] = []
         parents = self.parents
+        steps: tuple[str, ...]
         at = frame
         while at >= 0 and at not in memo and len(chain) < limit:
             chain.append(at)
