@@ -229,18 +229,20 @@ class PathTracker:
     def path(self, frame: int, limit: int | None = None) -> str:
         """The path to ``frame``; with ``limit``, only its last ``limit`` steps after ``…``."""
         out: list[str] = []
-        parents = self.parents
+        parents, known = self.parents, self.steps
+        left = limit if limit is not None else -1
         while frame >= 0:
-            if limit is not None and len(out) >= limit:
+            if left == 0:
                 out.append("…")
                 break
-            out.append(self.step(frame))
+            left -= 1
+            out.append(known.get(frame) or self.step(frame))
             frame = parents[frame]
         out.reverse()
         return "".join(out)
 
     def step(self, frame: int) -> str:
-        """The text of one step (the root's label for a root frame)."""
+        """The text of one step (the root's label for a root frame), made once."""
         text = self.steps.get(frame)
         if text is None:
             if self.parents[frame] < 0:
@@ -251,30 +253,6 @@ class PathTracker:
                 text = _step(span, self.indexes[frame], count)
             self.steps[frame] = text
         return text
-
-    def tail(self, frame: int, limit: int, memo: dict[int, tuple[bool, tuple[str, ...]]]) -> str:
-        """``path(frame, limit)``, reusing the tails in ``memo`` (frames already asked
-        for): a frame's tail is its parent's plus one step, so the walk stops at the
-        first ancestor asked for before, and after ``limit`` steps in any case."""
-        chain: list[int] = []
-        parents = self.parents
-        steps: tuple[str, ...]
-        at = frame
-        while at >= 0 and at not in memo and len(chain) < limit:
-            chain.append(at)
-            at = parents[at]
-        if at < 0:
-            truncated, steps = False, ()
-        elif at in memo:
-            truncated, steps = memo[at]
-        else:  # ``limit`` steps walked and more above: the path is cut here
-            truncated, steps = True, ()
-        for at in reversed(chain):
-            steps = (*steps, self.step(at))
-            if len(steps) > limit:
-                steps, truncated = steps[1:], True
-        memo[frame] = (truncated, steps)
-        return ("…" if truncated else "") + "".join(steps)
 
 
 def span_id(root: object) -> str:
