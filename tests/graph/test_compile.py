@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import networkx as nx
 import pytest
@@ -240,3 +241,14 @@ def test_graphviz_and_mimebundle(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "image/svg+xml" not in fallback
     assert fallback["text/plain"].startswith("digraph")
 
+
+def test_limited_path_keeps_the_last_steps() -> None:
+    thunk: Any = generate(Node(kids=[CBlock("leaf")], label="0"))
+    for i in range(1, 6):
+        thunk = generate(Node(kids=[thunk], label=str(i)))
+    graph = compile(thunk)
+    leaf = next(n for n in graph if graph[n].kind == "block")
+    full = graph.path_of(leaf)
+    assert full.count(".") > 4 and graph.path_of(leaf, limit=100) == full
+    cut = graph.path_of(leaf, limit=3)
+    assert cut.startswith("…") and full.endswith(cut[1:]) and cut.count(".") == 3
