@@ -444,8 +444,9 @@ class InferenceEngine:
             server=self.server_address(),
             started=started,
         )
-        state._record(thunk, record)
-        thunk.meta["logged_states"] = state._logged_states()
+        if state is not _IDENTITY:  # the shared no-state state keeps no logs (they would pile up)
+            state._record(thunk, record)
+            thunk.meta["logged_states"] = state._logged_states()
         if listening:
             assert bus is not None
             bus.emit(record)

@@ -288,3 +288,21 @@ def test_engine_without_primitive_says_so() -> None:
 
     with pytest.raises(NotImplementedError, match="must implement _complete"):
         anyio.run(lambda: Empty().generate("x"))
+
+
+def test_generations_without_a_state_leave_no_logs_behind() -> None:
+    """The shared no-state state must not keep every traced generation alive."""
+    import gc
+    import weakref
+
+    from spangraph import run
+    from spangraph.engines._base import _IDENTITY
+
+    thunk = generate(CBlock("no state here"))
+    run(thunk, engine=ScriptedEngine("x"), progress=False)  # traced: telemetry listens
+    assert thunk.value == "x"
+    assert _IDENTITY.logs() == {}
+    ref = weakref.ref(thunk)
+    del thunk
+    gc.collect()
+    assert ref() is None
