@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import threading
@@ -186,15 +187,15 @@ def _make_run(
         for n, reason in scheduler.skip_reasons.items()
         if graph[n].kind in ("generation", "task")
     ]
-    states = scheduler.status.values()
-    if cancelled or any(s == CANCELLED for s in states):
+    states = collections.Counter(scheduler.status.values())  # counted in C: one per node
+    if cancelled or states[CANCELLED]:
         status = "cancelled"
     elif failed and scheduler.on_error == "raise":
         status = "failed"
-    elif failed or any(s in (FAILED, SKIPPED) for s in states):
+    elif failed or states[FAILED] or states[SKIPPED]:
         status = "partial"
     else:
-        status = "done" if all(s == DONE for s in states) else "partial"
+        status = "done" if states[DONE] == len(scheduler.status) else "partial"
     return Run(
         graph=graph,
         outputs=list(graph.root_spans),

@@ -83,6 +83,7 @@ subscribe there; nothing else is wired into this module.
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import inspect
 import random
@@ -179,9 +180,12 @@ class Scheduler:
     # -- building the state ---------------------------------------------------------
 
     def _add_nodes(self, node_ids: list[str]) -> None:
+        """Take on nodes, in the graph's order (post-order: a node's inputs come first,
+        so one pass sets every node's status, users and count of inputs not done)."""
         graph = self._info
         status, waiting, users, order = self.status, self._waiting, self._users, self.order
         emit = self._emit
+        pending = ThunkState.PENDING
         new_ready: list[str] = []
         for node_id in node_ids:
             if node_id in status:
@@ -189,35 +193,28 @@ class Scheduler:
             info = graph[node_id]
             order[node_id] = len(order)
             users[node_id] = []
-            done_before = info.kind in _WORK and _finished_before(info.thunks)
-            if done_before:
+            thunks = info.thunks
+            if thunks and info.kind in _WORK and _finished_before(thunks):
                 status[node_id] = DONE
                 waiting[node_id] = 0
+                for src in info.inputs:
+                    users[src].append(node_id)
             else:
                 status[node_id] = PENDING
-                for thunk in info.thunks:
-                    if thunk.state is not ThunkState.PENDING:
+                for thunk in thunks:
+                    if thunk.state is not pending:
                         thunk._reset()
                     thunk._claimed = True
+                count = 0
+                for src in info.inputs:
+                    users[src].append(node_id)
+                    if status[src] != DONE:
+                        count += 1
+                waiting[node_id] = count
+                if count == 0:
+                    new_ready.append(node_id)
             if emit is not None:
                 emit(ev.NodeQueued(node_id, kind=info.kind))
-        for node_id in node_ids:
-            if status[node_id] != PENDING or node_id in waiting:
-                continue
-            info = graph[node_id]
-            count = 0
-            for src in info.inputs:
-                users[src].append(node_id)
-                if status[src] != DONE:
-                    count += 1
-            waiting[node_id] = count
-            if count == 0:
-                new_ready.append(node_id)
-        for node_id in node_ids:
-            if status[node_id] == DONE:
-                for src in graph[node_id].inputs:
-                    if node_id not in users[src]:
-                        users[src].append(node_id)
         for node_id in new_ready:
             self._make_ready(node_id)
 
@@ -689,6 +686,8 @@ class Scheduler:
 
     def _settle(self) -> None:
         """After the task group: nodes that never finished are released, not left claimed."""
+        if collections.Counter(self.status.values())[DONE] == len(self.status):
+            return  # the usual case, counted in C
         for node_id, state in self.status.items():
             if state in (DONE, FAILED, SKIPPED, CANCELLED):
                 continue

@@ -314,6 +314,10 @@ def render_span(root: object) -> Prompt:
     own ``render()`` is called, and checked to use only what ``parts()``
     returns. Span paths for errors are rebuilt only when an error happens.
     """
+    if _KINDS.get(type(root)) == MODEL:
+        flat = _render_flat(root)
+        if flat is not None:
+            return flat
     out: list[Segment] = []
     append = out.append
     kinds = _KINDS
@@ -357,6 +361,31 @@ def render_span(root: object) -> Prompt:
             raise NotASpanError(
                 f"not a span: {type(item).__name__}", path=_render_path(root, where)
             )
+    return Prompt(tuple(out))
+
+
+def _render_flat(component: Any) -> Prompt | None:
+    """The usual shape, without the general walk: a pydantic component whose render
+    items are all literal text, blocks and done thunks. ``None`` for anything else
+    (a nested component, a thunk not done): the walk renders it, or says why not."""
+    own = component.__pydantic_private__["_id"] or span_id(component)
+    items, role = component._sg_render_plan()
+    kinds, new, done = _KINDS, tuple.__new__, ThunkState.DONE
+    out: list[Segment] = []
+    for item in reversed(items):
+        cls = type(item)
+        if cls is Text:
+            if item.text:
+                out.append(new(Segment, (item.text, own, False, role, item.label)))
+            continue
+        kind = kinds.get(cls)
+        if kind == THUNK and item.state is done:
+            out.append(new(Segment, (item._value, item._id or span_id(item), False, role, False)))
+        elif kind == BLOCK:
+            if item.text:
+                out.append(new(Segment, (item.text, item._id or item.id, item.cache, role, False)))
+        else:
+            return None
     return Prompt(tuple(out))
 
 

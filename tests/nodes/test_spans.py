@@ -310,3 +310,21 @@ def test_model_copy_with_update_makes_a_new_id_and_render() -> None:
     assert "second" in render_span(changed).text and "first" not in render_span(changed).text
     assert changed.id != first_id and changed.parts() == (CBlock("second"),)
     assert original.model_copy().id == first_id  # a plain copy is the same content
+
+
+def test_flat_render_path_equals_the_general_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spangraph.nodes import _span
+
+    done: ModelOutputThunk[str] = ModelOutputThunk(GenerationProducer(CBlock("q")))
+    done._set_done("answer", "answer")
+    spans = [
+        Summary(doc=CBlock("a document", cache=True), style="long"),
+        Summary(doc=done),
+        Message(role="user", content=CBlock("hello")),
+        Instruction(description=CBlock("do it"), grounding=[CBlock("g1"), done]),
+        Instruction(description=Summary(doc=CBlock("nested"))),  # not flat: the walk
+    ]
+    fast = [render_span(s) for s in spans]
+    monkeypatch.setattr(_span, "_render_flat", lambda component: None)
+    assert fast == [render_span(s) for s in spans]
+    assert [seg.role for seg in fast[2]] == ["user"] * len(fast[2])
