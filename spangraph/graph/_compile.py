@@ -149,6 +149,13 @@ class SpanGraph:
         ``limit``, its last ``limit`` steps: deep graphs have long paths)."""
         return self._paths.path(self._nodes[node_id].frame, limit)
 
+    def path_tail(
+        self, node_id: str, limit: int, memo: dict[int, tuple[bool, tuple[str, ...]]]
+    ) -> str:
+        """``path_of(node_id, limit)``, sharing the work between nodes through ``memo``
+        (one per run: it holds the last ``limit`` steps of every frame walked)."""
+        return self._paths.tail(self._nodes[node_id].frame, limit, memo)
+
     def inputs(self, node_id: str) -> list[str]:
         return list(self._nodes[node_id].inputs)
 

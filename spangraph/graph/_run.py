@@ -228,6 +228,7 @@ class _Tracing:
         self.collector = out.collector
         self.buffer = self.collector.open(self.run_id)
         self._meta: dict[str, NodeMeta] = {}
+        self._tails: dict[int, tuple[bool, tuple[str, ...]]] = {}
         self.tracer = RunTracer(
             out.tracer, self.run_id, name, self.meta, capture_mode(), sink=out.sink
         )
@@ -239,7 +240,7 @@ class _Tracing:
             info = self.graph[node_id]
             producer = getattr(info.span, "producer", None)
             label = producer.label if producer is not None else info.label
-            path = self.graph.path_of(node_id, limit=TRACE_PATH_STEPS)
+            path = self.graph.path_tail(node_id, TRACE_PATH_STEPS, self._tails)
             meta = NodeMeta(info.kind, path, label, self._upstream(node_id))
             if info.kind != "task":  # a task's dynamic inputs appear while it runs
                 self._meta[node_id] = meta

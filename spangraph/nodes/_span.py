@@ -241,6 +241,27 @@ class PathTracker:
         out.reverse()
         return "".join(out)
 
+    def tail(self, frame: int, limit: int, memo: dict[int, tuple[bool, tuple[str, ...]]]) -> str:
+        """``path(frame, limit)``, built from the parent frame's tail in ``memo``.
+
+        Every frame on the way up is memoised, so over a whole graph each frame
+        is visited once, whichever order the nodes are asked in (a run asks
+        bottom-up: the deepest nodes finish first).
+        """
+        chain: list[int] = []
+        parents = self.parents
+        at = frame
+        while at >= 0 and at not in memo:
+            chain.append(at)
+            at = parents[at]
+        truncated, steps = memo[at] if at >= 0 else (False, ())
+        for at in reversed(chain):
+            steps = (*steps, self.step(at))
+            if len(steps) > limit:
+                steps, truncated = steps[1:], True
+            memo[at] = (truncated, steps)
+        return ("…" if truncated else "") + "".join(steps)
+
     def step(self, frame: int) -> str:
         """The text of one step (the root's label for a root frame), made once."""
         text = self.steps.get(frame)

@@ -114,7 +114,9 @@ class RunTracer:
     _previous: dict[str, trace.SpanContext] = field(default_factory=dict)
     _span_of_node: dict[str, Any] = field(default_factory=dict)
     _declared: dict[str, NodeMeta] = field(default_factory=dict)
-    _last_options: tuple[dict[str, Any], str] | None = None
+    _last_request: (
+        tuple[tuple[Any, ...], dict[str, Any], tuple[str, SpanKind, dict[str, Any]]] | None
+    ) = None
 
     def start(self) -> None:
         self._run_span = self.tracer.start_span(
@@ -298,32 +300,14 @@ class RunTracer:
     def _generation_attributes(
         self, attributes: dict[str, Any], record: ev.GenerationRecord
     ) -> tuple[str, SpanKind]:
-        operation = sc.OP_CHAT if record.mode == "chat" else sc.OP_TEXT_COMPLETION
-        attributes[sc.GEN_AI_OPERATION_NAME] = operation
-        attributes[sc.GEN_AI_PROVIDER_NAME] = record.provider or record.engine
-        attributes[sc.GEN_AI_REQUEST_MODEL] = record.model
-        options = record.options
-        for option, key in (
-            ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
-            ("max_tokens", sc.GEN_AI_REQUEST_MAX_TOKENS),
-            ("top_p", sc.GEN_AI_REQUEST_TOP_P),
-            ("top_k", sc.GEN_AI_REQUEST_TOP_K),
-            ("seed", sc.GEN_AI_REQUEST_SEED),
-        ):
-            if option in options:
-                attributes[key] = options[option]
+        name, kind, request = self._request_attributes(record)
+        attributes.update(request)
         if record.finish_reason:
-            attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [record.finish_reason]
+            attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = (record.finish_reason,)
         usage = record.usage
         attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
         attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
         attributes[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
-        attributes[sc.OPTIONS] = self._options_json(options)
-        kind = SpanKind.INTERNAL
-        if record.server is not None:
-            kind = SpanKind.CLIENT
-            attributes[sc.SERVER_ADDRESS] = record.server[0]
-            attributes[sc.SERVER_PORT] = record.server[1]
         if self.capture == "SPAN_ONLY":
             attributes[sc.GEN_AI_INPUT_MESSAGES] = json.dumps(
                 [{"role": "user", "parts": [{"type": "text", "content": _cut(record.prompt)}]}]
@@ -338,14 +322,34 @@ class RunTracer:
                         }
                     ]
                 )
-        return f"{operation} {record.model}", kind
+        return name, kind
 
-    def _options_json(self, options: Mapping[str, Any]) -> str:
-        """The request options as JSON (the last one is reused: most runs use one set)."""
-        last = self._last_options
-        if last is not None and last[0] == options:
-            return last[1]
-        text = json.dumps(
+    def _request_attributes(
+        self, record: ev.GenerationRecord
+    ) -> tuple[str, SpanKind, dict[str, Any]]:
+        """Span name, kind and the attributes of the request: the engine, model and
+        options. The last ones made are reused: most generations of a run share them."""
+        key = (record.mode, record.provider, record.engine, record.model, record.server)
+        last = self._last_request
+        if last is not None and last[0] == key and last[1] == record.options:
+            return last[2]
+        operation = sc.OP_CHAT if record.mode == "chat" else sc.OP_TEXT_COMPLETION
+        options = record.options
+        attributes: dict[str, Any] = {
+            sc.GEN_AI_OPERATION_NAME: operation,
+            sc.GEN_AI_PROVIDER_NAME: record.provider or record.engine,
+            sc.GEN_AI_REQUEST_MODEL: record.model,
+        }
+        for option, name in (
+            ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
+            ("max_tokens", sc.GEN_AI_REQUEST_MAX_TOKENS),
+            ("top_p", sc.GEN_AI_REQUEST_TOP_P),
+            ("top_k", sc.GEN_AI_REQUEST_TOP_K),
+            ("seed", sc.GEN_AI_REQUEST_SEED),
+        ):
+            if option in options:
+                attributes[name] = options[option]
+        attributes[sc.OPTIONS] = json.dumps(
             {
                 k: list(v) if isinstance(v, tuple) else v
                 for k, v in options.items()
@@ -354,8 +358,14 @@ class RunTracer:
             sort_keys=True,
             default=str,
         )
-        self._last_options = (dict(options), text)
-        return text
+        kind = SpanKind.INTERNAL
+        if record.server is not None:
+            kind = SpanKind.CLIENT
+            attributes[sc.SERVER_ADDRESS] = record.server[0]
+            attributes[sc.SERVER_PORT] = record.server[1]
+        made = (f"{operation} {record.model}", kind, attributes)
+        self._last_request = (key, dict(options), made)
+        return made
 
     def _open_sampler(self, node_id: str, started: float) -> None:
         """A sampler's span is opened when it starts: its attempts are its children."""

@@ -252,3 +252,24 @@ def test_limited_path_keeps_the_last_steps() -> None:
     assert full.count(".") > 4 and graph.path_of(leaf, limit=100) == full
     cut = graph.path_of(leaf, limit=3)
     assert cut.startswith("…") and full.endswith(cut[1:]) and cut.count(".") == 3
+
+
+def test_path_tails_equal_limited_paths_in_any_order() -> None:
+    import random
+
+    from spangraph import Instruction
+
+    layer: list[Any] = [CBlock(f"leaf {i}") for i in range(4)]
+    for _ in range(20):
+        layer = [
+            generate(Instruction(description=layer[i], grounding=[layer[(i + 1) % 4]]))
+            for i in range(4)
+        ]
+    graph = compile(*layer)
+    for seed in (1, 2):
+        ids = list(graph)
+        random.Random(seed).shuffle(ids)
+        memo: dict[int, tuple[bool, tuple[str, ...]]] = {}
+        for node_id in ids:
+            assert graph.path_tail(node_id, 3, memo) == graph.path_of(node_id, limit=3)
+    assert any(graph.path_of(n, limit=3).startswith("…") for n in graph)
