@@ -383,3 +383,40 @@ def test_trace_off_has_no_log() -> None:
     result = run(generate(CBlock("x")), engine=ScriptedEngine("y"), trace=False, progress=False)
     assert result.log is None and result.events == []
     anyio.run(anyio.sleep, 0)
+
+
+def _app_provider(
+    monkeypatch: pytest.MonkeyPatch, **settings: Any
+) -> tuple[TracerProvider, InMemorySpanExporter]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(**settings)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    monkeypatch.setattr(provider_module.trace, "get_tracer_provider", lambda: provider)
+    return provider, memory
+
+
+def test_node_spans_follow_the_providers_link_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.trace import SpanLimits
+
+    provider, memory = _app_provider(monkeypatch, span_limits=SpanLimits(max_links=2))
+    result, nodes = run_scenario()
+    provider.shutdown()
+    top_id = nodes["top"].id
+    spans = memory.get_finished_spans()
+    (top,) = [s for s in spans if (s.attributes or {}).get("spangraph.node.id") == top_id]
+    upstream = top.attributes["spangraph.node.upstream"]
+    assert isinstance(upstream, tuple) and len(upstream) == 4  # three fans and flaky
+    assert len(top.links) == 2  # cut to the provider's limit; the attribute keeps all
+    assert result.log is not None
+    (logged,) = [n for n in result.log if n.node_id == top_id]
+    assert len(result.log.upstream(logged.key)) == 4
+
+
+def test_unsampled_run_exports_nothing_but_keeps_its_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    provider, memory = _app_provider(monkeypatch, sampler=ALWAYS_OFF)
+    result, _ = run_scenario()
+    provider.shutdown()
+    assert memory.get_finished_spans() == ()
+    assert result.log is not None and result.log.totals().generations == 7
