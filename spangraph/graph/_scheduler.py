@@ -151,7 +151,6 @@ class Scheduler:
         self._waiting: dict[str, int] = {}
         self._users: dict[str, list[str]] = {}
         self._attempt: dict[str, int] = {}
-        self._engines: dict[str, InferenceEngine] = {}
         self._dynamic_wait: dict[str, list[str]] = {}
         self._ready: list[tuple[int, str]] = []
         self._set_aside: list[tuple[int, str]] = []
@@ -244,7 +243,7 @@ class Scheduler:
             return
         self._draining = True
         try:
-            ready, status, graph, engines = self._ready, self.status, self._info, self._engines
+            ready, status, graph = self._ready, self.status, self._info
             limit = self.max_concurrency
             by_engine = self._in_flight_by_engine
             pop = heapq.heappop
@@ -254,7 +253,7 @@ class Scheduler:
                     continue
                 kind = graph[node_id].kind
                 if kind == "generation":
-                    engine = engines.get(node_id) or self._engine_of(node_id)
+                    engine = self._engine_of(node_id)
                     # Capacity (the run's and the engine's), inline: this runs per generation.
                     base = engine._base
                     if (limit is not None and self._in_flight >= limit) or by_engine.get(
@@ -282,16 +281,13 @@ class Scheduler:
     # -- capacity --------------------------------------------------------------------
 
     def _engine_of(self, node_id: str) -> InferenceEngine:
-        engine = self._engines.get(node_id)
-        if engine is None:
-            producer = self._info[node_id].span.producer
-            engine = getattr(producer, "engine", None)
-            if engine is None:
-                if self._default_engine is None:
-                    self._default_engine = self._engine_factory()
-                engine = self._default_engine
-            self._engines[node_id] = engine
-        return engine
+        """The node's own engine (``generate(engine=...)``), else the run's."""
+        engine = getattr(self._info[node_id].span.producer, "engine", None)
+        if engine is not None:
+            return engine  # type: ignore[no-any-return]
+        if self._default_engine is None:
+            self._default_engine = self._engine_factory()
+        return self._default_engine
 
     def _prefix_warming(self, node_id: str, engine: InferenceEngine) -> bool:
         """Prefix-aware ordering: while one generation warms a cached prefix,
