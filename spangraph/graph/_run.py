@@ -129,6 +129,7 @@ async def arun(
         bus.subscribe(log.append)
         tracing = _Tracing(graph, name)
         bus.subscribe(tracing.tracer)
+        bus.subscribe(_HeapKeeper())
     for listener in listeners:
         bus.subscribe(listener)
     bar = ProgressBar(bus) if wanted(progress) else None
@@ -319,6 +320,28 @@ def _young_heap() -> Iterator[None]:
                 _heap_runs -= 1
                 if _heap_runs == 0:
                     gc.unfreeze()
+
+
+class _HeapKeeper:
+    """Listens to a traced run: every ``EVERY`` finished nodes, what the run made so far
+    (spans, events, results: it all lives as long as the run) joins the frozen heap,
+    so later full collections do not scan it again. Without this, the traced
+    100k-node benchmark spent 3.1 s of 15 s in nine full collections."""
+
+    EVERY = 4096
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, event: ev.Event) -> None:
+        if type(event) is ev.NodeFinished:
+            self.count += 1
+            if self.count >= self.EVERY:
+                self.count = 0
+                with _heap_lock:
+                    if _heap_runs:  # the freeze is ours (see _young_heap)
+                        gc.freeze()
 
 
 class _LogSource:
