@@ -48,9 +48,10 @@ class ProgressBar:
             case ev.NodeQueued(kind=kind):
                 # Queued events arrive for the compiled graph and for every
                 # node a task adds at run time, so the total grows with it.
+                # No redraw here: a 10k-node graph would redraw 10k times before the
+                # first node runs; the next update() shows the new total (tqdm throttles it).
                 if kind in ("generation", "task", "sampler") and event.node_id not in self._kinds:
                     self._bar.total += 1
-                    self._bar.refresh()
                 self._kinds[event.node_id] = kind
             case ev.NodeStarted():
                 if self._kinds.get(event.node_id) == "generation":

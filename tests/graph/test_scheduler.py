@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -492,3 +493,23 @@ def test_run_leaves_the_gc_freeze_as_it_found_it(monkeypatch: pytest.MonkeyPatch
         assert gc.get_freeze_count() > 0  # not unfrozen by the run
     finally:
         gc.unfreeze()
+
+
+def test_progress_bar_counts_work_nodes_and_grows_with_dynamic_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class Piece(Component[str]):
+        template = "piece {chunk}"
+        chunk: Span
+
+    @task
+    def fan_out(text: str) -> list[ModelOutputThunk[str]]:
+        return [generate(Piece(chunk=CBlock(word))) for word in text.split()]
+
+    source = generate(CBlock("source"), engine=ScriptedEngine("a b c"))
+    result = run(fan_out(source), engine=ScriptedEngine("x"), progress=True)
+    assert result.status == "done" and result.dynamic_nodes > 0
+    shown = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
+    # Two compiled work nodes (the source, the task), then three generations the task added.
+    assert re.search(r"\b5/5\b", shown[-1]), shown[-1]
+    assert "running" in shown[-1]
