@@ -303,7 +303,8 @@ def _young_heap() -> Iterator[None]:
     it runs (``gc.freeze``), so that the full collections a big run triggers scan
     only what the run made, not the whole heap again and again. On the
     traced 10k-node benchmark, the two full collections cost 330 ms of a 1.9 s
-    run before. Overlapping runs (threads) share one freeze; an application
+    run before. Frozen garbage cycles are collected once the run ends (it
+    unfreezes). Overlapping runs (threads) share one freeze; an application
     that uses ``gc.freeze`` itself (before forking, say) is left alone."""
     global _heap_runs
     with _heap_lock:
