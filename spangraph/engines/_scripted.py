@@ -14,6 +14,7 @@ from ._errors import EngineRequestError
 from ._types import Capabilities, Completion, Request
 
 Reply = Callable[[Request], "str | Awaitable[str]"]
+_INSTANT = Timings()
 
 
 class ScriptedEngine(InferenceEngine):
@@ -115,5 +116,5 @@ class ScriptedEngine(InferenceEngine):
             text,
             "stop",
             Usage(prompt_tokens, output_tokens, 0),
-            Timings(0.0, 0.0, delay * 1000, delay * 1000),
+            Timings(0.0, 0.0, delay * 1000, delay * 1000) if delay else _INSTANT,
         )

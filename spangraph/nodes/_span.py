@@ -270,7 +270,9 @@ class PathTracker:
                 text = self.labels[frame]
             else:
                 span = self.spans[frame]
-                count = len(children_of(span)) if isinstance(span, ModelOutputThunk) else 0
+                count = 0
+                if isinstance(span, ModelOutputThunk) and span.producer is not None:
+                    count = len(span.producer.inputs())  # checked when the walk made the frame
                 text = _step(span, self.indexes[frame], count)
             self.steps[frame] = text
         return text
