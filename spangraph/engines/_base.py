@@ -191,7 +191,8 @@ class InferenceEngine:
                 else:
                     completion = await self._complete(request)
             parsed = self.parse(producer.action, completion)  # 6
-            if not cache_hit and (request.key is not None or not steps >= _STORE_STEPS):  # 7
+            # 7 (the base steps do nothing unless step 3 found a memo for the request)
+            if not cache_hit and ("memo" in request.route or not steps >= _STORE_STEPS):
                 await self.store(request, completion)
                 await self.handle_cache_eviction(request)
             timings = completion.timings

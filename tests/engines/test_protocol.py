@@ -306,3 +306,29 @@ def test_generations_without_a_state_leave_no_logs_behind() -> None:
     del thunk
     gc.collect()
     assert ref() is None
+
+
+def test_refined_steps_run_even_where_the_base_steps_would_do_nothing() -> None:
+    """Inherited no-op steps may be skipped; a refined step is always run."""
+    calls: list[str] = []
+
+    class Refined(ScriptedEngine):
+        async def handle_output_cache(self, request: Any) -> Any:
+            calls.append("output")
+            return None
+
+        async def handle_input_cache(self, request: Any) -> Any:
+            calls.append("input")
+            return request
+
+        async def store(self, request: Any, completion: Any) -> None:
+            calls.append("store")
+
+        async def handle_cache_eviction(self, request: Any = None) -> None:
+            calls.append("evict")
+
+    thunk = anyio.run(Refined("x").generate, CBlock("q"))
+    assert thunk.value == "x"
+    assert calls == ["output", "input", "store", "evict"]
+    assert Refined._inherited_steps == frozenset()
+    assert ScriptedEngine._inherited_steps >= {"handle_input_cache", "store"}
