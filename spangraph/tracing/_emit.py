@@ -243,7 +243,7 @@ class RunTracer:
         if reason:
             attributes[sc.SKIP_REASON] = reason[:500]
         if extra:
-            attributes.update(extra)
+            attributes.update({k: v for k, v in extra.items() if v is not None})
         span_status = _UNSET
         failure = error or (record.error if record is not None else None)
         if status in ("failed", "retried") and failure is not None:
@@ -264,6 +264,8 @@ class RunTracer:
             context = span.get_span_context()
         else:
             parent = self._run_span
+            if parent is None:
+                return  # the run span has ended: nothing can nest under it any more
             if meta.parent is not None and meta.parent in self._span_of_node:
                 parent = self._span_of_node[meta.parent]
             start, end = self._ns(attempt.started), self._ns(ended)
@@ -347,8 +349,9 @@ class RunTracer:
             ("top_k", sc.GEN_AI_REQUEST_TOP_K),
             ("seed", sc.GEN_AI_REQUEST_SEED),
         ):
-            if option in options:
-                attributes[name] = options[option]
+            value = options.get(option)
+            if isinstance(value, bool | int | float | str):  # what an attribute may hold
+                attributes[name] = value
         attributes[sc.OPTIONS] = json.dumps(
             {
                 k: list(v) if isinstance(v, tuple) else v
