@@ -434,7 +434,7 @@ class InferenceEngine:
             provider=self.provider,
             model=self.model,
             mode=self.capabilities.mode,
-            options={k: v for k, v in (request.options if request else {}).items()},
+            options=dict(request.options) if request is not None else {},
             prompt=request.text if request is not None else "",
             output=completion.text if completion is not None else None,
             finish_reason=completion.finish_reason if completion is not None else None,

@@ -249,22 +249,24 @@ class _Tracing:
 
     def _upstream(self, node_id: str) -> tuple[tuple[str, str], ...]:
         """The nearest executed nodes upstream (through blocks and components)."""
-        graph = self.graph
-        info = graph[node_id]
+        nodes = self.graph._nodes  # the node table, read directly (once per node and run)
+        info = nodes[node_id]
         out: dict[str, str] = {}
         todo = [(src, "part") for src in info.inputs]
-        todo += [(src, "dynamic") for src in info.dynamic_inputs]
+        if info.dynamic_inputs:
+            todo += [(src, "dynamic") for src in info.dynamic_inputs]
         seen: set[str] = set()
         while todo:
             src, kind = todo.pop()
             if src in seen:
                 continue
             seen.add(src)
-            source = graph[src]
-            if source.kind in ("generation", "task", "sampler"):
-                out.setdefault(src, kind)
-            else:
-                todo.extend((s, kind) for s in source.inputs)
+            source = nodes[src]
+            if source.kind in _EXECUTED:
+                if src not in out:
+                    out[src] = kind
+            elif source.inputs:
+                todo += [(s, kind) for s in source.inputs]
         return tuple(out.items())
 
     def finish(self, scheduler: Scheduler, failure: BaseException | None) -> _LogSource:
@@ -321,6 +323,10 @@ def _young_heap() -> Iterator[None]:
                 _heap_runs -= 1
                 if _heap_runs == 0:
                     gc.unfreeze()
+
+
+#: Node kinds that run (and have spans); blocks and components are looked through.
+_EXECUTED = frozenset(("generation", "task", "sampler"))
 
 
 class _HeapKeeper:

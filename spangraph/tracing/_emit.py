@@ -49,21 +49,27 @@ CONTENT_LIMIT = 16_384
 UpstreamFn = Callable[[str], Sequence[tuple[str, str]]]
 
 
-@dataclass(frozen=True)
 class NodeMeta:
-    kind: str
-    path: str
-    label: str
-    upstream: tuple[tuple[str, str], ...] = ()
-    parent: str | None = None  # a sampler node id, for attempts
-    #: ``upstream`` split in two, as the span attributes carry it.
-    upstream_ids: tuple[str, ...] = field(init=False)
-    upstream_kinds: tuple[str, ...] = field(init=False)
+    """What a node's span says about it besides its outcome (read-only)."""
 
-    def __post_init__(self) -> None:
-        ids, kinds = zip(*self.upstream, strict=True) if self.upstream else ((), ())
-        object.__setattr__(self, "upstream_ids", tuple(ids))
-        object.__setattr__(self, "upstream_kinds", tuple(kinds))
+    __slots__ = ("kind", "label", "parent", "path", "upstream", "upstream_ids", "upstream_kinds")
+
+    def __init__(
+        self,
+        kind: str,
+        path: str,
+        label: str,
+        upstream: tuple[tuple[str, str], ...] = (),
+        parent: str | None = None,  # a sampler node id, for attempts
+    ) -> None:
+        self.kind, self.path, self.label, self.parent = kind, path, label, parent
+        self.upstream = upstream
+        # ``upstream`` split in two, as the span attributes carry it.
+        self.upstream_ids: tuple[str, ...] = tuple(source for source, _ in upstream)
+        self.upstream_kinds: tuple[str, ...] = tuple(edge for _, edge in upstream)
+
+    def __repr__(self) -> str:
+        return f"NodeMeta({self.kind!r}, {self.path!r}, {self.label!r}, {self.upstream!r})"
 
 
 #: One attribute mapping per edge kind, shared by every link of that kind.
@@ -88,7 +94,7 @@ def capture_mode(setting: str | None = None) -> str:
     return "NO_CONTENT"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Attempt:
     started: float
     attempt: int
