@@ -203,4 +203,6 @@ def emission() -> Emission:
 
 
 def _emission(provider: TracerProvider, collector: RunCollector, app: bool) -> Emission:
-    return Emission(provider.get_tracer(TRACER_NAME), collector, SpanSink(provider, collector), app)
+    return Emission(
+        provider.get_tracer(TRACER_NAME, _version()), collector, SpanSink(provider, collector), app
+    )

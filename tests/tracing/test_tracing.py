@@ -403,6 +403,8 @@ def test_node_spans_follow_the_providers_link_limit(monkeypatch: pytest.MonkeyPa
     provider.shutdown()
     top_id = nodes["top"].id
     spans = memory.get_finished_spans()
+    scopes = {(s.instrumentation_scope.name, s.instrumentation_scope.version) for s in spans}
+    assert len(scopes) == 1  # run span (tracer API) and node spans (sink) alike
     (top,) = [s for s in spans if (s.attributes or {}).get("spangraph.node.id") == top_id]
     upstream = top.attributes["spangraph.node.upstream"]
     assert isinstance(upstream, tuple) and len(upstream) == 4  # three fans and flaky
