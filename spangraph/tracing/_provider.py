@@ -86,7 +86,7 @@ class SpanSink:
 
     def __init__(self, provider: TracerProvider, collector: RunCollector) -> None:
         # The SDK's fan-out to every processor added with add_span_processor().
-        self._processors: SpanProcessor = getattr(provider, "_active_span_processor", collector)
+        self._processors: SpanProcessor = provider._active_span_processor
         self._collector = collector
         self._resource = provider.resource
         self._scope = InstrumentationScope(TRACER_NAME, _version())
@@ -173,7 +173,7 @@ class Emission(NamedTuple):
 
     tracer: trace.Tracer
     collector: RunCollector
-    sink: SpanSink
+    sink: SpanSink | None
     app_provider: bool
 
 
@@ -203,6 +203,6 @@ def emission() -> Emission:
 
 
 def _emission(provider: TracerProvider, collector: RunCollector, app: bool) -> Emission:
-    return Emission(
-        provider.get_tracer(TRACER_NAME, _version()), collector, SpanSink(provider, collector), app
-    )
+    # Without the SDK's processor fan-out (another SDK version), spans go through the tracer.
+    sink = SpanSink(provider, collector) if hasattr(provider, "_active_span_processor") else None
+    return Emission(provider.get_tracer(TRACER_NAME, _version()), collector, sink, app)

@@ -422,3 +422,19 @@ def test_unsampled_run_exports_nothing_but_keeps_its_log(monkeypatch: pytest.Mon
     provider.shutdown()
     assert memory.get_finished_spans() == ()
     assert result.log is not None and result.log.totals().generations == 7
+
+
+def test_spans_go_through_the_tracer_without_the_sdks_processor_fan_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With an SDK that has no ``_active_span_processor``, no SpanSink: the tracer API."""
+    monkeypatch.setattr(provider_module, "hasattr", lambda obj, name: False, raising=False)
+    provider, memory = _app_provider(monkeypatch)
+    assert provider_module.emission().sink is None
+    result, nodes = run_scenario()
+    provider.shutdown()
+    spans = memory.get_finished_spans()
+    top_id = nodes["top"].id
+    (top,) = [s for s in spans if (s.attributes or {}).get("spangraph.node.id") == top_id]
+    assert len(top.links) == 4 and top.parent is not None
+    assert result.log is not None and result.log.totals().generations == 7
