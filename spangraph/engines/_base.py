@@ -187,7 +187,7 @@ class InferenceEngine:
                 if "handle_input_cache" not in steps:  # 4 (the base step returns it as is)
                     request = await self.handle_input_cache(request)
                 if self.capabilities.streaming and thunk.meta.get("stream"):  # 5
-                    completion = await self._call(request, thunk)
+                    completion = await self._stream_into(request, thunk)
                 else:
                     completion = await self._complete(request)
             parsed = self.parse(producer.action, completion)  # 6
@@ -356,9 +356,8 @@ class InferenceEngine:
         """Optional primitive: yield text deltas, then the final ``Completion``."""
         yield await self._complete(request)
 
-    async def _call(self, request: Request, thunk: ModelOutputThunk[Any]) -> Completion:
-        if not (self.capabilities.streaming and thunk.meta.get("stream")):
-            return await self._complete(request)
+    async def _stream_into(self, request: Request, thunk: ModelOutputThunk[Any]) -> Completion:
+        """Step 5 when the thunk is being streamed: deltas go onto it as they come."""
         final: Completion | None = None
         async for item in self._stream(request):
             if isinstance(item, Completion):

@@ -169,12 +169,11 @@ def _version() -> str:
 
 class Emission(NamedTuple):
     """Where a run's spans go: the tracer (run and sampler spans), the run collector,
-    the sink for finished node spans, and whether the provider is the application's."""
+    and the sink for finished node spans."""
 
     tracer: trace.Tracer
     collector: RunCollector
     sink: SpanSink | None
-    app_provider: bool
 
 
 _lock = threading.Lock()
@@ -192,17 +191,17 @@ def emission() -> Emission:
             if found is None:
                 collector = RunCollector()
                 provider.add_span_processor(collector)
-                found = _emissions[provider] = _emission(provider, collector, True)
+                found = _emissions[provider] = _emission(provider, collector)
             return found
         if _private is None:
             own = TracerProvider(shutdown_on_exit=False)
             collector = RunCollector()
             own.add_span_processor(collector)
-            _private = _emission(own, collector, False)
+            _private = _emission(own, collector)
         return _private
 
 
-def _emission(provider: TracerProvider, collector: RunCollector, app: bool) -> Emission:
+def _emission(provider: TracerProvider, collector: RunCollector) -> Emission:
     # Without the SDK's processor fan-out (another SDK version), spans go through the tracer.
     sink = SpanSink(provider, collector) if hasattr(provider, "_active_span_processor") else None
-    return Emission(provider.get_tracer(TRACER_NAME, _version()), collector, sink, app)
+    return Emission(provider.get_tracer(TRACER_NAME, _version()), collector, sink)
