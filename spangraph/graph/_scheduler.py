@@ -33,8 +33,12 @@ Blocks and components are pure: they are done as soon as their inputs are.
 A generation is started inline: its coroutine is driven by hand in the
 scheduler's own loop, so when it never waits (an instant engine, an output
 cache hit) it costs no task at all. If it reaches the engine's hand-off
-point, or waits on the event loop, it moves into a task of the run's task
-group and finishes there (see ``spangraph.engines._handoff``). Tasks
+point, or waits on the event loop, it moves into a task and finishes there
+(see ``spangraph.engines._handoff``). On asyncio that is a plain asyncio
+task, which costs a fifth of a task-group task; the scheduler keeps the set
+of them, waits for them (and for its task group's children, since either
+may start the other) before the run ends, and cancels them when the run is
+cancelled. On other backends (trio) it is a task of the run's task group. Tasks
 (``@task``) run inline when sync, as tasks when async, and in a worker
 thread with ``thread=True``.
 
@@ -70,7 +74,9 @@ node downstream of the failure is skipped (with the reason), every
 independent branch finishes, and the run returns partial results.
 Cancelling the run from outside (a cancelled task group, KeyboardInterrupt)
 cancels in-flight generations the same way and leaves finished thunks as
-they are.
+they are. An error in the scheduler's own handling of a handed-off
+generation (a bug, not an engine error) cancels the run and is raised from
+it, rather than lost in a task nobody awaits.
 
 Events
 ------
@@ -161,6 +167,13 @@ class Scheduler:
         self._draining = False
         self._tg: anyio.abc.TaskGroup | None = None
         self._inline = True
+        # On asyncio, handed-off generations are plain asyncio tasks (a fifth of the
+        # cost of a task-group task); ``execute`` waits for them and for the task
+        # group's children (``_children``), and cancels them when the run is cancelled.
+        self._handed: set[asyncio.Task[None]] = set()
+        self._children = 0
+        self._quiet: asyncio.Future[None] | None = None
+        self._crash: BaseException | None = None
 
         self.errors: dict[str, BaseException] = {}
         self.skip_reasons: dict[str, str] = {}
@@ -232,9 +245,66 @@ class Scheduler:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self._drain()
+                if self._inline:
+                    await self._join_handed()
         finally:
             self._tg = None
             self._settle()
+        if self._crash is not None:
+            raise self._crash
+
+    async def _join_handed(self) -> None:
+        """Wait until no handed-off generation and no child of the task group is left
+        (either may start the other). If the wait is cancelled (``on_error="raise"``,
+        a cancelled caller, KeyboardInterrupt), cancel the handed-off generations and
+        wait, shielded, until each has marked its thunk cancelled."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._handed or self._children:
+                self._quiet = loop.create_future()
+                await self._quiet
+        except BaseException:
+            for task in self._handed:
+                task.cancel()
+            with anyio.CancelScope(shield=True):
+                while self._handed:
+                    await asyncio.wait(list(self._handed))
+            raise
+        finally:
+            self._quiet = None
+
+    def _hand_off(self, coro: Any) -> None:
+        """Run a started generation's remainder as a plain asyncio task."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._handed.add(task)
+        task.add_done_callback(self._handed_done)
+
+    def _handed_done(self, task: asyncio.Task[None]) -> None:
+        self._handed.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._crash is None:
+            # A bug in the scheduler's own handling: stop the run and raise it from execute().
+            self._crash = task.exception()
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+        self._wake()
+
+    def _wake(self) -> None:
+        quiet = self._quiet
+        if quiet is not None and not self._handed and not self._children and not quiet.done():
+            quiet.set_result(None)
+
+    def _start_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Start a child of the run's task group (counted, so ``execute`` waits for it)."""
+        assert self._tg is not None
+        self._children += 1
+        self._tg.start_soon(self._child, fn, args)
+
+    async def _child(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            await fn(*args)
+        finally:
+            self._children -= 1
+            self._wake()
 
     def _drain(self) -> None:
         """Start every ready node that capacity allows. Re-entrant calls just return:
@@ -335,8 +405,7 @@ class Scheduler:
         thunk._id = node_id
         coro = engine.generate(None, into=thunk)
         if not self._inline or self.timeout is not None:
-            assert self._tg is not None
-            self._tg.start_soon(self._finish_generation_task, node_id, engine, coro, HANDOFF)
+            self._start_soon(self._finish_generation_task, node_id, engine, coro, HANDOFF)
             return
         token = stepping.set(True)
         try:
@@ -354,8 +423,7 @@ class Scheduler:
             return
         finally:
             stepping.reset(token)
-        assert self._tg is not None
-        self._tg.start_soon(self._finish_generation_task, node_id, engine, coro, first)
+        self._hand_off(self._finish_generation_task(node_id, engine, coro, first))
 
     async def _finish_generation_task(
         self, node_id: str, engine: InferenceEngine, coro: Any, first: Any
@@ -421,8 +489,7 @@ class Scheduler:
             self._attempt_failed(node_id, exc)
             return
         if producer.is_async or producer.thread:
-            assert self._tg is not None
-            self._tg.start_soon(self._run_task, node_id, producer, args, kwargs)
+            self._start_soon(self._run_task, node_id, producer, args, kwargs)
             return
         try:
             result = producer.fn(*args, **kwargs)
@@ -430,8 +497,7 @@ class Scheduler:
             self._attempt_failed(node_id, exc)
             return
         if inspect.isawaitable(result):
-            assert self._tg is not None
-            self._tg.start_soon(self._await_task_result, node_id, result)
+            self._start_soon(self._await_task_result, node_id, result)
             return
         self._task_returned(node_id, result)
 
@@ -526,8 +592,7 @@ class Scheduler:
 
     def _start_sampler(self, node_id: str) -> None:
         self._begin(node_id)
-        assert self._tg is not None
-        self._tg.start_soon(self._run_sampler, node_id)
+        self._start_soon(self._run_sampler, node_id)
 
     async def _run_sampler(self, node_id: str) -> None:
         from ._sample import AttemptEngine
@@ -624,8 +689,7 @@ class Scheduler:
                 thunk._reset()
                 thunk._claimed = True
             self.status[node_id] = PENDING
-            assert self._tg is not None
-            self._tg.start_soon(self._retry_after, node_id, delay)
+            self._start_soon(self._retry_after, node_id, delay)
             return
         self.status[node_id] = FAILED
         self.errors[node_id] = error

@@ -513,3 +513,56 @@ def test_progress_bar_counts_work_nodes_and_grows_with_dynamic_ones(
     # Two compiled work nodes (the source, the task), then three generations the task added.
     assert re.search(r"\b5/5\b", shown[-1]), shown[-1]
     assert "running" in shown[-1]
+
+
+def test_cancelling_the_caller_cancels_handed_off_generations() -> None:
+    import asyncio
+
+    engine = ScriptedEngine("ok", latency=lambda r: 5.0 if r.text.startswith("slow") else 0.01)
+    quick = generate(Op(inputs=["a"], label="quick"))
+    slow = [generate(Op(inputs=[f"b{i}"], label="slow")) for i in range(3)]
+    after = generate(Op(inputs=[quick, *slow], label="after"))
+    leftover: list[asyncio.Task[Any]] = []
+
+    async def main() -> None:
+        with anyio.move_on_after(0.3):
+            await arun(after, engine=engine, progress=False)
+        current = asyncio.current_task()
+        leftover.extend(t for t in asyncio.all_tasks() if t is not current)
+
+    anyio.run(main)
+    assert quick.value == "ok"  # finished before the cancel: kept
+    assert [t.state for t in slow] == [ThunkState.CANCELLED] * 3
+    assert after.state is ThunkState.PENDING
+    assert leftover == []  # every handed-off generation was waited for
+
+
+def test_a_retried_generation_handed_off_from_a_retry_is_waited_for() -> None:
+    calls = {"n": 0}
+
+    def flaky(request: Request) -> str:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise TransientEngineError("once")
+        return "fine"
+
+    engine = ScriptedEngine(flaky, latency=0.02)
+    thunk = generate(Op(inputs=["x"], label="flaky"))
+    result = run(
+        thunk, engine=engine, retry=RetryPolicy(attempts=3, sleep=_no_sleep), progress=False
+    )
+    assert thunk.value == "fine" and result.attempts == 2 and result.status == "done"
+
+
+def test_an_internal_error_in_a_handed_off_generation_is_raised_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from spangraph.graph import _scheduler
+
+    def broken(self: Any, node_id: str, thunk: Any) -> None:
+        raise RuntimeError("scheduler bug")
+
+    monkeypatch.setattr(_scheduler.Scheduler, "_generation_done", broken)
+    thunk = generate(Op(inputs=["x"], label="n"))
+    with pytest.raises(RuntimeError, match="scheduler bug"):
+        run(thunk, engine=ScriptedEngine("ok", latency=0.01), progress=False)
