@@ -52,6 +52,15 @@ class NodeInfo:
     thunks: list[ModelOutputThunk[Any]] = field(default_factory=list)
     #: Roots of the spans this (task) node returned at run time.
     dynamic_inputs: tuple[str, ...] = ()
+    # Set by compile(): the nodes that have this one as an input, the node's position
+    # in the graph's order, and whether it is work (a generation, task or sampler).
+    _users: list[NodeInfo] = field(default_factory=list, init=False, repr=False, compare=False)
+    _order: int = field(default=0, init=False, repr=False, compare=False)
+    _work: bool = field(default=False, init=False, repr=False, compare=False)
+    # The state of the run that is running the graph (the scheduler's; one run at a time).
+    _status: str = field(default="pending", init=False, repr=False, compare=False)
+    _waiting: int = field(default=0, init=False, repr=False, compare=False)
+    _attempt: int = field(default=0, init=False, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -81,6 +90,8 @@ class SpanGraph:
         self.roots = list(roots)
         self.root_spans = list(root_spans)
         self._paths = paths
+        #: True while a run is executing this graph (its nodes hold that run's state).
+        self._running = False
 
     @property
     def graph(self) -> nx.DiGraph:
@@ -314,12 +325,17 @@ def _walk(
             )
             if kind == THUNK:
                 info.thunks.append(span)
+                info._work = info.kind in _WORK
+            for src in info.inputs:
+                nodes[src]._users.append(info)
+            info._order = len(nodes)
             nodes[node_id] = info
         root_ids.append(obj_ids[id(root)])
     return root_ids
 
 
 _KIND_NAMES = {BLOCK: "block", MODEL: "component", CUSTOM: "component"}
+_WORK = frozenset({"generation", "task", "sampler"})
 
 
 def _parts(span: Any, paths: PathTracker, frame: int, kinds: dict[type, int]) -> Sequence[Any]:

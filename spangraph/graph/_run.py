@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import gc
 import threading
@@ -162,6 +161,7 @@ async def arun(
         if cancelled:
             raise
     finally:
+        scheduler.close()  # execute() does it too; this covers a failure before it ran
         if bar is not None:
             bar.close()
         dag = tracing.finish(scheduler, failure) if tracing is not None else None
@@ -188,7 +188,7 @@ def _make_run(
         for n, reason in scheduler.skip_reasons.items()
         if graph[n].kind in ("generation", "task")
     ]
-    states = collections.Counter(scheduler.status.values())  # counted in C: one per node
+    states = scheduler.status_counts()
     if cancelled or states[CANCELLED]:
         status = "cancelled"
     elif failed and scheduler.on_error == "raise":
@@ -196,7 +196,7 @@ def _make_run(
     elif failed or states[FAILED] or states[SKIPPED]:
         status = "partial"
     else:
-        status = "done" if states[DONE] == len(scheduler.status) else "partial"
+        status = "done" if states[DONE] == sum(states.values()) else "partial"
     return Run(
         graph=graph,
         outputs=list(graph.root_spans),

@@ -4,9 +4,14 @@ State
 -----
 For every node the scheduler keeps its status (pending, ready, running,
 done, failed, skipped, cancelled), the number of its inputs that are not
-done yet (``waiting``), the nodes that use it (``users``) and its position
-in the graph's topological order (``order``). Ready nodes sit in one heap
-keyed by that position. Capacity is two counters: generations in flight in
+done yet (``waiting``) and its attempt count. They live on the graph's
+``NodeInfo`` objects, beside what ``compile()`` recorded there: the nodes
+that use it (``users``) and its position in the graph's topological order
+(``order``). So finishing a node walks objects, with no lookup by id, and
+a compiled graph runs once at a time (a second concurrent run of it is
+refused with a clear error). Edges added at run time (a task waiting for
+the spans it returned) are the run's own, kept beside the graph's. Ready
+nodes sit in one heap of positions. Capacity is two counters: generations in flight in
 the whole run, and per engine (a view made with ``state(engine)`` shares its
 engine's budget).
 
@@ -104,7 +109,7 @@ from .. import events as ev
 from ..engines import InferenceEngine, TransientEngineError
 from ..engines._handoff import HANDOFF, Resumed, stepping
 from ..nodes import ModelOutputThunk, ThunkState, is_span, render_span
-from ._compile import SpanGraph
+from ._compile import NodeInfo, SpanGraph
 from ._policy import OnError, RetryPolicy
 from ._task import TaskProducer, resolve, spans_in
 
@@ -118,6 +123,7 @@ PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED = (
     "cancelled",
 )
 _WORK = ("generation", "task", "sampler")
+_FINAL = (DONE, FAILED, SKIPPED, CANCELLED)
 
 
 class Scheduler:
@@ -152,14 +158,15 @@ class Scheduler:
         self._rng = random.Random(retry.seed)
         self._sleep = retry.sleep or anyio.sleep
 
-        self.status: dict[str, str] = {}
-        self.order: dict[str, int] = {}
-        self._waiting: dict[str, int] = {}
-        self._users: dict[str, list[str]] = {}
-        self._attempt: dict[str, int] = {}
-        self._dynamic_wait: dict[str, list[str]] = {}
-        self._ready: list[tuple[int, str]] = []
-        self._set_aside: list[tuple[int, str]] = []
+        #: Nodes by position in the graph's order; the ready heap holds positions.
+        self._by_order: list[NodeInfo] = []
+        self._done = 0
+        #: Task nodes waiting for the spans they returned (by id), and those spans'
+        #: extra users (the tasks): edges of this run only, not of the graph.
+        self._dynamic_wait: dict[str, list[NodeInfo]] = {}
+        self._dynamic_users: dict[str, list[NodeInfo]] = {}
+        self._ready: list[int] = []
+        self._set_aside: list[int] = []
         self._in_flight = 0
         self._in_flight_by_engine: dict[int, int] = {}
         self._prefixes: dict[str, str | None] = {}
@@ -185,54 +192,75 @@ class Scheduler:
         self.attempts = 0
         self.dynamic_nodes = 0
 
-        # The graph's node table, read directly on the hot path (no method call per lookup).
+        # The graph's node table, read directly (no method call per lookup).
         self._info = graph._nodes
+        if graph._running:
+            raise RuntimeError(
+                "this SpanGraph is already being run: a compiled graph runs once at a time "
+                "(its nodes hold the run's state). Wait for that run, or compile() the "
+                "spans again."
+            )
+        graph._running = True
         self._add_nodes(list(graph))
+
+    def close(self) -> None:
+        """Release the graph for another run (``execute`` does it; so may its caller)."""
+        self.graph._running = False
+
+    @property
+    def status(self) -> dict[str, str]:
+        """Each node's status, by id."""
+        return {node.id: node._status for node in self._by_order}
+
+    def status_counts(self) -> collections.Counter[str]:
+        """How many nodes are in each status."""
+        if self._done == len(self._by_order):
+            return collections.Counter({DONE: self._done})  # the usual case, without a walk
+        return collections.Counter(node._status for node in self._by_order)
 
     # -- building the state ---------------------------------------------------------
 
     def _add_nodes(self, node_ids: list[str]) -> None:
         """Take on nodes, in the graph's order (post-order: a node's inputs come first,
-        so one pass sets every node's status, users and count of inputs not done)."""
-        graph = self._info
-        status, waiting, users, order = self.status, self._waiting, self._users, self.order
-        emit = self._emit
+        so one pass sets every node's status and count of inputs not done)."""
+        graph, by_order, emit = self._info, self._by_order, self._emit
         pending = ThunkState.PENDING
-        new_ready: list[str] = []
+        new_ready: list[NodeInfo] = []
         for node_id in node_ids:
-            if node_id in status:
-                continue
-            info = graph[node_id]
-            order[node_id] = len(order)
-            users[node_id] = []
-            thunks = info.thunks
-            if thunks and info.kind in _WORK and _finished_before(thunks):
-                status[node_id] = DONE
-                waiting[node_id] = 0
-                for src in info.inputs:
-                    users[src].append(node_id)
+            node = graph[node_id]
+            if node._order < len(by_order):
+                continue  # taken on already
+            by_order.append(node)
+            node._attempt = 0
+            thunks = node.thunks
+            if thunks and node._work and _finished_before(thunks):
+                node._status = DONE
+                self._done += 1
             else:
-                status[node_id] = PENDING
+                node._status = PENDING
                 for thunk in thunks:
                     if thunk.state is not pending:
                         thunk._reset()
                     thunk._claimed = True
-                count = 0
-                for src in info.inputs:
-                    users[src].append(node_id)
-                    if status[src] != DONE:
-                        count += 1
-                waiting[node_id] = count
+                inputs = node.inputs
+                if self._done:  # some node is done (finished before, or dynamic nodes)
+                    count = 0
+                    for src in inputs:
+                        if graph[src]._status != DONE:
+                            count += 1
+                else:
+                    count = len(inputs)
+                node._waiting = count
                 if count == 0:
-                    new_ready.append(node_id)
+                    new_ready.append(node)
             if emit is not None:
-                emit(ev.NodeQueued(node_id, kind=info.kind))
-        for node_id in new_ready:
-            self._make_ready(node_id)
+                emit(ev.NodeQueued(node_id, kind=node.kind))
+        for node in new_ready:
+            self._make_ready(node)
 
-    def _make_ready(self, node_id: str) -> None:
-        self.status[node_id] = READY
-        heapq.heappush(self._ready, (self.order[node_id], node_id))
+    def _make_ready(self, node: NodeInfo) -> None:
+        node._status = READY
+        heapq.heappush(self._ready, node._order)
 
     # -- the main loop ---------------------------------------------------------------
 
@@ -250,6 +278,7 @@ class Scheduler:
         finally:
             self._tg = None
             self._settle()
+            self.close()
         if self._crash is not None:
             raise self._crash
 
@@ -313,46 +342,46 @@ class Scheduler:
             return
         self._draining = True
         try:
-            ready, status, graph = self._ready, self.status, self._info
+            ready, by_order, set_aside = self._ready, self._by_order, self._set_aside
             limit = self.max_concurrency
             by_engine = self._in_flight_by_engine
             pop = heapq.heappop
             while ready:
-                _, node_id = pop(ready)
-                if status[node_id] != READY:
+                node = by_order[pop(ready)]
+                if node._status != READY:
                     continue
-                kind = graph[node_id].kind
+                kind = node.kind
                 if kind == "generation":
-                    engine = self._engine_of(node_id)
+                    engine = self._engine_of(node)
                     # Capacity (the run's and the engine's), inline: this runs per generation.
                     base = engine._base
                     if (limit is not None and self._in_flight >= limit) or by_engine.get(
                         id(base), 0
                     ) >= max(1, base.max_concurrency):
-                        self._set_aside.append((self.order[node_id], node_id))
+                        set_aside.append(node._order)
                         continue
-                    if engine.capabilities.kv_slots and self._prefix_warming(node_id, engine):
-                        self._set_aside.append((self.order[node_id], node_id))
+                    if engine.capabilities.kv_slots and self._prefix_warming(node.id, engine):
+                        set_aside.append(node._order)
                         continue
-                    self._start_generation(node_id, engine)
+                    self._start_generation(node, engine)
                 elif kind == "task":
-                    self._start_task(node_id)
+                    self._start_task(node)
                 elif kind == "sampler":
-                    self._start_sampler(node_id)
+                    self._start_sampler(node)
                 else:
-                    self._finish(node_id)
-            if self._set_aside:
-                for item in self._set_aside:
-                    heapq.heappush(ready, item)
-                self._set_aside.clear()
+                    self._finish(node)
+            if set_aside:
+                for order in set_aside:
+                    heapq.heappush(ready, order)
+                set_aside.clear()
         finally:
             self._draining = False
 
     # -- capacity --------------------------------------------------------------------
 
-    def _engine_of(self, node_id: str) -> InferenceEngine:
+    def _engine_of(self, node: NodeInfo) -> InferenceEngine:
         """The node's own engine (``generate(engine=...)``), else the run's."""
-        engine = getattr(self._info[node_id].span.producer, "engine", None)
+        engine = getattr(node.span.producer, "engine", None)
         if engine is not None:
             return engine  # type: ignore[no-any-return]
         if self._default_engine is None:
@@ -378,154 +407,149 @@ class Scheduler:
             return False
         return True
 
-    def _reserve(self, engine: InferenceEngine) -> None:
-        self._in_flight += 1
-        key = id(engine._base)
-        self._in_flight_by_engine[key] = self._in_flight_by_engine.get(key, 0) + 1
-
-    def _release(self, engine: InferenceEngine, node_id: str | None = None) -> None:
+    def _release(self, engine: InferenceEngine, node: NodeInfo) -> None:
         self._in_flight -= 1
         self._in_flight_by_engine[id(engine._base)] -= 1
-        if node_id is not None and self._warming:
-            digest = self._prefixes.get(node_id)
-            if digest is not None and self._warming.get(digest) == node_id:
+        if self._warming:
+            digest = self._prefixes.get(node.id)
+            if digest is not None and self._warming.get(digest) == node.id:
                 del self._warming[digest]
 
     # -- generations -----------------------------------------------------------------
 
-    def _start_generation(self, node_id: str, engine: InferenceEngine) -> None:
-        thunk = self._info[node_id].thunks[0]
-        attempt = self._attempt.get(node_id, 0) + 1
-        self._attempt[node_id] = attempt
-        self.status[node_id] = RUNNING
-        self._reserve(engine)
+    def _start_generation(self, node: NodeInfo, engine: InferenceEngine) -> None:
+        thunk = node.thunks[0]
+        node._attempt += 1
+        node._status = RUNNING
+        self._in_flight += 1  # reserved here, released by _release
+        by_engine, key = self._in_flight_by_engine, id(engine._base)
+        by_engine[key] = by_engine.get(key, 0) + 1
         self.attempts += 1
         if self._emit is not None:
-            self._emit(ev.NodeStarted(node_id, attempt=attempt))
-        thunk._id = node_id
+            self._emit(ev.NodeStarted(node.id, attempt=node._attempt))
+        thunk._id = node.id
         coro = engine.generate(None, into=thunk)
         if not self._inline or self.timeout is not None:
-            self._start_soon(self._finish_generation_task, node_id, engine, coro, HANDOFF)
+            self._start_soon(self._finish_generation_task, node, engine, coro, HANDOFF)
             return
         token = stepping.set(True)
         try:
             first = coro.send(None)
         except StopIteration:
-            self._release(engine, node_id)
-            self._generation_done(node_id, thunk)
+            self._release(engine, node)
+            self._generation_done(node, thunk)
             return
         except anyio.get_cancelled_exc_class():
-            self._release(engine, node_id)
+            self._release(engine, node)
             raise
         except Exception as exc:
-            self._release(engine, node_id)
-            self._attempt_failed(node_id, exc)
+            self._release(engine, node)
+            self._attempt_failed(node, exc)
             return
         finally:
             stepping.reset(token)
-        self._hand_off(self._finish_generation_task(node_id, engine, coro, first))
+        self._hand_off(self._finish_generation_task(node, engine, coro, first))
 
     async def _finish_generation_task(
-        self, node_id: str, engine: InferenceEngine, coro: Any, first: Any
+        self, node: NodeInfo, engine: InferenceEngine, coro: Any, first: Any
     ) -> None:
-        thunk = self._info[node_id].thunks[0]
+        thunk = node.thunks[0]
         try:
             with self._deadline():
                 await Resumed(coro, first)
         except TimeoutError as exc:
-            self._release(engine, node_id)
+            self._release(engine, node)
             error = self._timed_out(exc)
             thunk._set_failed(error)
-            self._attempt_failed(node_id, error)
+            self._attempt_failed(node, error)
             self._drain()
             return
         except anyio.get_cancelled_exc_class():
-            self._release(engine, node_id)
-            self.status[node_id] = CANCELLED
-            for alias in self._info[node_id].thunks:
+            self._release(engine, node)
+            node._status = CANCELLED
+            for alias in node.thunks:
                 if not alias.state.finished:
                     alias._set_cancelled()
             if self._emit is not None:
-                self._emit(ev.NodeCancelled(node_id))
+                self._emit(ev.NodeCancelled(node.id))
             raise
         except Exception as exc:
-            self._release(engine, node_id)
-            self._attempt_failed(node_id, exc)
+            self._release(engine, node)
+            self._attempt_failed(node, exc)
             self._drain()
             return
-        self._release(engine, node_id)
-        self._generation_done(node_id, thunk)
+        self._release(engine, node)
+        self._generation_done(node, thunk)
         self._drain()
 
-    def _generation_done(self, node_id: str, thunk: ModelOutputThunk[Any]) -> None:
+    def _generation_done(self, node: NodeInfo, thunk: ModelOutputThunk[Any]) -> None:
         self.generations += 1
         if thunk.cache_hit:
             self.cache_hits += 1
         elif thunk.meta and thunk.meta.get("cache") == "miss":
             self.cache_misses += 1
-        self._finish(node_id)
+        self._finish(node)
 
     # -- tasks -----------------------------------------------------------------------
 
-    def _begin(self, node_id: str) -> None:
+    def _begin(self, node: NodeInfo) -> None:
         """Start an attempt of a task or sampler node: status, counters, event, thunks."""
-        attempt = self._attempt.get(node_id, 0) + 1
-        self._attempt[node_id] = attempt
-        self.status[node_id] = RUNNING
+        node._attempt += 1
+        node._status = RUNNING
         self.attempts += 1
         if self._emit is not None:
-            self._emit(ev.NodeStarted(node_id, attempt=attempt))
-        for thunk in self._info[node_id].thunks:
+            self._emit(ev.NodeStarted(node.id, attempt=node._attempt))
+        for thunk in node.thunks:
             thunk._set_running()
 
-    def _start_task(self, node_id: str) -> None:
-        producer = self._info[node_id].span.producer
+    def _start_task(self, node: NodeInfo) -> None:
+        producer = node.span.producer
         assert isinstance(producer, TaskProducer)
-        self._begin(node_id)
+        self._begin(node)
         try:
             args = resolve(list(producer.args))
             kwargs = resolve(dict(producer.kwargs))
         except Exception as exc:
-            self._attempt_failed(node_id, exc)
+            self._attempt_failed(node, exc)
             return
         if producer.is_async or producer.thread:
-            self._start_soon(self._run_task, node_id, producer, args, kwargs)
+            self._start_soon(self._run_task, node, producer, args, kwargs)
             return
         try:
             result = producer.fn(*args, **kwargs)
         except Exception as exc:
-            self._attempt_failed(node_id, exc)
+            self._attempt_failed(node, exc)
             return
         if inspect.isawaitable(result):
-            self._start_soon(self._await_task_result, node_id, result)
+            self._start_soon(self._await_task_result, node, result)
             return
-        self._task_returned(node_id, result)
+        self._task_returned(node, result)
 
     async def _run_task(
-        self, node_id: str, producer: TaskProducer, args: list[Any], kwargs: dict[str, Any]
+        self, node: NodeInfo, producer: TaskProducer, args: list[Any], kwargs: dict[str, Any]
     ) -> None:
         if producer.thread:
             awaitable = anyio.to_thread.run_sync(lambda: producer.fn(*args, **kwargs))
         else:
             awaitable = producer.fn(*args, **kwargs)
-        await self._await_task_result(node_id, awaitable)
+        await self._await_task_result(node, awaitable)
 
-    async def _await_task_result(self, node_id: str, awaitable: Any) -> None:
+    async def _await_task_result(self, node: NodeInfo, awaitable: Any) -> None:
         try:
             with self._deadline():
                 result = await awaitable
         except anyio.get_cancelled_exc_class():
-            self._cancel_node(node_id)
+            self._cancel_node(node)
             raise
         except TimeoutError as exc:
-            self._attempt_failed(node_id, self._timed_out(exc))
+            self._attempt_failed(node, self._timed_out(exc))
             self._drain()
             return
         except Exception as exc:
-            self._attempt_failed(node_id, exc)
+            self._attempt_failed(node, exc)
             self._drain()
             return
-        self._task_returned(node_id, result)
+        self._task_returned(node, result)
         self._drain()
 
     def _deadline(self) -> Any:
@@ -538,113 +562,110 @@ class Scheduler:
         error.__cause__ = exc
         return error
 
-    def _task_returned(self, node_id: str, result: Any) -> None:
+    def _task_returned(self, node: NodeInfo, result: Any) -> None:
         spans = spans_in(result)
-        info = self._info[node_id]
-        for thunk in info.thunks:
+        for thunk in node.thunks:
             thunk.meta["result"] = result
         if not spans:
-            self._finish_task(node_id)
+            self._finish_task(node)
             return
         # Dynamic expansion: compile what the task returned into the running graph.
         try:
-            root_ids, new_ids = self.graph.extend(spans, parent=node_id)
+            root_ids, new_ids = self.graph.extend(spans, parent=node.id)
         except Exception as exc:
-            self._attempt_failed(node_id, exc)
+            self._attempt_failed(node, exc)
             return
         self.dynamic_nodes += len(new_ids)
         if self._emit is not None and new_ids:
-            self._emit(ev.NodesAdded(node_id, count=len(new_ids)))
+            self._emit(ev.NodesAdded(node.id, count=len(new_ids)))
         self._add_nodes(new_ids)
-        outstanding = [r for r in dict.fromkeys(root_ids) if self.status[r] != DONE]
-        failed = [r for r in outstanding if self.status[r] in (FAILED, SKIPPED, CANCELLED)]
+        nodes = self._info
+        outstanding = [nodes[r] for r in dict.fromkeys(root_ids) if nodes[r]._status != DONE]
+        failed = [r for r in outstanding if r._status in (FAILED, SKIPPED, CANCELLED)]
         if failed:
-            self._fail_dynamic(node_id, failed[0])
+            self._fail_dynamic(node, failed[0])
             return
         if not outstanding:
-            self._finish_task(node_id)
+            self._finish_task(node)
             return
-        self._dynamic_wait[node_id] = outstanding
-        self._waiting[node_id] = len(outstanding)
+        self._dynamic_wait[node.id] = outstanding
+        node._waiting = len(outstanding)
         for root in outstanding:
-            self._users[root].append(node_id)
+            self._dynamic_users.setdefault(root.id, []).append(node)
 
-    def _finish_task(self, node_id: str) -> None:
-        info = self._info[node_id]
-        result = info.thunks[0].meta.get("result")
+    def _finish_task(self, node: NodeInfo) -> None:
+        result = node.thunks[0].meta.get("result")
         try:
             parsed = resolve(result)
             text = _task_text(result)
         except Exception as exc:
-            self._attempt_failed(node_id, exc)
+            self._attempt_failed(node, exc)
             return
-        for thunk in info.thunks:
+        for thunk in node.thunks:
             thunk._set_done(text, parsed)
-        self._finish(node_id)
+        self._finish(node)
 
-    def _fail_dynamic(self, node_id: str, child: str) -> None:
-        error = self.errors.get(child) or RuntimeError(
-            f"a node this task returned was {self.status[child]}"
+    def _fail_dynamic(self, node: NodeInfo, child: NodeInfo) -> None:
+        error = self.errors.get(child.id) or RuntimeError(
+            f"a node this task returned was {child._status}"
         )
-        self._attempt_failed(node_id, error, retry=False)
+        self._attempt_failed(node, error, retry=False)
 
     # -- samplers ----------------------------------------------------------------------
 
-    def _start_sampler(self, node_id: str) -> None:
-        self._begin(node_id)
-        self._start_soon(self._run_sampler, node_id)
+    def _start_sampler(self, node: NodeInfo) -> None:
+        self._begin(node)
+        self._start_soon(self._run_sampler, node)
 
-    async def _run_sampler(self, node_id: str) -> None:
+    async def _run_sampler(self, node: NodeInfo) -> None:
         from ._sample import AttemptEngine
 
-        info = self._info[node_id]
-        producer: Any = info.span.producer  # a spangraph.sampling.SamplerProducer
-        engine = self._engine_of(node_id)
+        producer: Any = node.span.producer  # a spangraph.sampling.SamplerProducer
+        engine = self._engine_of(node)
         if producer.state is not None:
             engine = producer.state(engine)
-        attempts_engine = AttemptEngine(engine, node_id, self.graph.path_of(node_id), self._emit)
+        attempts_engine = AttemptEngine(engine, node.id, self.graph.path_of(node.id), self._emit)
         try:
             with self._deadline():
                 thunks = await producer.sampler(attempts_engine, producer.action)
             chosen = (producer.select or producer.sampler.select)(thunks)
         except anyio.get_cancelled_exc_class():
-            self._cancel_node(node_id)
+            self._cancel_node(node)
             raise
         except Exception as exc:
             attempts_engine.finish()
-            self._attempt_failed(node_id, exc)
+            self._attempt_failed(node, exc)
             self._drain()
             return
         attempts_engine.finish()
-        for thunk in info.thunks:
+        for thunk in node.thunks:
             thunk._copy_result(chosen)
             thunk.meta["attempts"] = list(thunks)
             thunk.meta["selected"] = chosen
         self.generations += len(thunks)
         self.cache_hits += sum(1 for t in thunks if t.cache_hit)
-        self._finish(node_id)
+        self._finish(node)
         self._drain()
 
     # -- finishing -------------------------------------------------------------------
 
-    def _finish(self, node_id: str) -> None:
-        """Mark ``node_id`` done and make ready each user whose inputs are now all done.
+    def _finish(self, node: NodeInfo) -> None:
+        """Mark ``node`` done and make ready each user whose inputs are now all done.
 
         A user that is pure (a block or component) is finished right here rather
         than queued: it has nothing to run, so it only costs a heap round trip.
         """
-        status, info_of, waiting, emit = self.status, self._info, self._waiting, self._emit
-        users_of, dynamic_wait, order = self._users, self._dynamic_wait, self.order
+        emit, dynamic_wait, dynamic_users = self._emit, self._dynamic_wait, self._dynamic_users
         ready, push = self._ready, heapq.heappush
-        todo = [node_id]
+        todo = [node]
         while todo:
             current = todo.pop()
-            was = status[current]
-            status[current] = DONE
-            info = info_of[current]
-            if info.kind in _WORK:
+            was = current._status
+            current._status = DONE
+            if current._work:
+                self._done += 1
                 self.nodes_run += 1
-                thunks = info.thunks
+                thunks = current.thunks
                 first = thunks[0]
                 if len(thunks) > 1:
                     for alias in thunks[1:]:
@@ -652,111 +673,117 @@ class Scheduler:
                 for alias in thunks:
                     alias._claimed = False
                 if emit is not None:
-                    emit(ev.NodeFinished(current, cache_hit=first.cache_hit))
-            elif was != DONE and emit is not None:
-                emit(ev.NodeFinished(current))
-            for user in users_of[current]:
-                state = status[user]
+                    emit(ev.NodeFinished(current.id, cache_hit=first.cache_hit))
+            elif was != DONE:
+                self._done += 1
+                if emit is not None:
+                    emit(ev.NodeFinished(current.id))
+            users = current._users
+            if dynamic_users and current.id in dynamic_users:
+                users = users + dynamic_users[current.id]
+            for user in users:
+                state = user._status
                 if state == PENDING:
-                    left = waiting[user] - 1
-                    waiting[user] = left
+                    left = user._waiting - 1
+                    user._waiting = left
                     if left:
                         continue
-                    if dynamic_wait and user in dynamic_wait:
-                        del dynamic_wait[user]
+                    if dynamic_wait and user.id in dynamic_wait:
+                        del dynamic_wait[user.id]
                         self._finish_task(user)
-                    elif info_of[user].kind in _WORK:
-                        status[user] = READY
-                        push(ready, (order[user], user))
+                    elif user._work:
+                        user._status = READY
+                        push(ready, user._order)
                     else:
-                        status[user] = READY
+                        user._status = READY
                         todo.append(user)
-                elif state == RUNNING and user in dynamic_wait:
-                    left = waiting[user] - 1
-                    waiting[user] = left
+                elif state == RUNNING and user.id in dynamic_wait:
+                    left = user._waiting - 1
+                    user._waiting = left
                     if left == 0:
-                        del dynamic_wait[user]
+                        del dynamic_wait[user.id]
                         self._finish_task(user)
 
-    def _attempt_failed(self, node_id: str, error: BaseException, *, retry: bool = True) -> None:
-        attempt = self._attempt.get(node_id, 1)
-        info = self._info[node_id]
+    def _attempt_failed(self, node: NodeInfo, error: BaseException, *, retry: bool = True) -> None:
+        attempt = node._attempt or 1
         if retry and self.retry.should_retry(error, attempt):
             delay = self.retry.delay(attempt, self._rng)
             if self._emit is not None:
-                self._emit(ev.NodeRetried(node_id, attempt=attempt, error=error, delay=delay))
-            for thunk in info.thunks:
+                self._emit(ev.NodeRetried(node.id, attempt=attempt, error=error, delay=delay))
+            for thunk in node.thunks:
                 thunk._reset()
                 thunk._claimed = True
-            self.status[node_id] = PENDING
-            self._start_soon(self._retry_after, node_id, delay)
+            node._status = PENDING
+            self._start_soon(self._retry_after, node, delay)
             return
-        self.status[node_id] = FAILED
-        self.errors[node_id] = error
-        for thunk in info.thunks:
+        node._status = FAILED
+        self.errors[node.id] = error
+        for thunk in node.thunks:
             if thunk.state is not ThunkState.FAILED:
                 thunk._set_failed(error)
             thunk._claimed = False
-        path = self.graph.path_of(node_id)
+        path = self.graph.path_of(node.id)
         if self._emit is not None:
-            self._emit(ev.NodeFailed(node_id, error=error, path=path))
+            self._emit(ev.NodeFailed(node.id, error=error, path=path))
         if self.first_failure is None:
-            self.first_failure = node_id
+            self.first_failure = node.id
         if self.on_error == "raise":
             assert self._tg is not None
             self._tg.cancel_scope.cancel()
             return
-        self._skip_downstream(node_id, f"input {path} failed: {type(error).__name__}: {error}")
+        self._skip_downstream(node, f"input {path} failed: {type(error).__name__}: {error}")
 
-    async def _retry_after(self, node_id: str, delay: float) -> None:
+    async def _retry_after(self, node: NodeInfo, delay: float) -> None:
         if delay > 0:
             await self._sleep(delay)
-        if self.status[node_id] == PENDING:
-            self._make_ready(node_id)
+        if node._status == PENDING:
+            self._make_ready(node)
             self._drain()
 
-    def _skip_downstream(self, node_id: str, reason: str) -> None:
-        todo = list(self._users[node_id])
+    def _skip_downstream(self, node: NodeInfo, reason: str) -> None:
+        todo = [*node._users, *self._dynamic_users.get(node.id, ())]
         while todo:
             user = todo.pop()
-            state = self.status[user]
-            if state in (DONE, FAILED, SKIPPED, CANCELLED):
+            state = user._status
+            if state in _FINAL:
                 continue
-            if state == RUNNING and user in self._dynamic_wait:
-                self._dynamic_wait.pop(user)
+            if state == RUNNING and user.id in self._dynamic_wait:
+                self._dynamic_wait.pop(user.id)
                 self._attempt_failed(user, RuntimeError(reason), retry=False)
                 continue
-            self.status[user] = SKIPPED
-            self.skip_reasons[user] = reason
-            for thunk in self._info[user].thunks:
+            user._status = SKIPPED
+            self.skip_reasons[user.id] = reason
+            for thunk in user.thunks:
                 thunk._set_skipped(reason)
                 thunk._claimed = False
             if self._emit is not None:
-                self._emit(ev.NodeSkipped(user, reason=reason))
-            todo.extend(self._users[user])
+                self._emit(ev.NodeSkipped(user.id, reason=reason))
+            todo.extend(user._users)
+            todo.extend(self._dynamic_users.get(user.id, ()))
 
-    def _cancel_node(self, node_id: str) -> None:
-        self.status[node_id] = CANCELLED
-        for thunk in self._info[node_id].thunks:
+    def _cancel_node(self, node: NodeInfo) -> None:
+        node._status = CANCELLED
+        for thunk in node.thunks:
             if not thunk.state.finished:
                 thunk._set_cancelled()
             thunk._claimed = False
         if self._emit is not None:
-            self._emit(ev.NodeCancelled(node_id))
+            self._emit(ev.NodeCancelled(node.id))
 
     def _settle(self) -> None:
         """After the task group: nodes that never finished are released, not left claimed."""
-        if collections.Counter(self.status.values())[DONE] == len(self.status):
-            return  # the usual case, counted in C
-        for node_id, state in self.status.items():
-            if state in (DONE, FAILED, SKIPPED, CANCELLED):
+        if self._done == len(self._by_order):
+            return  # the usual case
+        for node in self._by_order:
+            state = node._status
+            if state in _FINAL:
                 continue
-            for thunk in self._info[node_id].thunks:
+            for thunk in node.thunks:
                 thunk._claimed = False
                 if thunk.state is ThunkState.RUNNING:
                     thunk._set_cancelled()
             if state == RUNNING:
-                self.status[node_id] = CANCELLED
+                node._status = CANCELLED
 
 
 def _finished_before(thunks: list[ModelOutputThunk[Any]]) -> bool:

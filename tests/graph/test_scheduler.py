@@ -566,3 +566,26 @@ def test_an_internal_error_in_a_handed_off_generation_is_raised_not_lost(
     thunk = generate(Op(inputs=["x"], label="n"))
     with pytest.raises(RuntimeError, match="scheduler bug"):
         run(thunk, engine=ScriptedEngine("ok", latency=0.01), progress=False)
+
+
+def test_a_compiled_graph_runs_once_at_a_time() -> None:
+    engine = ScriptedEngine("ok", latency=0.05)
+    graph = compile(generate(Op(inputs=["a"], label="n")))
+    errors: list[BaseException] = []
+
+    async def second() -> None:
+        await anyio.sleep(0.01)  # the first run is under way
+        try:
+            await arun(graph, engine=engine, progress=False)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(second)
+            await arun(graph, engine=engine, progress=False)
+
+    anyio.run(main)
+    assert len(errors) == 1 and "already being run" in str(errors[0])
+    rerun = run(graph, engine=engine, progress=False)  # released once the first run ended
+    assert rerun.status == "done"
