@@ -53,10 +53,19 @@ from ._types import Capabilities, Completion, Request
 T = TypeVar("T")
 _IDENTITY = Identity()
 _RUNNING = ThunkState.RUNNING
-_current_bus = events.current_bus
+_current_bus = events._bus.get
 #: Base steps that are synchronous underneath (3) or do nothing without a memo (4, 7):
-#: a class that inherits them runs them without awaiting a coroutine per step.
-_SKIPPABLE_STEPS = ("handle_output_cache", "handle_input_cache", "store", "handle_cache_eviction")
+#: a class that inherits them runs them without awaiting a coroutine per step. Steps
+#: 1 and 8 are skipped when the base step would return at once (no state, no call
+#: options; nobody listening and no state to log to).
+_SKIPPABLE_STEPS = (
+    "handle_model_options",
+    "handle_output_cache",
+    "handle_input_cache",
+    "store",
+    "handle_cache_eviction",
+    "telemetry",
+)
 _STORE_STEPS = frozenset({"store", "handle_cache_eviction"})
 
 
@@ -171,7 +180,10 @@ class InferenceEngine:
         error: BaseException | None = None
         steps = self._inherited_steps
         try:
-            opts = self.handle_model_options(effective, producer.options)  # 1
+            if effective is _IDENTITY and not producer.options and "handle_model_options" in steps:
+                opts: Mapping[str, Any] = self.defaults  # 1, as the base step has it
+            else:
+                opts = self.handle_model_options(effective, producer.options)  # 1
             request = self.render(producer.action, effective, opts, producer.sample_index)  # 2
             request.thunk = thunk
             # Steps this class inherits run without a coroutine of their own
@@ -199,13 +211,7 @@ class InferenceEngine:
             total = (perf_counter() - started) * 1000
             if timings.total_ms != total:
                 timings = Timings(timings.queue_ms, timings.prefill_ms, timings.decode_ms, total)
-            thunk._set_done(
-                completion.text,
-                parsed,
-                usage=completion.usage,
-                timings=timings,
-                cache_hit=cache_hit,
-            )
+            thunk._set_done(completion.text, parsed, completion.usage, timings, cache_hit)
         except ParseError as exc:
             error = exc
             thunk._set_failed(exc, raw=exc.raw)
@@ -218,7 +224,10 @@ class InferenceEngine:
             thunk._set_failed(exc)
             raise
         finally:
-            self.telemetry(thunk, effective, request, completion, cache_hit, error, started)  # 8
+            if effective is not _IDENTITY or "telemetry" not in steps or _listening():
+                self.telemetry(
+                    thunk, effective, request, completion, cache_hit, error, started
+                )  # 8
         return thunk
 
     def _effective_state(self, declared: Any) -> ExecutionState:
@@ -467,6 +476,12 @@ class InferenceEngine:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r})"
+
+
+def _listening() -> bool:
+    """Whether the current run's event bus has listeners."""
+    bus = _current_bus()
+    return bus is not None and bus.listening
 
 
 def declare(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..nodes import ChatTurn, ExecutionState, ModelOutputThunk, Prompt, Timings, Usage
+from ..nodes._values import fast_init
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class Request:
         return [ChatTurn("system", system), *turns] if system else turns
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Completion:
     """What an engine returns: text, why it stopped, usage, timings, and the raw response."""

@@ -17,7 +17,17 @@ from ._cblock import CBlock
 from ._errors import DigestError, TemplateError
 from ._parsing import output_schema, parse_as
 from ._prompt import Prompt
-from ._span import ComponentLike, Text, as_span, render_span, span_id
+from ._span import (
+    STEP_LIST,
+    STEP_NONE,
+    STEP_PARAM,
+    STEP_PART,
+    ComponentLike,
+    Text,
+    as_span,
+    render_span,
+    span_id,
+)
 from ._thunk import ModelOutputThunk
 
 T = TypeVar("T")
@@ -52,6 +62,9 @@ class Component(BaseModel, Generic[T]):
     _sg_list_fields: ClassVar[frozenset[str]] = frozenset()
     _sg_param_fields: ClassVar[tuple[str, ...]] = ()
     _sg_template_items: ClassVar[tuple[tuple[Text | None, str | None, str], ...] | None] = None
+    #: The template as render steps (see ``flat_steps``); ``None`` when the class has
+    #: no template or arranges its render items in code.
+    _sg_flat_steps: ClassVar[tuple[tuple[str, str | None, int, str], ...] | None] = None
     _sg_output: ClassVar[dict[type, tuple[Any, dict[str, Any] | None]]] = {}
 
     _id: str | None = PrivateAttr(default=None)
@@ -97,6 +110,12 @@ class Component(BaseModel, Generic[T]):
         cls._sg_list_fields = frozenset(lists)
         cls._sg_param_fields = tuple(params)
         cls._sg_template_items = _parse_template(cls) if cls.template is not None else None
+        cls._sg_flat_steps = (
+            flat_steps(cls._sg_template_items, cls._sg_part_fields, cls._sg_list_fields)
+            if cls._sg_template_items is not None
+            and cls._sg_render_items is Component._sg_render_items
+            else None
+        )
 
     # -- the component protocol ------------------------------------------------------
 
@@ -332,6 +351,29 @@ def _span_annotation(annotation: Any) -> str | None:
         if args and all(_is_span_type(a) for a in args):
             return "many"
     return None
+
+
+def flat_steps(
+    template: tuple[tuple[Text | None, str | None, str], ...],
+    part_fields: tuple[str, ...],
+    list_fields: frozenset[str],
+) -> tuple[tuple[str, str | None, int, str], ...]:
+    """The template as ``(literal text, field, what the field is, format spec)`` steps,
+    what ``_sg_render_items`` works out per render, decided once per class. The field
+    is one of ``STEP_PART``, ``STEP_LIST``, ``STEP_PARAM`` (or ``STEP_NONE``: no field).
+    """
+    steps: list[tuple[str, str | None, int, str]] = []
+    for literal, field, spec in template:
+        if field is None:
+            what = STEP_NONE
+        elif field in list_fields:
+            what = STEP_LIST
+        elif field in part_fields:
+            what = STEP_PART
+        else:
+            what = STEP_PARAM
+        steps.append((literal.text if literal is not None else "", field, what, spec))
+    return tuple(steps)
 
 
 def _parse_template(

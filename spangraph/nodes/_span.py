@@ -6,7 +6,7 @@ All three walks here are iterative (an explicit stack), so a chain of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -51,6 +51,9 @@ class Text:
     text: str
     label: bool = False
 
+
+# What a template field is, in a component class's render steps.
+STEP_NONE, STEP_PART, STEP_LIST, STEP_PARAM = range(4)
 
 # What kind of span a type is, decided once per type (protocol checks are slow).
 NOT_SPAN, BLOCK, THUNK, MODEL, CUSTOM = range(5)
@@ -390,12 +393,56 @@ def render_span(root: object) -> Prompt:
 def _render_flat(component: Any) -> Prompt | None:
     """The usual shape, without the general walk: a pydantic component whose render
     items are all literal text, blocks and done thunks. ``None`` for anything else
-    (a nested component, a thunk not done): the walk renders it, or says why not."""
-    own = component.__pydantic_private__["_id"] or span_id(component)
-    items, role = component._sg_render_plan()
+    (a nested component, a thunk not done): the walk renders it, or says why not.
+
+    A class with a template renders straight from its render steps (no list of
+    render items is built); one that arranges its items in code, from its plan."""
+    private = component.__pydantic_private__
+    own = private["_id"] or span_id(component)
+    steps = component._sg_flat_steps
+    if steps is None or private["_plan"] is not None:
+        items, role = component._sg_render_plan()
+        return _flat_prompt(reversed(items), own, role)
+    role = component._sg_message_role()
     kinds, new, done = _KINDS, tuple.__new__, ThunkState.DONE
     out: list[Segment] = []
-    for item in reversed(items):
+    append = out.append
+    for literal, field, what, spec in steps:
+        if literal:
+            append(new(Segment, (literal, own, False, role, False)))
+        if what == STEP_NONE:
+            continue
+        value = getattr(component, field)
+        if what == STEP_PARAM:
+            text = component.format_param(field, value, spec)
+            if text:
+                append(new(Segment, (text, own, False, role, False)))
+            continue
+        if what == STEP_PART:
+            if value is None:
+                continue
+            parts: Any = (value,)
+        else:
+            parts = value or ()
+        for i, item in enumerate(parts):
+            if i:
+                append(new(Segment, ("\n", own, False, role, False)))
+            kind = kinds.get(type(item))
+            if kind == THUNK and item.state is done:
+                append(new(Segment, (item._value, item._id or span_id(item), False, role, False)))
+            elif kind == BLOCK:
+                if item.text:
+                    append(new(Segment, (item.text, item._id or item.id, item.cache, role, False)))
+            else:
+                return None
+    return Prompt(tuple(out))
+
+
+def _flat_prompt(items: Iterable[Any], own: str, role: str | None) -> Prompt | None:
+    """``_render_flat`` from render items in prompt order."""
+    kinds, new, done = _KINDS, tuple.__new__, ThunkState.DONE
+    out: list[Segment] = []
+    for item in items:
         cls = type(item)
         if cls is Text:
             if item.text:

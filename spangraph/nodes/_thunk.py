@@ -12,6 +12,7 @@ from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
 from ._errors import ThunkNotDoneError
+from ._values import fast_init
 
 if TYPE_CHECKING:
     from ._component import Span
@@ -32,6 +33,7 @@ class ThunkState(enum.Enum):
         return self not in (ThunkState.PENDING, ThunkState.RUNNING)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token counts. ``input_tokens`` includes ``cached_input_tokens``."""
@@ -48,6 +50,7 @@ class Usage:
         )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Timings:
     """Milliseconds: waiting for a slot, prompt evaluation, token generation, all of it."""
@@ -264,7 +267,6 @@ class ModelOutputThunk(Generic[T]):
         self,
         value: str,
         parsed: Any,
-        *,
         usage: Usage | None = None,
         timings: Timings | None = None,
         cache_hit: bool = False,

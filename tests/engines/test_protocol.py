@@ -327,8 +327,15 @@ def test_refined_steps_run_even_where_the_base_steps_would_do_nothing() -> None:
         async def handle_cache_eviction(self, request: Any = None) -> None:
             calls.append("evict")
 
+        def handle_model_options(self, state: Any, call: Any) -> Any:
+            calls.append("options")
+            return super().handle_model_options(state, call)
+
+        def telemetry(self, *args: Any) -> None:
+            calls.append("telemetry")
+
     thunk = anyio.run(Refined("x").generate, CBlock("q"))
     assert thunk.value == "x"
-    assert calls == ["output", "input", "store", "evict"]
+    assert calls == ["options", "output", "input", "store", "evict", "telemetry"]
     assert Refined._inherited_steps == frozenset()
     assert ScriptedEngine._inherited_steps >= {"handle_input_cache", "store"}

@@ -328,3 +328,5 @@ def test_flat_render_path_equals_the_general_walk(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(_span, "_render_flat", lambda component: None)
     assert fast == [render_span(s) for s in spans]
     assert [seg.role for seg in fast[2]] == ["user"] * len(fast[2])
+    monkeypatch.undo()  # the walk cached each render plan: the flat path now reads that
+    assert [render_span(s) for s in spans] == fast
