@@ -121,23 +121,27 @@ Listener = Callable[[Event], None]
 class EventBus:
     """Fan-out of events to listeners, in subscription order."""
 
-    __slots__ = ("_listeners",)
+    __slots__ = ("_listeners", "listening")
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        #: Whether anyone listens (a plain attribute: it is read per generation).
+        self.listening = False
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Add a listener; returns a function that removes it."""
         self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+        self.listening = True
+
+        def unsubscribe() -> None:
+            self._listeners.remove(listener)
+            self.listening = bool(self._listeners)
+
+        return unsubscribe
 
     def emit(self, event: Event) -> None:
         for listener in self._listeners:
             listener(event)
-
-    @property
-    def listening(self) -> bool:
-        return bool(self._listeners)
 
 
 _bus: ContextVar[EventBus | None] = ContextVar("spangraph_events", default=None)

@@ -28,6 +28,7 @@ import anyio
 
 from .. import events
 from ..cache import AUTO, CachePolicy, memo_key, run_cache
+from ..cache._context import _run_cache
 from ..nodes import (
     CBlock,
     ExecutionState,
@@ -54,6 +55,7 @@ T = TypeVar("T")
 _IDENTITY = Identity()
 _RUNNING = ThunkState.RUNNING
 _current_bus = events._bus.get
+_run_cache_get = _run_cache.get
 #: Base steps that are synchronous underneath (3) or do nothing without a memo (4, 7):
 #: a class that inherits them runs them without awaiting a coroutine per step. Steps
 #: 1 and 8 are skipped when the base step would return at once (no state, no call
@@ -224,7 +226,12 @@ class InferenceEngine:
             thunk._set_failed(exc)
             raise
         finally:
-            if effective is not _IDENTITY or "telemetry" not in steps or _listening():
+            bus = _current_bus()
+            if (
+                effective is not _IDENTITY
+                or "telemetry" not in steps
+                or (bus is not None and bus.listening)
+            ):
                 self.telemetry(
                     thunk, effective, request, completion, cache_hit, error, started
                 )  # 8
@@ -304,6 +311,13 @@ class InferenceEngine:
         return self._lookup_output(request)
 
     def _lookup_output(self, request: Request) -> Completion | None:
+        state = request.state
+        if (
+            _run_cache_get()[0] is None
+            and self.span_cache is None
+            and (state is None or state.span_cache is None)
+        ):
+            return None  # no store anywhere (what _cache_for would find, sooner)
         store, policy = self._cache_for(request)
         if store is None or not policy.applies(request.options):
             return None
@@ -476,12 +490,6 @@ class InferenceEngine:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r})"
-
-
-def _listening() -> bool:
-    """Whether the current run's event bus has listeners."""
-    bus = _current_bus()
-    return bus is not None and bus.listening
 
 
 def declare(

@@ -52,6 +52,7 @@ class ScriptedEngine(InferenceEngine):
         self._name = name
         self.max_concurrency = max_concurrency
         self.calls = 0
+        self._reply_words: int | None = None
         self.in_flight = 0
         self.max_in_flight = 0
 
@@ -83,9 +84,15 @@ class ScriptedEngine(InferenceEngine):
         self.calls += 1
         reply = self._reply
         if not self._latency and type(reply) is str:
-            # Instant and fixed: what scheduler benchmarks measure, so no coroutine.
-            self.max_in_flight = max(self.max_in_flight, self.in_flight + 1)
-            return self._completion(request, reply, 0.0)
+            # Instant and fixed: what scheduler benchmarks measure, so no coroutine
+            # and the reply's word count made once.
+            if self.in_flight >= self.max_in_flight:
+                self.max_in_flight = self.in_flight + 1
+            words = self._reply_words
+            if words is None:
+                words = self._reply_words = len(reply.split())
+            usage = Usage(len(request.text.split()), words, 0)
+            return Completion(reply, "stop", usage, _INSTANT)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -224,7 +224,7 @@ class Scheduler:
         """Take on nodes, in the graph's order (post-order: a node's inputs come first,
         so one pass sets every node's status and count of inputs not done)."""
         graph, by_order, emit = self._info, self._by_order, self._emit
-        pending = ThunkState.PENDING
+        pending, finished = ThunkState.PENDING, ThunkState.DONE
         new_ready: list[NodeInfo] = []
         for node_id in node_ids:
             node = graph[node_id]
@@ -233,7 +233,12 @@ class Scheduler:
             by_order.append(node)
             node._attempt = 0
             thunks = node.thunks
-            if thunks and node._work and _finished_before(thunks):
+            if (
+                thunks
+                and node._work
+                and (thunks[0].state is finished or len(thunks) > 1)
+                and _finished_before(thunks)
+            ):
                 node._status = DONE
                 self._done += 1
             else:

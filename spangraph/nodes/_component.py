@@ -143,7 +143,8 @@ class Component(BaseModel, Generic[T]):
 
     def parse_output(self, text: str) -> T:
         """Parse model text into ``T`` (see ``output_type``)."""
-        output = self._sg_output_info()[0]
+        info = Component._sg_output.get(type(self))  # the cache _sg_output_info keeps
+        output = (info or self._sg_output_info())[0]
         if output is str:
             return text  # type: ignore[return-value]
         return parse_as(output, text)  # type: ignore[no-any-return]
@@ -175,7 +176,8 @@ class Component(BaseModel, Generic[T]):
     @classmethod
     def output_schema(cls) -> dict[str, Any] | None:
         """The JSON schema of ``T`` (closed objects), or ``None`` for plain text."""
-        schema = cls._sg_output_info()[1]
+        info = Component._sg_output.get(cls)  # the cache _sg_output_info keeps
+        schema = (info or cls._sg_output_info())[1]
         return copy.deepcopy(schema) if schema is not None else None
 
     @property
