@@ -13,7 +13,7 @@ slower, and a traced run builds six per generation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -119,28 +119,46 @@ Listener = Callable[[Event], None]
 
 
 class EventBus:
-    """Fan-out of events to listeners, in subscription order."""
+    """Fan-out of events to listeners, in subscription order.
 
-    __slots__ = ("_listeners", "listening")
+    A listener may subscribe to some event types only (``only=``): it is then
+    not called for the others. Each event type's listeners are worked out
+    once (``_routes``), so an event costs a call per interested listener.
+    """
+
+    __slots__ = ("_listeners", "_routes", "listening")
 
     def __init__(self) -> None:
-        self._listeners: list[Listener] = []
+        self._listeners: list[tuple[Listener, frozenset[type] | None]] = []
+        self._routes: dict[type, tuple[Listener, ...]] = {}
         #: Whether anyone listens (a plain attribute: it is read per generation).
         self.listening = False
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Add a listener; returns a function that removes it."""
-        self._listeners.append(listener)
+    def subscribe(
+        self, listener: Listener, *, only: Iterable[type[Event]] | None = None
+    ) -> Callable[[], None]:
+        """Add a listener (for the event types in ``only``, else for all);
+        returns a function that removes it."""
+        entry = (listener, frozenset(only) if only is not None else None)
+        self._listeners.append(entry)
+        self._routes.clear()
         self.listening = True
 
         def unsubscribe() -> None:
-            self._listeners.remove(listener)
+            self._listeners.remove(entry)
+            self._routes.clear()
             self.listening = bool(self._listeners)
 
         return unsubscribe
 
     def emit(self, event: Event) -> None:
-        for listener in self._listeners:
+        kind = type(event)
+        route = self._routes.get(kind)
+        if route is None:
+            route = self._routes[kind] = tuple(
+                listener for listener, only in self._listeners if only is None or kind in only
+            )
+        for listener in route:
             listener(event)
 
 

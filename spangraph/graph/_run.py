@@ -127,8 +127,8 @@ async def arun(
     if trace:
         bus.subscribe(log.append)
         tracing = _Tracing(graph, name)
-        bus.subscribe(tracing.tracer)
-        bus.subscribe(_HeapKeeper())
+        tracing.tracer.listen(bus)
+        bus.subscribe(_HeapKeeper(), only=(ev.NodeFinished,))
     for listener in listeners:
         bus.subscribe(listener)
     bar = ProgressBar(bus) if wanted(progress) else None
@@ -248,25 +248,29 @@ class _Tracing:
         return meta
 
     def _upstream(self, node_id: str) -> tuple[tuple[str, str], ...]:
-        """The nearest executed nodes upstream (through blocks and components)."""
+        """The nearest executed nodes upstream (through blocks and components), in
+        depth-first order from the last input (dynamic inputs first)."""
         nodes = self.graph._nodes  # the node table, read directly (once per node and run)
         info = nodes[node_id]
         out: dict[str, str] = {}
-        todo = [(src, "part") for src in info.inputs]
-        if info.dynamic_inputs:
-            todo += [(src, "dynamic") for src in info.dynamic_inputs]
         seen: set[str] = set()
-        while todo:
-            src, kind = todo.pop()
-            if src in seen:
-                continue
-            seen.add(src)
-            source = nodes[src]
-            if source.kind in _EXECUTED:
-                if src not in out:
+        stack = [(reversed(info.inputs), "part")]
+        if info.dynamic_inputs:
+            stack.append((reversed(info.dynamic_inputs), "dynamic"))
+        while stack:
+            sources, kind = stack[-1]
+            for src in sources:
+                if src in seen:
+                    continue
+                seen.add(src)
+                source = nodes[src]
+                if source._work:
                     out[src] = kind
-            elif source.inputs:
-                todo += [(s, kind) for s in source.inputs]
+                elif source.inputs:
+                    stack.append((reversed(source.inputs), kind))
+                    break  # its inputs first; this iterator resumes after them
+            else:
+                stack.pop()
         return tuple(out.items())
 
     def finish(self, scheduler: Scheduler, failure: BaseException | None) -> _LogSource:
@@ -325,10 +329,6 @@ def _young_heap() -> Iterator[None]:
                     gc.unfreeze()
 
 
-#: Node kinds that run (and have spans); blocks and components are looked through.
-_EXECUTED = frozenset(("generation", "task", "sampler"))
-
-
 class _HeapKeeper:
     """Listens to a traced run: every ``EVERY`` finished nodes, what the run made so far
     (spans, events, results: it all lives as long as the run) joins the frozen heap,
@@ -341,14 +341,13 @@ class _HeapKeeper:
     def __init__(self) -> None:
         self.count = 0
 
-    def __call__(self, event: ev.Event) -> None:
-        if type(event) is ev.NodeFinished:
-            self.count += 1
-            if self.count >= self.EVERY:
-                self.count = 0
-                with _heap_lock:
-                    if _heap_runs:  # the freeze is ours (see _young_heap)
-                        gc.freeze()
+    def __call__(self, event: ev.Event) -> None:  # NodeFinished only (see arun)
+        self.count += 1
+        if self.count >= self.EVERY:
+            self.count = 0
+            with _heap_lock:
+                if _heap_runs:  # the freeze is ours (see _young_heap)
+                    gc.freeze()
 
 
 class _LogSource:

@@ -32,7 +32,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import MappingProxyType, MethodType
 from typing import Any
 
 from opentelemetry import trace
@@ -162,6 +162,12 @@ class RunTracer:
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             handler(self, event)
+
+    def listen(self, bus: ev.EventBus) -> None:
+        """Subscribe to ``bus``: each handler for its own event type only (what
+        ``__call__`` does, without a call and a lookup per event)."""
+        for kind, handler in _HANDLERS.items():
+            bus.subscribe(MethodType(handler, self), only=(kind,))
 
     def _on_declared(self, event: ev.NodeDeclared) -> None:
         self._declared[event.node_id] = NodeMeta(
