@@ -1,8 +1,7 @@
 """``InferenceEngine``: the fixed generate protocol.
 
-``generate()`` is final, and so is ``_protocol()``, which it awaits on the
-declared thunk (the scheduler drives ``_protocol()`` directly). It runs these
-steps, each a method an engine may refine but never reorder:
+``generate()`` is final. It runs these steps, each a method an engine may
+refine but never reorder:
 
 1. ``handle_model_options`` — engine defaults < execution state < call.
 2. ``render`` — the action (after the state's prefix spans) → ``Request``.
@@ -101,10 +100,9 @@ class InferenceEngine:
             for name in _SKIPPABLE_STEPS
             if getattr(cls, name) is getattr(InferenceEngine, name)
         )
-        final = [name for name in ("generate", "_protocol") if name in cls.__dict__]
-        if final:
+        if "generate" in cls.__dict__:
             raise TypeError(
-                f"{cls.__name__} defines {final[0]}(), which is final: the generate protocol is "
+                f"{cls.__name__} defines generate(), which is final: the generate protocol is "
                 "the same for every engine. Implement _complete() (and optionally _stream()), "
                 "or refine one of the protocol steps (handle_model_options, render, "
                 "handle_output_cache, handle_input_cache, parse, store, telemetry)."
@@ -171,15 +169,8 @@ class InferenceEngine:
         ``into`` is a thunk declared earlier with ``spangraph.generate()`` (the
         scheduler passes it); its state and options are used.
         """
-        thunk = into if into is not None else declare(action, state, options)
-        await self._protocol(thunk)
-        return thunk
-
-    async def _protocol(self, thunk: ModelOutputThunk[Any]) -> None:
-        """The steps, on a declared thunk (final, like ``generate``). It returns
-        nothing, so a scheduler that drives it by hand sees it finish without a
-        ``StopIteration`` carrying a value."""
         started = perf_counter()
+        thunk = into if into is not None else declare(action, state, options)
         producer = thunk.producer
         assert isinstance(producer, GenerationProducer)
         declared = producer.state
@@ -244,6 +235,7 @@ class InferenceEngine:
                 self.telemetry(
                     thunk, effective, request, completion, cache_hit, error, started
                 )  # 8
+        return thunk
 
     def _effective_state(self, declared: Any) -> ExecutionState:
         """The engine view's bound state, then the declared one."""

@@ -124,7 +124,6 @@ PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED = (
 )
 _WORK = ("generation", "task", "sampler")
 _FINAL = (DONE, FAILED, SKIPPED, CANCELLED)
-_FINISHED = object()  # a generation driven by hand finished without waiting
 
 
 class Scheduler:
@@ -434,14 +433,17 @@ class Scheduler:
         if self._emit is not None:
             self._emit(ev.NodeStarted(node.id, attempt=node._attempt))
         thunk._id = node.id
-        coro = engine._protocol(thunk)
+        coro = engine.generate(None, into=thunk)
         if not self._inline or self.timeout is not None:
             self._start_soon(self._finish_generation_task, node, engine, coro, HANDOFF)
             return
         token = stepping.set(True)
         try:
-            # Driven by hand; it returns None, so it finishes without a StopIteration.
-            first = next(coro.__await__(), _FINISHED)
+            first = coro.send(None)
+        except StopIteration:
+            self._release(engine, node)
+            self._generation_done(node, thunk)
+            return
         except anyio.get_cancelled_exc_class():
             self._release(engine, node)
             raise
@@ -451,10 +453,6 @@ class Scheduler:
             return
         finally:
             stepping.reset(token)
-        if first is _FINISHED:
-            self._release(engine, node)
-            self._generation_done(node, thunk)
-            return
         self._hand_off(self._finish_generation_task(node, engine, coro, first))
 
     async def _finish_generation_task(

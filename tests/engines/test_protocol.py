@@ -86,12 +86,6 @@ def test_generate_is_final() -> None:
             async def generate(self, *a: Any, **k: Any) -> Any:  # type: ignore[override]
                 return None
 
-    with pytest.raises(TypeError, match="_protocol\\(\\), which is final"):
-
-        class Sneakier(ScriptedEngine):
-            async def _protocol(self, thunk: Any) -> None:
-                return None
-
 
 def test_each_step_runs_once_in_order() -> None:
     engine = Recording()
