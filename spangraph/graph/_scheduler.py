@@ -201,7 +201,11 @@ class Scheduler:
                 "spans again."
             )
         graph._running = True
-        self._add_nodes(list(graph))
+        try:
+            self._add_nodes(list(graph))
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         """Release the graph for another run (``execute`` does it; so may its caller)."""
