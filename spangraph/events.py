@@ -13,7 +13,7 @@ slower, and a traced run builds six per generation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -55,8 +55,8 @@ class NodeDeclared(Event):
 @dataclass(slots=True)
 class NodeFinished(Event):
     cache_hit: bool = False
-    #: Extra span attributes (a sampler attempt's validation result, say).
-    attributes: dict[str, Any] = field(default_factory=dict)
+    #: Extra span attributes (a sampler attempt's validation result, say), or None.
+    attributes: Mapping[str, Any] | None = None
 
 
 @dataclass(slots=True)

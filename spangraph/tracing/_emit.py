@@ -65,8 +65,10 @@ class NodeMeta:
         self.kind, self.path, self.label, self.parent = kind, path, label, parent
         self.upstream = upstream
         # ``upstream`` split in two, as the span attributes carry it.
-        self.upstream_ids: tuple[str, ...] = tuple(source for source, _ in upstream)
-        self.upstream_kinds: tuple[str, ...] = tuple(edge for _, edge in upstream)
+        self.upstream_ids: tuple[str, ...] = ()
+        self.upstream_kinds: tuple[str, ...] = ()
+        if upstream:
+            self.upstream_ids, self.upstream_kinds = map(tuple, zip(*upstream, strict=True))
 
     def __repr__(self) -> str:
         return f"NodeMeta({self.kind!r}, {self.path!r}, {self.label!r}, {self.upstream!r})"
@@ -221,7 +223,7 @@ class RunTracer:
         cache_hit: bool = False,
         error: BaseException | None = None,
         reason: str | None = None,
-        extra: dict[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         attempt = self._attempts.pop(node_id)
         meta = self._meta(node_id)
