@@ -589,3 +589,42 @@ def test_a_compiled_graph_runs_once_at_a_time() -> None:
     assert len(errors) == 1 and "already being run" in str(errors[0])
     rerun = run(graph, engine=engine, progress=False)  # released once the first run ended
     assert rerun.status == "done"
+
+
+def test_arun_under_trio() -> None:
+    """On trio every generation runs as a task of the run's task group (no asyncio
+    tasks): fan-out, a retry, a dynamic task and a cancelled run all work there too."""
+    pytest.importorskip("trio")
+    calls = {"flaky": 0}
+
+    def answer(request: Request) -> str:
+        if request.text.startswith("flaky") and calls["flaky"] == 0:
+            calls["flaky"] += 1
+            raise TransientEngineError("once")
+        return digest(request.text)
+
+    engine = ScriptedEngine(answer, latency=0.01)
+    leaves = [generate(Op(inputs=[f"leaf {i}"], label="leaf")) for i in range(4)]
+    flaky = generate(Op(inputs=leaves, label="flaky"))
+
+    @task
+    def fan(text: str) -> list[ModelOutputThunk[str]]:
+        return [generate(Op(inputs=[text, str(i)], label="more")) for i in range(3)]
+
+    more = fan(flaky)
+    policy = RetryPolicy(attempts=2, sleep=_no_sleep)
+    result = anyio.run(
+        lambda: arun(more, engine=engine, retry=policy, progress=False), backend="trio"
+    )
+    assert result.status == "done" and result.generations == 4 + 1 + 3
+    assert result.attempts == 4 + 2 + 1 + 3  # the flaky node twice, the task once
+    assert all(t.state is ThunkState.DONE for t in [*leaves, flaky])
+
+    slow = generate(Op(inputs=["s"], label="slow"))
+
+    async def cancelled() -> None:
+        with anyio.move_on_after(0.05):
+            await arun(slow, engine=ScriptedEngine("x", latency=5.0), progress=False)
+
+    anyio.run(cancelled, backend="trio")
+    assert slow.state is ThunkState.CANCELLED
