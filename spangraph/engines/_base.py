@@ -289,14 +289,14 @@ class InferenceEngine:
         if prefix:
             prompt = Prompt.join([render_span(s) for s in prefix]) + _as_user(prompt)
         schema = getattr(action, "output_schema", None)
-        return Request(
-            prompt=prompt,
-            options=options,
-            schema=schema() if callable(schema) else None,
-            mode=self.capabilities.mode,
-            action=action,
-            state=state,
-            sample_index=sample_index,
+        return Request(  # positional (prompt, options, schema, mode, action, state, index)
+            prompt,
+            options,
+            schema() if callable(schema) else None,
+            self.capabilities.mode,
+            action,
+            state,
+            sample_index,
         )
 
     # 3
