@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import NamedTuple
 
 
@@ -33,6 +34,9 @@ class ChatTurn:
     content: str
 
 
+_TEXT = itemgetter(0)  # Segment.text, read in C
+
+
 class Prompt:
     """Ordered segments (immutable). ``text`` is their concatenation."""
 
@@ -46,7 +50,7 @@ class Prompt:
     def text(self) -> str:
         text = self._text
         if text is None:
-            text = self._text = "".join([s.text for s in self.segments])
+            text = self._text = "".join(map(_TEXT, self.segments))
         return text
 
     def __eq__(self, other: object) -> bool:
