@@ -122,7 +122,6 @@ PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED = (
     "skipped",
     "cancelled",
 )
-_WORK = ("generation", "task", "sampler")
 _FINAL = (DONE, FAILED, SKIPPED, CANCELLED)
 
 
