@@ -28,7 +28,6 @@ import anyio
 
 from .. import events
 from ..cache import AUTO, CachePolicy, memo_key, run_cache
-from ..cache._context import _run_cache
 from ..nodes import (
     CBlock,
     ExecutionState,
@@ -55,7 +54,6 @@ T = TypeVar("T")
 _IDENTITY = Identity()
 _RUNNING = ThunkState.RUNNING
 _current_bus = events._bus.get
-_run_cache_get = _run_cache.get
 #: Base steps that are synchronous underneath (3) or do nothing without a memo (4, 7):
 #: a class that inherits them runs them without awaiting a coroutine per step. Steps
 #: 1 and 8 are skipped when the base step would return at once (no state, no call
@@ -311,13 +309,6 @@ class InferenceEngine:
         return self._lookup_output(request)
 
     def _lookup_output(self, request: Request) -> Completion | None:
-        state = request.state
-        if (
-            _run_cache_get()[0] is None
-            and self.span_cache is None
-            and (state is None or state.span_cache is None)
-        ):
-            return None  # no store anywhere (what _cache_for would find, sooner)
         store, policy = self._cache_for(request)
         if store is None or not policy.applies(request.options):
             return None

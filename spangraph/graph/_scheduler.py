@@ -210,11 +210,6 @@ class Scheduler:
         """Release the graph for another run (``execute`` does it; so may its caller)."""
         self.graph._running = False
 
-    @property
-    def status(self) -> dict[str, str]:
-        """Each node's status, by id."""
-        return {node.id: node._status for node in self._by_order}
-
     def status_counts(self) -> collections.Counter[str]:
         """How many nodes are in each status."""
         if self._done == len(self._by_order):

@@ -61,9 +61,12 @@ class Component(BaseModel, Generic[T]):
     _sg_part_fields: ClassVar[tuple[str, ...]] = ()
     _sg_list_fields: ClassVar[frozenset[str]] = frozenset()
     _sg_param_fields: ClassVar[tuple[str, ...]] = ()
-    _sg_template_items: ClassVar[tuple[tuple[Text | None, str | None, str], ...] | None] = None
-    #: The template as render steps (see ``flat_steps``); ``None`` when the class has
-    #: no template or arranges its render items in code.
+    #: The template as ``(literal text, field, what the field is, format spec)``
+    #: steps (``STEP_PART``, ``STEP_LIST``, ``STEP_PARAM``, or ``STEP_NONE``: no
+    #: field), decided once per class; ``None`` without a template.
+    _sg_template_steps: ClassVar[tuple[tuple[str, str | None, int, str], ...] | None] = None
+    #: The template steps when prompts may be rendered straight from them (the class
+    #: does not arrange its render items in code); else ``None``.
     _sg_flat_steps: ClassVar[tuple[tuple[str, str | None, int, str], ...] | None] = None
     _sg_output: ClassVar[dict[type, tuple[Any, dict[str, Any] | None]]] = {}
 
@@ -109,12 +112,9 @@ class Component(BaseModel, Generic[T]):
         cls._sg_part_fields = tuple(parts)
         cls._sg_list_fields = frozenset(lists)
         cls._sg_param_fields = tuple(params)
-        cls._sg_template_items = _parse_template(cls) if cls.template is not None else None
+        cls._sg_template_steps = _parse_template(cls) if cls.template is not None else None
         cls._sg_flat_steps = (
-            flat_steps(cls._sg_template_items, cls._sg_part_fields, cls._sg_list_fields)
-            if cls._sg_template_items is not None
-            and cls._sg_render_items is Component._sg_render_items
-            else None
+            cls._sg_template_steps if cls._sg_render_items is Component._sg_render_items else None
         )
 
     # -- the component protocol ------------------------------------------------------
@@ -189,28 +189,28 @@ class Component(BaseModel, Generic[T]):
     def _sg_render_items(self) -> list[Any]:
         """Literal ``Text`` and parts, in prompt order. Override to arrange them in code."""
         items: list[Any] = []
-        if self._sg_template_items is None:
+        if self._sg_template_steps is None:
             for i, part in enumerate(self.parts()):
                 if i:
                     items.append(_BLANK_LINE)
                 items.append(part)
             return items
-        for literal, field, spec in self._sg_template_items:
-            if literal is not None:
-                items.append(literal)
-            if field is None:
+        for literal, field, what, spec in self._sg_template_steps:
+            if literal:
+                items.append(Text(literal))
+            if field is None:  # STEP_NONE
                 continue
-            if field in self._sg_list_fields:
-                for i, part in enumerate(getattr(self, field) or ()):
+            value = getattr(self, field)
+            if what == STEP_LIST:
+                for i, part in enumerate(value or ()):
                     if i:
                         items.append(_NEWLINE)
                     items.append(part)
-            elif field in self._sg_part_fields:
-                value = getattr(self, field)
+            elif what == STEP_PART:
                 if value is not None:
                     items.append(value)
             else:
-                items.append(Text(self.format_param(field, getattr(self, field), spec)))
+                items.append(Text(self.format_param(field, value, spec)))
         return items
 
     def _sg_render_plan(self) -> tuple[tuple[Any, ...], str | None]:
@@ -355,32 +355,10 @@ def _span_annotation(annotation: Any) -> str | None:
     return None
 
 
-def flat_steps(
-    template: tuple[tuple[Text | None, str | None, str], ...],
-    part_fields: tuple[str, ...],
-    list_fields: frozenset[str],
-) -> tuple[tuple[str, str | None, int, str], ...]:
-    """The template as ``(literal text, field, what the field is, format spec)`` steps,
-    what ``_sg_render_items`` works out per render, decided once per class. The field
-    is one of ``STEP_PART``, ``STEP_LIST``, ``STEP_PARAM`` (or ``STEP_NONE``: no field).
-    """
-    steps: list[tuple[str, str | None, int, str]] = []
-    for literal, field, spec in template:
-        if field is None:
-            what = STEP_NONE
-        elif field in list_fields:
-            what = STEP_LIST
-        elif field in part_fields:
-            what = STEP_PART
-        else:
-            what = STEP_PARAM
-        steps.append((literal.text if literal is not None else "", field, what, spec))
-    return tuple(steps)
-
-
 def _parse_template(
     cls: type[Component[Any]],
-) -> tuple[tuple[Text | None, str | None, str], ...]:
+) -> tuple[tuple[str, str | None, int, str], ...]:
+    """The template's render steps (see ``Component._sg_template_steps``), checked."""
     template = cls.template
     assert template is not None
     try:
@@ -391,7 +369,7 @@ def _parse_template(
         ) from None
     known = set(cls.model_fields)
     used: set[str] = set()
-    items: list[tuple[Text | None, str | None, str]] = []
+    steps: list[tuple[str, str | None, int, str]] = []
     for literal, field, spec, conversion in parsed:
         if field is not None:
             if not field.isidentifier():
@@ -408,11 +386,19 @@ def _parse_template(
                     f"{cls.__name__}.template: conversions (!{conversion}) are not supported"
                 )
             used.add(field)
-        items.append((Text(literal) if literal else None, field, spec or ""))
+        if field is None:
+            what = STEP_NONE
+        elif field in cls._sg_list_fields:
+            what = STEP_LIST
+        elif field in cls._sg_part_fields:
+            what = STEP_PART
+        else:
+            what = STEP_PARAM
+        steps.append((literal or "", field, what, spec or ""))
     missing = [name for name in cls._sg_part_fields if name not in used]
     if missing:
         raise TemplateError(
             f"{cls.__name__}.template leaves out the part field(s) {', '.join(missing)}; every "
             "part must appear in the prompt, since parts() is what the graph is built from"
         )
-    return tuple(items)
+    return tuple(steps)
