@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 from time import perf_counter
 from typing import Any, ClassVar, TypeVar
 
@@ -45,7 +46,7 @@ from ..nodes import (
     span_label,
 )
 from ..nodes._span import as_span
-from ._handoff import handoff
+from ._handoff import Resumed
 from ._options import check_options, merge
 from ._states import Identity
 from ._types import Capabilities, Completion, Request
@@ -53,6 +54,7 @@ from ._types import Capabilities, Completion, Request
 T = TypeVar("T")
 _IDENTITY = Identity()
 _RUNNING = ThunkState.RUNNING
+_DONE = ThunkState.DONE
 _current_bus = events._bus.get
 #: Base steps that are synchronous underneath (3) or do nothing without a memo (4, 7):
 #: a class that inherits them runs them without awaiting a coroutine per step. Steps
@@ -67,6 +69,8 @@ _SKIPPABLE_STEPS = (
     "telemetry",
 )
 _STORE_STEPS = frozenset({"store", "handle_cache_eviction"})
+#: The protocol itself: no engine may define these.
+_FINAL_METHODS = ("generate", "_start", "_rest", "_open", "_succeeded", "_failed", "_record")
 
 
 class InferenceEngine:
@@ -89,18 +93,36 @@ class InferenceEngine:
     completes_inline: ClassVar[bool] = False
 
     #: The protocol steps this class takes from ``InferenceEngine`` unchanged.
-    _inherited_steps: ClassVar[frozenset[str]] = frozenset()
+    _inherited_steps: ClassVar[frozenset[str]] = frozenset(_SKIPPABLE_STEPS)
+
+    # What the inherited steps allow (decided once per class, from ``_inherited_steps``):
+    #: step 1 may be skipped when there are no state and call options;
+    _plain_options: ClassVar[bool] = True
+    #: step 3 is synchronous underneath;
+    _sync_lookup: ClassVar[bool] = True
+    #: step 7 is synchronous underneath (and does nothing without a memo);
+    _sync_store: ClassVar[bool] = True
+    #: step 8 does nothing when nobody listens and there is no state to log to;
+    _plain_telemetry: ClassVar[bool] = True
+    #: step 5 may be driven by hand (``completes_inline``, and step 4 inherited).
+    _inline_call: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._inherited_steps = frozenset(
+        steps = cls._inherited_steps = frozenset(
             name
             for name in _SKIPPABLE_STEPS
             if getattr(cls, name) is getattr(InferenceEngine, name)
         )
-        if "generate" in cls.__dict__:
+        cls._plain_options = "handle_model_options" in steps
+        cls._sync_lookup = "handle_output_cache" in steps
+        cls._sync_store = steps >= _STORE_STEPS
+        cls._plain_telemetry = "telemetry" in steps
+        cls._inline_call = cls.completes_inline and "handle_input_cache" in steps
+        final = [name for name in _FINAL_METHODS if name in cls.__dict__]
+        if final:
             raise TypeError(
-                f"{cls.__name__} defines generate(), which is final: the generate protocol is "
+                f"{cls.__name__} defines {final[0]}(), which is final: the generate protocol is "
                 "the same for every engine. Implement _complete() (and optionally _stream()), "
                 "or refine one of the protocol steps (handle_model_options, render, "
                 "handle_output_cache, handle_input_cache, parse, store, telemetry)."
@@ -167,73 +189,180 @@ class InferenceEngine:
         ``into`` is a thunk declared earlier with ``spangraph.generate()`` (the
         scheduler passes it); its state and options are used.
         """
-        started = perf_counter()
         thunk = into if into is not None else declare(action, state, options)
-        producer = thunk.producer
-        assert isinstance(producer, GenerationProducer)
+        if not isinstance(thunk.producer, GenerationProducer):
+            raise TypeError(f"generate(into=...) needs a generation's thunk, not {thunk!r}")
+        rest = self._start(thunk)
+        if rest is not None:
+            await rest()
+        elif thunk.state is not _DONE:
+            assert thunk.error is not None
+            raise thunk.error
+        return thunk
+
+    def _start(self, thunk: ModelOutputThunk[Any]) -> Callable[[], Awaitable[None]] | None:
+        """Run the protocol as far as it goes without waiting.
+
+        Returns ``None`` when the thunk is finished (done, or failed: its
+        ``error`` says why), else the rest of the protocol as a coroutine
+        function, which finishes the thunk (and raises its error). Steps 1, 2
+        and an inherited step 3 are synchronous; an output-cache hit finishes
+        here. On a miss, an engine that ``completes_inline`` (and inherits
+        step 4) has its primitive driven by hand until it would wait; any
+        other engine stops before step 4, so that nothing which could enter a
+        cancel scope (a worker thread, a timeout) runs before the caller has
+        moved the rest into the task it belongs to. Final, like ``generate``.
+        """
+        started = perf_counter()
+        request: Request | None = None
+        completion: Completion | None = None
+        try:
+            request = self._open(thunk)  # 1, 2
+            if not self._sync_lookup:
+                return partial(self._rest, thunk, request, started, None, None, False)
+            completion = self._lookup_output(request)  # 3
+            if completion is None:
+                if not self._inline_call or (
+                    self.capabilities.streaming and thunk.meta.get("stream")
+                ):
+                    return partial(self._rest, thunk, request, started, None, None, True)
+                call = self._complete(request)  # 5, driven by hand
+                try:
+                    waiting = call.send(None)
+                except StopIteration as stop:
+                    completion = stop.value
+                else:
+                    return partial(self._rest, thunk, request, started, None, (call, waiting), True)
+                if not self._sync_store:
+                    return partial(self._rest, thunk, request, started, completion, None, True)
+                parsed = self.parse(request.action, completion)  # 6
+                if "memo" in request.route:  # 7: the base steps, synchronous underneath
+                    self._put(request, completion)
+                    self._evict(request)
+                self._succeeded(thunk, request, completion, parsed, False, started)  # 8
+                return None
+            parsed = self.parse(request.action, completion)  # 6 (7: nothing to store)
+            self._succeeded(thunk, request, completion, parsed, True, started)  # 8
+        except BaseException as exc:
+            self._failed(thunk, request, completion, exc, started)
+            if not isinstance(exc, Exception):
+                raise
+        return None
+
+    async def _rest(
+        self,
+        thunk: ModelOutputThunk[Any],
+        request: Request,
+        started: float,
+        completion: Completion | None,
+        call: tuple[Any, Any] | None,
+        looked_up: bool,
+    ) -> None:
+        """The protocol from where ``_start`` stopped: step 3 unless ``looked_up``;
+        then the primitive (resumed, if ``call`` holds it and what it waits on); 6-8."""
+        cache_hit = False
+        try:
+            if not looked_up:
+                completion = await self.handle_output_cache(request)  # 3
+                cache_hit = completion is not None
+            if completion is None:
+                if call is not None:
+                    completion = await Resumed(*call)  # 5, where _start left it
+                else:
+                    if "handle_input_cache" not in self._inherited_steps:  # 4
+                        request = await self.handle_input_cache(request)
+                    if self.capabilities.streaming and thunk.meta.get("stream"):  # 5
+                        completion = await self._stream_into(request, thunk)
+                    else:
+                        completion = await self._complete(request)
+            parsed = self.parse(request.action, completion)  # 6
+            # 7 (the base steps do nothing unless step 3 found a memo for the request)
+            if not cache_hit and ("memo" in request.route or not self._sync_store):
+                await self.store(request, completion)
+                await self.handle_cache_eviction(request)
+        except anyio.get_cancelled_exc_class():
+            thunk._set_cancelled()
+            self._record(thunk, request, completion, cache_hit, None, started)  # 8
+            raise
+        except BaseException as exc:
+            self._failed(thunk, request, completion, exc, started)
+            raise
+        self._succeeded(thunk, request, completion, parsed, cache_hit, started)  # 8
+
+    def _open(self, thunk: ModelOutputThunk[Any]) -> Request:
+        """Steps 1 and 2: the options, then the request (the thunk is running from here)."""
+        producer: GenerationProducer = thunk.producer  # type: ignore[assignment]
         declared = producer.state
         effective = self._bound_state if declared is None else self._effective_state(declared)
         thunk.state = _RUNNING
-        request: Request | None = None
-        completion: Completion | None = None
-        cache_hit = False
-        error: BaseException | None = None
-        steps = self._inherited_steps
-        try:
-            if effective is _IDENTITY and not producer.options and "handle_model_options" in steps:
-                opts: Mapping[str, Any] = self.defaults  # 1, as the base step has it
-            else:
-                opts = self.handle_model_options(effective, producer.options)  # 1
-            request = self.render(producer.action, effective, opts, producer.sample_index)  # 2
-            request.thunk = thunk
-            # Steps this class inherits run without a coroutine of their own
-            # where the base step is synchronous underneath (the same code).
-            if "handle_output_cache" in steps:  # 3
-                completion = self._lookup_output(request)
-            else:
-                completion = await self.handle_output_cache(request)
-            cache_hit = completion is not None
-            if completion is None:
-                if not self.completes_inline:
-                    await handoff()  # from here on the call waits: it runs as a task
-                if "handle_input_cache" not in steps:  # 4 (the base step returns it as is)
-                    request = await self.handle_input_cache(request)
-                if self.capabilities.streaming and thunk.meta.get("stream"):  # 5
-                    completion = await self._stream_into(request, thunk)
-                else:
-                    completion = await self._complete(request)
-            parsed = self.parse(producer.action, completion)  # 6
-            # 7 (the base steps do nothing unless step 3 found a memo for the request)
-            if not cache_hit and ("memo" in request.route or not steps >= _STORE_STEPS):
-                await self.store(request, completion)
-                await self.handle_cache_eviction(request)
-            timings = completion.timings
-            total = (perf_counter() - started) * 1000
-            if timings.total_ms != total:
-                timings = Timings(timings.queue_ms, timings.prefill_ms, timings.decode_ms, total)
-            thunk._set_done(completion.text, parsed, completion.usage, timings, cache_hit)
-        except ParseError as exc:
-            error = exc
-            thunk._set_failed(exc, raw=exc.raw)
-            raise
-        except anyio.get_cancelled_exc_class():
-            thunk._set_cancelled()
-            raise
-        except BaseException as exc:
-            error = exc
-            thunk._set_failed(exc)
-            raise
-        finally:
-            bus = _current_bus()
-            if (
-                effective is not _IDENTITY
-                or "telemetry" not in steps
-                or (bus is not None and bus.listening)
-            ):
-                self.telemetry(
-                    thunk, effective, request, completion, cache_hit, error, started
-                )  # 8
-        return thunk
+        if effective is _IDENTITY and not producer.options and self._plain_options:
+            opts: Mapping[str, Any] = self.defaults  # 1, as the base step has it
+        else:
+            opts = self.handle_model_options(effective, producer.options)  # 1
+        request = self.render(producer.action, effective, opts, producer.sample_index)  # 2
+        request.thunk = thunk
+        if request.action is None:  # a refined render that left it out: step 6 needs it
+            request.action = producer.action
+        return request
+
+    def _succeeded(
+        self,
+        thunk: ModelOutputThunk[Any],
+        request: Request,
+        completion: Completion,
+        parsed: Any,
+        cache_hit: bool,
+        started: float,
+    ) -> None:
+        """The thunk is done (with the protocol's own total time); then step 8."""
+        timings = completion.timings
+        total = (perf_counter() - started) * 1000
+        thunk._set_done(
+            completion.text,
+            parsed,
+            completion.usage,
+            Timings(timings.queue_ms, timings.prefill_ms, timings.decode_ms, total),
+            cache_hit,
+        )
+        self._record(thunk, request, completion, cache_hit, None, started)
+
+    def _failed(
+        self,
+        thunk: ModelOutputThunk[Any],
+        request: Request | None,
+        completion: Completion | None,
+        error: BaseException,
+        started: float,
+    ) -> None:
+        """The thunk failed (a parse failure keeps the raw text); then step 8."""
+        if isinstance(error, ParseError):
+            thunk._set_failed(error, raw=error.raw)
+        else:
+            thunk._set_failed(error)
+        self._record(thunk, request, completion, False, error, started)
+
+    def _record(
+        self,
+        thunk: ModelOutputThunk[Any],
+        request: Request | None,
+        completion: Completion | None,
+        cache_hit: bool,
+        error: BaseException | None,
+        started: float,
+    ) -> None:
+        """Step 8, unless the base step would do nothing (nobody listening, no state)."""
+        if request is not None:
+            state = request.state if request.state is not None else _IDENTITY
+        else:
+            declared = getattr(thunk.producer, "state", None)
+            state = self._bound_state if declared is None else self._effective_state(declared)
+        bus = _current_bus()
+        if (
+            state is not _IDENTITY
+            or not self._plain_telemetry
+            or (bus is not None and bus.listening)
+        ):
+            self.telemetry(thunk, state, request, completion, cache_hit, error, started)
 
     def _effective_state(self, declared: Any) -> ExecutionState:
         """The engine view's bound state, then the declared one."""
@@ -395,6 +524,9 @@ class InferenceEngine:
     # 7
     async def store(self, request: Request, completion: Completion) -> None:
         """Write the memo entry for ``request`` (when step 3 looked it up)."""
+        self._put(request, completion)
+
+    def _put(self, request: Request, completion: Completion) -> None:
         memo = request.route.get("memo")
         if memo is None or request.key is None:
             return
@@ -418,7 +550,11 @@ class InferenceEngine:
 
     async def handle_cache_eviction(self, request: Request | None = None) -> None:
         """Keep the memo within its budgets and drop expired entries."""
-        memo = request.route.get("memo") if request is not None else None
+        if request is not None:
+            self._evict(request)
+
+    def _evict(self, request: Request) -> None:
+        memo = request.route.get("memo")
         if memo is not None:
             memo[0].evict()
 

@@ -1,46 +1,25 @@
-"""The hand-off point: where a generation stops running inline and becomes a task.
+"""The hand-off: where a generation stops running inline and becomes a task.
 
-The scheduler first drives a generation's coroutine by hand, in its own
-loop, so work that never waits (an instant engine, an output-cache hit)
-costs no task and no channel hop. When the protocol reaches the point where
-it will really wait (the engine call), it awaits ``handoff()``: driven by
-hand, that yields ``HANDOFF`` and the scheduler moves the coroutine into a
-task of its own; driven by a task (or awaited directly), it does nothing.
-Nothing before the hand-off point may enter a cancel scope, since the
-coroutine can change tasks there.
+The scheduler starts a generation inline (``InferenceEngine._start``): the
+protocol's synchronous steps run in the scheduler's own loop, so work that
+never waits (an instant engine, an output-cache hit) costs no task and no
+channel hop. An engine that ``completes_inline`` has its primitive's
+coroutine driven by hand too; if that coroutine waits on the event loop, it
+is moved, with what it waits on, into a task, where ``Resumed`` finishes it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from contextvars import ContextVar
 from typing import Any
-
-HANDOFF = object()
-stepping: ContextVar[bool] = ContextVar("spangraph_stepping", default=False)
-
-
-class _Handoff:
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        if stepping.get():
-            yield HANDOFF
-
-
-_HANDOFF_AWAITABLE = _Handoff()
-
-
-def handoff() -> _Handoff:
-    return _HANDOFF_AWAITABLE
 
 
 class Resumed:
-    """Awaitable that finishes a coroutine the scheduler started by hand.
+    """Awaitable that finishes a coroutine that was started by hand.
 
-    ``first`` is what the coroutine yielded when it was stopped: ``HANDOFF``
-    (then it is resumed with ``send(None)``) or an event-loop future it is
-    waiting on (then that future is yielded to the task first).
+    ``first`` is what the coroutine yielded when it stopped (the event-loop
+    future it waits on): it is yielded to the task first, then the coroutine
+    is resumed with what the task sends back, to the end.
     """
 
     __slots__ = ("_coro", "_first")
@@ -52,7 +31,7 @@ class Resumed:
     def __await__(self) -> Generator[Any, Any, Any]:
         coro = self._coro
         try:
-            pending = coro.send(None) if self._first is HANDOFF else self._first
+            pending = self._first
             while True:
                 try:
                     sent = yield pending

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from ..nodes import ChatTurn, ExecutionState, ModelOutputThunk, Prompt, Timings, Usage
-from ..nodes._values import fast_init
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +62,11 @@ class Request:
         return [ChatTurn("system", system), *turns] if system else turns
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class Completion:
+class Completion(NamedTuple):
     """What an engine returns: text, why it stopped, usage, timings, and the raw response."""
 
     text: str
     finish_reason: str | None = None
-    usage: Usage = field(default_factory=Usage)
-    timings: Timings = field(default_factory=Timings)
+    usage: Usage = Usage()
+    timings: Timings = Timings()
     raw: Any = None

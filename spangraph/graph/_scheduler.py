@@ -98,8 +98,9 @@ import collections
 import heapq
 import inspect
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
+from functools import partial
 from typing import Any
 
 import anyio
@@ -107,7 +108,6 @@ import anyio.abc
 
 from .. import events as ev
 from ..engines import InferenceEngine, TransientEngineError
-from ..engines._handoff import HANDOFF, Resumed, stepping
 from ..nodes import ModelOutputThunk, ThunkState, is_span, render_span
 from ._compile import NodeInfo, SpanGraph
 from ._policy import OnError, RetryPolicy
@@ -123,6 +123,7 @@ PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED = (
     "cancelled",
 )
 _FINAL = (DONE, FAILED, SKIPPED, CANCELLED)
+_THUNK_DONE = ThunkState.DONE
 
 
 class Scheduler:
@@ -431,35 +432,28 @@ class Scheduler:
         if self._emit is not None:
             self._emit(ev.NodeStarted(node.id, attempt=node._attempt))
         thunk._id = node.id
-        coro = engine.generate(None, into=thunk)
         if not self._inline or self.timeout is not None:
-            self._start_soon(self._finish_generation_task, node, engine, coro, HANDOFF)
+            whole = partial(engine.generate, None, into=thunk)
+            self._start_soon(self._finish_generation_task, node, engine, whole)
             return
-        token = stepping.set(True)
-        try:
-            first = coro.send(None)
-        except StopIteration:
-            self._release(engine, node)
+        rest = engine._start(thunk)
+        if rest is not None:
+            self._hand_off(self._finish_generation_task(node, engine, rest))
+            return
+        self._release(engine, node)
+        if thunk.state is _THUNK_DONE:
             self._generation_done(node, thunk)
-            return
-        except anyio.get_cancelled_exc_class():
-            self._release(engine, node)
-            raise
-        except Exception as exc:
-            self._release(engine, node)
-            self._attempt_failed(node, exc)
-            return
-        finally:
-            stepping.reset(token)
-        self._hand_off(self._finish_generation_task(node, engine, coro, first))
+        else:
+            assert thunk.error is not None
+            self._attempt_failed(node, thunk.error)
 
     async def _finish_generation_task(
-        self, node: NodeInfo, engine: InferenceEngine, coro: Any, first: Any
+        self, node: NodeInfo, engine: InferenceEngine, rest: Callable[[], Awaitable[Any]]
     ) -> None:
         thunk = node.thunks[0]
         try:
             with self._deadline():
-                await Resumed(coro, first)
+                await rest()
         except TimeoutError as exc:
             self._release(engine, node)
             error = self._timed_out(exc)

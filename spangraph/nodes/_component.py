@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, PlainValidator, PrivateAttr
 
 from ._cblock import CBlock
 from ._errors import DigestError, TemplateError
+from ._fastrender import compile_render
 from ._parsing import output_schema, parse_as
 from ._prompt import Prompt
 from ._span import (
@@ -25,6 +26,7 @@ from ._span import (
     ComponentLike,
     Text,
     as_span,
+    render_flat,
     render_span,
     span_id,
 )
@@ -116,6 +118,16 @@ class Component(BaseModel, Generic[T]):
         cls._sg_flat_steps = (
             cls._sg_template_steps if cls._sg_render_items is Component._sg_render_items else None
         )
+        # The class's own render, without the general walk: compiled from its template's
+        # steps, else (items arranged in code, or no template) from its render plan.
+        render: Any = Component._sg_render_fast
+        if cls._sg_flat_steps is not None:
+            render = compile_render(
+                cls.__qualname__,
+                cls._sg_flat_steps,
+                own_role=cls._sg_message_role is not Component._sg_message_role,
+            )
+        cls._sg_render_fast = render  # type: ignore[method-assign]
 
     # -- the component protocol ------------------------------------------------------
 
@@ -222,6 +234,12 @@ class Component(BaseModel, Generic[T]):
             items = self._sg_render_items()
             plan = private["_plan"] = (tuple(reversed(items)), self._sg_message_role())
         return plan
+
+    def _sg_render_fast(self) -> Prompt | None:
+        """The prompt when every render item is text, a block or a done thunk; else
+        ``None`` (``render_span`` then walks). Classes with a template replace this
+        with a compiled one (see ``_fastrender``)."""
+        return render_flat(self)
 
     def _sg_message_role(self) -> str | None:
         """The chat role of everything this component renders (``None``: inherit)."""

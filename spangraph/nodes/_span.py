@@ -341,7 +341,7 @@ def render_span(root: object) -> Prompt:
     returns. Span paths for errors are rebuilt only when an error happens.
     """
     if _KINDS.get(type(root)) == MODEL:
-        flat = _render_flat(root)
+        flat: Prompt | None = root._sg_render_fast()  # type: ignore[attr-defined]
         if flat is not None:
             return flat
     out: list[Segment] = []
@@ -390,56 +390,19 @@ def render_span(root: object) -> Prompt:
     return Prompt(tuple(out))
 
 
-def _render_flat(component: Any) -> Prompt | None:
-    """The usual shape, without the general walk: a pydantic component whose render
-    items are all literal text, blocks and done thunks. ``None`` for anything else
-    (a nested component, a thunk not done): the walk renders it, or says why not.
-
-    A class with a template renders straight from its render steps (no list of
-    render items is built); one that arranges its items in code, from its plan."""
-    private = component.__pydantic_private__
-    own = private["_id"] or span_id(component)
-    steps = component._sg_flat_steps
-    if steps is None or private["_plan"] is not None:
-        items, role = component._sg_render_plan()
-        return _flat_prompt(reversed(items), own, role)
-    role = component._sg_message_role()
-    kinds, new, done = _KINDS, tuple.__new__, ThunkState.DONE
-    out: list[Segment] = []
-    append = out.append
-    for literal, field, what, spec in steps:
-        if literal:
-            append(new(Segment, (literal, own, False, role, False)))
-        if what == STEP_NONE:
-            continue
-        value = getattr(component, field)
-        if what == STEP_PARAM:
-            text = component.format_param(field, value, spec)
-            if text:
-                append(new(Segment, (text, own, False, role, False)))
-            continue
-        if what == STEP_PART:
-            if value is None:
-                continue
-            parts: Any = (value,)
-        else:
-            parts = value or ()
-        for i, item in enumerate(parts):
-            if i:
-                append(new(Segment, ("\n", own, False, role, False)))
-            kind = kinds.get(type(item))
-            if kind == THUNK and item.state is done:
-                append(new(Segment, (item._value, item._id or span_id(item), False, role, False)))
-            elif kind == BLOCK:
-                if item.text:
-                    append(new(Segment, (item.text, item._id or item.id, item.cache, role, False)))
-            else:
-                return None
-    return Prompt(tuple(out))
+def render_flat(component: Any) -> Prompt | None:
+    """The usual shape of a component that arranges its render items in code (or has
+    no template), without the general walk: render items that are all literal text,
+    blocks and done thunks. ``None`` for anything else (a nested component, a thunk
+    not done): the walk renders it, or says why not. (Classes with a template have a
+    compiled render instead: see ``_fastrender``.)"""
+    own = component.__pydantic_private__["_id"] or span_id(component)
+    items, role = component._sg_render_plan()
+    return _flat_prompt(reversed(items), own, role)
 
 
 def _flat_prompt(items: Iterable[Any], own: str, role: str | None) -> Prompt | None:
-    """``_render_flat`` from render items in prompt order."""
+    """``render_flat`` from render items in prompt order."""
     kinds, new, done = _KINDS, tuple.__new__, ThunkState.DONE
     out: list[Segment] = []
     for item in items:

@@ -5,7 +5,7 @@ from typing import Literal
 
 import anyio
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from spangraph.nodes import (
     CBlock,
@@ -312,9 +312,29 @@ def test_model_copy_with_update_makes_a_new_id_and_render() -> None:
     assert original.model_copy().id == first_id  # a plain copy is the same content
 
 
-def test_flat_render_path_equals_the_general_walk(monkeypatch: pytest.MonkeyPatch) -> None:
-    from spangraph.nodes import _span
+class Briefing(Component[str]):
+    """A template with every kind of step: parts, an optional part, a list, parameters."""
 
+    template = "{title}: {body}{note}\nItems:\n{items}\n{count:03d} {tags}"
+    title: Span
+    body: Span
+    note: Span | None = None
+    items: list[Span] = Field(default_factory=list)
+    count: int = 0
+    tags: list[str] = Field(default_factory=list)
+
+
+class Spoken(Component[str]):
+    """A template whose class gives its own chat role."""
+
+    template = "say {line}"
+    line: Span
+
+    def _sg_message_role(self) -> str | None:
+        return "assistant"
+
+
+def test_flat_render_path_equals_the_general_walk(monkeypatch: pytest.MonkeyPatch) -> None:
     done: ModelOutputThunk[str] = ModelOutputThunk(GenerationProducer(CBlock("q")))
     done._set_done("answer", "answer")
     spans = [
@@ -323,10 +343,19 @@ def test_flat_render_path_equals_the_general_walk(monkeypatch: pytest.MonkeyPatc
         Message(role="user", content=CBlock("hello")),
         Instruction(description=CBlock("do it"), grounding=[CBlock("g1"), done]),
         Instruction(description=Summary(doc=CBlock("nested"))),  # not flat: the walk
+        Briefing(title="t", body=done, items=[CBlock("x"), CBlock(""), done], count=7, tags=["a"]),
+        Briefing(title=CBlock(""), body="b", note="n"),  # an empty block renders nothing
+        Briefing(title="t", body=Summary(doc="nested")),  # a nested component: the walk
+        Spoken(line=done),
     ]
     fast = [render_span(s) for s in spans]
-    monkeypatch.setattr(_span, "_render_flat", lambda component: None)
+    assert Summary._sg_render_fast is not Component._sg_render_fast  # compiled from its template
+    assert Message._sg_render_fast is Component._sg_render_fast  # arranges its items in code
+    for cls in {type(s) for s in spans}:
+        monkeypatch.setattr(cls, "_sg_render_fast", lambda self: None)
     assert fast == [render_span(s) for s in spans]
     assert [seg.role for seg in fast[2]] == ["user"] * len(fast[2])
+    assert [seg.role for seg in fast[-1]] == ["assistant", "assistant"]
+    assert fast[5].text == "t: answer\nItems:\nx\n\nanswer\n007 - a"
     monkeypatch.undo()  # the walk cached each render plan: the flat path now reads that
     assert [render_span(s) for s in spans] == fast
