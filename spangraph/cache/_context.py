@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -35,8 +35,9 @@ def split_cache_setting(setting: Any) -> tuple[Store | None, CachePolicy | None]
     )
 
 
-def run_cache() -> tuple[Store | None, CachePolicy | None]:
-    return _run_cache.get()
+#: The run's ``(store, policy)``: the context variable's own ``get``, with no Python
+#: frame of ours around it (the generate protocol reads it once per generation).
+run_cache: Callable[[], tuple[Store | None, CachePolicy | None]] = _run_cache.get
 
 
 @contextmanager

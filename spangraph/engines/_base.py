@@ -55,6 +55,7 @@ T = TypeVar("T")
 _IDENTITY = Identity()
 _RUNNING = ThunkState.RUNNING
 _DONE = ThunkState.DONE
+_new = tuple.__new__
 _current_bus = events._bus.get
 #: Base steps that are synchronous underneath (3) or do nothing without a memo (4, 7):
 #: a class that inherits them runs them without awaiting a coroutine per step. Steps
@@ -221,33 +222,41 @@ class InferenceEngine:
             if not self._sync_lookup:
                 return partial(self._rest, thunk, request, started, None, None, False)
             completion = self._lookup_output(request)  # 3
-            if completion is None:
-                if not self._inline_call or (
-                    self.capabilities.streaming and thunk.meta.get("stream")
-                ):
-                    return partial(self._rest, thunk, request, started, None, None, True)
-                call = self._complete(request)  # 5, driven by hand
-                try:
-                    waiting = call.send(None)
-                except StopIteration as stop:
-                    completion = stop.value
-                else:
-                    return partial(self._rest, thunk, request, started, None, (call, waiting), True)
-                if not self._sync_store:
-                    return partial(self._rest, thunk, request, started, completion, None, True)
-                parsed = self.parse(request.action, completion)  # 6
-                if "memo" in request.route:  # 7: the base steps, synchronous underneath
-                    self._put(request, completion)
-                    self._evict(request)
-                self._succeeded(thunk, request, completion, parsed, False, started)  # 8
+            if completion is not None:  # a hit: 6 and 8 (7 has nothing to store)
+                self._succeeded(
+                    thunk,
+                    request,
+                    completion,
+                    self.parse(request.action, completion),
+                    True,
+                    started,
+                )
                 return None
-            parsed = self.parse(request.action, completion)  # 6 (7: nothing to store)
-            self._succeeded(thunk, request, completion, parsed, True, started)  # 8
+            if not self._inline_call or (thunk.meta and self._streams(thunk)):
+                return partial(self._rest, thunk, request, started, None, None, True)
+            call = self._complete(request)  # 5, driven by hand
+            try:
+                waiting = call.send(None)
+            except StopIteration as stop:
+                completion = stop.value
+            else:
+                return partial(self._rest, thunk, request, started, None, (call, waiting), True)
+            if not self._sync_store:
+                return partial(self._rest, thunk, request, started, completion, None, True)
+            parsed = self.parse(request.action, completion)  # 6
+            if request.route and "memo" in request.route:  # 7, as the base steps do it
+                self._put(request, completion)
+                self._evict(request)
+            self._succeeded(thunk, request, completion, parsed, False, started)  # 8
         except BaseException as exc:
             self._failed(thunk, request, completion, exc, started)
             if not isinstance(exc, Exception):
                 raise
         return None
+
+    def _streams(self, thunk: ModelOutputThunk[Any]) -> bool:
+        """Whether step 5 streams (someone asked the thunk to, and the engine can)."""
+        return bool(self.capabilities.streaming and thunk.meta.get("stream"))
 
     async def _rest(
         self,
@@ -271,7 +280,7 @@ class InferenceEngine:
                 else:
                     if "handle_input_cache" not in self._inherited_steps:  # 4
                         request = await self.handle_input_cache(request)
-                    if self.capabilities.streaming and thunk.meta.get("stream"):  # 5
+                    if self._streams(thunk):  # 5
                         completion = await self._stream_into(request, thunk)
                     else:
                         completion = await self._complete(request)
@@ -316,15 +325,36 @@ class InferenceEngine:
     ) -> None:
         """The thunk is done (with the protocol's own total time); then step 8."""
         timings = completion.timings
-        total = (perf_counter() - started) * 1000
         thunk._set_done(
             completion.text,
             parsed,
             completion.usage,
-            Timings(timings.queue_ms, timings.prefill_ms, timings.decode_ms, total),
+            # Timings(...) without its Python-level __new__: this runs per generation.
+            _new(
+                Timings,
+                (
+                    timings.queue_ms,
+                    timings.prefill_ms,
+                    timings.decode_ms,
+                    (perf_counter() - started) * 1000,
+                ),
+            ),
             cache_hit,
         )
-        self._record(thunk, request, completion, cache_hit, None, started)
+        state = request.state
+        if state is _IDENTITY and self._plain_telemetry:
+            bus = _current_bus()
+            if bus is None or not bus.listening:
+                return  # what the base step would do: nothing
+        self.telemetry(
+            thunk,
+            state if state is not None else _IDENTITY,
+            request,
+            completion,
+            cache_hit,
+            None,
+            started,
+        )
 
     def _failed(
         self,

@@ -202,7 +202,7 @@ class Scheduler:
             )
         graph._running = True
         try:
-            self._add_nodes(list(graph))
+            self._add_nodes(list(graph.nodes()))
         except BaseException:
             self.close()
             raise
@@ -219,48 +219,59 @@ class Scheduler:
 
     # -- building the state ---------------------------------------------------------
 
-    def _add_nodes(self, node_ids: list[str]) -> None:
-        """Take on nodes, in the graph's order (post-order: a node's inputs come first,
-        so one pass sets every node's status and count of inputs not done)."""
-        graph, by_order, emit = self._info, self._by_order, self._emit
-        pending, finished = ThunkState.PENDING, ThunkState.DONE
-        new_ready: list[NodeInfo] = []
-        for node_id in node_ids:
-            node = graph[node_id]
-            if node._order < len(by_order):
-                continue  # taken on already
-            by_order.append(node)
+    def _add_nodes(self, nodes: list[NodeInfo]) -> None:
+        """Take on new nodes, in the graph's order (post-order: a node's inputs come
+        first, so one pass sets every node's status and count of inputs not done).
+
+        Ready nodes are appended to the ready heap: their positions come in
+        increasing order, after every position already in it (dynamic nodes are
+        numbered after the graph's), so the list stays a heap.
+        """
+        by_order, ready, emit, info = self._by_order, self._ready, self._emit, self._info
+        pending = ThunkState.PENDING
+        by_order.extend(nodes)
+        for node in nodes:
             node._attempt = 0
             thunks = node.thunks
-            if (
-                thunks
-                and node._work
-                and (thunks[0].state is finished or len(thunks) > 1)
-                and _finished_before(thunks)
-            ):
-                node._status = DONE
-                self._done += 1
+            if thunks:
+                first = thunks[0]
+                if first.state is pending and len(thunks) == 1:
+                    first._claimed = True
+                elif self._claim(node):
+                    if emit is not None:
+                        emit(ev.NodeQueued(node.id, kind=node.kind))
+                    continue  # finished before this run: its result is reused
+            inputs = node.inputs
+            if self._done:  # some node is done (finished before, or dynamic nodes)
+                count = 0
+                for src in inputs:
+                    if info[src]._status is not DONE:
+                        count += 1
             else:
+                count = len(inputs)
+            node._waiting = count
+            if count:
                 node._status = PENDING
-                for thunk in thunks:
-                    if thunk.state is not pending:
-                        thunk._reset()
-                    thunk._claimed = True
-                inputs = node.inputs
-                if self._done:  # some node is done (finished before, or dynamic nodes)
-                    count = 0
-                    for src in inputs:
-                        if graph[src]._status != DONE:
-                            count += 1
-                else:
-                    count = len(inputs)
-                node._waiting = count
-                if count == 0:
-                    new_ready.append(node)
+            else:
+                node._status = READY
+                ready.append(node._order)
             if emit is not None:
-                emit(ev.NodeQueued(node_id, kind=node.kind))
-        for node in new_ready:
-            self._make_ready(node)
+                emit(ev.NodeQueued(node.id, kind=node.kind))
+
+    def _claim(self, node: NodeInfo) -> bool:
+        """A node whose thunks are not one fresh thunk: True if it is done already (a
+        thunk of it finished before the run: the others get its result), else its
+        thunks are reset to pending and claimed by this run."""
+        thunks = node.thunks
+        if node._work and _finished_before(thunks):
+            node._status = DONE
+            self._done += 1
+            return True
+        for thunk in thunks:
+            if thunk.state is not ThunkState.PENDING:
+                thunk._reset()
+            thunk._claimed = True
+        return False
 
     def _make_ready(self, node: NodeInfo) -> None:
         node._status = READY
@@ -347,21 +358,19 @@ class Scheduler:
         self._draining = True
         try:
             ready, by_order, set_aside = self._ready, self._by_order, self._set_aside
-            limit = self.max_concurrency
-            by_engine = self._in_flight_by_engine
             pop = heapq.heappop
             while ready:
                 node = by_order[pop(ready)]
-                if node._status != READY:
+                if node._status is not READY:
                     continue
                 kind = node.kind
                 if kind == "generation":
-                    engine = self._engine_of(node)
-                    # Capacity (the run's and the engine's), inline: this runs per generation.
-                    base = engine._base
-                    if (limit is not None and self._in_flight >= limit) or by_engine.get(
-                        id(base), 0
-                    ) >= max(1, base.max_concurrency):
+                    engine = node.span.producer.engine
+                    if engine is None:
+                        engine = self._default_engine or self._run_engine()
+                    # Capacity is held only by generations handed off to tasks: with none
+                    # in flight, every limit has room (and this runs per generation).
+                    if self._in_flight and self._at_capacity(engine):
                         set_aside.append(node._order)
                         continue
                     if engine.capabilities.kv_slots and self._prefix_warming(node.id, engine):
@@ -388,9 +397,28 @@ class Scheduler:
         engine = getattr(node.span.producer, "engine", None)
         if engine is not None:
             return engine  # type: ignore[no-any-return]
+        return self._default_engine or self._run_engine()
+
+    def _run_engine(self) -> InferenceEngine:
+        """The run's engine, made on first use (a run of cached nodes may need none)."""
         if self._default_engine is None:
             self._default_engine = self._engine_factory()
         return self._default_engine
+
+    def _at_capacity(self, engine: InferenceEngine) -> bool:
+        """Whether the run's limit or the engine's is reached (a view made with
+        ``state(engine)`` counts against its engine's budget)."""
+        base = engine._base
+        limit = self.max_concurrency
+        return (limit is not None and self._in_flight >= limit) or self._in_flight_by_engine.get(
+            id(base), 0
+        ) >= max(1, base.max_concurrency)
+
+    def _reserve(self, engine: InferenceEngine) -> None:
+        """A generation handed off to a task holds a unit of capacity (``_release``)."""
+        self._in_flight += 1
+        by_engine, key = self._in_flight_by_engine, id(engine._base)
+        by_engine[key] = by_engine.get(key, 0) + 1
 
     def _prefix_warming(self, node_id: str, engine: InferenceEngine) -> bool:
         """Prefix-aware ordering: while one generation warms a cached prefix,
@@ -415,32 +443,39 @@ class Scheduler:
         self._in_flight -= 1
         self._in_flight_by_engine[id(engine._base)] -= 1
         if self._warming:
-            digest = self._prefixes.get(node.id)
-            if digest is not None and self._warming.get(digest) == node.id:
-                del self._warming[digest]
+            self._unwarm(node)
+
+    def _unwarm(self, node: NodeInfo) -> None:
+        """The generation that warmed a cached prefix has ended: the prefix is free."""
+        digest = self._prefixes.get(node.id)
+        if digest is not None and self._warming.get(digest) == node.id:
+            del self._warming[digest]
 
     # -- generations -----------------------------------------------------------------
 
     def _start_generation(self, node: NodeInfo, engine: InferenceEngine) -> None:
-        thunk = node.thunks[0]
+        """Start an attempt: inline, through the protocol's synchronous start
+        (``InferenceEngine._start``). What has to wait is handed off to a task,
+        which holds a unit of capacity until it ends; a generation that finishes
+        inline holds none, since nothing else runs meanwhile."""
         node._attempt += 1
         node._status = RUNNING
-        self._in_flight += 1  # reserved here, released by _release
-        by_engine, key = self._in_flight_by_engine, id(engine._base)
-        by_engine[key] = by_engine.get(key, 0) + 1
         self.attempts += 1
         if self._emit is not None:
             self._emit(ev.NodeStarted(node.id, attempt=node._attempt))
-        thunk._id = node.id
+        thunk = node.thunks[0]
         if not self._inline or self.timeout is not None:
+            self._reserve(engine)
             whole = partial(engine.generate, None, into=thunk)
             self._start_soon(self._finish_generation_task, node, engine, whole)
             return
         rest = engine._start(thunk)
         if rest is not None:
+            self._reserve(engine)
             self._hand_off(self._finish_generation_task(node, engine, rest))
             return
-        self._release(engine, node)
+        if self._warming:
+            self._unwarm(node)
         if thunk.state is _THUNK_DONE:
             self._generation_done(node, thunk)
         else:
@@ -575,7 +610,7 @@ class Scheduler:
         self.dynamic_nodes += len(new_ids)
         if self._emit is not None and new_ids:
             self._emit(ev.NodesAdded(node.id, count=len(new_ids)))
-        self._add_nodes(new_ids)
+        self._add_nodes([self._info[node_id] for node_id in new_ids])
         nodes = self._info
         outstanding = [nodes[r] for r in dict.fromkeys(root_ids) if nodes[r]._status != DONE]
         failed = [r for r in outstanding if r._status in (FAILED, SKIPPED, CANCELLED)]
@@ -647,59 +682,71 @@ class Scheduler:
     # -- finishing -------------------------------------------------------------------
 
     def _finish(self, node: NodeInfo) -> None:
-        """Mark ``node`` done and make ready each user whose inputs are now all done.
+        """Mark ``node`` done (work whose thunk has its result, or a ready pure node)
+        and make ready each user whose inputs are now all done.
 
-        A user that is pure (a block or component) is finished right here rather
-        than queued: it has nothing to run, so it only costs a heap round trip.
+        A user that is pure (a block or component) has nothing to run, so it is
+        finished right here rather than queued, and its users in turn: a loop,
+        not recursion, since components may nest thousands deep.
         """
-        emit, dynamic_wait, dynamic_users = self._emit, self._dynamic_wait, self._dynamic_users
-        ready, push = self._ready, heapq.heappush
-        todo = [node]
-        while todo:
-            current = todo.pop()
-            was = current._status
-            current._status = DONE
-            if current._work:
-                self._done += 1
-                self.nodes_run += 1
-                thunks = current.thunks
-                first = thunks[0]
-                if len(thunks) > 1:
-                    for alias in thunks[1:]:
-                        alias._copy_result(first)
-                for alias in thunks:
+        emit = self._emit
+        if node._work:
+            self.nodes_run += 1
+            thunks = node.thunks
+            first = thunks[0]
+            first._claimed = False
+            if len(thunks) > 1:
+                for alias in thunks[1:]:
+                    alias._copy_result(first)
                     alias._claimed = False
-                if emit is not None:
-                    emit(ev.NodeFinished(current.id, cache_hit=first.cache_hit))
-            elif was != DONE:
-                self._done += 1
-                if emit is not None:
-                    emit(ev.NodeFinished(current.id))
-            users = current._users
-            if dynamic_users and current.id in dynamic_users:
-                users = users + dynamic_users[current.id]
+            if emit is not None:
+                emit(ev.NodeFinished(node.id, cache_hit=first.cache_hit))
+        elif emit is not None:
+            emit(ev.NodeFinished(node.id))
+        node._status = DONE
+        done = self._done + 1
+        ready, push = self._ready, heapq.heappush
+        dynamic_users, dynamic_wait = self._dynamic_users, self._dynamic_wait
+        pure: list[NodeInfo] | None = None  # pure users finished here, whose users are next
+        while True:
+            users = node._users
+            if dynamic_users and node.id in dynamic_users:
+                users = users + dynamic_users[node.id]
             for user in users:
-                state = user._status
-                if state == PENDING:
+                if user._status is PENDING:
                     left = user._waiting - 1
                     user._waiting = left
                     if left:
                         continue
-                    if dynamic_wait and user.id in dynamic_wait:
+                    if not user._work:
+                        user._status = DONE
+                        done += 1
+                        if emit is not None:
+                            emit(ev.NodeFinished(user.id))
+                        if pure is None:
+                            pure = [user]
+                        else:
+                            pure.append(user)
+                    elif dynamic_wait and user.id in dynamic_wait:
                         del dynamic_wait[user.id]
+                        self._done = done
                         self._finish_task(user)
-                    elif user._work:
-                        user._status = READY
-                        push(ready, user._order)
+                        done = self._done
                     else:
                         user._status = READY
-                        todo.append(user)
-                elif state == RUNNING and user.id in dynamic_wait:
+                        push(ready, user._order)
+                elif dynamic_wait and user._status is RUNNING and user.id in dynamic_wait:
                     left = user._waiting - 1
                     user._waiting = left
                     if left == 0:
                         del dynamic_wait[user.id]
+                        self._done = done
                         self._finish_task(user)
+                        done = self._done
+            if not pure:
+                break
+            node = pure.pop()
+        self._done = done
 
     def _attempt_failed(self, node: NodeInfo, error: BaseException, *, retry: bool = True) -> None:
         attempt = node._attempt or 1
