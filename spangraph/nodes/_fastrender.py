@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._cblock import CBlock
-from ._prompt import Prompt, Segment
+from ._prompt import Prompt
 from ._span import STEP_LIST, STEP_NONE, STEP_PART, span_id
 from ._thunk import ModelOutputThunk, ThunkState
 
@@ -34,10 +34,10 @@ _PART = """\
     if t is _Thunk:
         if v.state is not _DONE:
             return None
-        add(_new(_Segment, (v._value, v._id or span_id(v), False, role, False)))
+        add((v._value, v._id or span_id(v), False, role, False))
     elif t is _CBlock:
         if v.text:
-            add(_new(_Segment, (v.text, v._id or v.id, v.cache, role, False)))
+            add((v.text, v._id or v.id, v.cache, role, False))
     elif v is not None:
         return None
 """
@@ -56,8 +56,7 @@ def compile_render(
         "_Thunk": ModelOutputThunk,
         "_CBlock": CBlock,
         "_DONE": ThunkState.DONE,
-        "_new": tuple.__new__,
-        "_Segment": Segment,
+        "_alloc": object.__new__,
         "_Prompt": Prompt,
         "span_id": span_id,
     }
@@ -71,7 +70,7 @@ def compile_render(
     for index, (literal, field, what, spec) in enumerate(steps):
         if literal:
             scope[f"_L{index}"] = literal
-            lines.append(f"    add(_new(_Segment, (_L{index}, own, False, role, False)))")
+            lines.append(f"    add((_L{index}, own, False, role, False))")
         if field is None or what == STEP_NONE:
             continue
         if not field.isidentifier():  # _parse_template refuses these; never in the source
@@ -86,7 +85,7 @@ def compile_render(
                 "        if first:",
                 "            first = False",
                 "        else:",
-                '            add(_new(_Segment, ("\\n", own, False, role, False)))',
+                '            add(("\\n", own, False, role, False))',
                 _indent(_PART).rstrip("\n"),
             ]
         else:
@@ -94,9 +93,14 @@ def compile_render(
             lines += [
                 f'    text = c.format_param("{field}", c.{field}, _S{index})',
                 "    if text:",
-                "        add(_new(_Segment, (text, own, False, role, False)))",
+                "        add((text, own, False, role, False))",
             ]
-    lines.append("    return _Prompt(tuple(out))")
+    lines += [
+        "    prompt = _alloc(_Prompt)",  # a Prompt of plain segment tuples (see Prompt)
+        "    prompt._raw = tuple(out)",
+        "    prompt._segments = prompt._text = None",
+        "    return prompt",
+    ]
     exec("\n".join(lines), scope)  # generated from checked template steps, as dataclasses does
     render: Render = scope["render"]
     render.__qualname__ = f"{qualname}._sg_render_fast"

@@ -37,27 +37,45 @@ class ChatTurn:
 _TEXT = itemgetter(0)  # Segment.text, read in C
 
 
-class Prompt:
-    """Ordered segments (immutable). ``text`` is their concatenation."""
+#: A segment's fields as a plain tuple (what compiled renders build: see ``_fastrender``).
+RawSegment = tuple[str, str, bool, "str | None", bool]
 
-    __slots__ = ("_text", "segments")
+
+class Prompt:
+    """Ordered segments (immutable). ``text`` is their concatenation.
+
+    A prompt made by a compiled render holds its segments as plain tuples
+    (building a ``Segment`` costs four times as much, and most prompts are
+    only ever read as ``text``); ``segments`` makes the segments once,
+    when first asked for.
+    """
+
+    __slots__ = ("_raw", "_segments", "_text")
 
     def __init__(self, segments: tuple[Segment, ...] = ()) -> None:
-        self.segments = segments
+        self._raw: tuple[RawSegment, ...] = segments
+        self._segments: tuple[Segment, ...] | None = segments
         self._text: str | None = None
+
+    @property
+    def segments(self) -> tuple[Segment, ...]:
+        segments = self._segments
+        if segments is None:
+            segments = self._segments = tuple(map(Segment._make, self._raw))
+        return segments
 
     @property
     def text(self) -> str:
         text = self._text
         if text is None:
-            text = self._text = "".join(map(_TEXT, self.segments))
+            text = self._text = "".join(map(_TEXT, self._raw))
         return text
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Prompt) and other.segments == self.segments
+        return isinstance(other, Prompt) and other._raw == self._raw  # a Segment is its tuple
 
     def __hash__(self) -> int:
-        return hash(self.segments)
+        return hash(self._raw)
 
     def __repr__(self) -> str:
         return f"Prompt({self.segments!r})"
@@ -66,7 +84,7 @@ class Prompt:
         return iter(self.segments)
 
     def __len__(self) -> int:
-        return len(self.segments)
+        return len(self._raw)
 
     def __add__(self, other: Prompt) -> Prompt:
         return Prompt(self.segments + other.segments)
