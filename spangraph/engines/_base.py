@@ -28,7 +28,7 @@ from typing import Any, ClassVar, TypeVar
 import anyio
 
 from .. import events
-from ..cache import AUTO, CachePolicy, memo_key, run_cache
+from ..cache import AUTO, memo_key, run_cache
 from ..nodes import (
     CBlock,
     ExecutionState,
@@ -71,7 +71,7 @@ _SKIPPABLE_STEPS = (
 )
 _STORE_STEPS = frozenset({"store", "handle_cache_eviction"})
 #: The protocol itself: no engine may define these.
-_FINAL_METHODS = ("generate", "_start", "_rest", "_open", "_succeeded", "_failed", "_record")
+_FINAL_METHODS = ("generate", "_start", "_rest", "_succeeded", "_failed", "_record")
 
 
 class InferenceEngine:
@@ -218,7 +218,18 @@ class InferenceEngine:
         request: Request | None = None
         completion: Completion | None = None
         try:
-            request = self._open(thunk)  # 1, 2
+            producer: GenerationProducer = thunk.producer  # type: ignore[assignment]
+            declared = producer.state
+            effective = self._bound_state if declared is None else self._effective_state(declared)
+            thunk.state = _RUNNING
+            if effective is _IDENTITY and not producer.options and self._plain_options:
+                opts: Mapping[str, Any] = self.defaults  # 1, as the base step has it
+            else:
+                opts = self.handle_model_options(effective, producer.options)  # 1
+            request = self.render(producer.action, effective, opts, producer.sample_index)  # 2
+            request.thunk = thunk
+            if request.action is None:  # a refined render that left it out: step 6 needs it
+                request.action = producer.action
             if not self._sync_lookup:
                 return partial(self._rest, thunk, request, started, None, None, False)
             completion = self._lookup_output(request)  # 3
@@ -297,22 +308,6 @@ class InferenceEngine:
             self._failed(thunk, request, completion, exc, started)
             raise
         self._succeeded(thunk, request, completion, parsed, cache_hit, started)  # 8
-
-    def _open(self, thunk: ModelOutputThunk[Any]) -> Request:
-        """Steps 1 and 2: the options, then the request (the thunk is running from here)."""
-        producer: GenerationProducer = thunk.producer  # type: ignore[assignment]
-        declared = producer.state
-        effective = self._bound_state if declared is None else self._effective_state(declared)
-        thunk.state = _RUNNING
-        if effective is _IDENTITY and not producer.options and self._plain_options:
-            opts: Mapping[str, Any] = self.defaults  # 1, as the base step has it
-        else:
-            opts = self.handle_model_options(effective, producer.options)  # 1
-        request = self.render(producer.action, effective, opts, producer.sample_index)  # 2
-        request.thunk = thunk
-        if request.action is None:  # a refined render that left it out: step 6 needs it
-            request.action = producer.action
-        return request
 
     def _succeeded(
         self,
@@ -468,8 +463,21 @@ class InferenceEngine:
         return self._lookup_output(request)
 
     def _lookup_output(self, request: Request) -> Completion | None:
-        store, policy = self._cache_for(request)
-        if store is None or not policy.applies(request.options):
+        run_store, run_policy = run_cache()
+        state = request.state
+        # Explicit None checks throughout: an empty store is falsy (it has a length).
+        store = state.span_cache if state is not None else None
+        if store is None:
+            store = run_store if run_store is not None else self.span_cache
+            if store is None:
+                return None  # no store anywhere: the policy does not matter
+        producer = request.thunk.producer if request.thunk is not None else None
+        policy = getattr(producer, "cache", None)
+        if policy is None and state is not None:
+            policy = state.cache_policy
+        if policy is None:
+            policy = run_policy if run_policy is not None else AUTO
+        if not policy.applies(request.options):
             return None
         key = memo_key(
             {**self.fingerprint(), "mode": self.capabilities.mode},
@@ -497,23 +505,6 @@ class InferenceEngine:
             Timings(),
             raw=None,
         )
-
-    def _cache_for(self, request: Request) -> tuple[Any, CachePolicy]:
-        run_store, run_policy = run_cache()
-        state = request.state
-        # Explicit None checks throughout: an empty store is falsy (it has a length).
-        store = state.span_cache if state is not None else None
-        if store is None:
-            store = run_store if run_store is not None else self.span_cache
-        if store is None:
-            return None, AUTO  # no store anywhere: the policy does not matter
-        producer = request.thunk.producer if request.thunk is not None else None
-        policy = getattr(producer, "cache", None)
-        if policy is None and state is not None:
-            policy = state.cache_policy
-        if policy is None:
-            policy = run_policy if run_policy is not None else AUTO
-        return store, policy
 
     # 4
     async def handle_input_cache(self, request: Request) -> Request:

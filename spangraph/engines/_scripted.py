@@ -29,6 +29,7 @@ async def _sleep(delay: float) -> None:
 
 
 _INSTANT = Timings()
+_new = tuple.__new__
 
 
 class ScriptedEngine(InferenceEngine):
@@ -105,8 +106,9 @@ class ScriptedEngine(InferenceEngine):
             words = self._reply_words
             if words is None:
                 words = self._reply_words = len(reply.split())
-            usage = Usage(len(request.text.split()), words, 0)
-            return Completion(reply, "stop", usage, _INSTANT)
+            # The named tuples made without their Python-level __new__ (see Usage).
+            usage = _new(Usage, (len(request.text.split()), words, 0))
+            return _new(Completion, (reply, "stop", usage, _INSTANT, None))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

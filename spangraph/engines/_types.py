@@ -52,8 +52,11 @@ class Request:
     @property
     def text(self) -> str:
         """The prompt as one string (completion mode), the system text first."""
-        system = self.system
-        return f"{system}\n\n{self.prompt.text}" if system else self.prompt.text
+        if "system" in self.options:  # read per generation: no property call without one
+            system = self.system
+            if system:
+                return f"{system}\n\n{self.prompt.text}"
+        return self.prompt.text
 
     def messages(self) -> list[ChatTurn]:
         """The prompt as chat turns (chat mode), the system message first."""
