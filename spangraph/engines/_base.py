@@ -440,11 +440,15 @@ class InferenceEngine:
         prompt = render_span(action)
         if prefix:
             prompt = Prompt.join([render_span(s) for s in prefix]) + _as_user(prompt)
-        schema = getattr(action, "output_schema", None)
+        if getattr(type(action), "_sg_text_output", False):
+            schema = None  # a component whose output is plain text (see Component)
+        else:
+            make_schema = getattr(action, "output_schema", None)
+            schema = make_schema() if callable(make_schema) else None
         return Request(  # positional (prompt, options, schema, mode, action, state, index)
             prompt,
             options,
-            schema() if callable(schema) else None,
+            schema,
             self.capabilities.mode,
             action,
             state,
@@ -535,7 +539,7 @@ class InferenceEngine:
     # 6
     def parse(self, action: Any, completion: Completion) -> Any:
         """Parse the text with the action's ``parse_output`` (text for a CBlock)."""
-        if isinstance(action, CBlock):
+        if isinstance(action, CBlock) or getattr(type(action), "_sg_text_output", False):
             return completion.text
         try:
             return action.parse_output(completion.text)

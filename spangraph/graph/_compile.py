@@ -37,6 +37,18 @@ from ..nodes._span import (
     node_digest,
 )
 
+# A node's status in the run that is running its graph (the scheduler's state, kept on
+# the node; compile() leaves a new graph's nodes as a first run takes them on).
+PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED = (
+    "pending",
+    "ready",
+    "running",
+    "done",
+    "failed",
+    "skipped",
+    "cancelled",
+)
+
 
 @dataclass(slots=True)
 class NodeInfo:
@@ -58,7 +70,7 @@ class NodeInfo:
     _order: int = field(default=0, init=False, repr=False, compare=False)
     _work: bool = field(default=False, init=False, repr=False, compare=False)
     # The state of the run that is running the graph (the scheduler's; one run at a time).
-    _status: str = field(default="pending", init=False, repr=False, compare=False)
+    _status: str = field(default=PENDING, init=False, repr=False, compare=False)
     _waiting: int = field(default=0, init=False, repr=False, compare=False)
     _attempt: int = field(default=0, init=False, repr=False, compare=False)
 
@@ -92,6 +104,19 @@ class SpanGraph:
         self._paths = paths
         #: True while a run is executing this graph (its nodes hold that run's state).
         self._running = False
+        # As compile() left it: no run has taken the nodes on yet, each node's count
+        # of inputs not done is all of them, and the nodes without inputs are ready
+        # (positions in ``leaves``). A first run starts from that, if no thunk of
+        # ``work`` finished meanwhile (see Scheduler._add_nodes).
+        self._fresh = True
+        self._leaves: list[int] = []
+        self._work: list[NodeInfo] = []
+        for info in nodes.values():
+            if not info.inputs:
+                info._status = READY
+                self._leaves.append(info._order)
+            if info._work:
+                self._work.append(info)
 
     @property
     def graph(self) -> nx.DiGraph:
@@ -176,6 +201,7 @@ class SpanGraph:
         The new spans' paths start at the task that returned them, and their
         roots become dynamic inputs of that task (edge kind ``dynamic``).
         """
+        self._fresh = False
         before = len(self._nodes)
         prefix = f"{self.path_of(parent)}->"
         root_ids = _walk(spans, self._nodes, self._paths, prefix)
@@ -328,6 +354,7 @@ def _walk(
                 info._work = info.kind in _WORK
             for src in info.inputs:
                 nodes[src]._users.append(info)
+            info._waiting = len(info.inputs)
             info._order = len(nodes)
             nodes[node_id] = info
         root_ids.append(obj_ids[id(root)])

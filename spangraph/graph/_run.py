@@ -19,11 +19,11 @@ from ..cache import split_cache_setting, use_run_cache
 from ..engines import InferenceEngine
 from ..nodes import ModelOutputThunk, set_driver
 from ..tracing import LogDAG, NodeMeta, RunTracer, capture_mode, emission
-from ._compile import SpanGraph, compile
+from ._compile import CANCELLED, DONE, FAILED, SKIPPED, SpanGraph, compile
 from ._errors import NodeFailedError
 from ._policy import OnError, RetryPolicy
 from ._progress import ProgressBar, wanted
-from ._scheduler import CANCELLED, DONE, FAILED, SKIPPED, Scheduler
+from ._scheduler import Scheduler
 
 DEFAULT_RETRY = RetryPolicy()
 

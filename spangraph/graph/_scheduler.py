@@ -109,19 +109,20 @@ import anyio.abc
 from .. import events as ev
 from ..engines import InferenceEngine, TransientEngineError
 from ..nodes import ModelOutputThunk, ThunkState, is_span, render_span
-from ._compile import NodeInfo, SpanGraph
+from ._compile import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    PENDING,
+    READY,
+    RUNNING,
+    SKIPPED,
+    NodeInfo,
+    SpanGraph,
+)
 from ._policy import OnError, RetryPolicy
 from ._task import TaskProducer, resolve, spans_in
 
-PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED = (
-    "pending",
-    "ready",
-    "running",
-    "done",
-    "failed",
-    "skipped",
-    "cancelled",
-)
 _FINAL = (DONE, FAILED, SKIPPED, CANCELLED)
 _THUNK_DONE = ThunkState.DONE
 
@@ -202,7 +203,8 @@ class Scheduler:
             )
         graph._running = True
         try:
-            self._add_nodes(list(graph.nodes()))
+            if not (graph._fresh and self._take_fresh(graph)):
+                self._add_nodes(list(graph.nodes()))
         except BaseException:
             self.close()
             raise
@@ -257,6 +259,27 @@ class Scheduler:
                 ready.append(node._order)
             if emit is not None:
                 emit(ev.NodeQueued(node.id, kind=node.kind))
+
+    def _take_fresh(self, graph: SpanGraph) -> bool:
+        """Take on a graph no run has taken on yet, as ``compile()`` left it (counts of
+        inputs set, nodes without inputs ready): only its thunks are claimed. False
+        (nothing taken on) if a thunk is not a lone pending one: ``_add_nodes`` then
+        works out every node's state."""
+        graph._fresh = False
+        pending = ThunkState.PENDING
+        for node in graph._work:
+            thunks = node.thunks
+            first = thunks[0]
+            if first.state is not pending or len(thunks) > 1:
+                return False  # (the claims made so far, _add_nodes makes again)
+            first._claimed = True
+        nodes = list(graph.nodes())
+        self._by_order.extend(nodes)
+        self._ready.extend(graph._leaves)  # increasing positions: a heap already
+        if self._emit is not None:
+            for node in nodes:
+                self._emit(ev.NodeQueued(node.id, kind=node.kind))
+        return True
 
     def _claim(self, node: NodeInfo) -> bool:
         """A node whose thunks are not one fresh thunk: True if it is done already (a

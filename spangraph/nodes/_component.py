@@ -71,6 +71,9 @@ class Component(BaseModel, Generic[T]):
     #: does not arrange its render items in code); else ``None``.
     _sg_flat_steps: ClassVar[tuple[tuple[str, str | None, int, str], ...] | None] = None
     _sg_output: ClassVar[dict[type, tuple[Any, dict[str, Any] | None]]] = {}
+    #: True when the output is plain text: no schema, and ``parse_output`` returns the
+    #: text as it is (so the generate protocol may skip both, per generation).
+    _sg_text_output: ClassVar[bool] = False
 
     _id: str | None = PrivateAttr(default=None)
     _parts: tuple[Any, ...] | None = PrivateAttr(default=None)
@@ -120,6 +123,11 @@ class Component(BaseModel, Generic[T]):
         )
         # The class's own render, without the general walk: compiled from its template's
         # steps, else (items arranged in code, or no template) from its render plan.
+        cls._sg_text_output = (
+            cls.parse_output is Component.parse_output
+            and cls.output_schema.__func__ is Component.output_schema.__func__  # type: ignore[attr-defined]
+            and cls._sg_find_output_type() is str
+        )
         render: Any = Component._sg_render_fast
         if cls._sg_flat_steps is not None:
             render = compile_render(
