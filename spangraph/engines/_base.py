@@ -45,6 +45,7 @@ from ..nodes import (
     render_span,
     span_label,
 )
+from ..nodes._component import TEXT_OUTPUT
 from ..nodes._span import as_span
 from ._handoff import Resumed
 from ._options import check_options, merge
@@ -70,6 +71,16 @@ _SKIPPABLE_STEPS = (
     "telemetry",
 )
 _STORE_STEPS = frozenset({"store", "handle_cache_eviction"})
+#: What ``__init__`` copies from the class onto each engine (see there).
+_READ_PER_GENERATION = (
+    "capabilities",
+    "span_cache",
+    "_plain_options",
+    "_sync_lookup",
+    "_sync_store",
+    "_plain_telemetry",
+    "_inline_call",
+)
 #: The protocol itself: no engine may define these.
 _FINAL_METHODS = ("generate", "_start", "_rest", "_succeeded", "_failed", "_record")
 
@@ -133,6 +144,13 @@ class InferenceEngine:
         self.defaults: dict[str, Any] = check_options(defaults or {}, where=f"{self.kind} defaults")
         self._bound_state: ExecutionState = _IDENTITY
         self._base: InferenceEngine = self
+        # Class-level settings the protocol reads per generation, copied onto the
+        # instance (unless it has its own): Python 3.11 specialises reads of instance
+        # attributes, not of class attributes read through an instance.
+        own = vars(self)
+        for name in _READ_PER_GENERATION:
+            if name not in own:
+                own[name] = getattr(type(self), name)
 
     # -- identity ------------------------------------------------------------------
 
@@ -440,8 +458,8 @@ class InferenceEngine:
         prompt = render_span(action)
         if prefix:
             prompt = Prompt.join([render_span(s) for s in prefix]) + _as_user(prompt)
-        if getattr(type(action), "_sg_text_output", False):
-            schema = None  # a component whose output is plain text (see Component)
+        if type(action) in TEXT_OUTPUT:
+            schema = None  # a component whose output is plain text
         else:
             make_schema = getattr(action, "output_schema", None)
             schema = make_schema() if callable(make_schema) else None
@@ -539,7 +557,7 @@ class InferenceEngine:
     # 6
     def parse(self, action: Any, completion: Completion) -> Any:
         """Parse the text with the action's ``parse_output`` (text for a CBlock)."""
-        if isinstance(action, CBlock) or getattr(type(action), "_sg_text_output", False):
+        if type(action) in TEXT_OUTPUT or isinstance(action, CBlock):
             return completion.text
         try:
             return action.parse_output(completion.text)

@@ -382,7 +382,12 @@ class Scheduler:
         try:
             ready, by_order, set_aside = self._ready, self._by_order, self._set_aside
             pop = heapq.heappop
-            while ready:
+            # ``while True`` rather than ``while ready``: the interpreter (3.11) warms a
+            # function up for specialisation on calls and unconditional backward jumps
+            # only, and this loop runs a whole graph from one call.
+            while True:
+                if not ready:
+                    break
                 node = by_order[pop(ready)]
                 if node._status is not READY:
                     continue

@@ -19,6 +19,7 @@ from ._fastrender import compile_render
 from ._parsing import output_schema, parse_as
 from ._prompt import Prompt
 from ._span import (
+    FAST_RENDERS,
     STEP_LIST,
     STEP_NONE,
     STEP_PARAM,
@@ -33,6 +34,12 @@ from ._span import (
 from ._thunk import ModelOutputThunk
 
 T = TypeVar("T")
+
+#: Component classes whose output is plain text: no schema, and ``parse_output``
+#: returns the text as it is, so the generate protocol skips both. (A set, not a
+#: class attribute: reading an attribute of a pydantic model class goes through its
+#: metaclass's ``__getattr__``, several times the cost, and this is read per generation.)
+TEXT_OUTPUT: set[type] = set()
 
 
 def _coerce_span(value: Any) -> Any:
@@ -71,9 +78,6 @@ class Component(BaseModel, Generic[T]):
     #: does not arrange its render items in code); else ``None``.
     _sg_flat_steps: ClassVar[tuple[tuple[str, str | None, int, str], ...] | None] = None
     _sg_output: ClassVar[dict[type, tuple[Any, dict[str, Any] | None]]] = {}
-    #: True when the output is plain text: no schema, and ``parse_output`` returns the
-    #: text as it is (so the generate protocol may skip both, per generation).
-    _sg_text_output: ClassVar[bool] = False
 
     _id: str | None = PrivateAttr(default=None)
     _parts: tuple[Any, ...] | None = PrivateAttr(default=None)
@@ -123,19 +127,25 @@ class Component(BaseModel, Generic[T]):
         )
         # The class's own render, without the general walk: compiled from its template's
         # steps, else (items arranged in code, or no template) from its render plan.
-        cls._sg_text_output = (
+        if (
             cls.parse_output is Component.parse_output
             and cls.output_schema.__func__ is Component.output_schema.__func__  # type: ignore[attr-defined]
             and cls._sg_find_output_type() is str
-        )
-        render: Any = Component._sg_render_fast
-        if cls._sg_flat_steps is not None:
-            render = compile_render(
+        ):
+            TEXT_OUTPUT.add(cls)
+        else:
+            TEXT_OUTPUT.discard(cls)
+        # The class's own render, without the general walk: compiled from its template's
+        # steps, else (items arranged in code, or no template) from its render plan.
+        FAST_RENDERS[cls] = (
+            compile_render(
                 cls.__qualname__,
                 cls._sg_flat_steps,
                 own_role=cls._sg_message_role is not Component._sg_message_role,
             )
-        cls._sg_render_fast = render  # type: ignore[method-assign]
+            if cls._sg_flat_steps is not None
+            else render_flat
+        )
 
     # -- the component protocol ------------------------------------------------------
 
@@ -242,12 +252,6 @@ class Component(BaseModel, Generic[T]):
             items = self._sg_render_items()
             plan = private["_plan"] = (tuple(reversed(items)), self._sg_message_role())
         return plan
-
-    def _sg_render_fast(self) -> Prompt | None:
-        """The prompt when every render item is text, a block or a done thunk; else
-        ``None`` (``render_span`` then walks). Classes with a template replace this
-        with a compiled one (see ``_fastrender``)."""
-        return render_flat(self)
 
     def _sg_message_role(self) -> str | None:
         """The chat role of everything this component renders (``None``: inherit)."""

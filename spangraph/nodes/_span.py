@@ -52,6 +52,11 @@ class Text:
     label: bool = False
 
 
+#: Each component class's render without the general walk (``Prompt``, or ``None``
+#: for a shape it does not handle): compiled from the template (``_fastrender``), or
+#: ``render_flat``. Filled as component classes are made; looked up by exact class.
+FAST_RENDERS: dict[type, Callable[[Any], Prompt | None]] = {}
+
 # What a template field is, in a component class's render steps.
 STEP_NONE, STEP_PART, STEP_LIST, STEP_PARAM = range(4)
 
@@ -340,8 +345,9 @@ def render_span(root: object) -> Prompt:
     own ``render()`` is called, and checked to use only what ``parts()``
     returns. Span paths for errors are rebuilt only when an error happens.
     """
-    if _KINDS.get(type(root)) == MODEL:
-        flat: Prompt | None = root._sg_render_fast()  # type: ignore[attr-defined]
+    fast = FAST_RENDERS.get(type(root))
+    if fast is not None:
+        flat = fast(root)
         if flat is not None:
             return flat
     out: list[Segment] = []

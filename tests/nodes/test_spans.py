@@ -335,6 +335,8 @@ class Spoken(Component[str]):
 
 
 def test_flat_render_path_equals_the_general_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spangraph.nodes import _span
+
     done: ModelOutputThunk[str] = ModelOutputThunk(GenerationProducer(CBlock("q")))
     done._set_done("answer", "answer")
     spans = [
@@ -349,10 +351,10 @@ def test_flat_render_path_equals_the_general_walk(monkeypatch: pytest.MonkeyPatc
         Spoken(line=done),
     ]
     fast = [render_span(s) for s in spans]
-    assert Summary._sg_render_fast is not Component._sg_render_fast  # compiled from its template
-    assert Message._sg_render_fast is Component._sg_render_fast  # arranges its items in code
+    assert _span.FAST_RENDERS[Summary] is not _span.render_flat  # compiled from its template
+    assert _span.FAST_RENDERS[Message] is _span.render_flat  # arranges its items in code
     for cls in {type(s) for s in spans}:
-        monkeypatch.setattr(cls, "_sg_render_fast", lambda self: None)
+        monkeypatch.setitem(_span.FAST_RENDERS, cls, lambda component: None)
     assert fast == [render_span(s) for s in spans]
     assert [seg.role for seg in fast[2]] == ["user"] * len(fast[2])
     assert [seg.role for seg in fast[-1]] == ["assistant", "assistant"]
