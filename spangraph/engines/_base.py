@@ -71,16 +71,32 @@ _SKIPPABLE_STEPS = (
     "telemetry",
 )
 _STORE_STEPS = frozenset({"store", "handle_cache_eviction"})
-#: What ``__init__`` copies from the class onto each engine (see there).
-_READ_PER_GENERATION = (
-    "capabilities",
-    "span_cache",
-    "_plain_options",
-    "_sync_lookup",
-    "_sync_store",
-    "_plain_telemetry",
-    "_inline_call",
-)
+
+
+class _Plan:
+    """What an engine class's inherited protocol steps allow, decided once per class.
+
+    Each engine holds its class's plan in an attribute of its own (``_plan``),
+    and the protocol reads it per generation: Python 3.11 specialises reads of
+    an instance's own attributes and of slots, but not of class attributes read
+    through an instance.
+    """
+
+    __slots__ = ("inline_call", "plain_options", "plain_telemetry", "sync_lookup", "sync_store")
+
+    def __init__(self, steps: frozenset[str], completes_inline: bool) -> None:
+        #: step 1 may be skipped when there are no state and call options;
+        self.plain_options = "handle_model_options" in steps
+        #: step 3 is synchronous underneath;
+        self.sync_lookup = "handle_output_cache" in steps
+        #: step 7 is synchronous underneath (and does nothing without a memo);
+        self.sync_store = steps >= _STORE_STEPS
+        #: step 8 does nothing when nobody listens and there is no state to log to;
+        self.plain_telemetry = "telemetry" in steps
+        #: step 5 may be driven by hand (``completes_inline``, and step 4 inherited).
+        self.inline_call = completes_inline and "handle_input_cache" in steps
+
+
 #: The protocol itself: no engine may define these.
 _FINAL_METHODS = ("generate", "_start", "_rest", "_succeeded", "_failed", "_record")
 
@@ -97,8 +113,6 @@ class InferenceEngine:
     capabilities: Capabilities = Capabilities()
     #: How many generations this engine runs at once (the scheduler's per-engine limit).
     max_concurrency: int = 8
-    #: The span cache used when neither the state nor the run gives one.
-    span_cache: Any = None
     #: True when steps 4-8 never enter a cancel scope (no threads, no timeouts of
     #: their own), so the scheduler may start them inline and move them to a task
     #: only if they wait. Engines that call ``anyio.to_thread`` leave it False.
@@ -107,30 +121,17 @@ class InferenceEngine:
     #: The protocol steps this class takes from ``InferenceEngine`` unchanged.
     _inherited_steps: ClassVar[frozenset[str]] = frozenset(_SKIPPABLE_STEPS)
 
-    # What the inherited steps allow (decided once per class, from ``_inherited_steps``):
-    #: step 1 may be skipped when there are no state and call options;
-    _plain_options: ClassVar[bool] = True
-    #: step 3 is synchronous underneath;
-    _sync_lookup: ClassVar[bool] = True
-    #: step 7 is synchronous underneath (and does nothing without a memo);
-    _sync_store: ClassVar[bool] = True
-    #: step 8 does nothing when nobody listens and there is no state to log to;
-    _plain_telemetry: ClassVar[bool] = True
-    #: step 5 may be driven by hand (``completes_inline``, and step 4 inherited).
-    _inline_call: ClassVar[bool] = False
+    #: What those steps allow (see ``_Plan``); each engine reads it as ``self._plan``.
+    _class_plan: ClassVar[_Plan] = _Plan(frozenset(_SKIPPABLE_STEPS), False)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        steps = cls._inherited_steps = frozenset(
+        cls._inherited_steps = frozenset(
             name
             for name in _SKIPPABLE_STEPS
             if getattr(cls, name) is getattr(InferenceEngine, name)
         )
-        cls._plain_options = "handle_model_options" in steps
-        cls._sync_lookup = "handle_output_cache" in steps
-        cls._sync_store = steps >= _STORE_STEPS
-        cls._plain_telemetry = "telemetry" in steps
-        cls._inline_call = cls.completes_inline and "handle_input_cache" in steps
+        cls._class_plan = _Plan(cls._inherited_steps, cls.completes_inline)
         final = [name for name in _FINAL_METHODS if name in cls.__dict__]
         if final:
             raise TypeError(
@@ -144,13 +145,10 @@ class InferenceEngine:
         self.defaults: dict[str, Any] = check_options(defaults or {}, where=f"{self.kind} defaults")
         self._bound_state: ExecutionState = _IDENTITY
         self._base: InferenceEngine = self
-        # Class-level settings the protocol reads per generation, copied onto the
-        # instance (unless it has its own): Python 3.11 specialises reads of instance
-        # attributes, not of class attributes read through an instance.
-        own = vars(self)
-        for name in _READ_PER_GENERATION:
-            if name not in own:
-                own[name] = getattr(type(self), name)
+        self._plan = type(self)._class_plan
+        #: The span cache used when neither the state nor the run gives one (an
+        #: attribute of the instance only: it is read per generation).
+        self.span_cache: Any = None
 
     # -- identity ------------------------------------------------------------------
 
@@ -233,6 +231,7 @@ class InferenceEngine:
         moved the rest into the task it belongs to. Final, like ``generate``.
         """
         started = perf_counter()
+        plan = self._plan
         request: Request | None = None
         completion: Completion | None = None
         try:
@@ -240,7 +239,7 @@ class InferenceEngine:
             declared = producer.state
             effective = self._bound_state if declared is None else self._effective_state(declared)
             thunk.state = _RUNNING
-            if effective is _IDENTITY and not producer.options and self._plain_options:
+            if effective is _IDENTITY and not producer.options and plan.plain_options:
                 opts: Mapping[str, Any] = self.defaults  # 1, as the base step has it
             else:
                 opts = self.handle_model_options(effective, producer.options)  # 1
@@ -248,7 +247,7 @@ class InferenceEngine:
             request.thunk = thunk
             if request.action is None:  # a refined render that left it out: step 6 needs it
                 request.action = producer.action
-            if not self._sync_lookup:
+            if not plan.sync_lookup:
                 return partial(self._rest, thunk, request, started, None, None, False)
             completion = self._lookup_output(request)  # 3
             if completion is not None:  # a hit: 6 and 8 (7 has nothing to store)
@@ -261,7 +260,7 @@ class InferenceEngine:
                     started,
                 )
                 return None
-            if not self._inline_call or (thunk.meta and self._streams(thunk)):
+            if not plan.inline_call or (thunk.meta and self._streams(thunk)):
                 return partial(self._rest, thunk, request, started, None, None, True)
             call = self._complete(request)  # 5, driven by hand
             try:
@@ -270,7 +269,7 @@ class InferenceEngine:
                 completion = stop.value
             else:
                 return partial(self._rest, thunk, request, started, None, (call, waiting), True)
-            if not self._sync_store:
+            if not plan.sync_store:
                 return partial(self._rest, thunk, request, started, completion, None, True)
             parsed = self.parse(request.action, completion)  # 6
             if request.route and "memo" in request.route:  # 7, as the base steps do it
@@ -315,7 +314,7 @@ class InferenceEngine:
                         completion = await self._complete(request)
             parsed = self.parse(request.action, completion)  # 6
             # 7 (the base steps do nothing unless step 3 found a memo for the request)
-            if not cache_hit and ("memo" in request.route or not self._sync_store):
+            if not cache_hit and ("memo" in request.route or not self._plan.sync_store):
                 await self.store(request, completion)
                 await self.handle_cache_eviction(request)
         except anyio.get_cancelled_exc_class():
@@ -337,25 +336,20 @@ class InferenceEngine:
         started: float,
     ) -> None:
         """The thunk is done (with the protocol's own total time); then step 8."""
-        timings = completion.timings
+        # Read by unpacking, and Timings made without its Python-level __new__: this
+        # runs per generation, and a named tuple's fields are read through descriptors.
+        text, _, usage, timings, _ = completion
+        queue_ms, prefill_ms, decode_ms, _ = timings
+        total_ms = (perf_counter() - started) * 1000
         thunk._set_done(
-            completion.text,
+            text,
             parsed,
-            completion.usage,
-            # Timings(...) without its Python-level __new__: this runs per generation.
-            _new(
-                Timings,
-                (
-                    timings.queue_ms,
-                    timings.prefill_ms,
-                    timings.decode_ms,
-                    (perf_counter() - started) * 1000,
-                ),
-            ),
+            usage,
+            _new(Timings, (queue_ms, prefill_ms, decode_ms, total_ms)),
             cache_hit,
         )
         state = request.state
-        if state is _IDENTITY and self._plain_telemetry:
+        if state is _IDENTITY and self._plan.plain_telemetry:
             bus = _current_bus()
             if bus is None or not bus.listening:
                 return  # what the base step would do: nothing
@@ -402,7 +396,7 @@ class InferenceEngine:
         bus = _current_bus()
         if (
             state is not _IDENTITY
-            or not self._plain_telemetry
+            or not self._plan.plain_telemetry
             or (bus is not None and bus.listening)
         ):
             self.telemetry(thunk, state, request, completion, cache_hit, error, started)
@@ -488,7 +482,7 @@ class InferenceEngine:
         run_store, run_policy = run_cache()
         state = request.state
         # Explicit None checks throughout: an empty store is falsy (it has a length).
-        store = state.span_cache if state is not None else None
+        store = state.span_cache if state is not _IDENTITY and state is not None else None
         if store is None:
             store = run_store if run_store is not None else self.span_cache
             if store is None:

@@ -67,6 +67,10 @@ def compile_render(
         "    out = []",
         "    add = out.append",
     ]
+    if any(field is not None and what != STEP_NONE for _, field, what, _ in steps):
+        # A pydantic model's attributes are read through its __getattr__ hook, a few
+        # times the cost of a dict lookup: one read of __dict__ serves every field.
+        lines.append("    fields = c.__dict__")
     for index, (literal, field, what, spec) in enumerate(steps):
         if literal:
             scope[f"_L{index}"] = literal
@@ -76,12 +80,12 @@ def compile_render(
         if not field.isidentifier():  # _parse_template refuses these; never in the source
             raise ValueError(f"{qualname}: template field {field!r} is not a name")
         if what == STEP_PART:
-            lines.append(f"    v = c.{field}")
+            lines.append(f"    v = fields[{field!r}]")
             lines.append(_PART.rstrip("\n"))
         elif what == STEP_LIST:
             lines += [
                 "    first = True",
-                f"    for v in c.{field} or ():",
+                f"    for v in fields[{field!r}] or ():",
                 "        if first:",
                 "            first = False",
                 "        else:",
@@ -91,7 +95,7 @@ def compile_render(
         else:
             scope[f"_S{index}"] = spec
             lines += [
-                f'    text = c.format_param("{field}", c.{field}, _S{index})',
+                f"    text = c.format_param({field!r}, fields[{field!r}], _S{index})",
                 "    if text:",
                 "        add((text, own, False, role, False))",
             ]
