@@ -46,7 +46,7 @@ from ..nodes import (
     span_label,
 )
 from ..nodes._component import TEXT_OUTPUT
-from ..nodes._span import as_span
+from ..nodes._span import FAST_RENDERS, as_span
 from ._handoff import Resumed
 from ._options import check_options, merge
 from ._states import Identity
@@ -449,7 +449,10 @@ class InferenceEngine:
     ) -> Request:
         """Render the state's prefix spans and the action into a ``Request``."""
         prefix = state.prefix_spans() if state is not _IDENTITY else ()
-        prompt = render_span(action)
+        fast = FAST_RENDERS.get(type(action))  # what render_span tries first, without its call
+        prompt = fast(action) if fast is not None else None
+        if prompt is None:
+            prompt = render_span(action)
         if prefix:
             prompt = Prompt.join([render_span(s) for s in prefix]) + _as_user(prompt)
         if type(action) in TEXT_OUTPUT:

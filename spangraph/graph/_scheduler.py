@@ -504,8 +504,13 @@ class Scheduler:
             return
         if self._warming:
             self._unwarm(node)
-        if thunk.state is _THUNK_DONE:
-            self._generation_done(node, thunk)
+        if thunk.state is _THUNK_DONE:  # _generation_done, inline: this is the usual way
+            self.generations += 1
+            if thunk.cache_hit:
+                self.cache_hits += 1
+            elif thunk.meta and thunk.meta.get("cache") == "miss":
+                self.cache_misses += 1
+            self._finish(node)
         else:
             assert thunk.error is not None
             self._attempt_failed(node, thunk.error)

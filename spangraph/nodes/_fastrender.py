@@ -18,6 +18,7 @@ prompts (tested).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from ._cblock import CBlock
@@ -58,27 +59,33 @@ def compile_render(
         "_DONE": ThunkState.DONE,
         "_alloc": object.__new__,
         "_Prompt": Prompt,
+        "_join": "".join,
+        "_text": itemgetter(0),
         "span_id": span_id,
     }
+    for index, (literal, field, _, spec) in enumerate(steps):
+        scope[f"_L{index}"] = literal
+        scope[f"_S{index}"] = spec
+        if field is not None and not field.isidentifier():  # _parse_template refuses these
+            raise ValueError(f"{qualname}: template field {field!r} is not a name")
+    fields = [field for _, field, what, _ in steps if field is not None and what != STEP_NONE]
     lines = [
         "def render(c):",
         '    own = c.__pydantic_private__["_id"] or span_id(c)',
         "    role = c._sg_message_role()" if own_role else "    role = None",
-        "    out = []",
-        "    add = out.append",
     ]
-    if any(field is not None and what != STEP_NONE for _, field, what, _ in steps):
+    if fields:
         # A pydantic model's attributes are read through its __getattr__ hook, a few
         # times the cost of a dict lookup: one read of __dict__ serves every field.
         lines.append("    fields = c.__dict__")
-    for index, (literal, field, what, spec) in enumerate(steps):
+    if fields and all(what in (STEP_PART, STEP_NONE) for _, _, what, _ in steps):
+        lines += _all_done_thunks(steps)
+    lines += ["    out = []", "    add = out.append"]
+    for index, (literal, field, what, _) in enumerate(steps):
         if literal:
-            scope[f"_L{index}"] = literal
             lines.append(f"    add((_L{index}, own, False, role, False))")
         if field is None or what == STEP_NONE:
             continue
-        if not field.isidentifier():  # _parse_template refuses these; never in the source
-            raise ValueError(f"{qualname}: template field {field!r} is not a name")
         if what == STEP_PART:
             lines.append(f"    v = fields[{field!r}]")
             lines.append(_PART.rstrip("\n"))
@@ -93,16 +100,17 @@ def compile_render(
                 _indent(_PART).rstrip("\n"),
             ]
         else:
-            scope[f"_S{index}"] = spec
             lines += [
                 f"    text = c.format_param({field!r}, fields[{field!r}], _S{index})",
                 "    if text:",
                 "        add((text, own, False, role, False))",
             ]
     lines += [
+        "    raw = tuple(out)",
         "    prompt = _alloc(_Prompt)",  # a Prompt of plain segment tuples (see Prompt)
-        "    prompt._raw = tuple(out)",
-        "    prompt._segments = prompt._text = None",
+        "    prompt._raw = raw",
+        "    prompt._segments = None",
+        "    prompt.text = _join(map(_text, raw))",
         "    return prompt",
     ]
     exec("\n".join(lines), scope)  # generated from checked template steps, as dataclasses does
@@ -112,6 +120,38 @@ def compile_render(
         "The prompt from the template's steps, or None (see spangraph.nodes._fastrender)."
     )
     return render
+
+
+def _all_done_thunks(steps: Sequence[tuple[str, str | None, int, str]]) -> list[str]:
+    """The usual shape of a dataflow step, first: every part a finished thunk, so the
+    segments and the text are known in number and made at once, without a list."""
+    names = [f"p{index}" for index, (_, field, _, _) in enumerate(steps) if field is not None]
+    lines = [
+        f"    p{index} = fields[{field!r}]"
+        for index, (_, field, _, _) in enumerate(steps)
+        if field is not None
+    ]
+    lines.append(
+        "    if " + " and ".join(f"type({n}) is _Thunk and {n}.state is _DONE" for n in names) + ":"
+    )
+    segments: list[str] = []
+    texts: list[str] = []
+    for index, (literal, field, _, _) in enumerate(steps):
+        if literal:
+            segments.append(f"(_L{index}, own, False, role, False)")
+            texts.append(f"_L{index}")
+        if field is not None:
+            lines.append(f"        v{index} = p{index}._value")
+            segments.append(f"(v{index}, p{index}._id or span_id(p{index}), False, role, False)")
+            texts.append(f"v{index}")
+    lines += [
+        "        prompt = _alloc(_Prompt)",
+        f"        prompt._raw = ({', '.join(segments)},)",
+        "        prompt._segments = None",
+        f"        prompt.text = {' + '.join(texts)}",
+        "        return prompt",
+    ]
+    return lines
 
 
 def _indent(block: str) -> str:

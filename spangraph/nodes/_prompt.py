@@ -50,12 +50,13 @@ class Prompt:
     when first asked for.
     """
 
-    __slots__ = ("_raw", "_segments", "_text")
+    __slots__ = ("_raw", "_segments", "text")
 
     def __init__(self, segments: tuple[Segment, ...] = ()) -> None:
         self._raw: tuple[RawSegment, ...] = segments
         self._segments: tuple[Segment, ...] | None = segments
-        self._text: str | None = None
+        #: The segments' text, joined (made with the prompt: engines read it per call).
+        self.text: str = "".join(map(_TEXT, segments))
 
     @property
     def segments(self) -> tuple[Segment, ...]:
@@ -63,13 +64,6 @@ class Prompt:
         if segments is None:
             segments = self._segments = tuple(map(Segment._make, self._raw))
         return segments
-
-    @property
-    def text(self) -> str:
-        text = self._text
-        if text is None:
-            text = self._text = "".join(map(_TEXT, self._raw))
-        return text
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Prompt) and other._raw == self._raw  # a Segment is its tuple

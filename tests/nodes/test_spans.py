@@ -348,7 +348,8 @@ def test_flat_render_path_equals_the_general_walk(monkeypatch: pytest.MonkeyPatc
         Briefing(title="t", body=done, items=[CBlock("x"), CBlock(""), done], count=7, tags=["a"]),
         Briefing(title=CBlock(""), body="b", note="n"),  # an empty block renders nothing
         Briefing(title="t", body=Summary(doc="nested")),  # a nested component: the walk
-        Spoken(line=done),
+        Spoken(line=done),  # every part a done thunk: the compiled render's first shape
+        Spoken(line=CBlock("")),
     ]
     fast = [render_span(s) for s in spans]
     assert _span.FAST_RENDERS[Summary] is not _span.render_flat  # compiled from its template
@@ -357,7 +358,8 @@ def test_flat_render_path_equals_the_general_walk(monkeypatch: pytest.MonkeyPatc
         monkeypatch.setitem(_span.FAST_RENDERS, cls, lambda component: None)
     assert fast == [render_span(s) for s in spans]
     assert [seg.role for seg in fast[2]] == ["user"] * len(fast[2])
-    assert [seg.role for seg in fast[-1]] == ["assistant", "assistant"]
+    assert [seg.role for seg in fast[-2]] == ["assistant", "assistant"]
+    assert [p.text for p in fast[-2:]] == ["say answer", "say "]
     assert fast[5].text == "t: answer\nItems:\nx\n\nanswer\n007 - a"
     monkeypatch.undo()  # the walk cached each render plan: the flat path now reads that
     assert [render_span(s) for s in spans] == fast
