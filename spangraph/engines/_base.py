@@ -82,9 +82,16 @@ class _Plan:
     through an instance.
     """
 
-    __slots__ = ("inline_call", "plain_options", "plain_telemetry", "sync_lookup", "sync_store")
+    __slots__ = (
+        "inline_call",
+        "plain_options",
+        "plain_parse",
+        "plain_telemetry",
+        "sync_lookup",
+        "sync_store",
+    )
 
-    def __init__(self, steps: frozenset[str], completes_inline: bool) -> None:
+    def __init__(self, steps: frozenset[str], completes_inline: bool, plain_parse: bool) -> None:
         #: step 1 may be skipped when there are no state and call options;
         self.plain_options = "handle_model_options" in steps
         #: step 3 is synchronous underneath;
@@ -93,8 +100,10 @@ class _Plan:
         self.sync_store = steps >= _STORE_STEPS
         #: step 8 does nothing when nobody listens and there is no state to log to;
         self.plain_telemetry = "telemetry" in steps
-        #: step 5 may be driven by hand (``completes_inline``, and step 4 inherited).
+        #: step 5 may be driven by hand (``completes_inline``, and step 4 inherited);
         self.inline_call = completes_inline and "handle_input_cache" in steps
+        #: step 6 is the base one: plain-text components keep the text as it is.
+        self.plain_parse = plain_parse
 
 
 #: The protocol itself: no engine may define these.
@@ -122,7 +131,7 @@ class InferenceEngine:
     _inherited_steps: ClassVar[frozenset[str]] = frozenset(_SKIPPABLE_STEPS)
 
     #: What those steps allow (see ``_Plan``); each engine reads it as ``self._plan``.
-    _class_plan: ClassVar[_Plan] = _Plan(frozenset(_SKIPPABLE_STEPS), False)
+    _class_plan: ClassVar[_Plan] = _Plan(frozenset(_SKIPPABLE_STEPS), False, True)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -131,7 +140,9 @@ class InferenceEngine:
             for name in _SKIPPABLE_STEPS
             if getattr(cls, name) is getattr(InferenceEngine, name)
         )
-        cls._class_plan = _Plan(cls._inherited_steps, cls.completes_inline)
+        cls._class_plan = _Plan(
+            cls._inherited_steps, cls.completes_inline, cls.parse is InferenceEngine.parse
+        )
         final = [name for name in _FINAL_METHODS if name in cls.__dict__]
         if final:
             raise TypeError(
@@ -243,21 +254,15 @@ class InferenceEngine:
                 opts: Mapping[str, Any] = self.defaults  # 1, as the base step has it
             else:
                 opts = self.handle_model_options(effective, producer.options)  # 1
-            request = self.render(producer.action, effective, opts, producer.sample_index)  # 2
+            action = producer.action
+            request = self.render(action, effective, opts, producer.sample_index)  # 2
             request.thunk = thunk
-            if request.action is None:  # a refined render that left it out: step 6 needs it
-                request.action = producer.action
             if not plan.sync_lookup:
                 return partial(self._rest, thunk, request, started, None, None, False)
             completion = self._lookup_output(request)  # 3
             if completion is not None:  # a hit: 6 and 8 (7 has nothing to store)
                 self._succeeded(
-                    thunk,
-                    request,
-                    completion,
-                    self.parse(request.action, completion),
-                    True,
-                    started,
+                    thunk, request, completion, self.parse(action, completion), True, started
                 )
                 return None
             if not plan.inline_call or (thunk.meta and self._streams(thunk)):
@@ -271,7 +276,10 @@ class InferenceEngine:
                 return partial(self._rest, thunk, request, started, None, (call, waiting), True)
             if not plan.sync_store:
                 return partial(self._rest, thunk, request, started, completion, None, True)
-            parsed = self.parse(request.action, completion)  # 6
+            if plan.plain_parse and type(action) in TEXT_OUTPUT:
+                parsed = completion.text  # 6, as the base step does it
+            else:
+                parsed = self.parse(action, completion)  # 6
             if request.route and "memo" in request.route:  # 7, as the base steps do it
                 self._put(request, completion)
                 self._evict(request)
@@ -312,7 +320,7 @@ class InferenceEngine:
                         completion = await self._stream_into(request, thunk)
                     else:
                         completion = await self._complete(request)
-            parsed = self.parse(request.action, completion)  # 6
+            parsed = self.parse(thunk.producer.action, completion)  # type: ignore[union-attr]  # 6
             # 7 (the base steps do nothing unless step 3 found a memo for the request)
             if not cache_hit and ("memo" in request.route or not self._plan.sync_store):
                 await self.store(request, completion)

@@ -69,6 +69,8 @@ class NodeInfo:
     _users: list[NodeInfo] = field(default_factory=list, init=False, repr=False, compare=False)
     _order: int = field(default=0, init=False, repr=False, compare=False)
     _work: bool = field(default=False, init=False, repr=False, compare=False)
+    #: More than one thunk stands for this node (``thunks[1:]`` are aliases).
+    _aliased: bool = field(default=False, init=False, repr=False, compare=False)
     # The state of the run that is running the graph (the scheduler's; one run at a time).
     _status: str = field(default=PENDING, init=False, repr=False, compare=False)
     _waiting: int = field(default=0, init=False, repr=False, compare=False)
@@ -383,3 +385,4 @@ def _parts(span: Any, paths: PathTracker, frame: int, kinds: dict[type, int]) ->
 def _alias(info: NodeInfo, span: Any) -> None:
     if isinstance(span, ModelOutputThunk) and all(t is not span for t in info.thunks):
         info.thunks.append(span)
+        info._aliased = len(info.thunks) > 1

@@ -15,6 +15,7 @@ from ..nodes import (
     current_state,
 )
 from ..nodes._span import as_span
+from ..nodes._thunk import NO_OPTIONS
 
 T = TypeVar("T")
 
@@ -70,7 +71,7 @@ def generate(
         state = outer
     if sample_index < 0:
         raise ValueError(f"sample_index must be >= 0, got {sample_index}")
-    checked = check_options(options or {}, where="generate()")
+    checked = check_options(options, where="generate()") if options else NO_OPTIONS
     if cache is not None and not isinstance(cache, CachePolicy):
         raise TypeError(f"generate(cache=...) takes a CachePolicy, got {type(cache).__name__}")
     return ModelOutputThunk(GenerationProducer(span, state, checked, sample_index, engine, cache))

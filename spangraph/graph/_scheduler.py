@@ -186,8 +186,11 @@ class Scheduler:
         self.errors: dict[str, BaseException] = {}
         self.skip_reasons: dict[str, str] = {}
         self.first_failure: str | None = None
-        self.nodes_run = 0
         self.generations = 0
+        # Counted where they finish, so that finishing a node counts nothing: tasks and
+        # samplers that finished, and the generations that samplers' attempts made.
+        self._other_nodes = 0
+        self._sampled = 0
         self.cache_hits = 0
         self.cache_misses = 0
         self.attempts = 0
@@ -213,6 +216,11 @@ class Scheduler:
         """Release the graph for another run (``execute`` does it; so may its caller)."""
         self.graph._running = False
 
+    @property
+    def nodes_run(self) -> int:
+        """Work nodes (generations, tasks, samplers) this run finished."""
+        return self.generations - self._sampled + self._other_nodes
+
     def status_counts(self) -> collections.Counter[str]:
         """How many nodes are in each status."""
         if self._done == len(self._by_order):
@@ -237,7 +245,7 @@ class Scheduler:
             thunks = node.thunks
             if thunks:
                 first = thunks[0]
-                if first.state is pending and len(thunks) == 1:
+                if first.state is pending and not node._aliased:
                     first._claimed = True
                 elif self._claim(node):
                     if emit is not None:
@@ -270,7 +278,7 @@ class Scheduler:
         for node in graph._work:
             thunks = node.thunks
             first = thunks[0]
-            if first.state is not pending or len(thunks) > 1:
+            if first.state is not pending or node._aliased:
                 return False  # (the claims made so far, _add_nodes makes again)
             first._claimed = True
         nodes = list(graph.nodes())
@@ -668,6 +676,7 @@ class Scheduler:
             return
         for thunk in node.thunks:
             thunk._set_done(text, parsed)
+        self._other_nodes += 1
         self._finish(node)
 
     def _fail_dynamic(self, node: NodeInfo, child: NodeInfo) -> None:
@@ -708,6 +717,8 @@ class Scheduler:
             thunk.meta["attempts"] = list(thunks)
             thunk.meta["selected"] = chosen
         self.generations += len(thunks)
+        self._sampled += len(thunks)
+        self._other_nodes += 1
         self.cache_hits += sum(1 for t in thunks if t.cache_hit)
         self._finish(node)
         self._drain()
@@ -724,11 +735,10 @@ class Scheduler:
         """
         emit = self._emit
         if node._work:
-            self.nodes_run += 1
             thunks = node.thunks
             first = thunks[0]
             first._claimed = False
-            if len(thunks) > 1:
+            if node._aliased:
                 for alias in thunks[1:]:
                     alias._copy_result(first)
                     alias._claimed = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import anyio
@@ -333,13 +334,17 @@ class ModelOutputThunk(Generic[T]):
         return core_schema.is_instance_schema(cls)
 
 
+#: The options of a generation declared without any (one shared, read-only mapping).
+NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationProducer:
     """The producer of a generation: an action, the state and options it was declared with."""
 
     action: Span
     state: StateLike | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=lambda: NO_OPTIONS)
     sample_index: int = 0
     #: The engine to run on (``None``: the run's engine).
     engine: Any = None
