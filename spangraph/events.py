@@ -126,13 +126,16 @@ class EventBus:
     once (``_routes``), so an event costs a call per interested listener.
     """
 
-    __slots__ = ("_listeners", "_routes", "listening")
+    __slots__ = ("_listeners", "_routes", "listening", "records")
 
     def __init__(self) -> None:
         self._listeners: list[tuple[Listener, frozenset[type] | None]] = []
         self._routes: dict[type, tuple[Listener, ...]] = {}
         #: Whether anyone listens (a plain attribute: it is read per generation).
         self.listening = False
+        #: Whether anyone listens to ``GenerationRecord``\s (the generate protocol's
+        #: telemetry step builds one per generation only then).
+        self.records = False
 
     def subscribe(
         self, listener: Listener, *, only: Iterable[type[Event]] | None = None
@@ -141,23 +144,37 @@ class EventBus:
         returns a function that removes it."""
         entry = (listener, frozenset(only) if only is not None else None)
         self._listeners.append(entry)
-        self._routes.clear()
-        self.listening = True
+        self._changed()
 
         def unsubscribe() -> None:
             self._listeners.remove(entry)
-            self._routes.clear()
-            self.listening = bool(self._listeners)
+            self._changed()
 
         return unsubscribe
 
-    def emit(self, event: Event) -> None:
-        kind = type(event)
+    def _changed(self) -> None:
+        self._routes.clear()
+        self.listening = bool(self._listeners)
+        self.records = bool(self._route(GenerationRecord))
+
+    def _route(self, kind: type) -> tuple[Listener, ...]:
         route = self._routes.get(kind)
         if route is None:
             route = self._routes[kind] = tuple(
                 listener for listener, only in self._listeners if only is None or kind in only
             )
+        return route
+
+    def emitter(self, kind: type[Event]) -> Callable[[Event], None] | None:
+        """``emit``, if some listener takes events of ``kind``; else ``None``, so that
+        whoever emits them need not build them (read once, by a run's scheduler, after
+        its listeners subscribed)."""
+        return self.emit if self._route(kind) else None
+
+    def emit(self, event: Event) -> None:
+        route = self._routes.get(type(event))
+        if route is None:
+            route = self._route(type(event))
         for listener in route:
             listener(event)
 

@@ -359,7 +359,7 @@ class InferenceEngine:
         state = request.state
         if state is _IDENTITY and self._plan.plain_telemetry:
             bus = _current_bus()
-            if bus is None or not bus.listening:
+            if bus is None or not bus.records:
                 return  # what the base step would do: nothing
         self.telemetry(
             thunk,
@@ -405,7 +405,7 @@ class InferenceEngine:
         if (
             state is not _IDENTITY
             or not self._plan.plain_telemetry
-            or (bus is not None and bus.listening)
+            or (bus is not None and bus.records)
         ):
             self.telemetry(thunk, state, request, completion, cache_hit, error, started)
 
@@ -622,7 +622,7 @@ class InferenceEngine:
         Nothing is built when nobody would see it (no listener, no state to log to).
         """
         bus = _current_bus()
-        listening = bus is not None and bus.listening
+        listening = bus is not None and bus.records
         if not listening and state is _IDENTITY:
             return
         record = events.GenerationRecord(

@@ -60,7 +60,8 @@ class Run:
     cache_misses: int = 0
     attempts: int = 0
     dynamic_nodes: int = 0
-    #: Every event of the run, in order (collected when traced).
+    #: Every event of the run, in order, when it ran with ``keep_events=True`` (the
+    #: run's record is ``log``; a big run makes several events per generation).
     events: list[ev.Event] = field(default_factory=list)
     _log: _LogSource | None = field(default=None, repr=False)
 
@@ -117,6 +118,7 @@ async def arun(
     trace: bool = True,
     name: str = "spangraph",
     listeners: Sequence[Callable[[ev.Event], None]] = (),
+    keep_events: bool = False,
 ) -> Run:
     """Run spans (or one compiled ``SpanGraph``) to completion; see ``run``."""
     graph = _graph_of(roots)
@@ -124,8 +126,9 @@ async def arun(
     bus = ev.EventBus()
     log: list[ev.Event] = []
     tracing: _Tracing | None = None
-    if trace:
+    if keep_events:
         bus.subscribe(log.append)
+    if trace:
         tracing = _Tracing(graph, name)
         tracing.tracer.listen(bus)
         bus.subscribe(_HeapKeeper(), only=(ev.NodeFinished,))
@@ -386,7 +389,9 @@ def run(*roots: Any, **policy: Any) -> Run:
     ``max_concurrency``, ``retry`` (a ``RetryPolicy``), ``timeout`` (seconds
     per node attempt), ``on_error`` (``"raise"`` or ``"continue"``),
     ``progress`` (``None``: on in terminals and notebooks), ``trace`` (emit
-    OpenTelemetry spans and build ``Run.log``), ``name`` (the run span's name).
+    OpenTelemetry spans and build ``Run.log``), ``name`` (the run span's name),
+    ``listeners`` (functions called with every event of the run), ``keep_events``
+    (keep them all in ``Run.events``).
 
     Inside a running event loop (a notebook cell, an async program),
     ``run()`` cannot start a second loop in the same thread, so it runs the

@@ -155,7 +155,12 @@ class Scheduler:
         self.timeout = timeout
         self.on_error = on_error
         self.bus = bus
+        # The bus's emit where someone listens; the frequent events are built only for
+        # a listener of their own type.
         self._emit = bus.emit if bus.listening else None
+        self._emit_queued = bus.emitter(ev.NodeQueued)
+        self._emit_started = bus.emitter(ev.NodeStarted)
+        self._emit_finished = bus.emitter(ev.NodeFinished)
         self._rng = random.Random(retry.seed)
         self._sleep = retry.sleep or anyio.sleep
 
@@ -237,7 +242,7 @@ class Scheduler:
         increasing order, after every position already in it (dynamic nodes are
         numbered after the graph's), so the list stays a heap.
         """
-        by_order, ready, emit, info = self._by_order, self._ready, self._emit, self._info
+        by_order, ready, emit, info = self._by_order, self._ready, self._emit_queued, self._info
         pending = ThunkState.PENDING
         by_order.extend(nodes)
         for node in nodes:
@@ -284,9 +289,10 @@ class Scheduler:
         nodes = list(graph.nodes())
         self._by_order.extend(nodes)
         self._ready.extend(graph._leaves)  # increasing positions: a heap already
-        if self._emit is not None:
+        emit = self._emit_queued
+        if emit is not None:
             for node in nodes:
-                self._emit(ev.NodeQueued(node.id, kind=node.kind))
+                emit(ev.NodeQueued(node.id, kind=node.kind))
         return True
 
     def _claim(self, node: NodeInfo) -> bool:
@@ -497,8 +503,8 @@ class Scheduler:
         node._attempt += 1
         node._status = RUNNING
         self.attempts += 1
-        if self._emit is not None:
-            self._emit(ev.NodeStarted(node.id, attempt=node._attempt))
+        if self._emit_started is not None:
+            self._emit_started(ev.NodeStarted(node.id, attempt=node._attempt))
         thunk = node.thunks[0]
         if not self._inline or self.timeout is not None:
             self._reserve(engine)
@@ -570,8 +576,8 @@ class Scheduler:
         node._attempt += 1
         node._status = RUNNING
         self.attempts += 1
-        if self._emit is not None:
-            self._emit(ev.NodeStarted(node.id, attempt=node._attempt))
+        if self._emit_started is not None:
+            self._emit_started(ev.NodeStarted(node.id, attempt=node._attempt))
         for thunk in node.thunks:
             thunk._set_running()
 
@@ -733,7 +739,7 @@ class Scheduler:
         finished right here rather than queued, and its users in turn: a loop,
         not recursion, since components may nest thousands deep.
         """
-        emit = self._emit
+        emit = self._emit_finished
         if node._work:
             thunks = node.thunks
             first = thunks[0]

@@ -182,7 +182,7 @@ def test_cache_hit_is_on_the_thunk_and_in_the_events() -> None:
     roots, _ = chain_graph()
     run(*roots, engine=engine, cache=store, progress=False)
     roots, nodes = chain_graph()
-    result = run(*roots, engine=engine, cache=store, progress=False)
+    result = run(*roots, engine=engine, cache=store, progress=False, keep_events=True)
     hits = [e for e in result.events if isinstance(e, CacheHit)]
     assert len(hits) == 5 == result.cache_hits == result.generations_avoided
     assert all(t.cache_hit and t.usage.input_tokens == 0 for t in nodes.values())

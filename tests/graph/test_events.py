@@ -35,3 +35,36 @@ def test_listening_follows_subscriptions() -> None:
     assert bus.listening
     stop()
     assert not bus.listening
+
+
+def test_emitter_is_none_for_a_type_nobody_takes() -> None:
+    bus = ev.EventBus()
+    assert bus.emitter(ev.NodeQueued) is None and not bus.records
+    stop = bus.subscribe(lambda e: None, only=[ev.NodeFinished])
+    assert bus.emitter(ev.NodeQueued) is None
+    assert bus.emitter(ev.NodeFinished) is not None
+    assert not bus.records  # nobody takes GenerationRecords: the protocol builds none
+    stop_records = bus.subscribe(lambda e: None, only=[ev.GenerationRecord])
+    assert bus.records
+    stop_records()
+    stop()
+    assert not bus.records and bus.emitter(ev.NodeFinished) is None
+
+
+def test_a_run_builds_only_the_events_someone_takes() -> None:
+    from spangraph import CBlock, generate, run
+    from spangraph.engines import ScriptedEngine
+
+    started: list[ev.Event] = []
+    thunk = generate(CBlock("q"))
+    result = run(
+        thunk,
+        engine=ScriptedEngine("x"),
+        trace=False,
+        progress=False,
+        listeners=[started.append],
+    )
+    assert result.events == []  # kept only with keep_events=True
+    assert {type(e) for e in started} >= {ev.NodeQueued, ev.NodeStarted, ev.NodeFinished}
+    kept = run(generate(CBlock("r")), engine=ScriptedEngine("x"), progress=False, keep_events=True)
+    assert [type(e).__name__ for e in kept.events][:2] == ["NodeQueued", "NodeQueued"]

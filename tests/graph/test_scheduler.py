@@ -177,7 +177,7 @@ def test_transient_errors_are_retried_with_backoff() -> None:
     engine = ScriptedEngine(sometimes)
     thunk = generate(Op(inputs=["x"], label="r"))
     policy = RetryPolicy(attempts=3, backoff=0.5, jitter=0.0, sleep=fake_sleep)
-    result = run(thunk, engine=engine, retry=policy, progress=False)
+    result = run(thunk, engine=engine, retry=policy, progress=False, keep_events=True)
     assert thunk.value == "fine"
     assert sleeps == [0.5, 1.0]
     assert engine.calls == 3 and result.attempts == 3
@@ -371,6 +371,23 @@ def test_completed_thunks_are_reused_not_recomputed() -> None:
     assert engine.calls == 2
 
 
+def test_a_thunk_finished_between_compile_and_run_is_reused() -> None:
+    """A first run starts from what compile() recorded, unless a thunk of the graph
+    finished meanwhile (another graph ran it): then every node's state is worked out."""
+    engine = ScriptedEngine(lambda r: r.text.upper())
+    a = generate(Op(inputs=["x"], label="a"))
+    b = generate(Op(inputs=[a], label="b"))
+    c = generate(Op(inputs=[b, "y"], label="c"))
+    later = compile(c)
+    run(a, engine=engine, progress=False)
+    assert engine.calls == 1
+    result = run(later, engine=engine, progress=False)
+    assert engine.calls == 3 and result.generations == 2 and result.nodes_run == 2
+    assert c.value == "C: B: A: X\nY"
+    again = run(compile(c), engine=engine, progress=False)  # every thunk done: nothing runs
+    assert engine.calls == 3 and again.nodes_run == 0 and again.status == "done"
+
+
 def test_equal_declarations_share_one_generation() -> None:
     engine = ScriptedEngine(lambda r: "same")
     a1 = generate(Op(inputs=["x"], label="a"))
@@ -393,7 +410,7 @@ def test_skipped_event_carries_reason() -> None:
     engine = ScriptedEngine(lambda r: (_ for _ in ()).throw(EngineRequestError("no")))
     bad = generate(Op(inputs=["x"], label="bad"))
     child = generate(Op(inputs=[bad], label="child"))
-    result = run(child, engine=engine, on_error="continue", progress=False)
+    result = run(child, engine=engine, on_error="continue", progress=False, keep_events=True)
     skipped = [e for e in result.events if isinstance(e, NodeSkipped)]
     assert skipped and "failed: EngineRequestError: no" in skipped[0].reason
 
