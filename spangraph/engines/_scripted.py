@@ -29,7 +29,6 @@ async def _sleep(delay: float) -> None:
 
 
 _INSTANT = Timings()
-_new = tuple.__new__
 
 
 class ScriptedEngine(InferenceEngine):
@@ -67,7 +66,8 @@ class ScriptedEngine(InferenceEngine):
         self._name = name
         self.max_concurrency = max_concurrency
         self.calls = 0
-        self._reply_words: int | None = None
+        #: Instant completions of the fixed reply, by prompt length in tokens.
+        self._instant: dict[int, Completion] = {}
         self.in_flight = 0
         self.max_in_flight = 0
 
@@ -99,16 +99,17 @@ class ScriptedEngine(InferenceEngine):
         self.calls += 1
         reply = self._reply
         if not self._latency and type(reply) is str:
-            # Instant and fixed: what scheduler benchmarks measure, so no coroutine
-            # and the reply's word count made once.
+            # Instant and fixed: what scheduler benchmarks measure. The completion is a
+            # value (immutable), so one is made per prompt length and shared.
             if self.in_flight >= self.max_in_flight:
                 self.max_in_flight = self.in_flight + 1
-            words = self._reply_words
-            if words is None:
-                words = self._reply_words = len(reply.split())
-            # The named tuples made without their Python-level __new__ (see Usage).
-            usage = _new(Usage, (len(request.text.split()), words, 0))
-            return _new(Completion, (reply, "stop", usage, _INSTANT, None))
+            prompt_tokens = len(request.text.split())
+            completion = self._instant.get(prompt_tokens)
+            if completion is None:
+                completion = self._instant[prompt_tokens] = self._completion(
+                    request, reply, 0.0
+                )
+            return completion
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -148,7 +148,8 @@ def _all_done_thunks(steps: Sequence[tuple[str, str | None, int, str]]) -> list[
         "        prompt = _alloc(_Prompt)",
         f"        prompt._raw = ({', '.join(segments)},)",
         "        prompt._segments = None",
-        f"        prompt.text = {' + '.join(texts)}",
+        # An f-string joins the pieces into one new string (no intermediate ones).
+        "        prompt.text = f'" + "".join(f"{{{t}}}" for t in texts) + "'",
         "        return prompt",
     ]
     return lines
