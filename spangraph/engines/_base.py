@@ -47,7 +47,7 @@ from ..nodes import (
 )
 from ..nodes._component import TEXT_OUTPUT
 from ..nodes._span import FAST_RENDERS, as_span
-from ._handoff import Resumed
+from ._handoff import RETURNED, InlineDriver, Resumed
 from ._options import check_options, merge
 from ._states import Identity
 from ._types import Capabilities, Completion, Request
@@ -228,7 +228,9 @@ class InferenceEngine:
             raise thunk.error
         return thunk
 
-    def _start(self, thunk: ModelOutputThunk[Any]) -> Callable[[], Awaitable[None]] | None:
+    def _start(
+        self, thunk: ModelOutputThunk[Any], driver: InlineDriver | None = None
+    ) -> Callable[[], Awaitable[None]] | None:
         """Run the protocol as far as it goes without waiting.
 
         Returns ``None`` when the thunk is finished (done, or failed: its
@@ -268,12 +270,20 @@ class InferenceEngine:
             if not plan.inline_call or (thunk.meta and self._streams(thunk)):
                 return partial(self._rest, thunk, request, started, None, None, True)
             call = self._complete(request)  # 5, driven by hand
-            try:
-                waiting = call.send(None)
-            except StopIteration as stop:
-                completion = stop.value
+            if driver is not None:
+                waiting = driver.send(call)
+                if waiting is not RETURNED:
+                    finish = driver.hand_off(waiting)
+                    return partial(self._rest, thunk, request, started, None, finish, True)
+                completion = driver.out[0]
             else:
-                return partial(self._rest, thunk, request, started, None, (call, waiting), True)
+                try:
+                    waiting = call.send(None)
+                except StopIteration as stop:
+                    completion = stop.value
+                else:
+                    resume = Resumed(call, waiting)
+                    return partial(self._rest, thunk, request, started, None, resume, True)
             if not plan.sync_store:
                 return partial(self._rest, thunk, request, started, completion, None, True)
             if plan.plain_parse and type(action) in TEXT_OUTPUT:
@@ -285,6 +295,8 @@ class InferenceEngine:
                 self._evict(request)
             self._succeeded(thunk, request, completion, parsed, False, started)  # 8
         except BaseException as exc:
+            if driver is not None:
+                driver.renew()  # (it is over if the primitive raised in it)
             self._failed(thunk, request, completion, exc, started)
             if not isinstance(exc, Exception):
                 raise
@@ -300,11 +312,11 @@ class InferenceEngine:
         request: Request,
         started: float,
         completion: Completion | None,
-        call: tuple[Any, Any] | None,
+        call: Awaitable[Completion] | None,
         looked_up: bool,
     ) -> None:
         """The protocol from where ``_start`` stopped: step 3 unless ``looked_up``;
-        then the primitive (resumed, if ``call`` holds it and what it waits on); 6-8."""
+        then the primitive (``call``: the rest of the one ``_start`` began); 6-8."""
         cache_hit = False
         try:
             if not looked_up:
@@ -312,7 +324,7 @@ class InferenceEngine:
                 cache_hit = completion is not None
             if completion is None:
                 if call is not None:
-                    completion = await Resumed(*call)  # 5, where _start left it
+                    completion = await call  # 5, where _start left it
                 else:
                     if "handle_input_cache" not in self._inherited_steps:  # 4
                         request = await self.handle_input_cache(request)

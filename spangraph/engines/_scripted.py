@@ -106,9 +106,7 @@ class ScriptedEngine(InferenceEngine):
             prompt_tokens = len(request.text.split())
             completion = self._instant.get(prompt_tokens)
             if completion is None:
-                completion = self._instant[prompt_tokens] = self._completion(
-                    request, reply, 0.0
-                )
+                completion = self._instant[prompt_tokens] = self._completion(request, reply, 0.0)
             return completion
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)

@@ -108,6 +108,7 @@ import anyio.abc
 
 from .. import events as ev
 from ..engines import InferenceEngine, TransientEngineError
+from ..engines._handoff import InlineDriver
 from ..nodes import ModelOutputThunk, ThunkState, is_span, render_span
 from ._compile import (
     CANCELLED,
@@ -161,6 +162,8 @@ class Scheduler:
         self._emit_queued = bus.emitter(ev.NodeQueued)
         self._emit_started = bus.emitter(ev.NodeStarted)
         self._emit_finished = bus.emitter(ev.NodeFinished)
+        #: Drives the primitives of engines that complete inline (see InlineDriver).
+        self._driver = InlineDriver()
         self._rng = random.Random(retry.seed)
         self._sleep = retry.sleep or anyio.sleep
 
@@ -511,7 +514,7 @@ class Scheduler:
             whole = partial(engine.generate, None, into=thunk)
             self._start_soon(self._finish_generation_task, node, engine, whole)
             return
-        rest = engine._start(thunk)
+        rest = engine._start(thunk, self._driver)
         if rest is not None:
             self._reserve(engine)
             self._hand_off(self._finish_generation_task(node, engine, rest))
