@@ -381,7 +381,7 @@ def fan_graph() -> list[Any]:
     return [generate(Combine(items=branches))]
 
 
-def part2(repeats: int = 3) -> None:
+def part2(repeats: int = 5) -> None:
     print()
     print(f"Part 2: critical-path efficiency, fan-out/fan-in of {FAN_WIDTH + 2} generations")
     print(f"  (1 source -> {FAN_WIDTH} parallel -> 1 sink), {LATENCY * 1e3:g} ms per generation")

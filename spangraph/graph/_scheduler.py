@@ -187,6 +187,7 @@ class Scheduler:
         # cost of a task-group task); ``execute`` waits for them and for the task
         # group's children (``_children``), and cancels them when the run is cancelled.
         self._handed: set[asyncio.Task[None]] = set()
+        self._to_hand_off: list[Any] = []  # their coroutines, until the drain loop ends
         self._children = 0
         self._quiet: asyncio.Future[None] | None = None
         self._crash: BaseException | None = None
@@ -358,10 +359,19 @@ class Scheduler:
             self._quiet = None
 
     def _hand_off(self, coro: Any) -> None:
-        """Run a started generation's remainder as a plain asyncio task."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._handed.add(task)
-        task.add_done_callback(self._handed_done)
+        """Run a started generation's remainder as a plain asyncio task, made once the
+        drain loop is over: the task's first step runs on a later turn of the event
+        loop anyway, and the generations started next (whose timers, requests and
+        the like are already under way) start sooner, not a task creation later each."""
+        self._to_hand_off.append(coro)
+
+    def _make_handed_tasks(self) -> None:
+        create_task, handed = asyncio.get_running_loop().create_task, self._handed
+        for coro in self._to_hand_off:
+            task = create_task(coro)
+            handed.add(task)
+            task.add_done_callback(self._handed_done)
+        self._to_hand_off.clear()
 
     def _handed_done(self, task: asyncio.Task[None]) -> None:
         self._handed.discard(task)
@@ -434,6 +444,8 @@ class Scheduler:
                 set_aside.clear()
         finally:
             self._draining = False
+            if self._to_hand_off:
+                self._make_handed_tasks()
 
     # -- capacity --------------------------------------------------------------------
 
