@@ -267,7 +267,7 @@ class InferenceEngine:
                     thunk, request, completion, self.parse(action, completion), True, started
                 )
                 return None
-            if not plan.inline_call or (thunk.meta and self._streams(thunk)):
+            if not plan.inline_call or (thunk._meta and self._streams(thunk)):
                 return partial(self._rest, thunk, request, started, None, None, True)
             call = self._complete(request)  # 5, driven by hand
             if driver is not None:

@@ -537,7 +537,7 @@ class Scheduler:
             self.generations += 1
             if thunk.cache_hit:
                 self.cache_hits += 1
-            elif thunk.meta and thunk.meta.get("cache") == "miss":
+            elif thunk._meta and thunk._meta.get("cache") == "miss":
                 self.cache_misses += 1
             self._finish(node)
         else:
@@ -580,7 +580,7 @@ class Scheduler:
         self.generations += 1
         if thunk.cache_hit:
             self.cache_hits += 1
-        elif thunk.meta and thunk.meta.get("cache") == "miss":
+        elif thunk._meta and thunk._meta.get("cache") == "miss":
             self.cache_misses += 1
         self._finish(node)
 

@@ -117,12 +117,12 @@ class ModelOutputThunk(Generic[T]):
         "_deltas",
         "_done_event",
         "_id",
+        "_meta",
         "_parsed",
         "_stream_event",
         "_value",
         "cache_hit",
         "error",
-        "meta",
         "producer",
         "skip_reason",
         "state",
@@ -140,7 +140,7 @@ class ModelOutputThunk(Generic[T]):
         self.cache_hit = False
         self.error: BaseException | None = None
         self.skip_reason: str | None = None
-        self.meta: dict[str, Any] = {}
+        self._meta: dict[str, Any] | None = None
         self._deltas: list[str] = []
         self._claimed = False
         self._id: str | None = None
@@ -148,6 +148,16 @@ class ModelOutputThunk(Generic[T]):
         self._stream_event: anyio.Event | None = None
 
     # -- reading -------------------------------------------------------------------
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Free-form facts about how the thunk was made (cache outcome, a task's result,
+        a sampler's attempts...). Made on first use: most thunks never need one, and a
+        run reads ``_meta`` (``None`` until then) per generation."""
+        meta = self._meta
+        if meta is None:
+            meta = self._meta = {}
+        return meta
 
     @property
     def id(self) -> str:
