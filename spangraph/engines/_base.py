@@ -14,6 +14,17 @@ refine but never reorder:
 
 Like httpx's transports, an engine is a primitive plus its capabilities;
 option merging, caching, parsing and telemetry are the same for all.
+
+How the steps run: ``generate()`` is ``_start()`` and, when that could not
+finish, the coroutine function it returns (``_rest``). ``_start`` runs the
+steps that never wait, synchronously: 1, 2 and (when the engine inherits
+it) 3, and for an engine that ``completes_inline`` the primitive too,
+driven by hand until it would wait. So the scheduler starts every
+generation inline and makes a task only for what really waits; a memo hit
+or an instant engine costs no coroutine of the protocol's own. Which steps
+an engine inherits is worked out once per class (``_Plan``): an inherited
+step that would do nothing is skipped, a refined one always runs. All of
+``generate``, ``_start``, ``_rest`` and their helpers are final.
 """
 
 from __future__ import annotations

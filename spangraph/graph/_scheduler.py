@@ -9,11 +9,14 @@ done yet (``waiting``) and its attempt count. They live on the graph's
 that use it (``users``) and its position in the graph's topological order
 (``order``). So finishing a node walks objects, with no lookup by id, and
 a compiled graph runs once at a time (a second concurrent run of it is
-refused with a clear error). Edges added at run time (a task waiting for
-the spans it returned) are the run's own, kept beside the graph's. Ready
-nodes sit in one heap of positions. Capacity is two counters: generations in flight in
-the whole run, and per engine (a view made with ``state(engine)`` shares its
-engine's budget).
+refused with a clear error). A graph no run has taken on yet starts from
+what ``compile()`` left (counts of inputs, nodes without inputs ready), so a
+first run only claims its thunks. Edges added at run time (a task waiting
+for the spans it returned) are the run's own, kept beside the graph's.
+Ready nodes sit in one heap of positions. Capacity is two counters:
+generations in flight in the whole run, and per engine (a view made with
+``state(engine)`` shares its engine's budget). Only a generation handed off
+to a task is in flight: one that finishes inline overlaps nothing.
 
 Ordering policy
 ---------------
@@ -34,18 +37,23 @@ generations with other prefixes run meanwhile.
 
 Execution
 ---------
-Blocks and components are pure: they are done as soon as their inputs are.
-A generation is started inline: its coroutine is driven by hand in the
-scheduler's own loop, so when it never waits (an instant engine, an output
-cache hit) it costs no task at all. If it reaches the engine's hand-off
-point, or waits on the event loop, it moves into a task and finishes there
-(see ``spangraph.engines._handoff``). On asyncio that is a plain asyncio
-task, which costs a fifth of a task-group task; the scheduler keeps the set
-of them, waits for them (and for its task group's children, since either
-may start the other) before the run ends, and cancels them when the run is
-cancelled. On other backends (trio) it is a task of the run's task group. Tasks
-(``@task``) run inline when sync, as tasks when async, and in a worker
-thread with ``thread=True``.
+Blocks and components are pure: they are done as soon as their inputs are,
+and finishing a node finishes its pure users on the spot (no heap round
+trip). A generation is started inline, through the protocol's synchronous
+start (``InferenceEngine._start``): options, render and the output-cache
+lookup run in the scheduler's own loop, and an engine that completes inline
+has its primitive driven there too, by the run's ``InlineDriver``. So a
+generation that never waits (an instant engine, an output-cache hit) costs
+no task at all. What has to wait is handed off to a task (see
+``spangraph.engines._handoff``); the tasks for a drain loop's hand-offs are
+made when the loop ends, so the generations of a fan-out start back to back.
+On asyncio that is a plain asyncio task, which costs a fifth of a
+task-group task; the scheduler keeps the set of them, waits for them (and
+for its task group's children, since either may start the other) before
+the run ends, and cancels them when the run is cancelled. On other
+backends (trio), and with a per-node timeout, the whole generation runs as
+a task of the run's task group. Tasks (``@task``) run inline when sync, as
+tasks when async, and in a worker thread with ``thread=True``.
 
 Worked example: ``c = generate(Combine(a=generate(A), b=generate(B)))``
 compiles to seven nodes. At the start the two blocks inside A and B are
@@ -88,7 +96,9 @@ Events
 Everything observable goes out as events on the run's ``EventBus``
 (``spangraph.events``): queued, started, finished, failed, retried, skipped,
 cancelled, nodes added, cache hit. Progress bars, the run log and tests
-subscribe there; nothing else is wired into this module.
+subscribe there; nothing else is wired into this module. The frequent ones
+(queued, started, finished) are built only when some listener takes their
+type (``EventBus.emitter``).
 """
 
 from __future__ import annotations
