@@ -315,7 +315,8 @@ class InferenceEngine:
 
     def _streams(self, thunk: ModelOutputThunk[Any]) -> bool:
         """Whether step 5 streams (someone asked the thunk to, and the engine can)."""
-        return bool(self.capabilities.streaming and thunk.meta.get("stream"))
+        meta = thunk._meta
+        return bool(self.capabilities.streaming and meta and meta.get("stream"))
 
     async def _rest(
         self,
