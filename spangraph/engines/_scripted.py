@@ -103,7 +103,8 @@ class ScriptedEngine(InferenceEngine):
             # value (immutable), so one is made per prompt length and shared.
             if self.in_flight >= self.max_in_flight:
                 self.max_in_flight = self.in_flight + 1
-            prompt_tokens = len(request.text.split())
+            prompt = request.prompt.text if "system" not in request.options else request.text
+            prompt_tokens = len(prompt.split())
             completion = self._instant.get(prompt_tokens)
             if completion is None:
                 completion = self._instant[prompt_tokens] = self._completion(request, reply, 0.0)

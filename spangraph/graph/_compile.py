@@ -109,16 +109,19 @@ class SpanGraph:
         # As compile() left it: no run has taken the nodes on yet, each node's count
         # of inputs not done is all of them, and the nodes without inputs are ready
         # (positions in ``leaves``). A first run starts from that, if no thunk of
-        # ``work`` finished meanwhile (see Scheduler._add_nodes).
+        # it finished meanwhile (see Scheduler._take_fresh).
         self._fresh = True
         self._leaves: list[int] = []
-        self._work: list[NodeInfo] = []
+        #: The thunks of work nodes (each node's first), and whether any node has more.
+        self._work_thunks: list[ModelOutputThunk[Any]] = []
+        self._aliased = False
         for info in nodes.values():
             if not info.inputs:
                 info._status = READY
                 self._leaves.append(info._order)
             if info._work:
-                self._work.append(info)
+                self._work_thunks.append(info.thunks[0])
+                self._aliased = self._aliased or info._aliased
 
     @property
     def graph(self) -> nx.DiGraph:

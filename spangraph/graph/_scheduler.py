@@ -293,13 +293,13 @@ class Scheduler:
         (nothing taken on) if a thunk is not a lone pending one: ``_add_nodes`` then
         works out every node's state."""
         graph._fresh = False
+        if graph._aliased:
+            return False
         pending = ThunkState.PENDING
-        for node in graph._work:
-            thunks = node.thunks
-            first = thunks[0]
-            if first.state is not pending or node._aliased:
+        for thunk in graph._work_thunks:
+            if thunk.state is not pending:
                 return False  # (the claims made so far, _add_nodes makes again)
-            first._claimed = True
+            thunk._claimed = True
         nodes = list(graph.nodes())
         self._by_order.extend(nodes)
         self._ready.extend(graph._leaves)  # increasing positions: a heap already
