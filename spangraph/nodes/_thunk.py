@@ -141,7 +141,9 @@ class ModelOutputThunk(Generic[T]):
         self.error: BaseException | None = None
         self.skip_reason: str | None = None
         self._meta: dict[str, Any] | None = None
-        self._deltas: list[str] = []
+        # Streamed text, in the order it came; the shared empty tuple until the first
+        # delta (most thunks never stream, and a graph holds one thunk per generation).
+        self._deltas: list[str] | tuple[()] = ()
         self._claimed = False
         self._id: str | None = None
         self._done_event: anyio.Event | None = None
@@ -272,7 +274,10 @@ class ModelOutputThunk(Generic[T]):
 
     def _push_delta(self, text: str) -> None:
         if text:
-            self._deltas.append(text)
+            if self._deltas:
+                self._deltas.append(text)
+            else:
+                self._deltas = [text]
             self._wake_stream()
 
     def _set_done(
@@ -312,7 +317,7 @@ class ModelOutputThunk(Generic[T]):
 
     def _copy_result(self, other: ModelOutputThunk[Any]) -> None:
         """Give this thunk the outcome of ``other`` (an equal node already computed)."""
-        self._deltas = list(other._deltas)
+        self._deltas = list(other._deltas) if other._deltas else ()
         self.usage, self.timings, self.cache_hit = other.usage, other.timings, other.cache_hit
         self.error, self.skip_reason = other.error, other.skip_reason
         self._value, self._parsed = other._value, other._parsed
@@ -323,7 +328,7 @@ class ModelOutputThunk(Generic[T]):
         """Back to pending, for a node that is run again."""
         self.state = ThunkState.PENDING
         self._value = self._parsed = self.error = self.skip_reason = None
-        self._deltas = []
+        self._deltas = ()
         self.usage, self.timings, self.cache_hit = _NO_USAGE, _NO_TIMINGS, False
 
     def _finish(self) -> None:
