@@ -97,13 +97,17 @@ class CacheHit(Event):
 
 @dataclass(slots=True)
 class GenerationRecord(Event):
-    """The telemetry step of one generation (issued by the engine, success or not)."""
+    """The telemetry step of one generation (issued by the engine, success or not).
+
+    ``options`` is the request's own mapping, not a copy (the record is built per
+    generation): like the rest of the record, it is read-only.
+    """
 
     engine: str = ""
     provider: str = ""
     model: str = ""
     mode: str = "completion"
-    options: dict[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
     prompt: str = ""
     output: str | None = None
     finish_reason: str | None = None

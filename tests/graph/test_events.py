@@ -68,3 +68,28 @@ def test_a_run_builds_only_the_events_someone_takes() -> None:
     assert {type(e) for e in started} >= {ev.NodeQueued, ev.NodeStarted, ev.NodeFinished}
     kept = run(generate(CBlock("r")), engine=ScriptedEngine("x"), progress=False, keep_events=True)
     assert [type(e).__name__ for e in kept.events][:2] == ["NodeQueued", "NodeQueued"]
+
+
+def test_generation_record_fields() -> None:
+    """The telemetry step builds its record positionally: each value in its own field."""
+    from spangraph import CBlock, generate, options, run
+    from spangraph.engines import ScriptedEngine
+
+    records: list[ev.GenerationRecord] = []
+    with options(temperature=0.5):
+        thunk = generate(CBlock("question"))
+    run(
+        thunk,
+        engine=ScriptedEngine("answer"),
+        trace=False,
+        progress=False,
+        listeners=[lambda e: records.append(e) if isinstance(e, ev.GenerationRecord) else None],
+    )
+    (record,) = records
+    assert record.node_id == thunk.id
+    assert (record.engine, record.provider, record.model) == ("scripted", "spangraph", "scripted")
+    assert record.mode == "completion" and dict(record.options) == {"temperature": 0.5}
+    assert (record.prompt, record.output, record.finish_reason) == ("question", "answer", "stop")
+    assert record.usage == thunk.usage and record.timings == thunk.timings
+    assert record.cache_hit is False and record.error is None and record.server is None
+    assert record.started <= record.time
