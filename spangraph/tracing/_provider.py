@@ -107,8 +107,10 @@ class SpanSink:
         status: Status,
         start: int,
         end: int,
+        collected: list[ReadableSpan],
     ) -> SpanContext:
-        """Report one finished span under ``parent``; return its context."""
+        """Report one finished span under ``parent``; return its context (the run's
+        collector adds it to ``collected``, its run's spans)."""
         context = SpanContext(
             parent.trace_id,
             self._new_span_id(),
