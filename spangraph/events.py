@@ -170,10 +170,14 @@ class EventBus:
         return route
 
     def emitter(self, kind: type[Event]) -> Callable[[Event], None] | None:
-        """``emit``, if some listener takes events of ``kind``; else ``None``, so that
-        whoever emits them need not build them (read once, by a run's scheduler, after
-        its listeners subscribed)."""
-        return self.emit if self._route(kind) else None
+        """What to call with each event of ``kind``: ``None`` if no listener takes them
+        (whoever emits them need not build them), the listener itself if only one
+        does (no fan-out call per event), else ``emit``. It stands for the listeners
+        of the moment: a run's scheduler reads it once, after its listeners subscribed."""
+        route = self._route(kind)
+        if not route:
+            return None
+        return route[0] if len(route) == 1 else self.emit
 
     def emit(self, event: Event) -> None:
         route = self._routes.get(type(event))

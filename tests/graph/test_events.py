@@ -40,9 +40,16 @@ def test_listening_follows_subscriptions() -> None:
 def test_emitter_is_none_for_a_type_nobody_takes() -> None:
     bus = ev.EventBus()
     assert bus.emitter(ev.NodeQueued) is None and not bus.records
-    stop = bus.subscribe(lambda e: None, only=[ev.NodeFinished])
+
+    def listener(event: ev.Event) -> None:
+        return None
+
+    stop = bus.subscribe(listener, only=[ev.NodeFinished])
     assert bus.emitter(ev.NodeQueued) is None
-    assert bus.emitter(ev.NodeFinished) is not None
+    assert bus.emitter(ev.NodeFinished) is listener  # a sole listener is called directly
+    stop_all = bus.subscribe(lambda e: None)
+    assert bus.emitter(ev.NodeFinished) == bus.emit  # several: the fan-out
+    stop_all()
     assert not bus.records  # nobody takes GenerationRecords: the protocol builds none
     stop_records = bus.subscribe(lambda e: None, only=[ev.GenerationRecord])
     assert bus.records
