@@ -221,6 +221,10 @@ def _make_run(
 #: path as long as the graph is deep, and every span would carry it.
 TRACE_PATH_STEPS = 12
 
+#: The edge kinds of a node whose ``n`` upstream edges are all parts (the usual node),
+#: shared by every such node's spans.
+_ALL_PARTS = tuple(("part",) * n for n in range(16))
+
 
 class _Tracing:
     """One run's OpenTelemetry emission and LogDAG collection."""
@@ -249,8 +253,9 @@ class _Tracing:
         if ids is None:
             ids, kinds = self._upstream(info)
         else:
-            kinds = ("part",) * len(ids)
-        return NodeMeta(info.kind, path, label, ids, kinds)
+            count = len(ids)
+            kinds = _ALL_PARTS[count] if count < len(_ALL_PARTS) else ("part",) * count
+        return (info.kind, path, label, ids, kinds, None)
 
     def _producers(self, inputs: tuple[str, ...]) -> tuple[str, ...] | None:
         """``_upstream`` for the usual node, whose inputs are executed nodes and pure

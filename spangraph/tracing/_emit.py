@@ -46,32 +46,12 @@ from ._provider import SpanSink
 CONTENT_LIMIT = 16_384
 
 
-class NodeMeta:
-    """What a node's span says about it besides its outcome (read-only).
-
-    ``upstream_ids`` are the nearest executed nodes upstream, ``upstream_kinds``
-    the kind of each of those edges, as the span attributes carry them."""
-
-    __slots__ = ("kind", "label", "parent", "path", "upstream_ids", "upstream_kinds")
-
-    def __init__(
-        self,
-        kind: str,
-        path: str,
-        label: str,
-        upstream_ids: tuple[str, ...] = (),
-        upstream_kinds: tuple[str, ...] = (),
-        parent: str | None = None,  # a sampler node id, for attempts
-    ) -> None:
-        self.kind, self.path, self.label, self.parent = kind, path, label, parent
-        self.upstream_ids, self.upstream_kinds = upstream_ids, upstream_kinds
-
-    def __repr__(self) -> str:
-        return (
-            f"NodeMeta({self.kind!r}, {self.path!r}, {self.label!r}, "
-            f"{self.upstream_ids!r}, {self.upstream_kinds!r}, {self.parent!r})"
-        )
-
+#: What a node's span says about it besides its outcome: its kind, span path and
+#: label, the nearest executed nodes upstream and the kind of each of those edges
+#: (as the span attributes carry them), and the sampler it is an attempt of (or
+#: ``None``). A plain tuple, unpacked where it is read: one is made per span, and a
+#: class instance cost five times as much to make.
+NodeMeta = tuple[str, str, str, tuple[str, ...], tuple[str, ...], str | None]
 
 #: One attribute mapping per edge kind, shared by every link of that kind.
 _EDGE_ATTRIBUTES = {
@@ -136,6 +116,8 @@ class RunTracer:
     _span_of_node: dict[str, Any] = field(default_factory=dict)
     _declared: dict[str, NodeMeta] = field(default_factory=dict)
     _bases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``gen_ai.response.finish_reasons`` values, one tuple per reason.
+    _reasons: dict[str, tuple[str]] = field(default_factory=dict)
     _last_request: tuple[tuple[Any, ...], dict[str, Any], _Base] | None = None
 
     def start(self) -> None:
@@ -172,6 +154,9 @@ class RunTracer:
     def _meta(self, node_id: str) -> NodeMeta:
         return self._declared.get(node_id) or self.meta(node_id)
 
+    def _kind(self, node_id: str) -> str:
+        return self._meta(node_id)[0]
+
     def __call__(self, event: ev.Event) -> None:
         handler = _HANDLERS.get(type(event))
         if handler is not None:
@@ -184,9 +169,7 @@ class RunTracer:
             bus.subscribe(MethodType(handler, self), only=(kind,))
 
     def _on_declared(self, event: ev.NodeDeclared) -> None:
-        self._declared[event.node_id] = NodeMeta(
-            event.kind, event.path, event.label, (), (), event.parent
-        )
+        self._declared[event.node_id] = (event.kind, event.path, event.label, (), (), event.parent)
         sampler = event.parent
         if sampler is not None and sampler not in self._span_of_node:
             started = self._starts.get(sampler)
@@ -240,7 +223,7 @@ class RunTracer:
             )  # fmt: skip
 
     def _on_skipped(self, event: ev.NodeSkipped) -> None:
-        if self._meta(event.node_id).kind in ("generation", "task", "sampler"):
+        if self._kind(event.node_id) in ("generation", "task", "sampler"):
             self._emit(
                 event.node_id, event.time, 0, event.time, "skipped", False, None, event.reason,
                 None,
@@ -265,8 +248,9 @@ class RunTracer:
     ) -> None:
         """Report the span of a node's attempt that has ended (positional arguments:
         this runs once per span, and keywords cost more than the rest of the call)."""
-        meta = self._declared.get(node_id) or self.meta(node_id)
-        kind = meta.kind
+        kind, path, label, upstream_ids, upstream_kinds, sampler = self._declared.get(
+            node_id
+        ) or self.meta(node_id)
         record = self._records.pop(node_id, None)
         if kind == "generation" and record is not None:
             key = (record.mode, record.provider, record.engine, record.model, record.server)
@@ -276,18 +260,29 @@ class RunTracer:
             else:
                 name, span_kind, base = self._request_base(key, record)
         else:
-            name, span_kind, base = meta.label, _INTERNAL, self._base(kind)
+            name, span_kind, base = label, _INTERNAL, self._base(kind)
         attributes = base.copy()
         attributes[sc.NODE_ID] = node_id
-        attributes[sc.NODE_LABEL] = meta.label
+        attributes[sc.NODE_LABEL] = label
         attributes[sc.NODE_STATUS] = status
         attributes[sc.NODE_ATTEMPT] = attempt
-        attributes[sc.SPAN_PATH] = meta.path
+        attributes[sc.SPAN_PATH] = path
         attributes[sc.CACHE_HIT] = cache_hit
-        attributes[sc.NODE_UPSTREAM] = meta.upstream_ids
-        attributes[sc.NODE_UPSTREAM_KINDS] = meta.upstream_kinds
+        attributes[sc.NODE_UPSTREAM] = upstream_ids
+        attributes[sc.NODE_UPSTREAM_KINDS] = upstream_kinds
         if record is not None and kind == "generation":
-            self._generation_attributes(attributes, record)
+            reason_of = record.finish_reason
+            if reason_of:
+                reasons = self._reasons.get(reason_of)
+                if reasons is None:
+                    reasons = self._reasons[reason_of] = (reason_of,)
+                attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+            usage = record.usage
+            attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+            attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+            attributes[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
+            if self.capture == "SPAN_ONLY":
+                _content(attributes, record)
         if reason:
             attributes[sc.SKIP_REASON] = reason[:500]
         if extra:
@@ -304,7 +299,7 @@ class RunTracer:
             span_status = Status(StatusCode.ERROR, "cancelled")
         links: list[Link] = []
         finished = self._links
-        for source, edge in zip(meta.upstream_ids, meta.upstream_kinds, strict=True):
+        for source, edge in zip(upstream_ids, upstream_kinds, strict=True):
             link = finished.get(source)
             if link is not None:
                 links.append(link if edge == "part" else Link(link.context, _edge_attributes(edge)))
@@ -327,8 +322,8 @@ class RunTracer:
             if self._run_span is None:
                 return  # the run span has ended: nothing can nest under it any more
             parent = self._run_context
-            if meta.parent is not None and meta.parent in self._span_of_node:
-                parent = self._span_of_node[meta.parent].get_span_context()
+            if sampler is not None and sampler in self._span_of_node:
+                parent = self._span_of_node[sampler].get_span_context()
             if self.sink is not None:
                 context = self.sink.emit(
                     name, parent, span_kind, attributes, links, span_status, start, end,
@@ -381,30 +376,6 @@ class RunTracer:
             }
         return base
 
-    def _generation_attributes(
-        self, attributes: dict[str, Any], record: ev.GenerationRecord
-    ) -> None:
-        if record.finish_reason:
-            attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = (record.finish_reason,)
-        usage = record.usage
-        attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
-        attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
-        attributes[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
-        if self.capture == "SPAN_ONLY":
-            attributes[sc.GEN_AI_INPUT_MESSAGES] = json.dumps(
-                [{"role": "user", "parts": [{"type": "text", "content": _cut(record.prompt)}]}]
-            )
-            if record.output is not None:
-                attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(
-                    [
-                        {
-                            "role": "assistant",
-                            "parts": [{"type": "text", "content": _cut(record.output)}],
-                            "finish_reason": record.finish_reason or "",
-                        }
-                    ]
-                )
-
     def _request_base(self, key: tuple[Any, ...], record: ev.GenerationRecord) -> _Base:
         """Span name, kind and base attributes of a generation: the run's, and those
         of the request (the engine, model and options). The last ones made are
@@ -448,9 +419,8 @@ class RunTracer:
 
     def _open_sampler(self, node_id: str, started: float) -> None:
         """A sampler's span is opened with its first attempt: its attempts are its children."""
-        meta = self._meta(node_id)
         self._span_of_node[node_id] = self.tracer.start_span(
-            meta.label,
+            self._meta(node_id)[2],
             context=self._run_ctx,
             kind=SpanKind.INTERNAL,
             attributes={sc.RUN_ID: self.run_id, sc.NODE_KIND: "sampler"},
@@ -469,6 +439,23 @@ _HANDLERS: dict[type, Callable[[RunTracer, Any], None]] = {
     ev.NodeCancelled: RunTracer._on_cancelled,
     ev.NodeSkipped: RunTracer._on_skipped,
 }
+
+
+def _content(attributes: dict[str, Any], record: ev.GenerationRecord) -> None:
+    """The prompt and output as GenAI messages (content capture on)."""
+    attributes[sc.GEN_AI_INPUT_MESSAGES] = json.dumps(
+        [{"role": "user", "parts": [{"type": "text", "content": _cut(record.prompt)}]}]
+    )
+    if record.output is not None:
+        attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(
+            [
+                {
+                    "role": "assistant",
+                    "parts": [{"type": "text", "content": _cut(record.output)}],
+                    "finish_reason": record.finish_reason or "",
+                }
+            ]
+        )
 
 
 def _cut(text: str) -> str:
