@@ -288,15 +288,16 @@ class RunTracer:
         if extra:
             attributes.update({k: v for k, v in extra.items() if v is not None})
         span_status = _UNSET
-        if status == "failed" or status == "retried":
-            failure = error or (record.error if record is not None else None)
-            if failure is not None:
-                attributes[sc.ERROR_TYPE] = type(failure).__name__
-                attributes[sc.ERROR_MESSAGE] = str(failure)[:500]
-                span_status = Status(StatusCode.ERROR, str(failure)[:500])
-        elif status == "cancelled":
-            attributes[sc.ERROR_TYPE] = "cancelled"
-            span_status = Status(StatusCode.ERROR, "cancelled")
+        if status != "done":
+            if status == "failed" or status == "retried":
+                failure = error or (record.error if record is not None else None)
+                if failure is not None:
+                    attributes[sc.ERROR_TYPE] = type(failure).__name__
+                    attributes[sc.ERROR_MESSAGE] = str(failure)[:500]
+                    span_status = Status(StatusCode.ERROR, str(failure)[:500])
+            elif status == "cancelled":
+                attributes[sc.ERROR_TYPE] = "cancelled"
+                span_status = Status(StatusCode.ERROR, "cancelled")
         links: list[Link] = []
         finished = self._links
         for source, edge in zip(upstream_ids, upstream_kinds, strict=True):
@@ -317,7 +318,7 @@ class RunTracer:
             if span_status is not _UNSET:
                 span.set_status(span_status)
             span.end(end_time=end)
-            context = span.get_span_context()
+            link = Link(span.get_span_context(), _PART)
         else:
             if self._run_span is None:
                 return  # the run span has ended: nothing can nest under it any more
@@ -325,18 +326,18 @@ class RunTracer:
             if sampler is not None and sampler in self._span_of_node:
                 parent = self._span_of_node[sampler].get_span_context()
             if self.sink is not None:
-                context = self.sink.emit(
+                link = self.sink.emit(
                     name, parent, span_kind, attributes, links, span_status, start, end,
-                    self.collected,
+                    self.collected, _PART,
                 )  # fmt: skip
             else:
-                context = self._through_tracer(
+                link = self._through_tracer(
                     name, parent, span_kind, attributes, links, span_status, start, end
                 )
         if status == "retried":
-            self._previous[node_id] = Link(context, _RETRY)
+            self._previous[node_id] = Link(link.context, _RETRY)
         else:
-            finished[node_id] = Link(context, _PART)
+            finished[node_id] = link
             if self._previous:
                 self._previous.pop(node_id, None)
 
@@ -350,8 +351,8 @@ class RunTracer:
         status: Status,
         start: int,
         end: int,
-    ) -> trace.SpanContext:
-        """A node span made with the tracer API (without the sink)."""
+    ) -> Link:
+        """A node span made with the tracer API (without the sink); a part link to it."""
         span = self.tracer.start_span(
             name,
             context=trace.set_span_in_context(trace.NonRecordingSpan(parent)),
@@ -363,7 +364,7 @@ class RunTracer:
         if status is not _UNSET:
             span.set_status(status)
         span.end(end_time=end)
-        return span.get_span_context()
+        return Link(span.get_span_context(), _PART)
 
     def _base(self, kind: str) -> dict[str, Any]:
         """The attributes every span of a node of ``kind`` starts from (made once)."""

@@ -451,11 +451,13 @@ def _top_span(memory: InMemorySpanExporter, nodes: dict[str, Any]) -> Any:
 
 def test_sink_spans_are_the_sdks_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sink's shortcuts (a span context built as its tuple, ``ReadableSpan`` built
-    positionally) hold for this SDK, and make what the SDK's constructors make."""
+    positionally, links made without their constructor) hold for this SDK, and make
+    what the SDK's constructors make."""
     from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.trace import SpanContext
+    from opentelemetry.trace import Link, SpanContext
 
     assert provider_module._FAST_CONTEXT and provider_module._POSITIONAL
+    assert provider_module._FAST_LINK
     provider, memory = _app_provider(monkeypatch)
     result, nodes = run_scenario()
     top = _top_span(memory, nodes)
@@ -467,9 +469,13 @@ def test_sink_spans_are_the_sdks_own(monkeypatch: pytest.MonkeyPatch) -> None:
     assert context.is_valid and not context.is_remote and context.trace_flags.sampled
     assert top.start_time < top.end_time and top.instrumentation_scope.name == "spangraph"
     assert top.resource is provider.resource and top.events == ()
+    for link in top.links:
+        assert type(link) is Link and vars(link) == vars(Link(link.context, link.attributes))
+        assert link.context.is_valid and link.attributes["spangraph.edge.kind"] == "part"
     # Without the shortcuts (another API or SDK version), the same spans.
     monkeypatch.setattr(provider_module, "_FAST_CONTEXT", False)
     monkeypatch.setattr(provider_module, "_POSITIONAL", False)
+    monkeypatch.setattr(provider_module, "_FAST_LINK", False)
     memory.clear()
     again, slow_nodes = run_scenario()
     slow = _top_span(memory, slow_nodes)
