@@ -130,7 +130,7 @@ class EventBus:
     once (``_routes``), so an event costs a call per interested listener.
     """
 
-    __slots__ = ("_listeners", "_routes", "listening", "records")
+    __slots__ = ("_listeners", "_routes", "emit_record", "listening", "records")
 
     def __init__(self) -> None:
         self._listeners: list[tuple[Listener, frozenset[type] | None]] = []
@@ -140,6 +140,9 @@ class EventBus:
         #: Whether anyone listens to ``GenerationRecord``\s (the generate protocol's
         #: telemetry step builds one per generation only then).
         self.records = False
+        #: What to call with each ``GenerationRecord`` (``emitter(GenerationRecord)``,
+        #: kept current), or ``None``: the telemetry step emits one per generation.
+        self.emit_record: Callable[[Event], None] | None = None
 
     def subscribe(
         self, listener: Listener, *, only: Iterable[type[Event]] | None = None
@@ -159,7 +162,8 @@ class EventBus:
     def _changed(self) -> None:
         self._routes.clear()
         self.listening = bool(self._listeners)
-        self.records = bool(self._route(GenerationRecord))
+        self.emit_record = self.emitter(GenerationRecord)
+        self.records = self.emit_record is not None
 
     def _route(self, kind: type) -> tuple[Listener, ...]:
         route = self._routes.get(kind)

@@ -622,8 +622,8 @@ class InferenceEngine:
         Nothing is built when nobody would see it (no listener, no state to log to).
         """
         bus = _current_bus()
-        listening = bus is not None and bus.records
-        if not listening and state is _IDENTITY:
+        emit = bus.emit_record if bus is not None else None
+        if emit is None and state is _IDENTITY:
             return
         text: str | None = None
         finish_reason: str | None = None
@@ -652,9 +652,8 @@ class InferenceEngine:
         if state is not _IDENTITY:  # the shared no-state state keeps no logs (they would pile up)
             state._record(thunk, record)
             thunk.meta["logged_states"] = state._logged_states()
-        if listening:
-            assert bus is not None
-            bus.emit(record)
+        if emit is not None:
+            emit(record)
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -180,7 +180,7 @@ class RunTracer:
         self._starts[event.node_id] = event
 
     def _on_record(self, event: ev.GenerationRecord) -> None:
-        if event.node_id in self._starts:
+        if event.node_id in self._starts:  # not a generation a task made on an engine
             self._records[event.node_id] = event
 
     def _on_finished(self, event: ev.NodeFinished) -> None:

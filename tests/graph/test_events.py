@@ -51,11 +51,12 @@ def test_emitter_is_none_for_a_type_nobody_takes() -> None:
     assert bus.emitter(ev.NodeFinished) == bus.emit  # several: the fan-out
     stop_all()
     assert not bus.records  # nobody takes GenerationRecords: the protocol builds none
-    stop_records = bus.subscribe(lambda e: None, only=[ev.GenerationRecord])
-    assert bus.records
+    stop_records = bus.subscribe(listener, only=[ev.GenerationRecord])
+    assert bus.records and bus.emit_record is listener
     stop_records()
     stop()
-    assert not bus.records and bus.emitter(ev.NodeFinished) is None
+    assert not bus.records and bus.emit_record is None
+    assert bus.emitter(ev.NodeFinished) is None
 
 
 def test_a_run_builds_only_the_events_someone_takes() -> None:
