@@ -97,13 +97,17 @@ class CacheHit(Event):
 
 @dataclass(slots=True)
 class GenerationRecord(Event):
-    """The telemetry step of one generation (issued by the engine, success or not)."""
+    """The telemetry step of one generation (issued by the engine, success or not).
+
+    ``options`` is the request's own mapping, not a copy (the record is built per
+    generation): like the rest of the record, it is read-only.
+    """
 
     engine: str = ""
     provider: str = ""
     model: str = ""
     mode: str = "completion"
-    options: dict[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
     prompt: str = ""
     output: str | None = None
     finish_reason: str | None = None
@@ -126,7 +130,7 @@ class EventBus:
     once (``_routes``), so an event costs a call per interested listener.
     """
 
-    __slots__ = ("_listeners", "_routes", "listening", "records")
+    __slots__ = ("_listeners", "_routes", "emit_record", "listening", "records")
 
     def __init__(self) -> None:
         self._listeners: list[tuple[Listener, frozenset[type] | None]] = []
@@ -136,6 +140,9 @@ class EventBus:
         #: Whether anyone listens to ``GenerationRecord``\s (the generate protocol's
         #: telemetry step builds one per generation only then).
         self.records = False
+        #: What to call with each ``GenerationRecord`` (``emitter(GenerationRecord)``,
+        #: kept current), or ``None``: the telemetry step emits one per generation.
+        self.emit_record: Callable[[Event], None] | None = None
 
     def subscribe(
         self, listener: Listener, *, only: Iterable[type[Event]] | None = None
@@ -155,7 +162,8 @@ class EventBus:
     def _changed(self) -> None:
         self._routes.clear()
         self.listening = bool(self._listeners)
-        self.records = bool(self._route(GenerationRecord))
+        self.emit_record = self.emitter(GenerationRecord)
+        self.records = self.emit_record is not None
 
     def _route(self, kind: type) -> tuple[Listener, ...]:
         route = self._routes.get(kind)
@@ -166,10 +174,14 @@ class EventBus:
         return route
 
     def emitter(self, kind: type[Event]) -> Callable[[Event], None] | None:
-        """``emit``, if some listener takes events of ``kind``; else ``None``, so that
-        whoever emits them need not build them (read once, by a run's scheduler, after
-        its listeners subscribed)."""
-        return self.emit if self._route(kind) else None
+        """What to call with each event of ``kind``: ``None`` if no listener takes them
+        (whoever emits them need not build them), the listener itself if only one
+        does (no fan-out call per event), else ``emit``. It stands for the listeners
+        of the moment: a run's scheduler reads it once, after its listeners subscribed."""
+        route = self._route(kind)
+        if not route:
+            return None
+        return route[0] if len(route) == 1 else self.emit
 
     def emit(self, event: Event) -> None:
         route = self._routes.get(type(event))

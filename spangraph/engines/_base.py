@@ -646,32 +646,38 @@ class InferenceEngine:
         Nothing is built when nobody would see it (no listener, no state to log to).
         """
         bus = _current_bus()
-        listening = bus is not None and bus.records
-        if not listening and state is _IDENTITY:
+        emit = bus.emit_record if bus is not None else None
+        if emit is None and state is _IDENTITY:
             return
+        text: str | None = None
+        finish_reason: str | None = None
+        if completion is not None:
+            text, finish_reason, _, _, _ = completion
+        # Positional, in field order: with keywords, binding the arguments cost more
+        # than building the record. The options are the request's mapping, not a copy
+        # (requests share their engine's defaults; nothing changes them once merged).
         record = events.GenerationRecord(
             thunk._id or "",
-            engine=self.kind,
-            provider=self.provider,
-            model=self.model,
-            mode=self.capabilities.mode,
-            options=dict(request.options) if request is not None else {},
-            prompt=request.text if request is not None else "",
-            output=completion.text if completion is not None else None,
-            finish_reason=completion.finish_reason if completion is not None else None,
-            usage=thunk.usage,
-            timings=thunk.timings,
-            cache_hit=cache_hit,
-            error=error if thunk.state is ThunkState.FAILED else None,
-            server=self.server_address(),
-            started=started,
+            self.kind,
+            self.provider,
+            self.model,
+            self.capabilities.mode,
+            request.options if request is not None else {},
+            request.text if request is not None else "",
+            text,
+            finish_reason,
+            thunk.usage,
+            thunk.timings,
+            cache_hit,
+            error if error is not None and thunk.state is ThunkState.FAILED else None,
+            self.server_address(),
+            started,
         )
         if state is not _IDENTITY:  # the shared no-state state keeps no logs (they would pile up)
             state._record(thunk, record)
             thunk.meta["logged_states"] = state._logged_states()
-        if listening:
-            assert bus is not None
-            bus.emit(record)
+        if emit is not None:
+            emit(record)
 
     # -- lifecycle -------------------------------------------------------------------
 

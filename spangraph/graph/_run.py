@@ -19,7 +19,7 @@ from ..cache import split_cache_setting, use_run_cache
 from ..engines import InferenceEngine
 from ..nodes import ModelOutputThunk, set_driver
 from ..tracing import LogDAG, NodeMeta, RunTracer, capture_mode, emission
-from ._compile import CANCELLED, DONE, FAILED, SKIPPED, SpanGraph, compile
+from ._compile import CANCELLED, DONE, FAILED, SKIPPED, NodeInfo, SpanGraph, compile
 from ._errors import NodeFailedError
 from ._policy import OnError, RetryPolicy
 from ._progress import ProgressBar, wanted
@@ -131,7 +131,7 @@ async def arun(
     if trace:
         tracing = _Tracing(graph, name)
         tracing.tracer.listen(bus)
-        bus.subscribe(_HeapKeeper(), only=(ev.NodeFinished,))
+        bus.subscribe(_HeapKeeper(), only=(ev.NodeStarted,))
     for listener in listeners:
         bus.subscribe(listener)
     bar = ProgressBar(bus) if wanted(progress) else None
@@ -221,6 +221,10 @@ def _make_run(
 #: path as long as the graph is deep, and every span would carry it.
 TRACE_PATH_STEPS = 12
 
+#: The edge kinds of a node whose ``n`` upstream edges are all parts (the usual node),
+#: shared by every such node's spans.
+_ALL_PARTS = tuple(("part",) * n for n in range(16))
+
 
 class _Tracing:
     """One run's OpenTelemetry emission and LogDAG collection."""
@@ -231,30 +235,52 @@ class _Tracing:
         out = emission()
         self.collector = out.collector
         self.buffer = self.collector.open(self.run_id)
-        self._meta: dict[str, NodeMeta] = {}
+        self._nodes = graph._nodes  # the node table, read directly (per span)
         self._tails: dict[int, tuple[bool, tuple[str, ...]]] = {}
         self.tracer = RunTracer(
-            out.tracer, self.run_id, name, self.meta, capture_mode(), sink=out.sink
+            out.tracer, self.run_id, name, self.meta, capture_mode(), out.sink, self.buffer
         )
         self.tracer.start()
 
     def meta(self, node_id: str) -> NodeMeta:
-        meta = self._meta.get(node_id)
-        if meta is None:
-            info = self.graph[node_id]
-            producer = getattr(info.span, "producer", None)
-            label = producer.label if producer is not None else info.label
-            path = self.graph.path_tail(node_id, TRACE_PATH_STEPS, self._tails)
-            meta = NodeMeta(info.kind, path, label, self._upstream(node_id))
-            if info.kind != "task":  # a task's dynamic inputs appear while it runs
-                self._meta[node_id] = meta
-        return meta
+        """What a node's span says about it. Asked once per span, when the node's
+        attempt has ended (so a task's dynamic inputs are known)."""
+        info = self._nodes[node_id]
+        producer = getattr(info.span, "producer", None)
+        label = producer.label if producer is not None else info.label
+        path = self.graph.path_tail(node_id, TRACE_PATH_STEPS, self._tails)
+        ids = None if info.dynamic_inputs else self._producers(info.inputs)
+        if ids is None:
+            ids, kinds = self._upstream(info)
+        else:
+            count = len(ids)
+            kinds = _ALL_PARTS[count] if count < len(_ALL_PARTS) else ("part",) * count
+        return (info.kind, path, label, ids, kinds, None)
 
-    def _upstream(self, node_id: str) -> tuple[tuple[str, str], ...]:
+    def _producers(self, inputs: tuple[str, ...]) -> tuple[str, ...] | None:
+        """``_upstream`` for the usual node, whose inputs are executed nodes and pure
+        nodes (blocks, components) whose own inputs are executed nodes or leaves: the
+        same walk, two levels deep. ``None`` for a deeper node (``_upstream`` then)."""
+        nodes = self._nodes
+        out: dict[str, None] = {}
+        for src in reversed(inputs):
+            source = nodes[src]
+            if source._work:
+                out[src] = None
+                continue
+            for part in reversed(source.inputs):
+                below = nodes[part]
+                if below._work:
+                    out[part] = None
+                elif below.inputs:
+                    return None
+        return tuple(out)
+
+    def _upstream(self, info: NodeInfo) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The nearest executed nodes upstream (through blocks and components), in
-        depth-first order from the last input (dynamic inputs first)."""
-        nodes = self.graph._nodes  # the node table, read directly (once per node and run)
-        info = nodes[node_id]
+        depth-first order from the last input (dynamic inputs first), and the kind of
+        each edge (``part`` or ``dynamic``)."""
+        nodes = self._nodes
         out: dict[str, str] = {}
         seen: set[str] = set()
         stack = [(reversed(info.inputs), "part")]
@@ -274,7 +300,7 @@ class _Tracing:
                     break  # its inputs first; this iterator resumes after them
             else:
                 stack.pop()
-        return tuple(out.items())
+        return tuple(out), tuple(out.values())
 
     def finish(self, scheduler: Scheduler, failure: BaseException | None) -> _LogSource:
         status = "failed" if scheduler.first_failure is not None else "done"
@@ -333,18 +359,28 @@ def _young_heap() -> Iterator[None]:
 
 
 class _HeapKeeper:
-    """Listens to a traced run: every ``EVERY`` finished nodes, what the run made so far
-    (spans, events, results: it all lives as long as the run) joins the frozen heap,
-    so later full collections do not scan it again. Without this, the traced
-    100k-node benchmark spent 3.1 s of 15 s in nine full collections."""
+    """Listens to a traced run: every ``EVERY`` started attempts, what the run made so
+    far (spans, events, results: it all lives as long as the run) joins the frozen
+    heap, so later collections do not scan it again. Without this, the traced
+    100k-node benchmark spent 3.1 s of 15 s in nine full collections.
 
-    EVERY = 4096
+    ``EVERY`` is small enough that what a run keeps is frozen before a collection
+    of the middle generation (one per ten young collections, a few hundred nodes
+    on the benchmark) scans it a second time; a freeze only splices the
+    collector's lists. At 2048 it cost 6k instructions more per generation.
+    Young collections still run in between, so short-lived garbage cycles are
+    collected as before. It counts starts, not finishes: only work nodes start
+    (the scheduler reports pure nodes finished too), and the tracer is then the
+    only listener to finishes, which the scheduler then calls without the bus's
+    fan-out."""
+
+    EVERY = 256
     __slots__ = ("count",)
 
     def __init__(self) -> None:
         self.count = 0
 
-    def __call__(self, event: ev.Event) -> None:  # NodeFinished only (see arun)
+    def __call__(self, event: ev.Event) -> None:  # NodeStarted only (see arun)
         self.count += 1
         if self.count >= self.EVERY:
             self.count = 0

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, MethodType
 from typing import Any
@@ -45,40 +45,22 @@ from ._provider import SpanSink
 #: Longest message text recorded when content capture is on (characters).
 CONTENT_LIMIT = 16_384
 
-#: (upstream node id, edge kind) pairs of a node.
-UpstreamFn = Callable[[str], Sequence[tuple[str, str]]]
 
-
-class NodeMeta:
-    """What a node's span says about it besides its outcome (read-only)."""
-
-    __slots__ = ("kind", "label", "parent", "path", "upstream", "upstream_ids", "upstream_kinds")
-
-    def __init__(
-        self,
-        kind: str,
-        path: str,
-        label: str,
-        upstream: tuple[tuple[str, str], ...] = (),
-        parent: str | None = None,  # a sampler node id, for attempts
-    ) -> None:
-        self.kind, self.path, self.label, self.parent = kind, path, label, parent
-        self.upstream = upstream
-        # ``upstream`` split in two, as the span attributes carry it.
-        self.upstream_ids: tuple[str, ...] = ()
-        self.upstream_kinds: tuple[str, ...] = ()
-        if upstream:
-            self.upstream_ids, self.upstream_kinds = map(tuple, zip(*upstream, strict=True))
-
-    def __repr__(self) -> str:
-        return f"NodeMeta({self.kind!r}, {self.path!r}, {self.label!r}, {self.upstream!r})"
-
+#: What a node's span says about it besides its outcome: its kind, span path and
+#: label, the nearest executed nodes upstream and the kind of each of those edges
+#: (as the span attributes carry them), and the sampler it is an attempt of (or
+#: ``None``). A plain tuple, unpacked where it is read: one is made per span, and a
+#: class instance cost five times as much to make.
+NodeMeta = tuple[str, str, str, tuple[str, ...], tuple[str, ...], str | None]
 
 #: One attribute mapping per edge kind, shared by every link of that kind.
 _EDGE_ATTRIBUTES = {
     kind: MappingProxyType({sc.EDGE_KIND: kind}) for kind in ("part", "dynamic", "retry", "sample")
 }
+_PART = _EDGE_ATTRIBUTES["part"]
+_RETRY = _EDGE_ATTRIBUTES["retry"]
 _UNSET = Status(StatusCode.UNSET)
+_INTERNAL = SpanKind.INTERNAL
 
 
 def _edge_attributes(kind: str) -> Mapping[str, str]:
@@ -96,16 +78,23 @@ def capture_mode(setting: str | None = None) -> str:
     return "NO_CONTENT"
 
 
-@dataclass(slots=True)
-class _Attempt:
-    started: float
-    attempt: int
-    record: ev.GenerationRecord | None = None
+#: A span's name, kind and the attributes every span of its sort starts from.
+_Base = tuple[str, SpanKind, dict[str, Any]]
 
 
 @dataclass
 class RunTracer:
-    """Listens to one run's events and emits its spans."""
+    """Listens to one run's events and emits its spans.
+
+    State, per node id: ``_starts`` holds the start event of each attempt under
+    way (its time and number), ``_records`` the generation record of such an
+    attempt, ``_links`` the span of each finished node as a ``part`` link (one
+    ``Link`` per span, shared by all its users: links are immutable), and
+    ``_previous`` the span of an attempt that was retried. Each span's
+    attributes are a copy of a base dict made once per run and node kind (and,
+    for generations, per request: engine, model and options) with the node's
+    own values set on it.
+    """
 
     tracer: trace.Tracer
     run_id: str
@@ -114,17 +103,22 @@ class RunTracer:
     capture: str = "NO_CONTENT"
     #: Where finished node spans go (``None``: through ``tracer``, span by span).
     sink: SpanSink | None = None
+    #: The run's collected spans (the sink adds node spans to it directly).
+    collected: list[Any] = field(default_factory=list)
     _offset: int = field(default_factory=lambda: time.time_ns() - time.perf_counter_ns())
     _run_span: Any = None
     _run_ctx: Any = None
-    _attempts: dict[str, _Attempt] = field(default_factory=dict)
-    _contexts: dict[str, trace.SpanContext] = field(default_factory=dict)
-    _previous: dict[str, trace.SpanContext] = field(default_factory=dict)
+    _run_context: Any = None
+    _starts: dict[str, ev.NodeStarted] = field(default_factory=dict)
+    _records: dict[str, ev.GenerationRecord] = field(default_factory=dict)
+    _links: dict[str, Link] = field(default_factory=dict)
+    _previous: dict[str, Link] = field(default_factory=dict)
     _span_of_node: dict[str, Any] = field(default_factory=dict)
     _declared: dict[str, NodeMeta] = field(default_factory=dict)
-    _last_request: (
-        tuple[tuple[Any, ...], dict[str, Any], tuple[str, SpanKind, dict[str, Any]]] | None
-    ) = None
+    _bases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``gen_ai.response.finish_reasons`` values, one tuple per reason.
+    _reasons: dict[str, tuple[str]] = field(default_factory=dict)
+    _last_request: tuple[tuple[Any, ...], dict[str, Any], _Base] | None = None
 
     def start(self) -> None:
         self._run_span = self.tracer.start_span(
@@ -138,6 +132,7 @@ class RunTracer:
             },
         )
         self._run_ctx = trace.set_span_in_context(self._run_span)
+        self._run_context = self._run_span.get_span_context()
 
     def end(self, status: str, error: BaseException | None = None) -> None:
         span = self._run_span
@@ -157,8 +152,10 @@ class RunTracer:
     # -- events ------------------------------------------------------------------------
 
     def _meta(self, node_id: str) -> NodeMeta:
-        declared = self._declared.get(node_id)
-        return declared if declared is not None else self.meta(node_id)
+        return self._declared.get(node_id) or self.meta(node_id)
+
+    def _kind(self, node_id: str) -> str:
+        return self._meta(node_id)[0]
 
     def __call__(self, event: ev.Event) -> None:
         handler = _HANDLERS.get(type(event))
@@ -172,42 +169,65 @@ class RunTracer:
             bus.subscribe(MethodType(handler, self), only=(kind,))
 
     def _on_declared(self, event: ev.NodeDeclared) -> None:
-        self._declared[event.node_id] = NodeMeta(
-            event.kind, event.path, event.label, (), event.parent
-        )
+        self._declared[event.node_id] = (event.kind, event.path, event.label, (), (), event.parent)
+        sampler = event.parent
+        if sampler is not None and sampler not in self._span_of_node:
+            started = self._starts.get(sampler)
+            if started is not None:
+                self._open_sampler(sampler, started.time)
 
     def _on_started(self, event: ev.NodeStarted) -> None:
-        self._attempts[event.node_id] = _Attempt(event.time, event.attempt)
-        if self._meta(event.node_id).kind == "sampler":
-            self._open_sampler(event.node_id, event.time)
+        self._starts[event.node_id] = event
 
     def _on_record(self, event: ev.GenerationRecord) -> None:
-        current = self._attempts.get(event.node_id)
-        if current is not None:
-            current.record = event
+        if event.node_id in self._starts:  # not a generation a task made on an engine
+            self._records[event.node_id] = event
 
     def _on_finished(self, event: ev.NodeFinished) -> None:
-        if event.node_id in self._attempts:
+        started = self._starts.pop(event.node_id, None)
+        if started is not None:
             self._emit(
-                event.node_id, event.time, "done", cache_hit=event.cache_hit, extra=event.attributes
+                event.node_id,
+                started.time,
+                started.attempt,
+                event.time,
+                "done",
+                event.cache_hit,
+                None,
+                None,
+                event.attributes,
             )
 
     def _on_failed(self, event: ev.NodeFailed) -> None:
-        if event.node_id in self._attempts:
-            self._emit(event.node_id, event.time, "failed", error=event.error)
+        started = self._starts.pop(event.node_id, None)
+        if started is not None:
+            self._emit(
+                event.node_id, started.time, started.attempt, event.time, "failed", False,
+                event.error, None, None,
+            )  # fmt: skip
 
     def _on_retried(self, event: ev.NodeRetried) -> None:
-        if event.node_id in self._attempts:
-            self._emit(event.node_id, event.time, "retried", error=event.error)
+        started = self._starts.pop(event.node_id, None)
+        if started is not None:
+            self._emit(
+                event.node_id, started.time, started.attempt, event.time, "retried", False,
+                event.error, None, None,
+            )  # fmt: skip
 
     def _on_cancelled(self, event: ev.NodeCancelled) -> None:
-        if event.node_id in self._attempts:
-            self._emit(event.node_id, event.time, "cancelled")
+        started = self._starts.pop(event.node_id, None)
+        if started is not None:
+            self._emit(
+                event.node_id, started.time, started.attempt, event.time, "cancelled", False,
+                None, None, None,
+            )  # fmt: skip
 
     def _on_skipped(self, event: ev.NodeSkipped) -> None:
-        if self._meta(event.node_id).kind in ("generation", "task", "sampler"):
-            self._attempts[event.node_id] = _Attempt(event.time, 0)
-            self._emit(event.node_id, event.time, "skipped", reason=event.reason)
+        if self._kind(event.node_id) in ("generation", "task", "sampler"):
+            self._emit(
+                event.node_id, event.time, 0, event.time, "skipped", False, None, event.reason,
+                None,
+            )  # fmt: skip
 
     # -- spans ---------------------------------------------------------------------------
 
@@ -217,141 +237,155 @@ class RunTracer:
     def _emit(
         self,
         node_id: str,
+        started: float,
+        attempt: int,
         ended: float,
         status: str,
-        *,
-        cache_hit: bool = False,
-        error: BaseException | None = None,
-        reason: str | None = None,
-        extra: Mapping[str, Any] | None = None,
+        cache_hit: bool,
+        error: BaseException | None,
+        reason: str | None,
+        extra: Mapping[str, Any] | None,
     ) -> None:
-        attempt = self._attempts.pop(node_id)
-        meta = self._meta(node_id)
-        record = attempt.record
-        links: list[Link] = []
-        contexts = self._contexts
-        for source, edge_kind in meta.upstream:
-            context = contexts.get(source)
-            if context is not None:
-                links.append(Link(context, _edge_attributes(edge_kind)))
-        previous = self._previous.get(node_id)
-        if previous is not None:
-            links.append(Link(previous, _EDGE_ATTRIBUTES["retry"]))
-        attributes: dict[str, Any] = {
-            sc.RUN_ID: self.run_id,
-            sc.NODE_ID: node_id,
-            sc.NODE_KIND: meta.kind,
-            sc.NODE_LABEL: meta.label,
-            sc.NODE_STATUS: status,
-            sc.NODE_ATTEMPT: attempt.attempt,
-            sc.SPAN_PATH: meta.path,
-            sc.CACHE_HIT: cache_hit,
-            sc.NODE_UPSTREAM: meta.upstream_ids,
-            sc.NODE_UPSTREAM_KINDS: meta.upstream_kinds,
-            sc.OPENINFERENCE_SPAN_KIND: "LLM" if meta.kind == "generation" else "CHAIN",
-        }
-        kind = SpanKind.INTERNAL
-        name = meta.label
-        if meta.kind == "generation" and record is not None:
-            name, kind = self._generation_attributes(attributes, record)
+        """Report the span of a node's attempt that has ended (positional arguments:
+        this runs once per span, and keywords cost more than the rest of the call)."""
+        kind, path, label, upstream_ids, upstream_kinds, sampler = self._declared.get(
+            node_id
+        ) or self.meta(node_id)
+        record = self._records.pop(node_id, None)
+        if kind == "generation" and record is not None:
+            key = (record.mode, record.provider, record.engine, record.model, record.server)
+            last = self._last_request
+            if last is not None and last[0] == key and last[1] == record.options:
+                name, span_kind, base = last[2]
+            else:
+                name, span_kind, base = self._request_base(key, record)
+        else:
+            name, span_kind, base = label, _INTERNAL, self._base(kind)
+        attributes = base.copy()
+        attributes[sc.NODE_ID] = node_id
+        attributes[sc.NODE_LABEL] = label
+        attributes[sc.NODE_STATUS] = status
+        attributes[sc.NODE_ATTEMPT] = attempt
+        attributes[sc.SPAN_PATH] = path
+        attributes[sc.CACHE_HIT] = cache_hit
+        attributes[sc.NODE_UPSTREAM] = upstream_ids
+        attributes[sc.NODE_UPSTREAM_KINDS] = upstream_kinds
+        if record is not None and kind == "generation":
+            reason_of = record.finish_reason
+            if reason_of:
+                reasons = self._reasons.get(reason_of)
+                if reasons is None:
+                    reasons = self._reasons[reason_of] = (reason_of,)
+                attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+            usage = record.usage
+            attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+            attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+            attributes[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
+            if self.capture == "SPAN_ONLY":
+                _content(attributes, record)
         if reason:
             attributes[sc.SKIP_REASON] = reason[:500]
         if extra:
             attributes.update({k: v for k, v in extra.items() if v is not None})
         span_status = _UNSET
-        failure = error or (record.error if record is not None else None)
-        if status in ("failed", "retried") and failure is not None:
-            attributes[sc.ERROR_TYPE] = type(failure).__name__
-            attributes[sc.ERROR_MESSAGE] = str(failure)[:500]
-            span_status = Status(StatusCode.ERROR, str(failure)[:500])
-        elif status == "cancelled":
-            attributes[sc.ERROR_TYPE] = "cancelled"
-            span_status = Status(StatusCode.ERROR, "cancelled")
-        span = self._span_of_node.pop(node_id, None) if meta.kind == "sampler" else None
-        if span is not None:  # a sampler's span, open since it started
+        if status != "done":
+            if status == "failed" or status == "retried":
+                failure = error or (record.error if record is not None else None)
+                if failure is not None:
+                    attributes[sc.ERROR_TYPE] = type(failure).__name__
+                    attributes[sc.ERROR_MESSAGE] = str(failure)[:500]
+                    span_status = Status(StatusCode.ERROR, str(failure)[:500])
+            elif status == "cancelled":
+                attributes[sc.ERROR_TYPE] = "cancelled"
+                span_status = Status(StatusCode.ERROR, "cancelled")
+        links: list[Link] = []
+        finished = self._links
+        for source, edge in zip(upstream_ids, upstream_kinds, strict=True):
+            link = finished.get(source)
+            if link is not None:
+                links.append(link if edge == "part" else Link(link.context, _edge_attributes(edge)))
+        if self._previous:
+            retried = self._previous.get(node_id)
+            if retried is not None:
+                links.append(retried)
+        offset = self._offset
+        start, end = int(started * 1e9) + offset, int(ended * 1e9) + offset
+        span = self._span_of_node.pop(node_id, None) if kind == "sampler" else None
+        if span is not None:  # a sampler's span, open since its first attempt
             span.set_attributes(attributes)
             for link in links:
                 span.add_link(link.context, link.attributes)
             if span_status is not _UNSET:
                 span.set_status(span_status)
-            span.end(end_time=self._ns(ended))
-            context = span.get_span_context()
+            span.end(end_time=end)
+            link = Link(span.get_span_context(), _PART)
         else:
-            parent = self._run_span
-            if parent is None:
+            if self._run_span is None:
                 return  # the run span has ended: nothing can nest under it any more
-            if meta.parent is not None and meta.parent in self._span_of_node:
-                parent = self._span_of_node[meta.parent]
-            start, end = self._ns(attempt.started), self._ns(ended)
+            parent = self._run_context
+            if sampler is not None and sampler in self._span_of_node:
+                parent = self._span_of_node[sampler].get_span_context()
             if self.sink is not None:
-                context = self.sink.emit(
-                    name,
-                    parent.get_span_context(),
-                    kind,
-                    attributes,
-                    links,
-                    span_status,
-                    start,
-                    end,
-                )
+                link = self.sink.emit(
+                    name, parent, span_kind, attributes, links, span_status, start, end,
+                    self.collected, _PART,
+                )  # fmt: skip
             else:
-                span = self.tracer.start_span(
-                    name,
-                    context=trace.set_span_in_context(parent),
-                    kind=kind,
-                    attributes=attributes,
-                    links=links,
-                    start_time=start,
+                link = self._through_tracer(
+                    name, parent, span_kind, attributes, links, span_status, start, end
                 )
-                if span_status is not _UNSET:
-                    span.set_status(span_status)
-                span.end(end_time=end)
-                context = span.get_span_context()
         if status == "retried":
-            self._previous[node_id] = context
+            self._previous[node_id] = Link(link.context, _RETRY)
         else:
-            contexts[node_id] = context
-            self._previous.pop(node_id, None)
+            finished[node_id] = link
+            if self._previous:
+                self._previous.pop(node_id, None)
 
-    def _generation_attributes(
-        self, attributes: dict[str, Any], record: ev.GenerationRecord
-    ) -> tuple[str, SpanKind]:
-        name, kind, request = self._request_attributes(record)
-        attributes.update(request)
-        if record.finish_reason:
-            attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = (record.finish_reason,)
-        usage = record.usage
-        attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
-        attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
-        attributes[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
-        if self.capture == "SPAN_ONLY":
-            attributes[sc.GEN_AI_INPUT_MESSAGES] = json.dumps(
-                [{"role": "user", "parts": [{"type": "text", "content": _cut(record.prompt)}]}]
-            )
-            if record.output is not None:
-                attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(
-                    [
-                        {
-                            "role": "assistant",
-                            "parts": [{"type": "text", "content": _cut(record.output)}],
-                            "finish_reason": record.finish_reason or "",
-                        }
-                    ]
-                )
-        return name, kind
+    def _through_tracer(
+        self,
+        name: str,
+        parent: trace.SpanContext,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        links: list[Link],
+        status: Status,
+        start: int,
+        end: int,
+    ) -> Link:
+        """A node span made with the tracer API (without the sink); a part link to it."""
+        span = self.tracer.start_span(
+            name,
+            context=trace.set_span_in_context(trace.NonRecordingSpan(parent)),
+            kind=kind,
+            attributes=attributes,
+            links=links,
+            start_time=start,
+        )
+        if status is not _UNSET:
+            span.set_status(status)
+        span.end(end_time=end)
+        return Link(span.get_span_context(), _PART)
 
-    def _request_attributes(
-        self, record: ev.GenerationRecord
-    ) -> tuple[str, SpanKind, dict[str, Any]]:
-        """Span name, kind and the attributes of the request: the engine, model and
-        options. The last ones made are reused: most generations of a run share them."""
-        key = (record.mode, record.provider, record.engine, record.model, record.server)
-        last = self._last_request
-        if last is not None and last[0] == key and last[1] == record.options:
-            return last[2]
+    def _base(self, kind: str) -> dict[str, Any]:
+        """The attributes every span of a node of ``kind`` starts from (made once)."""
+        base = self._bases.get(kind)
+        if base is None:
+            base = self._bases[kind] = {
+                sc.RUN_ID: self.run_id,
+                sc.NODE_KIND: kind,
+                sc.OPENINFERENCE_SPAN_KIND: "LLM" if kind == "generation" else "CHAIN",
+            }
+        return base
+
+    def _request_base(self, key: tuple[Any, ...], record: ev.GenerationRecord) -> _Base:
+        """Span name, kind and base attributes of a generation: the run's, and those
+        of the request (the engine, model and options). The last ones made are
+        reused (``_emit`` checks ``key`` and the options): most generations of a
+        run share them."""
         operation = sc.OP_CHAT if record.mode == "chat" else sc.OP_TEXT_COMPLETION
         options = record.options
         attributes: dict[str, Any] = {
+            **self._base("generation"),
             sc.GEN_AI_OPERATION_NAME: operation,
             sc.GEN_AI_PROVIDER_NAME: record.provider or record.engine,
             sc.GEN_AI_REQUEST_MODEL: record.model,
@@ -385,10 +419,9 @@ class RunTracer:
         return made
 
     def _open_sampler(self, node_id: str, started: float) -> None:
-        """A sampler's span is opened when it starts: its attempts are its children."""
-        meta = self._meta(node_id)
+        """A sampler's span is opened with its first attempt: its attempts are its children."""
         self._span_of_node[node_id] = self.tracer.start_span(
-            meta.label,
+            self._meta(node_id)[2],
             context=self._run_ctx,
             kind=SpanKind.INTERNAL,
             attributes={sc.RUN_ID: self.run_id, sc.NODE_KIND: "sampler"},
@@ -407,6 +440,23 @@ _HANDLERS: dict[type, Callable[[RunTracer, Any], None]] = {
     ev.NodeCancelled: RunTracer._on_cancelled,
     ev.NodeSkipped: RunTracer._on_skipped,
 }
+
+
+def _content(attributes: dict[str, Any], record: ev.GenerationRecord) -> None:
+    """The prompt and output as GenAI messages (content capture on)."""
+    attributes[sc.GEN_AI_INPUT_MESSAGES] = json.dumps(
+        [{"role": "user", "parts": [{"type": "text", "content": _cut(record.prompt)}]}]
+    )
+    if record.output is not None:
+        attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(
+            [
+                {
+                    "role": "assistant",
+                    "parts": [{"type": "text", "content": _cut(record.output)}],
+                    "finish_reason": record.finish_reason or "",
+                }
+            ]
+        )
 
 
 def _cut(text: str) -> str:

@@ -4,7 +4,8 @@ If the application configured an SDK ``TracerProvider`` (``trace.set_tracer_prov
 spangraph's spans are created there, so they reach the application's
 exporters, nested under the application's current span. A passive span
 processor (``RunCollector``) is added to that provider once: it keeps only
-spans that belong to a spangraph run in progress, for that run's LogDAG.
+spans that belong to a spangraph run in progress, for that run's LogDAG
+(node spans made by ``SpanSink`` go to their run's buffer directly).
 
 If the application configured nothing, spangraph uses a private SDK
 provider that only collects (no exporter), and never installs a global
@@ -22,23 +23,41 @@ against 87 µs through ``start_span``/``end``. The run span (and a sampler's
 span, which is open while its attempts run) still goes through the tracer,
 so it is the current span for user code. Node spans follow the run span's
 sampling decision, as the SDK's parent-based samplers do; an unsampled run
-still sends its node spans to the run's collector, so ``Run.log`` is whole.
-The SDK's span limits apply: at most ``max_links`` links, the attribute
-count and value length limits.
+still collects its node spans, so ``Run.log`` is whole. The SDK's span
+limits apply: at most ``max_links`` links, the attribute count and value
+length limits.
+
+Three shortcuts, each checked once against the installed API and SDK (and
+not taken if the check fails): a span context is built as the tuple that
+``SpanContext.__new__`` builds (its id checks made here), ``ReadableSpan``
+is called positionally, and the link to a span that its users' spans carry
+is made with the two attributes ``Link.__init__`` sets. All are the SDK's
+own types; the calls they replace cost, per span, more than the rest of the
+sink.
 """
 
 from __future__ import annotations
 
+import inspect
+import random
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import (
+    ReadableSpan,
+    SpanLimits,
+    SpanProcessor,
+    SynchronousMultiSpanProcessor,
+    TracerProvider,
+)
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, TraceFlags, TraceState
 
 from . import _semconv as sc
 
@@ -82,15 +101,36 @@ class RunCollector(SpanProcessor):
 
 
 class SpanSink:
-    """Delivers finished node spans straight to a provider's span processors."""
+    """Delivers finished node spans straight to a provider's span processors.
+
+    Per span it does what the SDK's tracer would, less what spangraph's spans
+    do not need: it makes the span's context (under the parent's trace, flags
+    and state, worked out once per parent), applies the span limits, builds
+    the ``ReadableSpan`` and hands it to the provider's processors. With the
+    SDK's own fan-out (``SynchronousMultiSpanProcessor``) the span is added to
+    its run's buffer directly and given to the other processors, instead of
+    having the ``RunCollector`` look its run up by attribute.
+    """
 
     def __init__(self, provider: TracerProvider, collector: RunCollector) -> None:
         # The SDK's fan-out to every processor added with add_span_processor().
         self._processors: SpanProcessor = provider._active_span_processor
         self._collector = collector
+        # Whether the fan-out's processors can be read (and the collector left out).
+        self._direct = type(self._processors) is SynchronousMultiSpanProcessor
+        self._others: tuple[Any, tuple[SpanProcessor, ...]] = (None, ())
         self._resource = provider.resource
         self._scope = InstrumentationScope(TRACER_NAME, _version())
-        self._new_span_id = provider.id_generator.generate_span_id
+        generator = provider.id_generator
+        # The SDK's default generator draws random.getrandbits(64) until it is not 0 (an
+        # invalid id; emit() then asks the generator): called directly, no method call.
+        self._new_span_id: Callable[[], int] = (
+            partial(random.getrandbits, 64)
+            if type(generator) is RandomIdGenerator
+            else generator.generate_span_id
+        )
+        self._generator = generator
+        self._parent: tuple[SpanContext, int, TraceFlags, TraceState, bool, bool] | None = None
         limits = getattr(provider, "_span_limits", None)
         limits = limits if isinstance(limits, SpanLimits) else SpanLimits()
         self._max_links = _limit(limits.max_links)
@@ -107,36 +147,135 @@ class SpanSink:
         status: Status,
         start: int,
         end: int,
-    ) -> SpanContext:
-        """Report one finished span under ``parent``; return its context."""
-        context = SpanContext(
-            parent.trace_id,
-            self._new_span_id(),
-            False,
-            parent.trace_flags,
-            parent.trace_state,
-        )
+        collected: list[ReadableSpan],
+        link_attributes: Mapping[str, Any],
+    ) -> Link:
+        """Report one finished span under ``parent``; add it to ``collected`` (its run's
+        spans); return a link to it with ``link_attributes``. Positional arguments: it
+        runs once per span."""
+        known = self._parent
+        if known is None or known[0] is not parent:  # one tuple: threads may share the sink
+            known = self._parent = (
+                parent,
+                parent.trace_id,
+                parent.trace_flags,
+                parent.trace_state,
+                parent.trace_flags.sampled,
+                _FAST_CONTEXT and parent.is_valid,
+            )
+        _, trace_id, flags, state, sampled, fast = known
+        span_id = self._new_span_id()
+        if fast and 0 < span_id <= _MAX_SPAN_ID:
+            context = _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, True))
+        else:
+            if not span_id:
+                span_id = self._generator.generate_span_id()
+            context = SpanContext(trace_id, span_id, False, flags, state)
         if len(links) > self._max_links:
             links = links[: self._max_links]
         if len(attributes) > self._max_attributes or self._max_length is not None:
             attributes = _bounded(attributes, self._max_attributes, self._max_length)
-        span = ReadableSpan(
-            name,
-            context,
-            parent,
-            self._resource,
-            attributes,
-            (),
-            tuple(links),
-            kind,
-            status=status,
-            start_time=start,
-            end_time=end,
-            instrumentation_scope=self._scope,
-        )
-        # An unsampled run's spans are not exported, but the run's LogDAG keeps them.
-        (self._processors if parent.trace_flags.sampled else self._collector).on_end(span)
-        return context
+        if _POSITIONAL:
+            span = ReadableSpan(
+                name, context, parent, self._resource, attributes, (), tuple(links), kind, None,
+                status, start, end, self._scope,
+            )  # fmt: skip
+        else:
+            span = ReadableSpan(
+                name,
+                context,
+                parent,
+                self._resource,
+                attributes,
+                links=tuple(links),
+                kind=kind,
+                status=status,
+                start_time=start,
+                end_time=end,
+                instrumentation_scope=self._scope,
+            )
+        if _FAST_LINK:
+            link = _new_object(Link)
+            link._context, link._attributes = context, link_attributes
+        else:
+            link = Link(context, link_attributes)
+        if not self._direct:
+            # An unsampled run's spans are not exported, but the run's LogDAG keeps them.
+            (self._processors if sampled else self._collector).on_end(span)
+            return link
+        collected.append(span)
+        if sampled:
+            current = self._processors._span_processors  # type: ignore[attr-defined]
+            others = self._others
+            if others[0] is not current:  # a processor was added since the last span
+                others = self._others = (
+                    current,
+                    tuple(p for p in current if p is not self._collector),
+                )
+            for processor in others[1]:
+                processor.on_end(span)
+        return link
+
+
+_MAX_SPAN_ID = 2**64 - 1
+_new_tuple = tuple.__new__
+
+
+def _fast_context_works() -> bool:
+    """Whether a ``SpanContext`` is the tuple ``(trace_id, span_id, is_remote,
+    trace_flags, trace_state, is_valid)`` that the API's ``__new__`` builds, so
+    that ``SpanSink`` may build one without the call (and its id checks, which
+    it makes itself). Checked once, against this version of the API."""
+    flags, state = TraceFlags(TraceFlags.SAMPLED), TraceState([("k", "v")])
+    made = SpanContext(3, 5, False, flags, state)
+    fast = _new_tuple(SpanContext, (3, 5, False, flags, state, True))
+    return bool(
+        made == fast
+        and (fast.trace_id, fast.span_id, fast.is_remote) == (3, 5, False)
+        and fast.trace_flags is flags
+        and fast.trace_state is state
+        and fast.is_valid
+    )
+
+
+_FAST_CONTEXT = _fast_context_works()
+_new_object = object.__new__
+
+
+def _fast_link_works() -> bool:
+    """Whether a ``Link`` is an object holding its context and attributes in
+    ``_context`` and ``_attributes`` (what its ``__init__`` sets, through its base
+    class's), so that ``SpanSink`` may make one without the two calls."""
+    context = SpanContext(3, 5, False)
+    attributes = {"k": "v"}
+    made, fast = Link(context, attributes), _new_object(Link)
+    fast._context, fast._attributes = context, attributes
+    return bool(
+        vars(made) == vars(fast)
+        and fast.context is context
+        and fast.attributes is attributes
+        and fast.dropped_attributes == made.dropped_attributes
+    )
+
+
+_FAST_LINK = _fast_link_works()
+#: Whether ``ReadableSpan.__init__`` takes its arguments in the order ``SpanSink``
+#: passes them (positionally: keywords cost more than the rest of the call).
+_POSITIONAL = list(inspect.signature(ReadableSpan.__init__).parameters)[1:14] == [
+    "name",
+    "context",
+    "parent",
+    "resource",
+    "attributes",
+    "events",
+    "links",
+    "kind",
+    "instrumentation_info",
+    "status",
+    "start_time",
+    "end_time",
+    "instrumentation_scope",
+]
 
 
 def _limit(value: int | None) -> int:

@@ -438,3 +438,83 @@ def test_spans_go_through_the_tracer_without_the_sdks_processor_fan_out(
     (top,) = [s for s in spans if (s.attributes or {}).get("spangraph.node.id") == top_id]
     assert len(top.links) == 4 and top.parent is not None
     assert result.log is not None and result.log.totals().generations == 7
+
+
+def _top_span(memory: InMemorySpanExporter, nodes: dict[str, Any]) -> Any:
+    (top,) = [
+        s
+        for s in memory.get_finished_spans()
+        if (s.attributes or {}).get("spangraph.node.id") == nodes["top"].id
+    ]
+    return top
+
+
+def test_sink_spans_are_the_sdks_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sink's shortcuts (a span context built as its tuple, ``ReadableSpan`` built
+    positionally, links made without their constructor) hold for this SDK, and make
+    what the SDK's constructors make."""
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import Link, SpanContext
+
+    assert provider_module._FAST_CONTEXT and provider_module._POSITIONAL
+    assert provider_module._FAST_LINK
+    provider, memory = _app_provider(monkeypatch)
+    result, nodes = run_scenario()
+    top = _top_span(memory, nodes)
+    context, parent = top.context, top.parent
+    assert type(context) is SpanContext and type(top) is ReadableSpan
+    assert context == SpanContext(
+        parent.trace_id, context.span_id, False, parent.trace_flags, parent.trace_state
+    )
+    assert context.is_valid and not context.is_remote and context.trace_flags.sampled
+    assert top.start_time < top.end_time and top.instrumentation_scope.name == "spangraph"
+    assert top.resource is provider.resource and top.events == ()
+    for link in top.links:
+        assert type(link) is Link and vars(link) == vars(Link(link.context, link.attributes))
+        assert link.context.is_valid and link.attributes["spangraph.edge.kind"] == "part"
+    # Without the shortcuts (another API or SDK version), the same spans.
+    monkeypatch.setattr(provider_module, "_FAST_CONTEXT", False)
+    monkeypatch.setattr(provider_module, "_POSITIONAL", False)
+    monkeypatch.setattr(provider_module, "_FAST_LINK", False)
+    memory.clear()
+    again, slow_nodes = run_scenario()
+    slow = _top_span(memory, slow_nodes)
+    assert slow.context.is_valid and slow.parent.trace_id == slow.context.trace_id
+    assert dict(slow.attributes).keys() == dict(top.attributes).keys()
+    assert len(slow.links) == len(top.links) == 4
+    assert again.log is not None and len(again.log) == len(result.log) == 9
+    provider.shutdown()
+
+
+def test_a_processor_added_later_receives_node_spans(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider, first = _app_provider(monkeypatch)
+    run_scenario()
+    later = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(later))
+    first.clear()
+    result, nodes = run_scenario()
+    provider.shutdown()
+    assert len(later.get_finished_spans()) == 10  # the run span and nine node spans
+    assert _top_span(later, nodes) is _top_span(first, nodes)
+    assert result.log is not None and len(result.log) == 9
+
+
+def test_spans_reach_another_fan_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With another fan-out than the SDK's own (a subclass, say), spans go through it
+    (the run's collector among its processors)."""
+    from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+
+    class Fanout(SynchronousMultiSpanProcessor):
+        pass
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(active_span_processor=Fanout())
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    monkeypatch.setattr(provider_module.trace, "get_tracer_provider", lambda: provider)
+    sink = provider_module.emission().sink
+    assert sink is not None and not sink._direct
+    result, nodes = run_scenario()
+    provider.shutdown()
+    assert len(memory.get_finished_spans()) == 10
+    assert len(_top_span(memory, nodes).links) == 4
+    assert result.log is not None and result.log.totals().generations == 7
