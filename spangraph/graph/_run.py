@@ -310,10 +310,12 @@ class _Tracing:
         self.tracer.end(status, error if status != "done" else None)
         self.collector.close(self.run_id)
         dag = _LogSource(self.buffer)
-        for node_id in list(self.graph):
-            for thunk in self.graph[node_id].thunks:
-                for state in thunk.meta.get("logged_states", ()):
-                    state._record(thunk, _LazyLog(dag, node_id))
+        for node_id, info in self._nodes.items():
+            for thunk in info.thunks:
+                meta = thunk._meta  # read directly: ``meta`` would make one per thunk
+                if meta:
+                    for state in meta.get("logged_states", ()):
+                        state._record(thunk, _LazyLog(dag, node_id))
         return dag
 
 

@@ -130,7 +130,11 @@ def _step(parent: object, index: int, count: int) -> str:
         if parent.producer is not None and parent.producer.kind != "generation":
             return f".inputs[{index}]"
         return ".action" if index == count - 1 else f".state[{index}]"
-    return f".parts()[{index}]"
+    return _PART_STEPS[index] if index < len(_PART_STEPS) else f".parts()[{index}]"
+
+
+#: The step texts of a component's first parts, made once (every span path has them).
+_PART_STEPS = tuple(f".parts()[{index}]" for index in range(64))
 
 
 def node_kind(span: object) -> str:
@@ -277,11 +281,14 @@ class PathTracker:
             if self.parents[frame] < 0:
                 text = self.labels[frame]
             else:
-                span = self.spans[frame]
-                count = 0
-                if isinstance(span, ModelOutputThunk) and span.producer is not None:
-                    count = len(span.producer.inputs())  # checked when the walk made the frame
-                text = _step(span, self.indexes[frame], count)
+                span, index = self.spans[frame], self.indexes[frame]
+                if not isinstance(span, ModelOutputThunk):
+                    text = _PART_STEPS[index] if index < len(_PART_STEPS) else _step(span, index, 0)
+                else:
+                    count = 0
+                    if span.producer is not None:
+                        count = len(span.producer.inputs())  # checked when the walk made the frame
+                    text = _step(span, index, count)
             self.steps[frame] = text
         return text
 
