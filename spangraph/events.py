@@ -126,15 +126,22 @@ class EventBus:
     """Fan-out of events to listeners, in subscription order.
 
     A listener may subscribe to some event types only (``only=``): it is then
-    not called for the others. Each event type's listeners are worked out
-    once (``_routes``), so an event costs a call per interested listener.
+    not called for the others. It may also subscribe to events about work
+    nodes only (``work_only=``: generations, tasks, samplers and their
+    attempts): then whoever emits an event about a pure node (a block or a
+    component, which the scheduler finishes inline) emits it with
+    ``emit_pure`` or an ``emitter(kind, pure=True)``, which leave it out; a
+    traced run's tracer so costs no call, and no event built, per pure node.
+    Each event type's listeners are worked out once (``_routes``,
+    ``_pure_routes``), so an event costs a call per interested listener.
     """
 
-    __slots__ = ("_listeners", "_routes", "emit_record", "listening", "records")
+    __slots__ = ("_listeners", "_pure_routes", "_routes", "emit_record", "listening", "records")
 
     def __init__(self) -> None:
-        self._listeners: list[tuple[Listener, frozenset[type] | None]] = []
+        self._listeners: list[tuple[Listener, frozenset[type] | None, bool]] = []
         self._routes: dict[type, tuple[Listener, ...]] = {}
+        self._pure_routes: dict[type, tuple[Listener, ...]] = {}
         #: Whether anyone listens (a plain attribute: it is read per generation).
         self.listening = False
         #: Whether anyone listens to ``GenerationRecord``\s (the generate protocol's
@@ -145,11 +152,16 @@ class EventBus:
         self.emit_record: Callable[[Event], None] | None = None
 
     def subscribe(
-        self, listener: Listener, *, only: Iterable[type[Event]] | None = None
+        self,
+        listener: Listener,
+        *,
+        only: Iterable[type[Event]] | None = None,
+        work_only: bool = False,
     ) -> Callable[[], None]:
-        """Add a listener (for the event types in ``only``, else for all);
-        returns a function that removes it."""
-        entry = (listener, frozenset(only) if only is not None else None)
+        """Add a listener (for the event types in ``only``, else for all; with
+        ``work_only``, not for events about pure nodes); returns a function that
+        removes it."""
+        entry = (listener, frozenset(only) if only is not None else None, work_only)
         self._listeners.append(entry)
         self._changed()
 
@@ -161,32 +173,47 @@ class EventBus:
 
     def _changed(self) -> None:
         self._routes.clear()
+        self._pure_routes.clear()
         self.listening = bool(self._listeners)
         self.emit_record = self.emitter(GenerationRecord)
         self.records = self.emit_record is not None
 
-    def _route(self, kind: type) -> tuple[Listener, ...]:
-        route = self._routes.get(kind)
+    def _route(self, kind: type, pure: bool = False) -> tuple[Listener, ...]:
+        routes = self._pure_routes if pure else self._routes
+        route = routes.get(kind)
         if route is None:
-            route = self._routes[kind] = tuple(
-                listener for listener, only in self._listeners if only is None or kind in only
+            route = routes[kind] = tuple(
+                listener
+                for listener, only, work_only in self._listeners
+                if (only is None or kind in only) and not (pure and work_only)
             )
         return route
 
-    def emitter(self, kind: type[Event]) -> Callable[[Event], None] | None:
-        """What to call with each event of ``kind``: ``None`` if no listener takes them
-        (whoever emits them need not build them), the listener itself if only one
-        does (no fan-out call per event), else ``emit``. It stands for the listeners
-        of the moment: a run's scheduler reads it once, after its listeners subscribed."""
-        route = self._route(kind)
+    def emitter(self, kind: type[Event], *, pure: bool = False) -> Callable[[Event], None] | None:
+        """What to call with each event of ``kind`` (about a pure node, with ``pure``):
+        ``None`` if no listener takes them (whoever emits them need not build them),
+        the listener itself if only one does (no fan-out call per event), else
+        ``emit`` (``emit_pure``). It stands for the listeners of the moment: a run's
+        scheduler reads it once, after its listeners subscribed."""
+        route = self._route(kind, pure)
         if not route:
             return None
-        return route[0] if len(route) == 1 else self.emit
+        if len(route) == 1:
+            return route[0]
+        return self.emit_pure if pure else self.emit
 
     def emit(self, event: Event) -> None:
         route = self._routes.get(type(event))
         if route is None:
             route = self._route(type(event))
+        for listener in route:
+            listener(event)
+
+    def emit_pure(self, event: Event) -> None:
+        """``emit`` an event about a pure node: not to ``work_only`` listeners."""
+        route = self._pure_routes.get(type(event))
+        if route is None:
+            route = self._route(type(event), True)
         for listener in route:
             listener(event)
 

@@ -168,10 +168,14 @@ class Scheduler:
         self.bus = bus
         # The bus's emit where someone listens; the frequent events are built only for
         # a listener of their own type.
+        # Events about pure nodes go to the listeners that take them (not work_only).
         self._emit = bus.emit if bus.listening else None
+        self._emit_pure = bus.emit_pure if bus.listening else None
         self._emit_queued = bus.emitter(ev.NodeQueued)
+        self._emit_queued_pure = bus.emitter(ev.NodeQueued, pure=True)
         self._emit_started = bus.emitter(ev.NodeStarted)
         self._emit_finished = bus.emitter(ev.NodeFinished)
+        self._emit_finished_pure = bus.emitter(ev.NodeFinished, pure=True)
         #: Drives the primitives of engines that complete inline (see InlineDriver).
         self._driver = InlineDriver()
         self._rng = random.Random(retry.seed)
@@ -256,11 +260,13 @@ class Scheduler:
         increasing order, after every position already in it (dynamic nodes are
         numbered after the graph's), so the list stays a heap.
         """
-        by_order, ready, emit, info = self._by_order, self._ready, self._emit_queued, self._info
+        by_order, ready, info = self._by_order, self._ready, self._info
+        work, pure = self._emit_queued, self._emit_queued_pure
         pending = ThunkState.PENDING
         by_order.extend(nodes)
         for node in nodes:
             node._attempt = 0
+            emit = work if node._work else pure
             thunks = node.thunks
             if thunks:
                 first = thunks[0]
@@ -303,10 +309,12 @@ class Scheduler:
         nodes = list(graph.nodes())
         self._by_order.extend(nodes)
         self._ready.extend(graph._leaves)  # increasing positions: a heap already
-        emit = self._emit_queued
-        if emit is not None:
+        work, pure = self._emit_queued, self._emit_queued_pure
+        if work is not None or pure is not None:
             for node in nodes:
-                emit(ev.NodeQueued(node.id, kind=node.kind))
+                emit = work if node._work else pure
+                if emit is not None:
+                    emit(ev.NodeQueued(node.id, kind=node.kind))
         return True
 
     def _claim(self, node: NodeInfo) -> bool:
@@ -764,7 +772,7 @@ class Scheduler:
         finished right here rather than queued, and its users in turn: a loop,
         not recursion, since components may nest thousands deep.
         """
-        emit = self._emit_finished
+        emit = self._emit_finished_pure
         if node._work:
             thunks = node.thunks
             first = thunks[0]
@@ -773,8 +781,8 @@ class Scheduler:
                 for alias in thunks[1:]:
                     alias._copy_result(first)
                     alias._claimed = False
-            if emit is not None:
-                emit(ev.NodeFinished(node.id, cache_hit=first.cache_hit))
+            if self._emit_finished is not None:
+                self._emit_finished(ev.NodeFinished(node.id, cache_hit=first.cache_hit))
         elif emit is not None:
             emit(ev.NodeFinished(node.id))
         node._status = DONE
@@ -874,8 +882,9 @@ class Scheduler:
             for thunk in user.thunks:
                 thunk._set_skipped(reason)
                 thunk._claimed = False
-            if self._emit is not None:
-                self._emit(ev.NodeSkipped(user.id, reason=reason))
+            emit = self._emit if user._work else self._emit_pure
+            if emit is not None:
+                emit(ev.NodeSkipped(user.id, reason=reason))
             todo.extend(user._users)
             todo.extend(self._dynamic_users.get(user.id, ()))
 

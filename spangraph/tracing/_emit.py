@@ -164,9 +164,10 @@ class RunTracer:
 
     def listen(self, bus: ev.EventBus) -> None:
         """Subscribe to ``bus``: each handler for its own event type only (what
-        ``__call__`` does, without a call and a lookup per event)."""
+        ``__call__`` does, without a call and a lookup per event), and for work
+        nodes only (pure nodes have no span)."""
         for kind, handler in _HANDLERS.items():
-            bus.subscribe(MethodType(handler, self), only=(kind,))
+            bus.subscribe(MethodType(handler, self), only=(kind,), work_only=True)
 
     def _on_declared(self, event: ev.NodeDeclared) -> None:
         self._declared[event.node_id] = (event.kind, event.path, event.label, (), (), event.parent)

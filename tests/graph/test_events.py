@@ -101,3 +101,67 @@ def test_generation_record_fields() -> None:
     assert record.usage == thunk.usage and record.timings == thunk.timings
     assert record.cache_hit is False and record.error is None and record.server is None
     assert record.started <= record.time
+
+
+def test_work_only_listeners_get_no_event_about_a_pure_node() -> None:
+    bus = ev.EventBus()
+    everything: list[str] = []
+    work: list[str] = []
+    bus.subscribe(lambda e: everything.append(e.node_id))
+    bus.subscribe(lambda e: work.append(e.node_id), work_only=True)
+    bus.emit(ev.NodeFinished("gen"))
+    bus.emit_pure(ev.NodeFinished("block"))
+    assert everything == ["gen", "block"] and work == ["gen"]
+    finished_pure = bus.emitter(ev.NodeFinished, pure=True)
+    assert finished_pure is not None and finished_pure != bus.emitter(ev.NodeFinished)
+    only_work = ev.EventBus()
+    only_work.subscribe(lambda e: None, work_only=True)
+    assert only_work.emitter(ev.NodeFinished, pure=True) is None  # nothing is built for it
+
+
+def test_a_run_reports_pure_nodes_to_all_but_work_only_listeners() -> None:
+    """Through a whole run, with a failure: every node's events reach a plain listener;
+    a work_only one sees the same events less those about blocks and components."""
+    import anyio
+
+    from spangraph import CBlock, compile, generate
+    from spangraph.engines import ScriptedEngine
+    from spangraph.graph import RetryPolicy
+    from spangraph.graph._scheduler import Scheduler
+    from spangraph.nodes import Component, Span
+
+    class Pair(Component[str]):
+        template = "{a} {b}"
+        a: Span
+        b: Span
+
+    def reply(prompt: str) -> str:
+        if "boom" in prompt:
+            raise ValueError("boom")
+        return prompt.upper()
+
+    first = generate(Pair(a=CBlock("x"), b=CBlock("y")))
+    last = generate(Pair(a=first, b=generate(CBlock("boom"))))
+    graph = compile(last)
+    bus = ev.EventBus()
+    everything: list[ev.Event] = []
+    work: list[ev.Event] = []
+    bus.subscribe(everything.append)
+    bus.subscribe(work.append, work_only=True)
+    engine = ScriptedEngine(reply)
+    scheduler = Scheduler(
+        graph,
+        engine=lambda: engine,
+        max_concurrency=None,
+        retry=RetryPolicy(attempts=1),
+        timeout=None,
+        on_error="continue",
+        bus=bus,
+    )
+    anyio.run(scheduler.execute)
+    pure = {n for n in graph if graph.node(n).kind in ("block", "component")}
+    kinds = {(type(e).__name__, e.node_id in pure) for e in everything}
+    # pure nodes were queued, finished (the blocks) and skipped (the last Pair)
+    assert {("NodeQueued", True), ("NodeFinished", True), ("NodeSkipped", True)} <= kinds
+    assert ("NodeFailed", False) in kinds
+    assert [e for e in everything if e.node_id not in pure] == work
