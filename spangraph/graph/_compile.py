@@ -190,11 +190,10 @@ class SpanGraph:
         ``limit``, its last ``limit`` steps: deep graphs have long paths)."""
         return self._paths.path(self._nodes[node_id].frame, limit)
 
-    def path_tail(
-        self, node_id: str, limit: int, memo: dict[int, tuple[bool, tuple[str, ...]]]
-    ) -> str:
-        """``path_of(node_id, limit)``, sharing the work between nodes through ``memo``
-        (one per run: it holds the last ``limit`` steps of every frame walked)."""
+    def path_tail(self, node_id: str, limit: int, memo: dict[int, tuple[str, bool]]) -> str:
+        """The end of the node's span path, at most ``limit`` characters after ``…``
+        (``cut_path(path_of(node_id), limit)``), sharing the work between nodes through
+        ``memo`` (one per run: it holds the tail of every frame walked)."""
         return self._paths.tail(self._nodes[node_id].frame, limit, memo)
 
     def inputs(self, node_id: str) -> list[str]:

@@ -217,9 +217,10 @@ def _make_run(
     )
 
 
-#: Span paths on spans keep their last steps only: a node deep in a big graph has a
-#: path as long as the graph is deep, and every span would carry it.
-TRACE_PATH_STEPS = 12
+#: Span paths on spans keep their end only, at most this many characters after ``…``
+#: (cut where a step starts: see ``cut_path``): a node deep in a big graph has a path
+#: as long as the graph is deep, and every span would carry it. About a dozen steps.
+TRACE_PATH_CHARS = 160
 
 #: The edge kinds of a node whose ``n`` upstream edges are all parts (the usual node),
 #: shared by every such node's spans.
@@ -236,7 +237,7 @@ class _Tracing:
         self.collector = out.collector
         self.buffer = self.collector.open(self.run_id)
         self._nodes = graph._nodes  # the node table, read directly (per span)
-        self._tails: dict[int, tuple[bool, tuple[str, ...]]] = {}
+        self._tails: dict[int, tuple[str, bool]] = {}
         self.tracer = RunTracer(
             out.tracer, self.run_id, name, self.meta, capture_mode(), out.sink, self.buffer
         )
@@ -248,7 +249,7 @@ class _Tracing:
         info = self._nodes[node_id]
         producer = getattr(info.span, "producer", None)
         label = producer.label if producer is not None else info.label
-        path = self.graph.path_tail(node_id, TRACE_PATH_STEPS, self._tails)
+        path = self.graph.path_tail(node_id, TRACE_PATH_CHARS, self._tails)
         ids = None if info.dynamic_inputs else self._producers(info.inputs)
         if ids is None:
             ids, kinds = self._upstream(info)

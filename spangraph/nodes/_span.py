@@ -207,6 +207,17 @@ def _store_id(span: object, value: str) -> None:
         span.__pydantic_private__["_id"] = value  # type: ignore[attr-defined]
 
 
+def cut_path(path: str, limit: int) -> str:
+    """``path`` if it has at most ``limit`` characters, else ``…`` and its end: the
+    last ``limit`` characters or fewer, from the first ``.`` in them (where a step
+    starts; with none, exactly the last ``limit``)."""
+    if len(path) <= limit:
+        return path
+    start = len(path) - limit
+    dot = path.find(".", start)
+    return "…" + path[dot if dot >= 0 else start :]
+
+
 class PathTracker:
     """Rebuilds the span path of a walk's frame only when it is asked for.
 
@@ -253,26 +264,40 @@ class PathTracker:
         out.reverse()
         return "".join(out)
 
-    def tail(self, frame: int, limit: int, memo: dict[int, tuple[bool, tuple[str, ...]]]) -> str:
-        """``path(frame, limit)``, built from the parent frame's tail in ``memo``.
+    def tail(self, frame: int, limit: int, memo: dict[int, tuple[str, bool]]) -> str:
+        """The end of the path to ``frame``: the whole path if it has at most ``limit``
+        characters, else ``…`` and its last ``limit`` characters or fewer, from where a
+        step starts (the first ``.`` in them; with none, exactly the last ``limit``).
+        That is ``cut_path(path(frame), limit)``, built from the parent frame's tail.
 
-        Every frame on the way up is memoised, so over a whole graph each frame
-        is visited once, whichever order the nodes are asked in (a run asks
-        bottom-up: the deepest nodes finish first).
+        ``memo`` holds, by frame, the tail's text without the ``…`` and whether it
+        was cut. Every frame on the way up is memoised, so over a whole graph each
+        frame is visited once, whichever order the nodes are asked in (a run asks
+        bottom-up: the deepest nodes finish first), and a frame costs a
+        concatenation, not a walk of its steps.
         """
-        chain: list[int] = []
-        parents = self.parents
-        at = frame
-        while at >= 0 and at not in memo:
-            chain.append(at)
-            at = parents[at]
-        truncated, steps = memo[at] if at >= 0 else (False, ())
-        for at in reversed(chain):
-            steps = (*steps, self.step(at))
-            if len(steps) > limit:
-                steps, truncated = steps[1:], True
-            memo[at] = (truncated, steps)
-        return ("…" if truncated else "") + "".join(steps)
+        known = memo.get(frame)
+        if known is None:
+            chain: list[int] = []
+            parents = self.parents
+            at = frame
+            while at >= 0:
+                known = memo.get(at)
+                if known is not None:
+                    break
+                chain.append(at)
+                at = parents[at]
+            text, cut = known if known is not None else ("", False)
+            steps, step = self.steps, self.step
+            for at in reversed(chain):
+                text += steps.get(at) or step(at)
+                if len(text) > limit:
+                    start = len(text) - limit
+                    dot = text.find(".", start)
+                    text, cut = text[dot if dot >= 0 else start :], True
+                memo[at] = known = (text, cut)
+        text, cut = known
+        return "…" + text if cut else text
 
     def step(self, frame: int) -> str:
         """The text of one step (the root's label for a root frame), made once."""

@@ -254,22 +254,34 @@ def test_limited_path_keeps_the_last_steps() -> None:
     assert cut.startswith("…") and full.endswith(cut[1:]) and cut.count(".") == 3
 
 
-def test_path_tails_equal_limited_paths_in_any_order() -> None:
+def test_path_tails_equal_cut_paths_in_any_order() -> None:
+    """A run's span-path tails, built frame by frame from the parent's, are the full
+    paths cut (``cut_path``), whatever order the nodes are asked in, at any limit:
+    at a step's dot, or exactly at the limit where the end has no dot (long labels)."""
     import random
 
     from spangraph import Instruction
+    from spangraph.nodes._span import cut_path
 
-    layer: list[Any] = [CBlock(f"leaf {i}") for i in range(4)]
+    layer: list[Any] = [CBlock(f"leaf {i}" + ("x" * 40 if i == 2 else "")) for i in range(4)]
     for _ in range(20):
         layer = [
             generate(Instruction(description=layer[i], grounding=[layer[(i + 1) % 4]]))
             for i in range(4)
         ]
     graph = compile(*layer)
-    for seed in (1, 2):
-        ids = list(graph)
-        random.Random(seed).shuffle(ids)
-        memo: dict[int, tuple[bool, tuple[str, ...]]] = {}
-        for node_id in ids:
-            assert graph.path_tail(node_id, 3, memo) == graph.path_of(node_id, limit=3)
-    assert any(graph.path_of(n, limit=3).startswith("…") for n in graph)
+    for limit in (5, 11, 40, 160, 10_000):
+        for seed in (1, 2):
+            ids = list(graph)
+            random.Random(seed).shuffle(ids)
+            memo: dict[int, tuple[str, bool]] = {}
+            for node_id in ids:
+                tail = graph.path_tail(node_id, limit, memo)
+                full = graph.path_of(node_id)
+                assert tail == cut_path(full, limit), (limit, full)
+                assert len(tail) <= limit + 1 and full.endswith(tail.removeprefix("…"))
+    paths = [graph.path_of(n) for n in graph]
+    assert all(cut_path(p, 10_000) == p for p in paths)
+    cut = [cut_path(p, 40) for p in paths if len(p) > 40]
+    assert cut and all(c.startswith("….") for c in cut if "." in c[-40:])
+    assert cut_path("root" + "x" * 50, 10) == "…" + "x" * 10  # no dot: cut at the limit
