@@ -295,8 +295,9 @@ class PathTracker:
                     start = len(text) - limit
                     dot = text.find(".", start)
                     text, cut = text[dot if dot >= 0 else start :], True
-                memo[at] = known = (text, cut)
-        text, cut = known
+                memo[at] = (text, cut)
+        else:
+            text, cut = known
         return "…" + text if cut else text
 
     def step(self, frame: int) -> str:
