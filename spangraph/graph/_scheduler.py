@@ -98,7 +98,9 @@ Everything observable goes out as events on the run's ``EventBus``
 cancelled, nodes added, cache hit. Progress bars, the run log and tests
 subscribe there; nothing else is wired into this module. The frequent ones
 (queued, started, finished) are built only when some listener takes their
-type (``EventBus.emitter``).
+type (``EventBus.emitter``). Events about pure nodes (queued, finished,
+skipped) go only to listeners that did not subscribe ``work_only`` (the
+tracer does: pure nodes have no span), and are built only for such a one.
 """
 
 from __future__ import annotations
@@ -167,8 +169,8 @@ class Scheduler:
         self.on_error = on_error
         self.bus = bus
         # The bus's emit where someone listens; the frequent events are built only for
-        # a listener of their own type.
-        # Events about pure nodes go to the listeners that take them (not work_only).
+        # a listener of their own type, and those about pure nodes only for a listener
+        # that takes them (one not work_only).
         self._emit = bus.emit if bus.listening else None
         self._emit_pure = bus.emit_pure if bus.listening else None
         self._emit_queued = bus.emitter(ev.NodeQueued)
