@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -48,7 +48,9 @@ def exporter(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     provider.shutdown()
 
 
-def scenario(engine_fails: bool = True) -> tuple[list[Any], dict[str, Any], ScriptedEngine]:
+def scenario(
+    engine_fails: bool = True, latency: Callable[[Any], float] | float = 0.0
+) -> tuple[list[Any], dict[str, Any], ScriptedEngine]:
     """Fan-out from src, fan-in at top, a retried node, and a failing branch."""
     state = {"flaky": 1}
 
@@ -70,11 +72,11 @@ def scenario(engine_fails: bool = True) -> tuple[list[Any], dict[str, Any], Scri
         top = generate(Op(inputs=[*fan, flaky], label="top"))
     nodes = {"src": src, "flaky": flaky, "bad": bad, "after": after, "top": top}
     nodes.update({f"fan{i}": t for i, t in enumerate(fan)})
-    return [top, after], nodes, ScriptedEngine(reply)
+    return [top, after], nodes, ScriptedEngine(reply, latency=latency)
 
 
-def run_scenario() -> Any:
-    roots, nodes, engine = scenario()
+def run_scenario(latency: Callable[[Any], float] | float = 0.0) -> Any:
+    roots, nodes, engine = scenario(latency=latency)
     result = run(
         *roots,
         engine=engine,
@@ -261,7 +263,9 @@ def test_no_global_provider_is_installed_behind_the_apps_back() -> None:
 
 
 def test_logdag_queries() -> None:
-    result, nodes = run_scenario()
+    # The chain through top takes 20 ms more than any other: instant generations alone
+    # leave the longest chain to a few microseconds of chance (the failing branch's, once).
+    result, nodes = run_scenario(lambda request: 0.02 if request.text.startswith("top") else 0.0)
     dag = result.log
     totals = dag.totals()
     assert (totals.generations, totals.attempts, totals.failures, totals.skipped) == (7, 8, 1, 1)
