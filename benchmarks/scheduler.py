@@ -66,7 +66,7 @@ WIDTH = 100
 SMALL_LAYERS = 100  # 10,000 work nodes
 LARGE_LAYERS = 1_000  # 100,000 work nodes
 #: A peer whose 10k run takes longer than this (seconds) is run at 10k only: at 100k
-#: it would take over ten times as long, and the script must stay within ~3 minutes.
+#: it would take over ten times as long, and the script must stay within ~3.5 minutes.
 PEER_LARGE_LIMIT = 2.0
 #: Rounds of the interleaved timing (see ``interleaved``) at 10k and at 100k nodes.
 #: A 10k round costs about 1.3 s for all contestants, a 100k round about 12 s. Three
