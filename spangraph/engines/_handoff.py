@@ -98,7 +98,11 @@ class InlineDriver:
 
 
 class _Finishing:
-    """The rest of a call the driver started, as an awaitable for the task it moves to."""
+    """The rest of a call the driver started, as an awaitable for the task it moves to.
+
+    ``Resumed``'s loop, but over the driver's generator, which yields ``RETURNED``
+    instead of returning (the value is in ``out``): no ``StopIteration`` to catch.
+    """
 
     __slots__ = ("_first", "_gen", "_out")
 

@@ -200,27 +200,22 @@ class RunTracer:
             )
 
     def _on_failed(self, event: ev.NodeFailed) -> None:
-        started = self._starts.pop(event.node_id, None)
-        if started is not None:
-            self._emit(
-                event.node_id, started.time, started.attempt, event.time, "failed", False,
-                event.error, None, None,
-            )  # fmt: skip
+        self._attempt_ended(event, "failed", event.error)
 
     def _on_retried(self, event: ev.NodeRetried) -> None:
-        started = self._starts.pop(event.node_id, None)
-        if started is not None:
-            self._emit(
-                event.node_id, started.time, started.attempt, event.time, "retried", False,
-                event.error, None, None,
-            )  # fmt: skip
+        self._attempt_ended(event, "retried", event.error)
 
     def _on_cancelled(self, event: ev.NodeCancelled) -> None:
+        self._attempt_ended(event, "cancelled", None)
+
+    def _attempt_ended(self, event: ev.Event, status: str, error: BaseException | None) -> None:
+        """The span of an attempt that did not finish (``_on_finished``, the frequent
+        end, makes its own call)."""
         started = self._starts.pop(event.node_id, None)
         if started is not None:
             self._emit(
-                event.node_id, started.time, started.attempt, event.time, "cancelled", False,
-                None, None, None,
+                event.node_id, started.time, started.attempt, event.time, status, False, error,
+                None, None,
             )  # fmt: skip
 
     def _on_skipped(self, event: ev.NodeSkipped) -> None:
