@@ -522,3 +522,31 @@ def test_spans_reach_another_fan_out(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(memory.get_finished_spans()) == 10
     assert len(_top_span(memory, nodes).links) == 4
     assert result.log is not None and result.log.totals().generations == 7
+
+
+def test_upstream_fast_path_agrees_with_the_walk() -> None:
+    """``_Tracing._producers`` (two levels deep, the usual node) gives the ids the
+    general walk (``_upstream``) gives, and declines (None) for deeper nodes."""
+    from spangraph import compile
+    from spangraph.graph._run import _Tracing
+
+    src = generate(Op(inputs=["doc"], label="src"))
+    nested = Op(inputs=[Op(inputs=[src, CBlock("deep")], label="inner"), "x"], label="outer")
+    mid = generate(Op(inputs=[src, CBlock("leaf"), src], label="mid"))
+    deep = generate(nested)
+    top = generate(Op(inputs=[mid, deep, Op(inputs=[mid], label="wrap")], label="top"))
+    graph = compile(top)
+    tracing = _Tracing.__new__(_Tracing)
+    tracing._nodes = graph._nodes
+    fast = declined = 0
+    for info in graph._nodes.values():
+        ids, kinds = tracing._upstream(info)
+        quick = tracing._producers(info.inputs)
+        if quick is None:
+            declined += 1
+        else:
+            fast += 1
+            assert quick == ids and set(kinds) <= {"part"}
+    assert fast and declined  # both ways were taken
+    assert tracing._producers(graph.node(mid).inputs) == (graph.node(src).id,)
+    assert tracing._producers(graph.node(top).inputs) is None  # "wrap" is a level deeper
