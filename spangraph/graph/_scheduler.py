@@ -776,7 +776,7 @@ class Scheduler:
         finished right here rather than queued, and its users in turn: a loop,
         not recursion, since components may nest thousands deep.
         """
-        emit = self._emit_finished_pure
+        emit_pure = self._emit_finished_pure  # for the pure nodes finished here
         if node._work:
             thunks = node.thunks
             first = thunks[0]
@@ -787,8 +787,8 @@ class Scheduler:
                     alias._claimed = False
             if self._emit_finished is not None:
                 self._emit_finished(ev.NodeFinished(node.id, cache_hit=first.cache_hit))
-        elif emit is not None:
-            emit(ev.NodeFinished(node.id))
+        elif emit_pure is not None:
+            emit_pure(ev.NodeFinished(node.id))
         node._status = DONE
         done = self._done + 1
         ready, push = self._ready, heapq.heappush
@@ -807,8 +807,8 @@ class Scheduler:
                     if not user._work:
                         user._status = DONE
                         done += 1
-                        if emit is not None:
-                            emit(ev.NodeFinished(user.id))
+                        if emit_pure is not None:
+                            emit_pure(ev.NodeFinished(user.id))
                         if pure is None:
                             pure = [user]
                         else:
