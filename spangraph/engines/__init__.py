@@ -7,7 +7,7 @@
 from typing import TYPE_CHECKING, Any
 
 from ._base import InferenceEngine
-from ._default import default
+from ._default import ENGINE_VARIABLE, default, default_spec, set_default
 from ._errors import (
     ContextLengthError,
     EngineError,
@@ -43,6 +43,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CANONICAL_OPTIONS",
+    "ENGINE_VARIABLE",
     "Cached",
     "Capabilities",
     "Completion",
@@ -64,5 +65,7 @@ __all__ = [
     "cached",
     "check_options",
     "default",
+    "default_spec",
     "options",
+    "set_default",
 ]

@@ -17,13 +17,14 @@ from opentelemetry import trace as otel_trace
 from .. import events as ev
 from ..cache import split_cache_setting, use_run_cache
 from ..engines import InferenceEngine
-from ..nodes import ModelOutputThunk, set_driver
+from ..nodes import ThunkState
 from ..tracing import LogDAG, NodeMeta, RunTracer, capture_mode, emission
 from ._compile import CANCELLED, DONE, FAILED, SKIPPED, NodeInfo, SpanGraph, compile
 from ._errors import NodeFailedError
 from ._policy import OnError, RetryPolicy
 from ._progress import ProgressBar, wanted
-from ._scheduler import Scheduler
+from ._scheduler import Scheduler, check_run_policy
+from ._signature import keywords_checked
 
 DEFAULT_RETRY = RetryPolicy()
 
@@ -106,6 +107,7 @@ def _graph_of(roots: Sequence[Any]) -> SpanGraph:
     return compile(*roots)
 
 
+@keywords_checked
 async def arun(
     *roots: Any,
     engine: InferenceEngine | None = None,
@@ -122,7 +124,15 @@ async def arun(
 ) -> Run:
     """Run spans (or one compiled ``SpanGraph``) to completion; see ``run``."""
     graph = _graph_of(roots)
+    retry = retry if retry is not None else DEFAULT_RETRY
+    # What can be known to be wrong is refused before the run begins (no span opened,
+    # no node started): the limits, a graph already running, the cache setting, and
+    # the default engine (a bad SPANGRAPH_ENGINE or SPANGRAPH_HOME).
+    check_run_policy(graph, max_concurrency, timeout, on_error, retry)
     store, policy = split_cache_setting(cache)
+    if engine is None:
+        engine = _default_engine_for(graph)
+    run_engine = engine
     bus = ev.EventBus()
     log: list[ev.Event] = []
     tracing: _Tracing | None = None
@@ -137,8 +147,8 @@ async def arun(
     bar = ProgressBar(bus) if wanted(progress) else None
 
     def default_engine() -> InferenceEngine:
-        if engine is not None:
-            return engine
+        if run_engine is not None:
+            return run_engine
         from ..engines import default
 
         return default()
@@ -148,7 +158,7 @@ async def arun(
         graph,
         engine=default_engine,
         max_concurrency=max_concurrency,
-        retry=retry if retry is not None else DEFAULT_RETRY,
+        retry=retry,
         timeout=timeout,
         on_error=on_error,
         bus=bus,
@@ -175,6 +185,25 @@ async def arun(
         error = scheduler.errors[node_id]
         raise NodeFailedError(graph.path_of(node_id), error, outcome) from error
     return outcome
+
+
+def _default_engine_for(graph: SpanGraph) -> InferenceEngine | None:
+    """The default engine, made now if a generation of the graph will need it (a bad
+    setting fails here, before the run); ``None`` if none will, as far as can be
+    known before the run (then a task's dynamic generations make it on first use,
+    and a bad ``SPANGRAPH_ENGINE`` has still been refused here)."""
+    from ..engines import default, default_spec
+
+    default_spec()  # checks SPANGRAPH_ENGINE, without making an engine
+    for thunk in graph._work_thunks:
+        producer = thunk.producer
+        if (
+            thunk.state is not ThunkState.DONE
+            and getattr(producer, "kind", "") in ("generation", "sampler")
+            and getattr(producer, "engine", None) is None
+        ):
+            return default()
+    return None
 
 
 def _make_run(
@@ -420,24 +449,62 @@ class _LazyLog:
         return self.source.get().subdag(self.node_id)
 
 
-def run(*roots: Any, **policy: Any) -> Run:
+@keywords_checked
+def run(
+    *roots: Any,
+    engine: InferenceEngine | None = None,
+    cache: Any = None,
+    max_concurrency: int | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    on_error: OnError = "raise",
+    progress: bool | None = None,
+    trace: bool = True,
+    name: str = "spangraph",
+    listeners: Sequence[Callable[[ev.Event], None]] = (),
+    keep_events: bool = False,
+) -> Run:
     """Run spans (or one compiled ``SpanGraph``) and return the ``Run``.
 
-    Policy keywords: ``engine`` (default ``spangraph.engines.default()``),
-    ``cache`` (a memo store, a ``CachePolicy``, or both as a tuple),
-    ``max_concurrency``, ``retry`` (a ``RetryPolicy``), ``timeout`` (seconds
-    per node attempt), ``on_error`` (``"raise"`` or ``"continue"``),
-    ``progress`` (``None``: on in terminals and notebooks), ``trace`` (emit
-    OpenTelemetry spans and build ``Run.log``), ``name`` (the run span's name),
-    ``listeners`` (functions called with every event of the run), ``keep_events``
-    (keep them all in ``Run.events``).
+    - ``engine``: the engine for generations not pinned to one (default:
+      ``spangraph.engines.default()``, made before the run starts, so a bad
+      ``SPANGRAPH_ENGINE`` fails here);
+    - ``cache``: a memo store, a ``CachePolicy``, or both as a tuple;
+    - ``max_concurrency``: generations in flight at once in the whole run;
+    - ``retry``: a ``RetryPolicy`` (default: transient engine errors, 3 attempts);
+    - ``timeout``: seconds per node attempt;
+    - ``on_error``: ``"raise"`` (the first failure stops the run: nothing new
+      starts, work in flight is cancelled, ``NodeFailedError`` is raised with
+      the partial ``Run`` on it) or ``"continue"`` (independent branches
+      finish; the run returns partial results);
+    - ``progress``: a progress bar (``None``: on in terminals and notebooks);
+    - ``trace``: emit OpenTelemetry spans and build ``Run.log``;
+    - ``name``: the run span's name;
+    - ``listeners``: functions called with every event of the run;
+    - ``keep_events``: keep every event in ``Run.events``.
 
     Inside a running event loop (a notebook cell, an async program),
     ``run()`` cannot start a second loop in the same thread, so it runs the
     graph on a fresh loop in a helper thread and waits for it; ``await
     arun(...)`` avoids the thread and is preferred there.
     """
-    call = _bind(roots, policy)
+
+    async def call() -> Run:
+        return await arun(
+            *roots,
+            engine=engine,
+            cache=cache,
+            max_concurrency=max_concurrency,
+            retry=retry,
+            timeout=timeout,
+            on_error=on_error,
+            progress=progress,
+            trace=trace,
+            name=name,
+            listeners=listeners,
+            keep_events=keep_events,
+        )
+
     if not _loop_running():
         result: Run = anyio.run(call)
         return result
@@ -458,13 +525,6 @@ def run(*roots: Any, **policy: Any) -> Run:
     return threaded
 
 
-def _bind(roots: Sequence[Any], policy: dict[str, Any]) -> Callable[[], Any]:
-    async def call() -> Run:
-        return await arun(*roots, **policy)
-
-    return call
-
-
 def _loop_running() -> bool:
     import asyncio
 
@@ -473,11 +533,3 @@ def _loop_running() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-async def _drive(thunk: ModelOutputThunk[Any]) -> None:
-    """What ``await thunk`` does for a thunk no run has scheduled."""
-    await arun(thunk, progress=False)
-
-
-set_driver(_drive)

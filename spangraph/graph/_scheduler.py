@@ -121,7 +121,7 @@ import anyio.abc
 from .. import events as ev
 from ..engines import InferenceEngine, TransientEngineError
 from ..engines._handoff import InlineDriver
-from ..nodes import ModelOutputThunk, ThunkState, is_span, render_span
+from ..nodes import ModelOutputThunk, ThunkState, is_span
 from ._compile import (
     CANCELLED,
     DONE,
@@ -134,10 +134,39 @@ from ._compile import (
     SpanGraph,
 )
 from ._policy import OnError, RetryPolicy
-from ._task import TaskProducer, resolve, spans_in
+from ._task import TaskProducer, materialise, resolve, spans_in, task_text
 
 _FINAL = (DONE, FAILED, SKIPPED, CANCELLED)
 _THUNK_DONE = ThunkState.DONE
+
+
+def check_run_policy(
+    graph: SpanGraph,
+    max_concurrency: int | None,
+    timeout: float | None,
+    on_error: OnError,
+    retry: RetryPolicy,
+) -> None:
+    """Refuse a run that cannot start (bad limits, a graph already running), before
+    anything of it has begun: ``arun`` asks before it opens the run's span."""
+    if max_concurrency is not None and (
+        isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
+    ):
+        raise TypeError(f"max_concurrency must be an int or None, got {max_concurrency!r}")
+    if max_concurrency is not None and max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be >= 1 or None, got {max_concurrency}")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds or None, got {timeout}")
+    if on_error not in ("raise", "continue"):
+        raise ValueError(f"on_error must be 'raise' or 'continue', got {on_error!r}")
+    if not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry= takes a RetryPolicy, got {type(retry).__name__}")
+    if graph._running:
+        raise RuntimeError(
+            "this SpanGraph is already being run: a compiled graph runs once at a time "
+            "(its nodes hold the run's state). Wait for that run, or compile() the "
+            "spans again."
+        )
 
 
 class Scheduler:
@@ -154,12 +183,7 @@ class Scheduler:
         on_error: OnError,
         bus: ev.EventBus,
     ) -> None:
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1 or None, got {max_concurrency}")
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout}")
-        if on_error not in ("raise", "continue"):
-            raise ValueError(f"on_error must be 'raise' or 'continue', got {on_error!r}")
+        check_run_policy(graph, max_concurrency, timeout, on_error, retry)
         self.graph = graph
         self._engine_factory = engine
         self._default_engine: InferenceEngine | None = None
@@ -205,8 +229,11 @@ class Scheduler:
         self._handed: set[asyncio.Task[None]] = set()
         self._to_hand_off: list[Any] = []  # their coroutines, until the drain loop ends
         self._children = 0
-        self._quiet: asyncio.Future[None] | None = None
+        self._quiet: anyio.Event | None = None
         self._crash: BaseException | None = None
+        #: The run is failing (``on_error="raise"``), cancelled or over: nothing new
+        #: starts (no node, retry or hand-off), whatever finishes late.
+        self._stopped = False
 
         self.errors: dict[str, BaseException] = {}
         self.skip_reasons: dict[str, str] = {}
@@ -223,12 +250,6 @@ class Scheduler:
 
         # The graph's node table, read directly (no method call per lookup).
         self._info = graph._nodes
-        if graph._running:
-            raise RuntimeError(
-                "this SpanGraph is already being run: a compiled graph runs once at a time "
-                "(its nodes hold the run's state). Wait for that run, or compile() the "
-                "spans again."
-            )
         graph._running = True
         try:
             if not (graph._fresh and self._take_fresh(graph)):
@@ -345,30 +366,40 @@ class Scheduler:
             asyncio.get_running_loop()
         except RuntimeError:
             self._inline = False  # not asyncio (trio): always start generations as tasks
+        error: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self._drain()
-                if self._inline:
-                    await self._join_handed()
+                await self._join()
+        except BaseExceptionGroup as group:
+            # anyio wraps whatever leaves a task group; a lone error is raised as itself
+            # (below, outside this handler, so that the group is not its context).
+            error = _lone_error(group)
+            if error is None:
+                raise
         finally:
+            self._stopped = True
             self._tg = None
             self._settle()
             self.close()
+        if error is not None:
+            raise error
         if self._crash is not None:
             raise self._crash
 
-    async def _join_handed(self) -> None:
+    async def _join(self) -> None:
         """Wait until no handed-off generation and no child of the task group is left
         (either may start the other). If the wait is cancelled (``on_error="raise"``,
-        a cancelled caller, KeyboardInterrupt), cancel the handed-off generations and
-        wait, shielded, until each has marked its thunk cancelled."""
-        loop = asyncio.get_running_loop()
+        a cancelled caller, KeyboardInterrupt), the run stops: nothing new starts
+        from then on (``_stopped``), the handed-off generations are cancelled, and
+        the wait goes on, shielded, until each has marked its thunk cancelled."""
         try:
             while self._handed or self._children:
-                self._quiet = loop.create_future()
-                await self._quiet
+                self._quiet = anyio.Event()
+                await self._quiet.wait()
         except BaseException:
+            self._stopped = True
             for task in self._handed:
                 task.cancel()
             with anyio.CancelScope(shield=True):
@@ -386,6 +417,11 @@ class Scheduler:
         self._to_hand_off.append(coro)
 
     def _make_handed_tasks(self) -> None:
+        if self._stopped:  # the run is over or failing: these never start
+            for coro in self._to_hand_off:
+                coro.close()
+            self._to_hand_off.clear()
+            return
         create_task, handed = asyncio.get_running_loop().create_task, self._handed
         for coro in self._to_hand_off:
             task = create_task(coro)
@@ -404,12 +440,14 @@ class Scheduler:
 
     def _wake(self) -> None:
         quiet = self._quiet
-        if quiet is not None and not self._handed and not self._children and not quiet.done():
-            quiet.set_result(None)
+        if quiet is not None and not self._handed and not self._children:
+            quiet.set()
 
     def _start_soon(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Start a child of the run's task group (counted, so ``execute`` waits for it)."""
-        assert self._tg is not None
+        """Start a child of the run's task group (counted, so ``execute`` waits for it);
+        none once the run has stopped."""
+        if self._stopped or self._tg is None:
+            return
         self._children += 1
         self._tg.start_soon(self._child, fn, args)
 
@@ -422,8 +460,11 @@ class Scheduler:
 
     def _drain(self) -> None:
         """Start every ready node that capacity allows. Re-entrant calls just return:
-        nodes made ready meanwhile are picked up by the loop already running."""
-        if self._draining:
+        nodes made ready meanwhile are picked up by the loop already running. Once the
+        run has stopped (failing with ``on_error="raise"``, cancelled, or over), nothing
+        starts: a result that arrives late (a shielded task, say) is kept on its
+        thunk, and what it made ready stays unstarted."""
+        if self._draining or self._stopped:
             return
         self._draining = True
         try:
@@ -433,7 +474,7 @@ class Scheduler:
             # function up for specialisation on calls and unconditional backward jumps
             # only, and this loop runs a whole graph from one call.
             while True:
-                if not ready:
+                if not ready or self._stopped:
                     break
                 node = by_order[pop(ready)]
                 if node._status is not READY:
@@ -576,6 +617,9 @@ class Scheduler:
         except TimeoutError as exc:
             self._release(engine, node)
             error = self._timed_out(exc)
+            # The protocol saw a cancellation; the scheduler knows it was this node's
+            # timeout, a failure (which the retry policy may retry).
+            thunk._reset()
             thunk._set_failed(error)
             self._attempt_failed(node, error)
             self._drain()
@@ -636,7 +680,9 @@ class Scheduler:
         except Exception as exc:
             self._attempt_failed(node, exc)
             return
-        if inspect.isawaitable(result):
+        # Spans first: a pending thunk is awaitable too, and awaiting it is not how a
+        # span a task returned is run (it joins this run's graph, in _task_returned).
+        if not is_span(result) and (inspect.isawaitable(result) or inspect.isasyncgen(result)):
             self._start_soon(self._await_task_result, node, result)
             return
         self._task_returned(node, result)
@@ -651,9 +697,14 @@ class Scheduler:
         await self._await_task_result(node, awaitable)
 
     async def _await_task_result(self, node: NodeInfo, awaitable: Any) -> None:
+        """Await what an async task (or a sync one) returned: a coroutine's result, or
+        every item of an async generator."""
         try:
             with self._deadline():
-                result = await awaitable
+                if inspect.isasyncgen(awaitable):
+                    result: Any = [item async for item in awaitable]
+                else:
+                    result = await awaitable
         except anyio.get_cancelled_exc_class():
             self._cancel_node(node)
             raise
@@ -679,6 +730,13 @@ class Scheduler:
         return error
 
     def _task_returned(self, node: NodeInfo, result: Any) -> None:
+        """A task's attempt returned ``result``: the spans in it join this run's graph
+        (and the task waits for them), else the task is done."""
+        try:
+            result = materialise(result)  # one-shot iterators, walked more than once below
+        except Exception as exc:
+            self._attempt_failed(node, exc)
+            return
         spans = spans_in(result)
         for thunk in node.thunks:
             thunk.meta["result"] = result
@@ -713,7 +771,7 @@ class Scheduler:
         result = node.thunks[0].meta.get("result")
         try:
             parsed = resolve(result)
-            text = _task_text(result)
+            text = task_text(result)
         except Exception as exc:
             self._attempt_failed(node, exc)
             return
@@ -858,15 +916,16 @@ class Scheduler:
         if self.first_failure is None:
             self.first_failure = node.id
         if self.on_error == "raise":
-            assert self._tg is not None
-            self._tg.cancel_scope.cancel()
+            self._stopped = True  # before anything else can start
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
             return
         self._skip_downstream(node, f"input {path} failed: {type(error).__name__}: {error}")
 
     async def _retry_after(self, node: NodeInfo, delay: float) -> None:
         if delay > 0:
             await self._sleep(delay)
-        if node._status == PENDING:
+        if node._status == PENDING and not self._stopped:
             self._make_ready(node)
             self._drain()
 
@@ -910,11 +969,24 @@ class Scheduler:
             if state in _FINAL:
                 continue
             for thunk in node.thunks:
-                thunk._claimed = False
                 if thunk.state is ThunkState.RUNNING:
                     thunk._set_cancelled()
+                thunk._release()  # a pending thunk's waiters learn that no run holds it
             if state == RUNNING:
                 node._status = CANCELLED
+
+
+def _lone_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one error inside ``group`` (through nested groups), or ``None`` if several."""
+    errors: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, BaseExceptionGroup):
+            stack.extend(item.exceptions)
+        else:
+            errors.append(item)
+    return errors[0] if len(errors) == 1 else None
 
 
 def _finished_before(thunks: list[ModelOutputThunk[Any]]) -> bool:
@@ -922,15 +994,7 @@ def _finished_before(thunks: list[ModelOutputThunk[Any]]) -> bool:
         if thunk.state is ThunkState.DONE:
             for alias in thunks:
                 if alias is not thunk and alias.state is not ThunkState.DONE:
+                    alias._reset()  # (a new run's explicit way out of a final state)
                     alias._copy_result(thunk)
             return True
     return False
-
-
-def _task_text(result: Any) -> str:
-    """How a task's result appears in a prompt."""
-    if is_span(result):
-        return render_span(result).text
-    if isinstance(result, list | tuple) and result and all(is_span(r) for r in result):
-        return "\n".join(render_span(r).text for r in result)
-    return str(result)

@@ -1,21 +1,29 @@
 """``@task``: a Python function as a graph node.
 
 Arguments may be thunks (or any spans); the scheduler resolves thunks to
-their parsed values before the call. A task may return new spans or thunks
-(or lists, tuples and dicts holding them): the scheduler compiles and runs
-them in the same run, and the task finishes when they have. A task's own
-thunk can be a part of a component; it renders as its result's text.
+their parsed values before the call. A task may return any value holding
+spans: one span, a list, tuple, set or dict of them, a pydantic model or a
+dataclass with span fields, nested at any depth, or a one-shot iterator (a
+generator, ``map``...) of them, which is materialised into a list once.
+Every span in it is compiled into the running graph and runs in the same
+run (its engine, limits, cache and tracing), and the task finishes when
+they have. A task's own thunk can be a part of a component; it renders as
+its result's text.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+import io
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from ..nodes import ModelOutputThunk, is_span
+from pydantic import BaseModel
+
+from ..nodes import ModelOutputThunk, is_span, render_span
 from ..nodes._digest import canonical_json
 
 P = ParamSpec("P")
@@ -64,47 +72,140 @@ class TaskProducer:
         return canonical_json({"task": name, "args": args})
 
 
+# -- values holding spans ------------------------------------------------------------
+#
+# One rule says where spans may sit inside a task's arguments and inside what it
+# returns: in lists, tuples, sets (and other sequences and sets), in the values of
+# mappings, in the fields of pydantic models and dataclasses, at any depth. Other
+# objects are leaves. ``_children`` and ``_rebuilt`` are that rule; the walk, the
+# resolution to results and the parameters' placeholders all go through them.
+
+
+def _children(value: Any) -> list[Any] | None:
+    """The values inside ``value`` where spans may sit, or ``None`` for a leaf."""
+    if isinstance(value, list | tuple):
+        return list(value)
+    if isinstance(value, str | bytes | bytearray | memoryview):
+        return None
+    if isinstance(value, Mapping):
+        return list(value.values())
+    if isinstance(value, BaseModel):
+        return [getattr(value, name) for name in type(value).model_fields]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [getattr(value, f.name) for f in dataclasses.fields(value)]
+    if isinstance(value, Set | Sequence):
+        return list(value)
+    return None
+
+
+def _rebuilt(value: Any, items: list[Any]) -> Any:
+    """``value`` with its children (as ``_children`` lists them) replaced by ``items``."""
+    if isinstance(value, list):
+        return items
+    if isinstance(value, tuple):
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, Mapping):
+        return dict(zip(value.keys(), items, strict=True))
+    if isinstance(value, BaseModel):
+        return value.model_copy(update=dict(zip(type(value).model_fields, items, strict=True)))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = [f.name for f in dataclasses.fields(value)]
+        return dataclasses.replace(value, **dict(zip(names, items, strict=True)))
+    if isinstance(value, frozenset):
+        return frozenset(items)
+    if isinstance(value, Set):
+        return set(items)
+    return items
+
+
+def _map_spans(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """``value`` with every span in it replaced by ``fn(span)`` (containers rebuilt
+    only where something in them changed)."""
+    if is_span(value):
+        return fn(value)
+    items = _children(value)
+    if items is None:
+        return value
+    mapped = [_map_spans(item, fn) for item in items]
+    if all(new is old for new, old in zip(mapped, items, strict=True)):
+        return value
+    return _rebuilt(value, mapped)
+
+
 def _walk_values(value: Any) -> list[Any]:
+    """The spans in ``value``, in order (depth first)."""
     out: list[Any] = []
     stack = [value]
     while stack:
         item = stack.pop()
         if is_span(item):
             out.append(item)
-        elif isinstance(item, list | tuple):
-            stack.extend(reversed(item))
-        elif isinstance(item, Mapping):
-            stack.extend(reversed(list(item.values())))
+            continue
+        items = _children(item)
+        if items:
+            stack.extend(reversed(items))
     return out
 
 
 def _replace_spans(value: Any) -> Any:
     """The arguments with spans replaced by placeholders (spans are the node's inputs)."""
-    if is_span(value):
-        return {"$span": True}
-    if isinstance(value, list | tuple):
-        return [_replace_spans(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _replace_spans(v) for k, v in value.items()}
-    return value
+    return _map_spans(value, _placeholder)
+
+
+def _placeholder(span: Any) -> Any:
+    return {"$span": True}
 
 
 def resolve(value: Any) -> Any:
-    """Replace thunks by their parsed values (inside lists, tuples and dicts too)."""
-    if isinstance(value, ModelOutputThunk):
-        return value.parsed
-    if isinstance(value, list):
-        return [resolve(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(resolve(v) for v in value)
-    if isinstance(value, dict):
-        return {k: resolve(v) for k, v in value.items()}
-    return value
+    """Replace thunks by their parsed values (wherever ``_children`` finds them)."""
+    return _map_spans(value, _parsed)
+
+
+def _parsed(span: Any) -> Any:
+    return span.parsed if isinstance(span, ModelOutputThunk) else span
+
+
+def materialise(value: Any) -> Any:
+    """``value`` with every one-shot iterator in it (a generator, ``map``, ``zip``...)
+    replaced by a list of what it yields, so that it can be walked more than once.
+    (An async generator is collected by the scheduler before this.)"""
+    if is_span(value):
+        return value
+    if _one_shot(value):
+        return [materialise(item) for item in value]
+    items = _children(value)
+    if items is None:
+        return value
+    done = [materialise(item) for item in items]
+    if all(new is old for new, old in zip(done, items, strict=True)):
+        return value
+    return _rebuilt(value, done)
+
+
+def _one_shot(value: Any) -> bool:
+    return isinstance(value, Iterator) and not isinstance(value, io.IOBase) and not is_span(value)
 
 
 def spans_in(value: Any) -> list[Any]:
     """The spans a task returned, in order."""
     return _walk_values(value)
+
+
+def task_text(result: Any) -> str:
+    """How a task's result appears in a prompt: a span's rendered text, the lines of a
+    sequence of spans, else the result (its thunks resolved) as text (a pydantic
+    model as JSON)."""
+    if is_span(result):
+        return render_span(result).text
+    if isinstance(result, list | tuple) and result and all(is_span(r) for r in result):
+        return "\n".join(render_span(r).text for r in result)
+    resolved = resolve(result)
+    if isinstance(resolved, BaseModel):
+        try:
+            return resolved.model_dump_json()
+        except ValueError:
+            return str(resolved)
+    return str(resolved)
 
 
 class Task:

@@ -35,7 +35,6 @@ from ._thunk import (
     ThunkState,
     Timings,
     Usage,
-    set_driver,
 )
 
 __all__ = [
@@ -77,7 +76,6 @@ __all__ = [
     "own_segment",
     "parse_as",
     "render_span",
-    "set_driver",
     "span_id",
     "span_label",
 ]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import anyio
+import anyio.lowlevel
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
@@ -18,6 +19,16 @@ if TYPE_CHECKING:
     from ._component import Span
 
 T = TypeVar("T")
+
+_NOT_HELD = (
+    "thunk is pending and no run holds it; awaiting or streaming a thunk never starts a "
+    "run: run it with spangraph.run(thunk) or await spangraph.arun(thunk), or start arun() "
+    "(as a task, say) before awaiting or streaming it"
+)
+_RELEASED = (
+    "the run that held this thunk ended without running it (the run failed or was "
+    "cancelled first); run it again with spangraph.run()"
+)
 
 
 class ThunkState(enum.Enum):
@@ -218,9 +229,11 @@ class ModelOutputThunk(Generic[T]):
         return self._wait().__await__()
 
     async def _wait(self) -> str:
-        if self.state is ThunkState.PENDING and not self._claimed and _driver is not None:
-            await _driver(self)
-        if not self.state.finished:
+        """Wait for the run that holds this thunk; never start one (see ``stream``)."""
+        await self._check_held()
+        while not self.state.finished:
+            if not self._claimed:
+                raise ThunkNotDoneError(_RELEASED, path=self._label())
             if self._done_event is None:
                 self._done_event = anyio.Event()
             await self._done_event.wait()
@@ -233,26 +246,40 @@ class ModelOutputThunk(Generic[T]):
 
         Works whether the thunk is still running (deltas arrive as the engine
         streams them) or already done (the recorded deltas, or the whole text
-        when the engine did not stream).
+        when the engine did not stream). Like ``await thunk``, it waits for the
+        run that holds the thunk and never starts one: a thunk no run holds
+        raises ``ThunkNotDoneError`` (run it with ``spangraph.run()`` or start
+        ``arun()`` first, e.g. as a task, then stream). Asked before the
+        generation has started, the engine streams it (if it can).
         """
         self.meta["stream"] = True  # ask the engine to stream, if it has not started yet
-        if self.state is ThunkState.PENDING and not self._claimed and _driver is not None:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_driver, self)
-                async for delta in self._follow():
-                    yield delta
-            return
+        await self._check_held()
         async for delta in self._follow():
             yield delta
 
+    async def _check_held(self) -> None:
+        """A pending thunk that no run holds gets one turn of the event loop, in which
+        a run started just before (``arun()`` made a task, say) takes it on; if none
+        does, it is an error: awaiting or streaming a thunk never starts a run."""
+        if self.state is ThunkState.PENDING and not self._claimed:
+            await anyio.lowlevel.checkpoint()
+            if self.state is ThunkState.PENDING and not self._claimed:
+                raise ThunkNotDoneError(_NOT_HELD, path=self._label())
+
     async def _follow(self) -> AsyncIterator[str]:
         index = 0
+        deltas = self._deltas
         while True:
-            while index < len(self._deltas):
+            if self._deltas is not deltas:
+                # A new attempt (a retry) streams afresh: its deltas start again.
+                deltas, index = self._deltas, 0
+            while index < len(deltas):
                 index += 1
-                yield self._deltas[index - 1]
+                yield deltas[index - 1]
             if self.state.finished:
                 break
+            if self.state is ThunkState.PENDING and not self._claimed:
+                raise ThunkNotDoneError(_RELEASED, path=self._label())
             if self._stream_event is None:
                 self._stream_event = anyio.Event()
             await self._stream_event.wait()
@@ -268,6 +295,11 @@ class ModelOutputThunk(Generic[T]):
         return True
 
     # -- writing (engines and the scheduler) -----------------------------------------
+
+    # A thunk never moves out of a final state (done, failed, cancelled, skipped) by
+    # these writers: a result that arrives late (after the run has given up on the
+    # thunk) is dropped. ``_reset`` is the one way back to pending: a new run of the
+    # node, or a retry of a failed attempt.
 
     def _set_running(self) -> None:
         self.state = ThunkState.RUNNING
@@ -288,6 +320,9 @@ class ModelOutputThunk(Generic[T]):
         timings: Timings | None = None,
         cache_hit: bool = False,
     ) -> None:
+        state = self.state
+        if state is not _RUNNING and state is not _PENDING:
+            return  # final already (see above)
         self._value = value
         self._parsed = parsed
         if usage is not None:
@@ -300,6 +335,8 @@ class ModelOutputThunk(Generic[T]):
             self._finish()
 
     def _set_failed(self, error: BaseException, *, raw: str | None = None) -> None:
+        if self.state.finished:
+            return
         self.error = error
         if raw is not None:
             self._value = raw
@@ -307,16 +344,22 @@ class ModelOutputThunk(Generic[T]):
         self._finish()
 
     def _set_cancelled(self) -> None:
+        if self.state.finished:
+            return
         self.state = ThunkState.CANCELLED
         self._finish()
 
     def _set_skipped(self, reason: str) -> None:
+        if self.state.finished:
+            return
         self.skip_reason = reason
         self.state = ThunkState.SKIPPED
         self._finish()
 
     def _copy_result(self, other: ModelOutputThunk[Any]) -> None:
         """Give this thunk the outcome of ``other`` (an equal node already computed)."""
+        if self.state.finished:
+            return
         self._deltas = list(other._deltas) if other._deltas else ()
         self.usage, self.timings, self.cache_hit = other.usage, other.timings, other.cache_hit
         self.error, self.skip_reason = other.error, other.skip_reason
@@ -330,6 +373,11 @@ class ModelOutputThunk(Generic[T]):
         self._value = self._parsed = self.error = self.skip_reason = None
         self._deltas = ()
         self.usage, self.timings, self.cache_hit = _NO_USAGE, _NO_TIMINGS, False
+
+    def _release(self) -> None:
+        """The run that held this thunk lets go of it unfinished: waiters wake (and raise)."""
+        self._claimed = False
+        self._finish()
 
     def _finish(self) -> None:
         if self._done_event is not None:
@@ -348,6 +396,9 @@ class ModelOutputThunk(Generic[T]):
     ) -> core_schema.CoreSchema:
         return core_schema.is_instance_schema(cls)
 
+
+_PENDING = ThunkState.PENDING
+_RUNNING = ThunkState.RUNNING
 
 #: The options of a generation declared without any (one shared, read-only mapping).
 NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
@@ -395,16 +446,3 @@ class GenerationProducer:
 
 
 _PLAIN_GENERATION = '{"options":{},"sample":0,"state":""}'
-
-Driver = Callable[[ModelOutputThunk[Any]], Coroutine[Any, Any, None]]
-_driver: Driver | None = None
-
-
-def set_driver(driver: Driver | None) -> None:
-    """Register what ``await thunk`` uses to run a thunk nobody has scheduled.
-
-    ``spangraph.graph`` registers its ``arun`` here, so awaiting a pending
-    thunk runs it (and what it needs) on the default engine.
-    """
-    global _driver
-    _driver = driver
