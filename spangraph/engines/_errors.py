@@ -17,6 +17,12 @@ class EngineUnavailable(EngineError):
         super().__init__(f"{message} ({url})" if url else message)
 
 
+class EngineResponseError(EngineError):
+    """The server answered, but not with a completion: a body that is not JSON, or JSON
+    of another shape (a proxy's error page, a wrong ``base_url``). The message has the
+    status, the content type and the start of the body."""
+
+
 class TransientEngineError(EngineError):
     """A failure worth retrying: 5xx, a timeout, an overloaded server."""
 
@@ -46,6 +52,7 @@ __all__ = [
     "ContextLengthError",
     "EngineError",
     "EngineRequestError",
+    "EngineResponseError",
     "EngineUnavailable",
     "InvalidOptionError",
     "ModelFileError",

@@ -24,6 +24,7 @@ from ._errors import (
     ContextLengthError,
     EngineError,
     EngineRequestError,
+    EngineResponseError,
     EngineUnavailable,
     TransientEngineError,
 )
@@ -137,17 +138,18 @@ class OpenAIEngine(InferenceEngine):
 
     async def _complete(self, request: Request) -> Completion:
         args = self._arguments(request)
+        chat = self.capabilities.mode == "chat"
+        endpoint = self._client.chat.completions if chat else self._client.completions
         try:
-            if self.capabilities.mode == "chat":
-                response: Any = await self._client.chat.completions.create(**args)
-                choice = response.choices[0]
-                text = choice.message.content or ""
-            else:
-                response = await self._client.completions.create(**args)
-                choice = response.choices[0]
-                text = choice.text or ""
+            raw = await endpoint.with_raw_response.create(**args)
         except Exception as exc:
             raise self._map_error(exc) from exc
+        try:
+            response: Any = raw.parse()
+            choice = response.choices[0]
+            text = (choice.message.content if chat else choice.text) or ""
+        except Exception as exc:
+            raise _not_a_completion(self.base_url, raw.status_code, raw.headers, raw.text) from exc
         return Completion(
             _unwrapped(text, request.schema),
             choice.finish_reason,
@@ -171,6 +173,12 @@ class OpenAIEngine(InferenceEngine):
                 stream: Any = await self._client.chat.completions.create(**args)
             else:
                 stream = await self._client.completions.create(**args)
+            response = getattr(stream, "response", None)
+            if response is not None and "event-stream" not in response.headers.get(
+                "content-type", ""
+            ):
+                body = (await response.aread()).decode(errors="replace")
+                raise _not_a_completion(self.base_url, response.status_code, response.headers, body)
             async for chunk in stream:
                 last = chunk
                 if chunk.usage is not None:
@@ -185,6 +193,10 @@ class OpenAIEngine(InferenceEngine):
                         finish = choice.finish_reason
         except Exception as exc:
             raise self._map_error(exc) from exc
+        if last is None:
+            raise EngineResponseError(
+                f"{self.base_url} answered with an event stream that held no completion chunk"
+            )
         text = _unwrapped("".join(pieces), request.schema)
         if wrapped:
             yield text
@@ -192,6 +204,9 @@ class OpenAIEngine(InferenceEngine):
 
     def _map_error(self, exc: Exception) -> EngineError:
         import openai
+
+        if isinstance(exc, EngineError):
+            return exc  # already says what it is
 
         if isinstance(exc, openai.APITimeoutError):
             return TransientEngineError(f"request to {self.base_url} timed out")
@@ -202,13 +217,20 @@ class OpenAIEngine(InferenceEngine):
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             message = _error_message(exc)
+            said = f"{self.base_url} answered {status}: {message}"
             if status == 429 or status >= 500:
-                return TransientEngineError(f"server answered {status}: {message}")
+                return TransientEngineError(said)
             if "context" in message.lower() and (
                 "exceed" in message.lower() or "length" in message.lower()
             ):
-                return ContextLengthError(f"server answered {status}: {message}")
-            return EngineRequestError(f"server answered {status}: {message}")
+                return ContextLengthError(said)
+            return EngineRequestError(said)
+        if isinstance(exc, ValueError | KeyError | TypeError | AttributeError | IndexError):
+            # The client could not read what the server sent (a stream that is not one).
+            return EngineResponseError(
+                f"{self.base_url} answered with something that is not a completion stream "
+                f"({type(exc).__name__}: {_excerpt(str(exc))})"
+            )
         return EngineError(f"{type(exc).__name__}: {exc}")
 
     async def aclose(self) -> None:
@@ -251,7 +273,28 @@ def _error_message(exc: Any) -> str:
             return str(inner["message"])
         if isinstance(inner, str):
             return inner
+    response = getattr(exc, "response", None)
+    text = getattr(response, "text", "") if response is not None else ""
+    if response is not None and text:  # not an OpenAI-style error body (a proxy's page)
+        kind = response.headers.get("content-type", "?")
+        return f"a {kind} body: {_excerpt(text)!r}"
     return str(getattr(exc, "message", "")) or type(exc).__name__
+
+
+def _excerpt(text: str, limit: int = 160) -> str:
+    """The start of a body, on one line, for an error message."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "…"
+
+
+def _not_a_completion(base_url: str, status: int, headers: Any, body: str) -> EngineResponseError:
+    """A server answered, but not with a completion (not JSON, or JSON of another shape)."""
+    kind = headers.get("content-type", "?") if headers is not None else "?"
+    return EngineResponseError(
+        f"{base_url} answered {status} with a {kind} body that is not a completion: "
+        f"{_excerpt(body)!r}. Is base_url the server's OpenAI-compatible root (often ending "
+        "in /v1), and is nothing (a proxy, a login page) answering in its place?"
+    )
 
 
 def _wrapped(schema: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -296,7 +296,10 @@ def _walk(
     for index, root in enumerate(roots):
         label = span_label(root) if len(roots) == 1 else f"roots[{index}]:{span_label(root)}"
         label = prefix + label
-        known = obj_ids.get(id(root)) or seen(root)
+        try:
+            known = obj_ids.get(id(root)) or seen(root)
+        except SpanError as exc:  # a block's id, computed on first use, found it bad
+            raise exc.at(label) from None
         if known is not None:
             root_ids.append(known)
             continue
@@ -311,8 +314,11 @@ def _walk(
             if nxt < len(kids):
                 top[3] = nxt + 1
                 kid = kids[nxt]
-                if id(kid) in obj_ids or seen(kid) is not None:
-                    continue
+                try:
+                    if id(kid) in obj_ids or seen(kid) is not None:
+                        continue
+                except SpanError as exc:  # a block's id, computed on first use, found it bad
+                    raise exc.at(paths.path(frame) + _step(span, nxt, len(kids))) from None
                 if id(kid) in on_path:
                     step = _step(span, nxt, len(kids))
                     raise CycleError(_cycle_text(stack, kid), path=paths.path(frame) + step)

@@ -11,10 +11,11 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, PlainValidator, PrivateAttr
+from pydantic import BaseModel, ConfigDict, PlainValidator, PrivateAttr, ValidationError
 
 from ._cblock import CBlock
-from ._errors import DigestError, TemplateError
+from ._digest import check_text
+from ._errors import DigestError, ParameterError, TemplateError
 from ._fastrender import compile_render
 from ._parsing import output_schema, parse_as
 from ._prompt import Prompt
@@ -96,11 +97,29 @@ class Component(BaseModel, Generic[T]):
                 if name in kwargs:
                     raise TypeError(f"{type(self).__name__} got two values for {name!r}")
                 kwargs[name] = value
-        super().__init__(**kwargs)
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            raise _span_given_to_parameter(type(self), exc, kwargs) or exc from None
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
+        cls._sg_classify()
+
+    @classmethod
+    def __pydantic_on_complete__(cls) -> None:
+        # A class whose annotations name a class defined later (a forward reference)
+        # is complete only once pydantic rebuilds it (``model_rebuild()``, or on its
+        # first use): its fields are classified again then, so that a field annotated
+        # with a component defined later is a part, not a parameter.
+        super().__pydantic_on_complete__()
+        if globals().get("Component") is not None:  # (not Component itself, being made)
+            cls._sg_classify()
+
+    @classmethod
+    def _sg_classify(cls) -> None:
+        """Split the fields into parts and parameters, and prepare the class's render."""
         parts: list[str] = []
         lists: set[str] = set()
         params: list[str] = []
@@ -125,8 +144,6 @@ class Component(BaseModel, Generic[T]):
         cls._sg_flat_steps = (
             cls._sg_template_steps if cls._sg_render_items is Component._sg_render_items else None
         )
-        # The class's own render, without the general walk: compiled from its template's
-        # steps, else (items arranged in code, or no template) from its render plan.
         if (
             cls.parse_output is Component.parse_output
             and cls.output_schema.__func__ is Component.output_schema.__func__  # type: ignore[attr-defined]
@@ -272,6 +289,8 @@ class Component(BaseModel, Generic[T]):
             value = values[name]
             if type(value) not in _PLAIN:
                 break
+            if type(value) is str and not value.isascii():
+                check_text(value, f"parameter {name!r}")
             fast.append(f"{name}={value!r}")
         else:
             # Plain scalars: their repr is canonical, and far cheaper than JSON.
@@ -326,9 +345,35 @@ _RESERVED = frozenset(
         "format_param",
     }
 )
+_BRACES = "A literal brace in a template is written twice: {{ for {, }} for }"
 _NEWLINE = Text("\n")
 _BLANK_LINE = Text("\n\n")
 _PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _span_given_to_parameter(
+    cls: type[Component[Any]], error: ValidationError, given: Mapping[str, Any]
+) -> ParameterError | None:
+    """A clearer error when a span (a thunk, usually) was given for a parameter field:
+    a parameter is plain data, and a thunk's text does not exist before it has run."""
+    from ._span import is_span
+
+    for problem in error.errors():
+        loc = problem.get("loc") or ()
+        name = loc[0] if loc else None
+        if not isinstance(name, str) or name in cls._sg_part_fields:
+            continue
+        value = given.get(name)
+        if is_span(value):
+            annotation = cls.model_fields[name].annotation if name in cls.model_fields else None
+            return ParameterError(
+                f"a parameter (annotated {getattr(annotation, '__name__', annotation)}) "
+                f"was given a {type(value).__name__}; a span's text may not exist yet "
+                "(a thunk's exists once it has run). Declare the field as a part, "
+                f"'{name}: Span', and the prompt gets the span's text when it is rendered",
+                path=f"{cls.__name__}.{name}",
+            )
+    return None
 
 
 def _short(value: Any) -> str:
@@ -395,7 +440,7 @@ def _parse_template(
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise TemplateError(
-            f"{cls.__name__}.template is not a valid format string: {exc}"
+            f"{cls.__name__}.template is not a valid format string: {exc}. {_BRACES}"
         ) from None
     known = set(cls.model_fields)
     used: set[str] = set()
@@ -404,7 +449,8 @@ def _parse_template(
         if field is not None:
             if not field.isidentifier():
                 raise TemplateError(
-                    f"{cls.__name__}.template: field {{{field}}} must be a plain field name"
+                    f"{cls.__name__}.template: field {{{field}}} must be a plain field name. "
+                    f"{_BRACES}"
                 )
             if field not in known:
                 raise TemplateError(

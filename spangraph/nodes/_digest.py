@@ -35,9 +35,31 @@ def digest(kind: str, cls: str, params: str, children: Iterable[str]) -> str:
     # Fields are joined by NUL: kind and class names never contain it, and
     # parameters are JSON or repr text, which escape control characters.
     material = "\x00".join((kind, cls, params, *children))
-    return blake2b(material.encode(), digest_size=DIGEST_SIZE).hexdigest()
+    try:
+        return blake2b(material.encode(), digest_size=DIGEST_SIZE).hexdigest()
+    except UnicodeEncodeError:
+        check_text(params, "a parameter")
+        raise
 
 
 def digest_text(kind: str, text: str, flag: bool) -> str:
     material = f"{kind}\x00{'1' if flag else '0'}\x00{text}"
-    return blake2b(material.encode(), digest_size=DIGEST_SIZE).hexdigest()
+    try:
+        return blake2b(material.encode(), digest_size=DIGEST_SIZE).hexdigest()
+    except UnicodeEncodeError:
+        check_text(text, "text")
+        raise
+
+
+def check_text(text: str, what: str) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate, from bytes decoded with
+    ``surrogateescape`` or a bad ``\\ud800`` escape): no engine can take it, and it has no
+    UTF-8 form to digest. A ``DigestError``; the walk adds the span path."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise DigestError(
+            f"{what} holds a lone surrogate ({text[exc.start]!r} at index {exc.start}), which "
+            "is not valid Unicode: decode the source bytes with errors='replace' (or fix the "
+            "escape that made it)"
+        ) from None

@@ -43,6 +43,11 @@ class DigestError(SpanError, TypeError):
     """A parameter cannot be serialised into a content digest."""
 
 
+class ParameterError(SpanError, TypeError):
+    """A component's parameter field was given a span; declare the field as a part
+    (annotate it ``Span``) to have the span's text in the prompt."""
+
+
 class MissingProducerError(SpanError):
     """A thunk has no producer: it was not declared with ``generate()``."""
 

@@ -337,8 +337,11 @@ def span_id(root: object) -> str:
         if nxt < len(kids):
             top[3] = nxt + 1
             kid = kids[nxt]
-            if id(kid) in local or cached_id(kid) is not None:
-                continue
+            try:
+                if id(kid) in local or cached_id(kid) is not None:
+                    continue
+            except SpanError as exc:  # a block's id, computed on first use, found it bad
+                raise exc.at(paths.path(frame) + _step(span, nxt, len(kids))) from None
             if id(kid) in on_path:
                 raise CycleError(
                     _cycle_text(stack, kid), path=paths.path(frame) + _step(span, nxt, len(kids))
@@ -480,16 +483,33 @@ def _render_custom(component: ComponentLike, role: str | None, path: str) -> lis
             path=path,
         )
     allowed = _ids_below(component)
-    for seg in prompt.segments:
+    for index, seg in enumerate(prompt.segments):
         if seg.span_id not in allowed:
+            name = type(component).__name__
             raise SpanError(
-                f"{type(component).__name__}.render() produced text from span {seg.span_id} "
-                "that parts() does not return; parts() must list every span it renders",
+                f"{name}.render() uses the text of {_where_held(component, seg.span_id, index)}, "
+                "which parts() does not return; parts() must list every span that render() "
+                "uses (the graph is built from parts())",
                 path=path,
             )
     if role is None:
         return list(prompt.segments)
     return [Segment(s.text, s.span_id, s.cache, s.role or role, s.label) for s in prompt.segments]
+
+
+def _where_held(component: object, span_id_: str, index: int) -> str:
+    """Where ``component`` holds the span with id ``span_id_``: the attribute (and index)
+    it sits in, as a path such as ``Report.extra`` or ``Report.notes[2]``; else the
+    prompt segment it was found in."""
+    name = type(component).__name__
+    values = getattr(component, "__dict__", {})
+    for attribute, value in values.items():
+        items = value if isinstance(value, list | tuple) else (value,)
+        for position, item in enumerate(items):
+            if is_span(item) and span_id(item) == span_id_:
+                where = f"[{position}]" if items is value else ""
+                return f"{type(item).__name__} {name}.{attribute}{where}"
+    return f"a span outside it (prompt segment {index})"
 
 
 def _ids_below(root: object) -> set[str]:
