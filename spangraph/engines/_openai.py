@@ -29,6 +29,8 @@ from ._errors import (
     TransientEngineError,
 )
 from ._options import EXTRA_PREFIX
+from ._schema import compact_schema
+from ._secret import Secret
 from ._types import Capabilities, Completion, Request
 
 _WRAP_KEY = "value"
@@ -57,6 +59,7 @@ class OpenAIEngine(InferenceEngine):
         timeout: float = 120.0,
         max_concurrency: int = 8,
         defaults: Mapping[str, Any] | None = None,
+        compact_json: bool = False,
     ) -> None:
         super().__init__(defaults=defaults)
         if importlib.util.find_spec("openai") is None:  # pragma: no cover - install-dependent
@@ -69,7 +72,10 @@ class OpenAIEngine(InferenceEngine):
         self._model = model
         self.max_concurrency = max_concurrency
         self.capabilities = Capabilities(streaming=True, json_schema=True, mode=mode)
-        self._api_key = _Secret(api_key or "none")
+        self._api_key = Secret(api_key or "none")
+        #: Send JSON schemas with llguidance's compact-JSON option (``x-guidance``):
+        #: llama.cpp and vLLM's guidance backend honour it; OpenAI may refuse the key.
+        self.compact_json = compact_json
         self._timeout = timeout
         # One client per event loop: an httpx pool belongs to the loop that
         # opened it, and each synchronous run() has a loop of its own.
@@ -98,7 +104,10 @@ class OpenAIEngine(InferenceEngine):
         return self._model
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self._model, "base_url": self.base_url}
+        fingerprint = {"kind": self.kind, "model": self._model, "base_url": self.base_url}
+        if self.compact_json:  # another constraint, other outputs
+            fingerprint["json"] = "compact"
+        return fingerprint
 
     def server_address(self) -> tuple[str, int] | None:
         parts = urlsplit(self.base_url)
@@ -121,6 +130,8 @@ class OpenAIEngine(InferenceEngine):
             elif name in self.wire_names:
                 args[self.wire_names[name]] = list(value) if name == "stop" else value
         schema = _wrapped(request.schema)
+        if schema is not None and self.compact_json:
+            schema = compact_schema(schema)
         if self.capabilities.mode == "chat":
             args["messages"] = [{"role": t.role, "content": t.content} for t in request.messages()]
             if schema is not None:
@@ -246,23 +257,6 @@ class OpenAIEngine(InferenceEngine):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._clients = weakref.WeakKeyDictionary()
-
-
-class _Secret:
-    """A string that never shows itself in a repr, a str or a traceback's locals."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "_Secret('***')"
-
-    __str__ = __repr__
 
 
 def _error_message(exc: Any) -> str:
