@@ -259,6 +259,8 @@ class KVPrefixStore:
             return self._drop(digest, checksum, "was saved by another model")
         try:
             st = path.stat()
+        except FileNotFoundError:
+            return self._drop(digest, checksum, "is missing")
         except OSError as exc:
             return self._drop(digest, checksum, f"cannot be read ({exc.strerror})")
         if st.st_size != size:
