@@ -167,8 +167,18 @@ class KVPrefixStore:
                 _private_file(path)
         conn = sqlite3.connect(index, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA journal_mode=WAL")
-        return conn
+        # Switching to WAL takes a lock that SQLite's busy timeout does not wait for:
+        # two processes opening a new index at once would see "database is locked".
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return conn
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    conn.close()
+                    raise
+                time.sleep(0.02)
 
     @contextlib.contextmanager
     def _writing(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
