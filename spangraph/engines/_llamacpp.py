@@ -503,7 +503,8 @@ class LlamaCppEngine(InferenceEngine):
         defaults: Mapping[str, Any] | None = None,
     ) -> OpenAIEngine:
         """An ``OpenAIEngine`` on this engine's own llama.cpp server (loading it), with
-        the server's key inside (it is never shown) and compact JSON decoding.
+        the server's key inside (it is never shown) and compact JSON decoding
+        (``json_mode="llguidance"``).
 
         The server is this engine's: once the engine is closed, the ``OpenAIEngine``
         gets ``EngineUnavailable``. ``mode="chat"`` uses the model's chat template.
@@ -518,7 +519,7 @@ class LlamaCppEngine(InferenceEngine):
             mode=mode,
             max_concurrency=max_concurrency or self.max_concurrency,
             defaults=defaults,
-            compact_json=True,
+            json_mode="llguidance",
         )
 
     # -- KV prefix reuse -------------------------------------------------------------------

@@ -10,6 +10,11 @@ outside strings (``{"name":"Paris","country":"France"}``). llama.cpp's own
 JSON-schema-to-GBNF conversion (builds without llguidance) ignores the key
 and bounds whitespace anyway (at most two newlines and 20 spaces per gap).
 
+llama.cpp's OpenAI-compatible chat endpoint turns ``response_format`` into
+GBNF even in llguidance builds; ``llguidance_grammar`` is the grammar
+llama.cpp itself makes of a ``json_schema`` in those builds, compact, for
+its ``grammar`` extension (``OpenAIEngine(json_mode="llguidance")``).
+
 What this does not bound is a string's content: a model can repeat words
 inside a string until ``max_tokens``; ``Field(max_length=...)`` (a
 ``maxLength`` in the schema) bounds that.
@@ -17,6 +22,7 @@ inside a string until ``max_tokens``; ``Field(max_length=...)`` (a
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 #: llguidance's JSON options: no whitespace between tokens.
@@ -28,3 +34,8 @@ def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
     if "x-guidance" in schema:
         return schema
     return {"x-guidance": dict(COMPACT_JSON), **schema}
+
+
+def llguidance_grammar(schema: dict[str, Any]) -> str:
+    """A llguidance grammar for JSON of ``schema``, compact (llama.cpp's ``grammar``)."""
+    return "%llguidance {}\nstart: %json " + json.dumps(compact_schema(schema))
