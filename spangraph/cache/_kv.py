@@ -29,10 +29,10 @@ other. A temporary file is never restored (only indexed names are), and
 those of writers that died are deleted when a store opens, with real-named
 files that have no row (a writer killed between the rename and the row).
 
-Verifying costs a read of the file (sha256, ~1.7 GB/s here: a 1,500-token
-prefix of the packaged model is ~48 MB); a file already verified by this
-store is not read again while its inode, size, mtime and ctime are
-unchanged (any write changes the ctime).
+Verifying reads the whole file (its cost against a restore and a prefill
+is in ``docs/design/engine-edges.md``); a file this store has verified is
+not read again while its inode, size, mtime and ctime are unchanged (any
+write changes the ctime).
 
 The folder (when the store makes it), the index and the files are the
 user's alone (0700/0600), whatever the umask: a slot file decodes back to
