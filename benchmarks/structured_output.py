@@ -14,7 +14,7 @@ The same through ``OpenAIEngine`` in chat mode against the same server:
 allows up to two newlines and 20 spaces or tabs per gap) against
 ``json_mode="llguidance"``.
 
-    python benchmarks/structured_output.py [samples per hint, default 4]
+    python benchmarks/structured_output.py [samples per hint, default 4] [only: e.g. chat]
 """
 
 from __future__ import annotations
@@ -123,7 +123,11 @@ class MeasuredChat(OpenAIEngine):
     def __init__(self, server: LlamaCppEngine, json_mode: Any) -> None:
         shared = server.shared()
         super().__init__(
-            f"{shared.address}/v1", api_key=shared._key.reveal(), mode="chat", json_mode=json_mode
+            f"{shared.address}/v1",
+            api_key=shared._key.reveal(),
+            mode="chat",
+            json_mode=json_mode,
+            defaults=server.defaults,  # max_tokens 256, as the embedded engine's
         )
         self.seen: list[tuple[int, str | None, str]] = []
 
@@ -172,6 +176,7 @@ def measure(engine: Any, component: type[Component[Any]], hints: list[str], seed
 
 def main() -> None:
     seeds = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+    only = sys.argv[2] if len(sys.argv) > 2 else ""  # run only the ways whose name has it
     with tempfile.TemporaryDirectory() as kv:
         server = Measured(kv_dir=kv, flexible=False, kv_cache=False)
         engines: dict[str, InferenceEngine] = {
@@ -183,6 +188,8 @@ def main() -> None:
         results: dict[str, dict[str, str]] = {}
         for case, (component, hints) in CASES.items():
             for name, engine in engines.items():
+                if only not in name:
+                    continue
                 results.setdefault(case, {})[name] = measure(engine, component, hints, seeds)
                 print(f"{case:24s} {name:22s} {results[case][name]}", flush=True)
         for engine in engines.values():

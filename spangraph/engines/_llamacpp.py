@@ -508,6 +508,7 @@ class LlamaCppEngine(InferenceEngine):
 
         The server is this engine's: once the engine is closed, the ``OpenAIEngine``
         gets ``EngineUnavailable``. ``mode="chat"`` uses the model's chat template.
+        Its defaults are this engine's (``max_tokens`` 256), then ``defaults``.
         """
         from ._openai import OpenAIEngine
 
@@ -518,7 +519,7 @@ class LlamaCppEngine(InferenceEngine):
             model=self.model,
             mode=mode,
             max_concurrency=max_concurrency or self.max_concurrency,
-            defaults=defaults,
+            defaults={**self.defaults, **(defaults or {})},
             json_mode="llguidance",
         )
 
