@@ -1,8 +1,10 @@
 """Tracing: OpenTelemetry spans for every run, the LogDAG built from them, and its drawing.
 
-``capture_content`` turns on recording of prompt and output text on
-generation spans (``"SPAN_ONLY"``); ``None`` defers to the environment
-variable ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
+``capture_content`` turns on recording of free text on spans (``"SPAN_ONLY"``):
+prompts and outputs, error messages, skip and validation reasons, text
+options; ``None`` defers to the environment variable
+``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``. Without it, spans
+carry such a text's length and ``text_digest`` instead.
 """
 
 from ._emit import NodeMeta, RunTracer, capture_mode

@@ -17,12 +17,40 @@ Mapping:
 
 Spans are created when a node ends, with the start and end times recorded
 by the events, so that every upstream span context already exists (they
-are reported finished, through ``SpanSink``: see ``_provider``). Prompt
-and output text are recorded only when content capture is on
+are reported finished, through ``SpanSink``: see ``_provider``).
+
+Content: no free text on a span unless the user opted in. Content capture
 (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=SPAN_ONLY`` or
-``spangraph.tracing.capture_content``), each message cut at
-``CONTENT_LIMIT`` characters. Secrets are never recorded: engines do not
-put them in their records.
+``spangraph.tracing.capture_content = "SPAN_ONLY"``) is read once per run
+(``capture_mode``), and the tracer's ``FreeText`` (``_text``) then sets
+every attribute and status that could hold text the run did not make up
+(off: the default; on: ``SPAN_ONLY``):
+
+- prompt and output: off, nothing (the token counts are there); on,
+  ``gen_ai.input.messages`` and ``gen_ai.output.messages``, each message
+  cut at ``CONTENT_LIMIT`` characters;
+- an error's message (a failed node's, a retried attempt's, the run's):
+  ``error.type`` in both; off, ``spangraph.error.message_length`` and
+  ``spangraph.error.message_digest``, and the span status says only the
+  type; on, ``spangraph.error.message`` and the status (500 characters);
+- a skip reason: off, ``input <span path> failed: <error type>``; on, the
+  reason with the error's message;
+- a sampler attempt's validation reasons (they quote outputs, judge
+  verdicts, requirement descriptions): off,
+  ``spangraph.validation.reason_length`` and ``_digest``; on,
+  ``spangraph.validation.reason`` (1000 characters);
+- options that hold text (``stop``, ``extra:``): off, each string as
+  ``{"length": …, "digest": …}`` in ``spangraph.request.options``; on, the
+  text.
+
+A digest is ``text_digest`` of the text (blake2b, 16 hex digits), so a
+caller who holds the text (an exception, ``Run.failed``) can find its
+span. ``system`` is never in ``spangraph.request.options``: it is part of
+the prompt. Every other attribute is structural in both modes: ids,
+kinds, statuses, counts, engine and model names, numeric options, and
+labels and span paths (class names, function names and part indexes,
+never parameters). No span gets an exception event. Secrets are never
+recorded: engines do not put them in their records.
 """
 
 from __future__ import annotations
