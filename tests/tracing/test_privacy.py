@@ -67,7 +67,7 @@ CANARY = {
             "pydantic",  # a pydantic ValidationError quoting a task's input
             "retry",  # a retried attempt's error
             "dynamic",  # a prompt of a node a task added at run time
-            "partial",  # an argument bound into a task's function (never content)
+            "partial",  # bound into a task's function: a partial, a callable object
         )
     )
 }
@@ -112,6 +112,19 @@ def fan(text: str) -> list[Any]:
 
 def shout(prefix: str, text: str) -> str:
     return f"{prefix}: {text}"
+
+
+class Shouter:
+    """A callable object whose repr quotes what it holds."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def __call__(self, text: str) -> str:
+        return shout(self.prefix, text)
+
+    def __repr__(self) -> str:
+        return f"Shouter({self.prefix!r})"
 
 
 def quotes_output(text: str) -> ValidationResult:
@@ -164,12 +177,14 @@ def program() -> list[Any]:
     skipped_by_task = after(explode(answer))
     skipped_by_pydantic = after(check_person(answer))
     partial = task(functools.partial(shout, CANARY["partial"]))(answer)
+    shouted = task(Shouter(CANARY["partial"]))(answer)
     return [
         sampled,
         skipped_by_parse,
         skipped_by_task,
         skipped_by_pydantic,
         partial,
+        shouted,
         flaky,
         fan(answer),
     ]
@@ -283,6 +298,8 @@ def test_capture_off_no_canary_in_any_artifact(
 
     # What stands in: error types, lengths and digests, structural skip reasons.
     attributes = [dict(s.attributes or {}) for s in found.spans]
+    labels = {a.get(sc.NODE_LABEL) for a in attributes}
+    assert {"task(partial(shout))", "task(Shouter)"} <= labels
     types = {a.get(sc.ERROR_TYPE) for a in attributes}
     assert {"ParseError", "ValueError", "ValidationError", "TransientEngineError"} <= types
     for a in attributes:
