@@ -98,7 +98,7 @@ class FreeText:
     def error(self, attributes: dict[str, Any], error: BaseException) -> Status:
         """Record ``error`` on a span's attributes; the span's status."""
         kind = type(error).__name__
-        message = _message(error)
+        message = str(error)
         attributes[sc.ERROR_TYPE] = kind
         self.put(attributes, sc.ERROR_MESSAGE, message, ERROR_LIMIT)
         return Status(StatusCode.ERROR, message[:ERROR_LIMIT] if self.captured else kind)
@@ -137,13 +137,6 @@ class FreeText:
 
 def _cut(text: str) -> str:
     return text if len(text) <= CONTENT_LIMIT else text[:CONTENT_LIMIT] + "…[truncated]"
-
-
-def _message(error: BaseException) -> str:
-    try:
-        return str(error)
-    except Exception:  # a user's exception whose __str__ fails
-        return f"<unprintable {type(error).__name__}>"
 
 
 def _plain(value: Any) -> Any:

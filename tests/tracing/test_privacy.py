@@ -396,6 +396,41 @@ def test_capture_off_an_error_leaving_the_run_is_no_span_event(
     assert CANARY["task"] not in span_text(run_span)
 
 
+def test_free_text_rule_without_structure() -> None:
+    """What no run above makes: a skip event with only a reason, an option holding a
+    mapping. With capture off, the text gives way to its length and digest."""
+    from spangraph import events as ev
+    from spangraph.tracing._text import FreeText
+
+    reason = f"upstream said {CANARY['task']}"
+    withheld: dict[str, Any] = {}
+    FreeText("NO_CONTENT").skip(withheld, ev.NodeSkipped("n", reason=reason))
+    assert withheld == {
+        sc.SKIP_REASON + "_length": len(reason),
+        sc.SKIP_REASON + "_digest": text_digest(reason),
+    }
+    shown: dict[str, Any] = {}
+    FreeText("SPAN_ONLY").skip(shown, ev.NodeSkipped("n", reason=reason))
+    assert shown == {sc.SKIP_REASON: reason}
+    grammar = {"rule": CANARY["extra"]}
+    options = {"extra:grammar": grammar, "extra:n": 3, "extra:on": True, "stop": ("a", "bc")}
+    off = json.loads(FreeText("NO_CONTENT").options(options))
+    assert off == {
+        "extra:grammar": {
+            "length": len(json.dumps(grammar)),
+            "digest": text_digest(json.dumps(grammar)),
+        },
+        "extra:n": 3,
+        "extra:on": True,
+        "stop": [
+            {"length": 1, "digest": text_digest("a")},
+            {"length": 2, "digest": text_digest("bc")},
+        ],
+    }
+    on = json.loads(FreeText("SPAN_ONLY").options(options))
+    assert on == {"extra:grammar": grammar, "extra:n": 3, "extra:on": True, "stop": ["a", "bc"]}
+
+
 @pytest.mark.real
 def test_capture_off_on_the_real_engine(
     llama: Any,
