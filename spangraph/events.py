@@ -56,6 +56,7 @@ class NodeDeclared(Event):
 class NodeFinished(Event):
     cache_hit: bool = False
     #: Extra span attributes (a sampler attempt's validation result, say), or None.
+    #: String values are free text: on spans only with content capture on.
     attributes: Mapping[str, Any] | None = None
 
 
@@ -74,7 +75,13 @@ class NodeRetried(Event):
 
 @dataclass(slots=True)
 class NodeSkipped(Event):
+    """A node skipped because an input failed. ``reason`` quotes the error's message
+    (free text: on spans only with content capture on); ``input_path`` (the failed
+    input's span path) and ``error_type`` are structural."""
+
     reason: str = ""
+    input_path: str = ""
+    error_type: str = ""
 
 
 @dataclass(slots=True)

@@ -352,11 +352,18 @@ class _Tracing:
 @contextlib.contextmanager
 def _active(tracing: _Tracing | None) -> Iterator[None]:
     """The run span is the current span while the run executes, so spans that
-    user code opens in tasks (and their worker threads) nest under it."""
+    user code opens in tasks (and their worker threads) nest under it. An error
+    leaving the run is not recorded here (an exception event would quote its
+    message): the tracer's ``end`` records it, by the run's capture mode."""
     if tracing is None:
         yield
         return
-    with otel_trace.use_span(tracing.tracer.run_span, end_on_exit=False):
+    with otel_trace.use_span(
+        tracing.tracer.run_span,
+        end_on_exit=False,
+        record_exception=False,
+        set_status_on_exception=False,
+    ):
         yield
 
 

@@ -920,7 +920,7 @@ class Scheduler:
             if self._tg is not None:
                 self._tg.cancel_scope.cancel()
             return
-        self._skip_downstream(node, f"input {path} failed: {type(error).__name__}: {error}")
+        self._skip_downstream(node, path, error)
 
     async def _retry_after(self, node: NodeInfo, delay: float) -> None:
         if delay > 0:
@@ -929,7 +929,9 @@ class Scheduler:
             self._make_ready(node)
             self._drain()
 
-    def _skip_downstream(self, node: NodeInfo, reason: str) -> None:
+    def _skip_downstream(self, node: NodeInfo, path: str, error: BaseException) -> None:
+        error_type = type(error).__name__
+        reason = f"input {path} failed: {error_type}: {error}"
         todo = [*node._users, *self._dynamic_users.get(node.id, ())]
         while todo:
             user = todo.pop()
@@ -947,7 +949,7 @@ class Scheduler:
                 thunk._claimed = False
             emit = self._emit if user._work else self._emit_pure
             if emit is not None:
-                emit(ev.NodeSkipped(user.id, reason=reason))
+                emit(ev.NodeSkipped(user.id, reason=reason, input_path=path, error_type=error_type))
             todo.extend(user._users)
             todo.extend(self._dynamic_users.get(user.id, ()))
 
