@@ -19,6 +19,7 @@ import networkx as nx
 
 from ..nodes import CBlock, CycleError, ModelOutputThunk, SpanError, children_of, span_label
 from ..nodes._digest import digest
+from ..tracing import capture_mode
 from ..nodes._span import (
     _KINDS as _span_kinds,
 )
@@ -82,7 +83,12 @@ class NodeInfo:
 
 
 def node_label(span: Any, kind: str) -> str:
+    """A node's label in drawings: its class or producer, and for a block its text's
+    start when content capture is on (``spangraph.tracing.capture_mode``), else only
+    its length, like the run's spans."""
     if isinstance(span, CBlock):
+        if capture_mode() != "SPAN_ONLY":
+            return f"CBlock ({len(span.text)} chars)"
         text = " ".join(span.text.split())
         return repr(text if len(text) <= 28 else text[:25] + "...")
     return span_label(span)

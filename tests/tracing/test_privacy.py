@@ -275,6 +275,7 @@ def artifacts(
     lines = otlp.read_text().splitlines()
     texts["OTLP/JSON file"] = "\n".join(s for line in lines for s in strings(json.loads(line)))
     texts["DOT source"] = result.log.to_graphviz().source
+    texts["the compiled graph's DOT source"] = result.graph.to_graphviz().source
     drawn = result.log.render(tmp_path / "trace.svg")
     # SVG escapes characters (a "-" is "&#45;"): grep what it shows.
     texts[f"drawing ({drawn.suffix})"] = html.unescape(drawn.read_text())
