@@ -63,9 +63,7 @@ def digest(path: pathlib.Path) -> str:
 
 def modes(folder: pathlib.Path) -> dict[str, int]:
     """The permission bits of everything under ``folder`` (itself excluded), by relative path."""
-    return {
-        str(p.relative_to(folder)): p.stat().st_mode & 0o777 for p in sorted(folder.rglob("*"))
-    }
+    return {str(p.relative_to(folder)): p.stat().st_mode & 0o777 for p in sorted(folder.rglob("*"))}
 
 
 @contextlib.contextmanager
