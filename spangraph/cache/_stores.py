@@ -112,9 +112,14 @@ class MemoryStore:
                 self.stats.expired += 1
                 self.stats.misses += 1
                 return None
+            value = json.loads(text)
+            if not isinstance(value, dict):  # only put() writes here, but get's promise holds
+                self._drop(key)
+                self.stats.bad_rows += 1
+                self.stats.misses += 1
+                return None
             self._data.move_to_end(key)
             self.stats.hits += 1
-        value: dict[str, Any] = json.loads(text)
         return value
 
     def put(self, key: str, value: Mapping[str, Any], ttl: float | None = None) -> None:
@@ -187,8 +192,15 @@ _LEASE_TABLE = (
     "host TEXT NOT NULL, pid INTEGER NOT NULL, started INTEGER NOT NULL, expires REAL NOT NULL)"
 )
 #: Rows are read as bytes, so that SQLite never decodes (and never quotes in an
-#: error) a value that is not UTF-8: such a row is a bad row like any other.
-_SELECT_ROW = "SELECT CAST(value AS BLOB), CAST(checksum AS BLOB), expires FROM memo WHERE key = ?"
+#: error) a value that is not UTF-8: such a row is a bad row like any other. The
+#: row's own key is read from the table by rowid (a plain ``key`` would be read
+#: from the index the lookup went through): a damaged index that points at
+#: another key's row then gives a bad row, never another prompt's entry.
+_SELECT_ROW = (
+    "SELECT CAST(m.value AS BLOB), CAST(m.checksum AS BLOB), m.expires, "
+    "(SELECT CAST(t.key AS BLOB) FROM memo AS t WHERE t.rowid = m.rowid) "
+    "FROM memo AS m WHERE m.key = ?"
+)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 #: What a file at the store's path turned out to be.
 _EMPTY, _MEMO, _FOREIGN, _NOT_A_DATABASE = "empty", "memo", "foreign", "not a database"
@@ -604,7 +616,7 @@ class SQLiteStore:
             if row is None:
                 self.stats.misses += 1
                 return None
-            read = _read_row(row)
+            read = _read_row(row, key)
             if read is None:
                 self._bad_row(key)
                 return None
@@ -624,6 +636,12 @@ class SQLiteStore:
         self.stats.bad_rows += 1
         self.stats.misses += 1
         self._try(lambda: self._conn.execute("DELETE FROM memo WHERE key = ?", (key,)))
+
+    def reject(self, key: str) -> None:
+        """The value under ``key`` is not a memo entry: count a bad row, delete it."""
+        with self._lock:
+            self.stats.bad_rows += 1
+            self._try(lambda: self._conn.execute("DELETE FROM memo WHERE key = ?", (key,)))
 
     def _try(self, write: Callable[[], object]) -> None:
         """A write that is only worth doing (an access time, a bad row's deletion):
@@ -719,7 +737,7 @@ class SQLiteStore:
         a lease that is no longer live is in the way."""
         row = self._conn.execute(_SELECT_ROW, (key,)).fetchone()
         if row is not None:
-            read = _read_row(row)
+            read = _read_row(row, key)
             if read is not None and (read[1] is None or read[1] > time.time()):
                 return Claim(read[0]), False
         lease = self._conn.execute(
@@ -911,10 +929,10 @@ def _sqlite_header(header: bytes) -> bool:
     return len(header) == 100 and header.startswith(_SQLITE_MAGIC)
 
 
-def _read_row(row: tuple[Any, ...]) -> tuple[dict[str, Any], float | None] | None:
+def _read_row(row: tuple[Any, ...], key: str) -> tuple[dict[str, Any], float | None] | None:
     """A row's JSON object and expiry, or ``None`` for a bad row."""
-    raw, checksum, expires = row
-    if not isinstance(raw, bytes) or not isinstance(checksum, bytes):
+    raw, checksum, expires, own_key = row
+    if not isinstance(raw, bytes) or not isinstance(checksum, bytes) or own_key != key.encode():
         return None
     if checksum != blake2b(raw, digest_size=16).hexdigest().encode():
         return None

@@ -59,13 +59,16 @@ class MemoRoute:
     """The memo a request was looked up in: store, policy, key, and whether step 3
     asked the store for the key's lease (so a failure must give it back)."""
 
-    __slots__ = ("claimed", "key", "policy", "store")
+    __slots__ = ("bad", "claimed", "key", "policy", "store")
 
     def __init__(self, store: Store, policy: CachePolicy, key: str) -> None:
         self.store = store
         self.policy = policy
         self.key = key
         self.claimed = False
+        #: Whether a value under the key was refused already (a store that cannot
+        #: drop it returns it again: it is reported once).
+        self.bad = False
 
 
 def look_up(request: Request, store: Store, policy: CachePolicy, key: str) -> Completion | None:
@@ -132,11 +135,13 @@ def _serve(request: Request, route: MemoRoute, value: Any) -> Completion | None:
     try:
         entry = MemoEntry.from_json(value)
     except ValueError:
-        with contextlib.suppress(Exception):
-            reject = getattr(route.store, "reject", None)
-            if reject is not None:
-                reject(route.key)
-        _report_bad(request, route, 1)
+        if not route.bad:
+            route.bad = True
+            with contextlib.suppress(Exception):
+                reject = getattr(route.store, "reject", None)
+                if reject is not None:
+                    reject(route.key)
+            _report_bad(request, route, 1)
         return None
     thunk = request.thunk
     if thunk is not None:
