@@ -376,18 +376,17 @@ class SQLiteStore:
     def _inspect(self) -> tuple[str, str]:
         """What the file is, found without writing anything (see the class docstring)."""
         header = self._read_header()
-        if header and not _sqlite_header(header):
-            # Ask SQLite too: it waits for a writer's lock, so a memo whose first page
+        if header and not header.startswith(_SQLITE_MAGIC):
+            # Ask SQLite first: it waits for a writer's lock, so a memo whose first page
             # another process is writing right now is not taken for garbage.
-            if self._sqlite_says_not_a_database():
+            if not self._sqlite_says_not_a_database():
+                header = self._read_header()
+            if header and not header.startswith(_SQLITE_MAGIC):
                 return _NOT_A_DATABASE, "is not an SQLite database"
-            header = self._read_header()
-            if header and not _sqlite_header(header):
-                raise MemoStoreError(
-                    self.path, "cannot be told apart from an SQLite database: move it away"
-                )
         if not header:
             return _EMPTY, ""
+        if not _valid_header(header):  # a first page is written whole: this is no database
+            return _NOT_A_DATABASE, "is not an SQLite database (its header is damaged)"
         app_id = int.from_bytes(header[68:72], "big")
         if app_id == APPLICATION_ID:
             return _MEMO, ""
@@ -925,8 +924,20 @@ def _foreign(app_id: int, names: list[str] | None) -> str:
     )
 
 
-def _sqlite_header(header: bytes) -> bool:
-    return len(header) == 100 and header.startswith(_SQLITE_MAGIC)
+def _valid_header(header: bytes) -> bool:
+    """Whether a file's first 100 bytes are an SQLite header that SQLite would open
+    (the checks SQLite makes itself, before it would look for a ``-wal``)."""
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        return False
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    return (
+        512 <= page_size <= 65536
+        and page_size & (page_size - 1) == 0
+        and header[18] in (1, 2)
+        and header[19] in (1, 2)
+        and header[21:24] == b"\x40\x20\x20"
+    )
 
 
 def _read_row(row: tuple[Any, ...], key: str) -> tuple[dict[str, Any], float | None] | None:

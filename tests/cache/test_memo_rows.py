@@ -187,3 +187,21 @@ def test_a_damaged_index_never_serves_another_keys_entry(tmp_path: pathlib.Path)
         assert values(thunks) == [expected(f"g{i}") for i in range(10)]
         if attempt == 0:  # the index entry that points at row 6 gave a bad row, not row 6
             assert store.moved_aside is None and result.cache_bad_entries >= 1
+
+
+def test_a_row_that_is_not_utf8_is_a_bad_row_whose_bytes_are_not_quoted(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "memo.db"
+    store = SQLiteStore(path)
+    store.put("k", GOOD)
+    store.put("j", GOOD)
+    conn = sqlite3.connect(path)
+    conn.execute(  # SQLite stores a blob cast to text as it is: not UTF-8
+        "UPDATE memo SET value = CAST(? AS TEXT) WHERE key = 'k'",
+        (b'{"text": "\xff\xfe' + SECRET.encode() + b'"}',),
+    )
+    conn.commit()
+    conn.close()
+    assert store.get("k") is None and store.stats.bad_rows == 1
+    assert store.keys() == ["j"] and store.get("j") == GOOD
