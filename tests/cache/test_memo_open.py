@@ -202,7 +202,7 @@ def test_paths_that_cannot_be_a_memo_are_clear_errors(tmp_path: pathlib.Path) ->
         with pytest.raises(MemoStoreError, match="cannot be created") as caught:
             SQLiteStore(locked / "memo.db")
         assert str(locked / "memo.db") in str(caught.value)
-        with pytest.raises(MemoStoreError, match="folder .* cannot be created"):
+        with pytest.raises(MemoStoreError, match=r"folder .* cannot be created"):
             SQLiteStore(locked / "deeper" / "memo.db")
 
 
