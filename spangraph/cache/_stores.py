@@ -343,6 +343,8 @@ class SQLiteStore:
         """Create the file (``0600``) and the folders it needs (``0700``)."""
         if os.path.lexists(self.path):
             return
+        if self.read_only:
+            raise MemoStoreError(self.path, "does not exist, and the store was asked to only read")
         self._make_folders(self.path.parent)
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -761,8 +763,11 @@ class SQLiteStore:
             self._leases.pop(key, None)
 
     def evict(self) -> None:
-        """Delete expired rows, then the least recently used beyond the budgets."""
-        if not self._with_ttl and self.max_entries is None and self.max_bytes is None:
+        """Delete expired rows, then the least recently used beyond the budgets
+        (nothing when read-only: the budgets are the writers' to keep)."""
+        if self.read_only or (
+            not self._with_ttl and self.max_entries is None and self.max_bytes is None
+        ):
             return
         now = time.time()
         with self._lock:
