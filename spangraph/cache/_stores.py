@@ -225,7 +225,8 @@ class SQLiteStore:
     - a spangraph memo is used as it is. One written by a newer spangraph
       (a newer schema) raises ``MemoStoreError`` and is left untouched;
       one damaged beyond use (its table gone, SQLite's ``quick_check``
-      failing) is set aside as below;
+      failing) is set aside as below (read as it is, with a warning, when
+      it is read-only);
     - an SQLite database of another program raises ``MemoStoreError`` and
       is left byte for byte as it was: it is read without a write (a WAL
       database without its ``-wal`` as immutable, so that no ``-wal`` or
@@ -245,8 +246,8 @@ class SQLiteStore:
     only when the store can write.
 
     **Bad rows.** A row whose bytes are not its checksum's, are not a JSON
-    object or cannot be read at all (SQLite reports the page corrupt) is a
-    bad row: ``get`` skips it (a miss, so the generation recomputes it),
+    object, belong to another key (a damaged index) or cannot be read at
+    all (SQLite reports the page corrupt) is a bad row: ``get`` skips it (a miss, so the generation recomputes it),
     counts it in ``stats.bad_rows`` and deletes it when it can. Its bytes
     never appear in a message.
 
@@ -261,6 +262,11 @@ class SQLiteStore:
     it expires, so a generation that runs longer than ``lease_timeout`` may
     be computed twice, never lost, and a waiter never waits longer than
     ``lease_timeout``. ``lease_timeout=None`` takes no leases.
+
+    Arguments: ``max_entries`` / ``max_bytes`` (budgets, least recently
+    used out first; ``None``: none), ``timeout`` (seconds an operation waits
+    for another process's lock), ``lease_timeout`` (above), ``read_only``
+    (never write: a missing file is then a ``MemoStoreError``, not a new memo).
     """
 
     name = "sqlite"
