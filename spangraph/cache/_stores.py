@@ -247,9 +247,10 @@ class SQLiteStore:
 
     **Bad rows.** A row whose bytes are not its checksum's, are not a JSON
     object, belong to another key (a damaged index) or cannot be read at
-    all (SQLite reports the page corrupt) is a bad row: ``get`` skips it (a miss, so the generation recomputes it),
-    counts it in ``stats.bad_rows`` and deletes it when it can. Its bytes
-    never appear in a message.
+    all (SQLite reports the page corrupt) is a bad row: ``get`` skips it
+    (a miss, so the generation recomputes it), counts it in
+    ``stats.bad_rows`` and deletes it when it can. Its bytes never appear in
+    a message.
 
     **In-flight leases.** With ``lease_timeout`` (seconds, default 300), a
     generation that misses takes a lease on its key before calling the
