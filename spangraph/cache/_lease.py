@@ -31,12 +31,13 @@ class Claim(NamedTuple):
     - ``value`` is not ``None``: the entry is there now; serve it.
     - ``wait``: another generation (in this process or another one) holds
       a live lease on the key; wait a little and claim again.
-    - neither: compute the key. The store may have taken a lease for it,
-      which its ``put(key, ...)`` or ``release(key)`` gives back.
+    - neither: compute the key. With ``leased``, the store took the key's
+      lease for it: its ``put(key, ...)`` or ``release(key)`` gives it back.
     """
 
     value: dict[str, Any] | None = None
     wait: bool = False
+    leased: bool = False
 
 
 class Owner(NamedTuple):

@@ -738,7 +738,7 @@ class SQLiteStore:
             self._leases[key] = token
             self.stats.leases += 1
             self.stats.lease_takeovers += stale
-            return Claim()
+            return Claim(leased=True)
 
     def _look(self, key: str) -> tuple[Claim | None, bool]:
         """The entry (a hit), a live lease (wait), or neither (``None``), and whether

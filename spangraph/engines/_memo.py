@@ -57,7 +57,7 @@ _NO_TIMINGS = Timings()
 
 class MemoRoute:
     """The memo a request was looked up in: store, policy, key, and whether step 3
-    asked the store for the key's lease (so a failure must give it back)."""
+    took the key's lease (so a failure must give it back)."""
 
     __slots__ = ("bad", "claimed", "key", "policy", "store")
 
@@ -89,7 +89,7 @@ def look_up(request: Request, store: Store, policy: CachePolicy, key: str) -> Co
         found = claim(key)
     except Exception:
         return None  # no lease: compute (a duplicate at worst), and put reports a broken store
-    route.claimed = True
+    route.claimed = found.leased
     if found.value is not None:
         return _serve(request, route, found.value)
     return AWAIT_ENTRY if found.wait else None
@@ -111,6 +111,7 @@ async def await_entry(request: Request) -> Completion | None:
         if found.value is not None:
             return _serve(request, route, found.value)
         if not found.wait:
+            route.claimed = found.leased
             return None
 
 

@@ -23,6 +23,7 @@ import anyio
 import pytest
 
 from spangraph import arun, run
+from spangraph.graph import RetryPolicy
 from spangraph.cache import SQLiteStore
 from spangraph.engines import Request, ScriptedEngine
 from tests.cache.memo_helpers import ROOT, answer, expected, fan, values
@@ -144,6 +145,34 @@ def test_generations_of_one_process_wait_for_each_other(tmp_path: pathlib.Path) 
     assert values(firsts) == values(seconds) == [expected(f"g{i}") for i in range(6)]
     assert engine.calls == 6 and sum(r.cache_hits for r in results) == 6
     assert leases(tmp_path / "memo.db") == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_waiter_that_gives_up_leaves_the_owners_lease(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "memo.db"
+    store = SQLiteStore(path)
+    owner_engine = ScriptedEngine(answer, latency=2.0)
+    seen: list[int] = []
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: arun(*fan(1), engine=owner_engine, cache=store, progress=False))
+            while not leases(path):
+                await anyio.sleep(0.01)
+            waiter = await arun(
+                *fan(1),
+                engine=ScriptedEngine(answer),
+                cache=store,
+                timeout=0.05,
+                on_error="continue",
+                retry=RetryPolicy(attempts=1),
+                progress=False,
+            )
+            assert len(waiter.failed) == 1  # it timed out waiting
+            seen.append(leases(path))  # the owner still computes under its lease
+
+    anyio.run(main)
+    assert seen == [1] and owner_engine.calls == 1 and leases(path) == 0 and len(store) == 1
 
 
 def test_a_failed_or_cancelled_generation_gives_its_lease_back(tmp_path: pathlib.Path) -> None:
