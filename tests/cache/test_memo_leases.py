@@ -23,9 +23,9 @@ import anyio
 import pytest
 
 from spangraph import arun, run
-from spangraph.graph import RetryPolicy
 from spangraph.cache import SQLiteStore
 from spangraph.engines import Request, ScriptedEngine
+from spangraph.graph import RetryPolicy
 from tests.cache.memo_helpers import ROOT, answer, expected, fan, values
 
 #: Long enough that a test which waited it out would hit pytest's timeout first.
