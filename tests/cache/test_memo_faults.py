@@ -23,7 +23,7 @@ import anyio
 import pytest
 
 from spangraph import CBlock, generate, run
-from spangraph.cache import CacheStats, MemoryStore, MemoStoreError, SQLiteStore
+from spangraph.cache import CacheStats, LayeredStore, MemoryStore, MemoStoreError, SQLiteStore
 from spangraph.engines import ScriptedEngine, cached
 from tests.cache.memo_helpers import (
     answer,
@@ -244,3 +244,27 @@ def test_the_real_engine_keeps_its_output_when_the_memo_cannot_be_written(
     assert result.status == "done" and thunk.value.strip() and not thunk.cache_hit
     assert thunk.usage.output_tokens > 0
     assert result.cache_write_errors == 1 and result.cache_misses == 1
+
+
+def test_a_memo_that_turns_read_only_while_open_still_serves_hits(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "memo.db"
+    filled_memo(path, 5)
+    store = SQLiteStore(path)
+    store._conn.execute("PRAGMA query_only=ON")  # SQLite now refuses every write
+    engine = ScriptedEngine(answer)
+    thunks = fan(7)
+    with pytest.warns(RuntimeWarning, match="put failed"):
+        result = run(*thunks, engine=engine, cache=store, progress=False)
+    assert values(thunks) == [expected(f"g{i}") for i in range(7)]
+    assert result.cache_hits == 5 and engine.calls == 2 and result.cache_write_errors == 2
+
+
+def test_a_failing_layer_does_not_stop_the_others() -> None:
+    front, back = MemoryStore(), FailingStore("get", "put", "evict")
+    layered = LayeredStore(front, back)
+    engine = ScriptedEngine(answer)
+    with pytest.warns(RuntimeWarning, match="FailingStore|LayeredStore"):
+        first = run(*fan(3), engine=engine, cache=layered, progress=False)
+    assert len(front) == 3 and first.cache_write_errors == 6 and first.cache_read_errors == 3
+    again = run(*fan(3), engine=engine, cache=layered, progress=False)  # the front serves them
+    assert again.cache_hits == 3 and again.cache_read_errors == 0 and engine.calls == 3
