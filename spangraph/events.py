@@ -103,6 +103,30 @@ class CacheHit(Event):
 
 
 @dataclass(slots=True)
+class CacheFailed(Event):
+    """An output-memo operation failed (``operation``: ``"get"``, ``"put"``,
+    ``"evict"`` or ``"release"``); the generation went on without it and kept
+    its output. ``store`` is the store's name, ``where`` its repr (its path)."""
+
+    store: str = ""
+    where: str = ""
+    operation: str = ""
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class CacheBadEntry(Event):
+    """The output memo held ``count`` entries under ``key`` that could not be used
+    (corrupt, or not the shape of a memo entry): skipped, and the generation
+    recomputed. ``store`` is the store's name, ``where`` its repr."""
+
+    store: str = ""
+    where: str = ""
+    key: str = ""
+    count: int = 1
+
+
+@dataclass(slots=True)
 class GenerationRecord(Event):
     """The telemetry step of one generation (issued by the engine, success or not).
 

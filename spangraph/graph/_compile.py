@@ -19,7 +19,6 @@ import networkx as nx
 
 from ..nodes import CBlock, CycleError, ModelOutputThunk, SpanError, children_of, span_label
 from ..nodes._digest import digest
-from ..tracing import capture_mode
 from ..nodes._span import (
     _KINDS as _span_kinds,
 )
@@ -37,6 +36,7 @@ from ..nodes._span import (
     cached_id,
     node_digest,
 )
+from ..tracing import capture_mode
 
 # A node's status in the run that is running its graph (the scheduler's state, kept on
 # the node; compile() leaves a new graph's nodes as a first run takes them on).
