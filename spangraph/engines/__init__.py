@@ -17,6 +17,7 @@ from ._errors import (
     InvalidOptionError,
     ModelFileError,
     ParseError,
+    SpangraphHomeError,
     TransientEngineError,
 )
 from ._options import CANONICAL as CANONICAL_OPTIONS
@@ -63,6 +64,7 @@ __all__ = [
     "ParseError",
     "Request",
     "ScriptedEngine",
+    "SpangraphHomeError",
     "TransientEngineError",
     "cached",
     "check_options",

@@ -586,12 +586,17 @@ class InferenceEngine:
 
     # 6
     def parse(self, action: Any, completion: Completion) -> Any:
-        """Parse the text with the action's ``parse_output`` (text for a CBlock)."""
+        """Parse the text with the action's ``parse_output`` (text for a CBlock).
+
+        A ``ParseError`` is placed at the generation, and says when the output was
+        cut off at ``max_tokens`` (``finish_reason == "length"``)."""
         if type(action) in TEXT_OUTPUT or isinstance(action, CBlock):
             return completion.text
         try:
             return action.parse_output(completion.text)
         except ParseError as exc:
+            if completion.finish_reason == "length":  # the token limit cut it off
+                exc = exc.cut_off(completion.usage.output_tokens)
             raise exc.at(f"generate({span_label(action)})") from None
 
     # 7

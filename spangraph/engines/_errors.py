@@ -45,7 +45,14 @@ class ContextLengthError(EngineRequestError):
 
 
 class ModelFileError(EngineError):
-    """The model file is missing or its digest does not match."""
+    """The model file is missing, is not a GGUF file, does not match its digest, or
+    llama.cpp cannot load it. The message names the file."""
+
+
+class SpangraphHomeError(ValueError):
+    """``SPANGRAPH_HOME`` (or an engine's ``home``) cannot be spangraph's folder: it
+    names an unset variable, is a file, or cannot be made or written. The message
+    names the setting and the path."""
 
 
 __all__ = [
@@ -57,5 +64,6 @@ __all__ = [
     "InvalidOptionError",
     "ModelFileError",
     "ParseError",
+    "SpangraphHomeError",
     "TransientEngineError",
 ]

@@ -10,7 +10,11 @@ by every engine object with that configuration (reference-counted; the last
 ``close()`` frees it and its threads). It has ``n_parallel`` slots; calls run
 in worker threads (``anyio.to_thread``), so that many generations really run
 at once. The server also listens on an ephemeral port on 127.0.0.1, which is
-what the KV-slot save/restore and tokenize endpoints are reached through.
+what the KV-slot save/restore and tokenize endpoints are reached through. It
+takes requests only with its key, a random one per server (``Secret``: it is
+in no repr, message, log or file), and sends no permissive CORS header, so
+neither another local process nor a web page can use it;
+``LlamaCppEngine.openai_engine()`` gives an ``OpenAIEngine`` holding the key.
 """
 
 from __future__ import annotations
@@ -22,18 +26,22 @@ import hashlib
 import json
 import os
 import pathlib
+import re
+import secrets
 import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
 import anyio.to_thread
 
 from ..cache import KVPrefixStore, prefix_key
+from ..cache._kv import private_dir
 from ..nodes import Timings, Usage
 from ._base import InferenceEngine
 from ._errors import (
@@ -41,12 +49,20 @@ from ._errors import (
     EngineError,
     EngineRequestError,
     ModelFileError,
+    SpangraphHomeError,
     TransientEngineError,
 )
 from ._options import EXTRA_PREFIX
+from ._schema import compact_schema
+from ._secret import Secret
 from ._types import Capabilities, Completion, Request
 
+if TYPE_CHECKING:
+    from ._openai import OpenAIEngine
+
 DEFAULT_MAX_TOKENS = 256
+#: The environment variable naming spangraph's folder (models, KV slot files).
+HOME_VARIABLE = "SPANGRAPH_HOME"
 
 # llama.cpp's CPU build uses OpenMP, whose workers spin while they wait. Next
 # to any other busy thread (the event loop, a second process) spinning makes
@@ -56,10 +72,51 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def spangraph_home() -> pathlib.Path:
-    """``$SPANGRAPH_HOME``, default ``~/.cache/spangraph``."""
-    return pathlib.Path(
-        os.environ.get("SPANGRAPH_HOME") or pathlib.Path.home() / ".cache" / "spangraph"
-    )
+    """``$SPANGRAPH_HOME`` with ``~`` and ``$VARIABLES`` expanded (default
+    ``~/.cache/spangraph``), made if missing (0700); see ``home_folder``."""
+    setting = os.environ.get(HOME_VARIABLE, "").strip()
+    if not setting:
+        return home_folder(pathlib.Path.home() / ".cache" / "spangraph", where=HOME_VARIABLE)
+    return home_folder(setting, where=HOME_VARIABLE)
+
+
+_UNEXPANDED = re.compile(r"\$(\w+|\{[^}]*\})")
+
+
+def home_folder(setting: str | os.PathLike[str], *, where: str) -> pathlib.Path:
+    """``setting`` as spangraph's folder: ``~`` and ``$VARIABLES`` expanded, made
+    absolute, made if missing (with its missing parents, 0700 whatever the umask).
+
+    Raises ``SpangraphHomeError`` naming ``where`` (the variable or argument) and
+    the path when the setting names an unset variable or an unknown user, is a
+    file, or cannot be made or written.
+    """
+    text = os.fspath(setting)
+    expanded = os.path.expandvars(os.path.expanduser(text))
+
+    def refuse(problem: str) -> SpangraphHomeError:
+        shown = f"{text!r}" if expanded == text else f"{text!r} (expanded: {expanded!r})"
+        return SpangraphHomeError(
+            f"{where}={shown} {problem}; set {where} to a folder spangraph can create and write"
+        )
+
+    unset = _UNEXPANDED.search(expanded)
+    if unset is not None:
+        raise refuse(f"names the variable {unset.group(0)}, which is not set")
+    if expanded.startswith("~"):
+        raise refuse(f"names the home of an unknown user ({expanded.split('/', 1)[0]})")
+    path = pathlib.Path(expanded).absolute()
+    try:
+        private_dir(path)
+    except NotADirectoryError:
+        raise refuse("is a file (or lies under one), not a folder") from None
+    except PermissionError:
+        raise refuse("cannot be created: permission denied") from None
+    except OSError as exc:
+        raise refuse(f"cannot be created: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise refuse("is not writable")
+    return path
 
 
 # -- the model file -----------------------------------------------------------------------
@@ -77,7 +134,7 @@ def default_model_path(home: pathlib.Path | None = None) -> tuple[pathlib.Path, 
     expected: str = gemma.EXPECTED_SHA256
     if _digest_record_matches(target, expected):
         return target, expected
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent)
     try:
         gemma.assemble(target)
     except (FileExistsError, ValueError) as exc:
@@ -90,15 +147,45 @@ def default_model_path(home: pathlib.Path | None = None) -> tuple[pathlib.Path, 
 
 
 def verify_model(path: pathlib.Path, sha256: str | None) -> str:
-    """The file's sha256 (cached beside it by size and mtime); checked when ``sha256`` is given."""
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist")
+    """The file's sha256 (cached beside it by size and mtime), once it is known to be
+    a GGUF file; checked when ``sha256`` is given."""
+    check_gguf(path)
     if sha256 is not None and _digest_record_matches(path, sha256):
         return sha256
     actual = _cached_digest(path)
     if sha256 is not None and actual != sha256.lower():
         raise ModelFileError(f"model file {path} has sha256 {actual}, expected {sha256.lower()}")
     return actual
+
+
+#: A GGUF file starts with these bytes, then its version (4 bytes), tensor and key counts (8 each).
+GGUF_MAGIC = b"GGUF"
+_GGUF_HEADER_BYTES = 24
+
+
+def check_gguf(path: pathlib.Path) -> None:
+    """Refuse (``ModelFileError``) a path that is not a readable GGUF file, before
+    llama.cpp gets it (it would fail later, mid-run, saying only "Failed to init")."""
+    if path.is_dir():
+        raise ModelFileError(f"model file {path} is a folder, not a GGUF file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(_GGUF_HEADER_BYTES)
+    except FileNotFoundError:
+        raise ModelFileError(f"model file {path} does not exist") from None
+    except OSError as exc:
+        raise ModelFileError(f"model file {path} cannot be read: {exc.strerror or exc}") from None
+    if head[:4] != GGUF_MAGIC:
+        raise ModelFileError(
+            f"model file {path} is not a GGUF file: it starts with {head[:4]!r}, not "
+            f"{GGUF_MAGIC!r} (an HTML error page or another format saved under a .gguf "
+            "name?); give llama.cpp a .gguf model"
+        )
+    if len(head) < _GGUF_HEADER_BYTES:
+        raise ModelFileError(
+            f"model file {path} is {len(head)} bytes, shorter than a GGUF header: "
+            "it is truncated; download it again"
+        )
 
 
 def _record_path(path: pathlib.Path) -> pathlib.Path:
@@ -171,24 +258,47 @@ class _Shared:
         params.hostnames = ["127.0.0.1"]
         params.port = 0
         params.verbosity = -1
+        # The server is for this process: every request needs its key, and no
+        # browser origin may read an answer (llama.cpp's defaults echo any Origin).
+        self._key = Secret(secrets.token_urlsafe(32))
+        params.api_keys = [self._key.reveal()]
+        params.cors_origins = ""
+        params.cors_origins_explicit = True
+        params.cors_credentials = False
+        params.cors_methods = ""
+        params.cors_headers = ""
         if config.slot_save_path:
-            pathlib.Path(config.slot_save_path).mkdir(parents=True, exist_ok=True)
+            private_dir(pathlib.Path(config.slot_save_path))
             # llama.cpp appends file names to this path as they are: it needs the slash.
             params.slot_save_path = config.slot_save_path.rstrip("/") + "/"
         self.config = config
-        self.server: Any = xlc.Server(params)
+        try:
+            self.server: Any = xlc.Server(params)
+        except RuntimeError as exc:
+            raise ModelFileError(
+                f"llama.cpp could not load the model file {config.model_path} ({exc}): it may "
+                "be truncated or corrupt, or of an architecture this llama.cpp does not know; "
+                "check its sha256, or download it again"
+            ) from None
         self.address: str = str(self.server.listening_address)
         self.refs = 0
         self.used = False
         self.slot_ctx = config.n_ctx // config.n_parallel
         self.slots = _Slots(config.n_parallel)
 
+    def headers(self) -> dict[str, str]:
+        """The headers of a request to this server (with its key)."""
+        return {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {self._key.reveal()}",
+        }
+
     def http(self, path: str, payload: Mapping[str, Any], timeout: float = 60.0) -> Any:
         """POST to the in-process server's own HTTP endpoint (loopback only)."""
         request = urllib.request.Request(
             f"{self.address}{path}",
             data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json"},
+            headers=self.headers(),
             method="POST",
         )
         try:
@@ -324,7 +434,11 @@ class LlamaCppEngine(InferenceEngine):
             raise ValueError(f"n_parallel must be >= 1, got {n_parallel}")
         if n_ctx < 256 * n_parallel:
             raise ValueError(f"n_ctx={n_ctx} leaves under 256 tokens per slot ({n_parallel} slots)")
-        self.home = pathlib.Path(home) if home is not None else spangraph_home()
+        self.home = (
+            home_folder(home, where="LlamaCppEngine(home=...)")
+            if home is not None
+            else spangraph_home()
+        )
         if model_path is None:
             path, digest = default_model_path(self.home)
         else:
@@ -345,7 +459,9 @@ class LlamaCppEngine(InferenceEngine):
         self._closed = False
         #: KV-prefix reuse for cache=True spans (off: every prompt is evaluated in full).
         self.kv_cache = kv_cache
-        self.kv_store = KVPrefixStore(self.config.slot_save_path, max_bytes=kv_max_bytes)
+        self.kv_store = KVPrefixStore(
+            self.config.slot_save_path, max_bytes=kv_max_bytes, model=self.model_sha256
+        )
 
     @property
     def model(self) -> str:
@@ -378,6 +494,33 @@ class LlamaCppEngine(InferenceEngine):
     async def load(self) -> None:
         """Load the model now, off the event loop (otherwise the first call loads it)."""
         await anyio.to_thread.run_sync(self.shared)
+
+    def openai_engine(
+        self,
+        *,
+        mode: Literal["chat", "completion"] = "completion",
+        max_concurrency: int | None = None,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> OpenAIEngine:
+        """An ``OpenAIEngine`` on this engine's own llama.cpp server (loading it), with
+        the server's key inside (it is never shown) and compact JSON decoding
+        (``json_mode="llguidance"``).
+
+        The server is this engine's: once the engine is closed, the ``OpenAIEngine``
+        gets ``EngineUnavailable``. ``mode="chat"`` uses the model's chat template.
+        """
+        from ._openai import OpenAIEngine
+
+        shared = self.shared()
+        return OpenAIEngine(
+            f"{shared.address}/v1",
+            api_key=shared._key.reveal(),
+            model=self.model,
+            mode=mode,
+            max_concurrency=max_concurrency or self.max_concurrency,
+            defaults=defaults,
+            json_mode="llguidance",
+        )
 
     # -- KV prefix reuse -------------------------------------------------------------------
 
@@ -416,18 +559,24 @@ class LlamaCppEngine(InferenceEngine):
     def _prepare_slot(
         self, shared: _Shared, slot: int, prefix: tuple[str, str]
     ) -> tuple[int, float]:
-        """Make ``slot`` hold the prefix; return the prompt tokens and milliseconds that took."""
+        """Make ``slot`` hold the prefix; return the prompt tokens and milliseconds that took.
+
+        A saved file is restored only once the store has verified it (size,
+        checksum, model: llama.cpp aborts the process on a truncated one); else
+        the prefix is prefilled and saved, under a temporary name that the
+        store renames into place once the file is complete.
+        """
         digest, text = prefix
         if shared.slots.holds[slot] == digest:
             return 0, 0.0
-        name = self.kv_store.filename(digest)
-        if self.kv_store.has(digest):
+        store = self.kv_store
+        if store.verified(digest):
             try:
-                shared.http(f"/slots/{slot}?action=restore", {"filename": name})
+                shared.http(f"/slots/{slot}?action=restore", {"filename": store.filename(digest)})
             except EngineRequestError:
-                pass  # unreadable file: fall through and prefill again
+                pass  # gone meanwhile, or too big for this slot: prefill it instead
             else:
-                self.kv_store.touch(digest)
+                store.touch(digest)
                 return 0, 0.0
         warm = shared.server.handle_completions(
             {"prompt": text, "n_predict": 1, "id_slot": slot, "cache_prompt": True}
@@ -436,8 +585,19 @@ class LlamaCppEngine(InferenceEngine):
         timings = warm.get("timings") or {}
         evaluated = int(timings.get("prompt_n", 0))
         tokens = evaluated + int(timings.get("cache_n", 0))
-        shared.http(f"/slots/{slot}?action=save", {"filename": name})
-        self.kv_store.record(digest, tokens)
+        temp = store.temp_name(digest)
+        try:
+            shared.http(f"/slots/{slot}?action=save", {"filename": temp})
+        except (EngineRequestError, OSError) as exc:
+            store.discard(temp)
+            warnings.warn(
+                f"could not save the KV state of prefix {digest} to {store.directory}: {exc}; "
+                "it is prefilled again when next needed",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        else:
+            store.commit(digest, temp, tokens)
         return evaluated, float(timings.get("prompt_ms", 0.0))
 
     # -- the primitive -------------------------------------------------------------------
@@ -450,7 +610,7 @@ class LlamaCppEngine(InferenceEngine):
             elif name in self.wire_names:
                 payload[self.wire_names[name]] = list(value) if name == "stop" else value
         if request.schema is not None:
-            payload["json_schema"] = request.schema
+            payload["json_schema"] = compact_schema(request.schema)
         return payload
 
     def _check_context(self, shared: _Shared, request: Request, payload: Mapping[str, Any]) -> None:

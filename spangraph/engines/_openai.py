@@ -29,6 +29,8 @@ from ._errors import (
     TransientEngineError,
 )
 from ._options import EXTRA_PREFIX
+from ._schema import llguidance_grammar
+from ._secret import Secret
 from ._types import Capabilities, Completion, Request
 
 _WRAP_KEY = "value"
@@ -57,6 +59,7 @@ class OpenAIEngine(InferenceEngine):
         timeout: float = 120.0,
         max_concurrency: int = 8,
         defaults: Mapping[str, Any] | None = None,
+        json_mode: Literal["schema", "llguidance"] = "schema",
     ) -> None:
         super().__init__(defaults=defaults)
         if importlib.util.find_spec("openai") is None:  # pragma: no cover - install-dependent
@@ -65,11 +68,21 @@ class OpenAIEngine(InferenceEngine):
             )
         if mode not in ("chat", "completion"):
             raise ValueError(f"mode must be 'chat' or 'completion', got {mode!r}")
+        if json_mode not in ("schema", "llguidance"):
+            raise ValueError(f"json_mode must be 'schema' or 'llguidance', got {json_mode!r}")
         self.base_url = base_url.rstrip("/")
         self._model = model
         self.max_concurrency = max_concurrency
         self.capabilities = Capabilities(streaming=True, json_schema=True, mode=mode)
-        self._api_key = _Secret(api_key or "none")
+        self._api_key = Secret(api_key or "none")
+        #: How structured output is asked for: ``"schema"``, the JSON schema as the
+        #: OpenAI API takes it (``response_format`` in chat mode, the ``json_schema``
+        #: extension in completion mode); ``"llguidance"``, a llguidance grammar of
+        #: the schema that allows no whitespace outside strings, as llama.cpp's
+        #: ``grammar`` extension (servers built with llguidance, as the embedded one:
+        #: ``LlamaCppEngine.openai_engine()``). llama.cpp turns ``response_format``
+        #: into a GBNF grammar whose whitespace a small model can pad every gap with.
+        self.json_mode = json_mode
         self._timeout = timeout
         # One client per event loop: an httpx pool belongs to the loop that
         # opened it, and each synchronous run() has a loop of its own.
@@ -98,7 +111,10 @@ class OpenAIEngine(InferenceEngine):
         return self._model
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self._model, "base_url": self.base_url}
+        fingerprint = {"kind": self.kind, "model": self._model, "base_url": self.base_url}
+        if self.json_mode != "schema":  # another constraint, other outputs
+            fingerprint["json_mode"] = self.json_mode
+        return fingerprint
 
     def server_address(self) -> tuple[str, int] | None:
         parts = urlsplit(self.base_url)
@@ -120,7 +136,11 @@ class OpenAIEngine(InferenceEngine):
                 extra["top_k"] = value  # not in OpenAI's API; vLLM and llama.cpp take it
             elif name in self.wire_names:
                 args[self.wire_names[name]] = list(value) if name == "stop" else value
-        schema = _wrapped(request.schema)
+        if request.schema is not None and self.json_mode == "llguidance":
+            extra["grammar"] = llguidance_grammar(request.schema)
+            schema = None  # asked for by the grammar
+        else:
+            schema = _wrapped(request.schema)
         if self.capabilities.mode == "chat":
             args["messages"] = [{"role": t.role, "content": t.content} for t in request.messages()]
             if schema is not None:
@@ -151,7 +171,7 @@ class OpenAIEngine(InferenceEngine):
         except Exception as exc:
             raise _not_a_completion(self.base_url, raw.status_code, raw.headers, raw.text) from exc
         return Completion(
-            _unwrapped(text, request.schema),
+            self._unwrapped(text, request.schema),
             choice.finish_reason,
             _usage(response.usage),
             _timings(response),
@@ -163,7 +183,7 @@ class OpenAIEngine(InferenceEngine):
         args["stream"] = True
         args["stream_options"] = {"include_usage": True}
         chat = self.capabilities.mode == "chat"
-        wrapped = _wrapped(request.schema) is not request.schema
+        wrapped = self.json_mode == "schema" and _wrapped(request.schema) is not request.schema
         pieces: list[str] = []
         finish: str | None = None
         usage = Usage()
@@ -197,10 +217,14 @@ class OpenAIEngine(InferenceEngine):
             raise EngineResponseError(
                 f"{self.base_url} answered with an event stream that held no completion chunk"
             )
-        text = _unwrapped("".join(pieces), request.schema)
+        text = self._unwrapped("".join(pieces), request.schema)
         if wrapped:
             yield text
         yield Completion(text, finish, usage, _timings(last), raw=last)
+
+    def _unwrapped(self, text: str, schema: dict[str, Any] | None) -> str:
+        """The output, out of the object a schema that is not one was wrapped in."""
+        return _unwrapped(text, schema) if self.json_mode == "schema" else text
 
     def _map_error(self, exc: Exception) -> EngineError:
         import openai
@@ -246,23 +270,6 @@ class OpenAIEngine(InferenceEngine):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._clients = weakref.WeakKeyDictionary()
-
-
-class _Secret:
-    """A string that never shows itself in a repr, a str or a traceback's locals."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "_Secret('***')"
-
-    __str__ = __repr__
 
 
 def _error_message(exc: Any) -> str:

@@ -22,6 +22,18 @@ class RetryPolicy:
     in ``[1 - jitter, 1 + jitter]``. ``sleep`` is what waits (inject a fake
     one in tests); ``None`` means ``anyio.sleep``. A timed-out attempt counts
     as a ``TransientEngineError``.
+
+    Parse failures are not retried by default. To retry them, add
+    ``ParseError``: ``RetryPolicy(retry_on=(TransientEngineError, ParseError))``.
+    A retry asks the same request again, so it helps only when sampling
+    varies (``temperature > 0`` and no fixed ``seed``); a failed parse is
+    never memoised. To repair instead (a budget of attempts, each one in the
+    LogDAG), sample the generation:
+    ``sample(action, RejectionSampler([parses_as(Model)], loop_budget=3))``
+    tries again after an attempt that does not parse, and raises the last
+    ``ParseError`` when none did. An output cut off at ``max_tokens`` says
+    so in its ``ParseError``: raise ``max_tokens`` or bound the output
+    (``Field(max_length=...)``) rather than retry.
     """
 
     attempts: int = 3

@@ -59,13 +59,52 @@ class ThunkNotDoneError(SpanError, RuntimeError):
 class ParseError(SpanError, ValueError):
     """A model output could not be parsed into the component's output type.
 
-    The raw text is kept in ``raw`` so nothing the model produced is lost.
+    ``raw`` keeps the whole output, so nothing the model produced is lost (the
+    message shows it clipped); ``expected`` names the type; ``max_tokens`` is
+    the token count the output was cut off at (``None`` when it ended on its
+    own); ``hint`` says what to do about it.
     """
 
-    def __init__(self, message: str, *, raw: str, expected: str, path: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw: str,
+        expected: str,
+        path: str = "",
+        max_tokens: int | None = None,
+    ) -> None:
         self.raw = raw
         self.expected = expected
-        super().__init__(f"{message} (expected {expected}; raw output {_clip(raw)!r})", path=path)
+        self.problem = message
+        self.max_tokens = max_tokens
+        self.hint = _CUT_OFF_HINT if max_tokens is not None else _RETRY_HINT
+        if max_tokens is not None:
+            cut = f"output was cut off at max_tokens ({max_tokens} tokens): {message}"
+        else:
+            cut = message
+        super().__init__(
+            f"{cut} (expected {expected}; raw output {_clip(raw)!r}). {self.hint}", path=path
+        )
+
+    def cut_off(self, max_tokens: int) -> ParseError:
+        """This error, for an output the token limit cut off after ``max_tokens`` tokens."""
+        return type(self)(
+            self.problem,
+            raw=self.raw,
+            expected=self.expected,
+            path=self.path,
+            max_tokens=max_tokens,
+        )
+
+
+_RETRY_HINT = (
+    "To retry it, add ParseError to RetryPolicy(retry_on=...) (this helps when sampling "
+    "varies: temperature > 0); to repair it, sample() it with a RejectionSampler."
+)
+_CUT_OFF_HINT = (
+    "Raise max_tokens, or bound the output (Field(max_length=...) on its strings and lists)."
+)
 
 
 def _clip(text: str, limit: int = 200) -> str:

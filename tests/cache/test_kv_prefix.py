@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import re
+import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
+import time
 from typing import Any
 
 import anyio
@@ -13,6 +18,7 @@ import pytest
 
 from spangraph import CBlock, Component, Span, generate, options, run
 from spangraph.cache import KVPrefixStore
+from spangraph.cache import _kv as kv_module
 from spangraph.engines import Capabilities, LlamaCppEngine, Request, ScriptedEngine
 from tests.conftest import DOCUMENT
 
@@ -170,3 +176,176 @@ def test_a_new_process_reuses_the_saved_prefix(kv_engine: LlamaCppEngine) -> Non
     ).stdout
     total, cached = (int(x) for x in out.strip().splitlines()[-1].strip("[]").split(","))
     assert total - cached <= 0.10 * doc_tokens
+
+
+# -- what a restore may trust (the store alone; the real engine is in test_kv_faults.py) --
+
+DIGEST = "0123456789abcdef0123456789abcdef01234567"
+MODEL = "a" * 64
+CONTENT = b"GGSQ the cached document, which must never reach a message " * 100
+
+
+def _saved(directory: pathlib.Path, model: str = MODEL) -> KVPrefixStore:
+    store = KVPrefixStore(directory, model=model)
+    temp = store.temp_name(DIGEST)
+    (directory / temp).write_bytes(CONTENT)
+    assert store.commit(DIGEST, temp, tokens=42)
+    return store
+
+
+def _mode(path: pathlib.Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _truncated(path: pathlib.Path) -> None:
+    path.write_bytes(path.read_bytes()[: len(CONTENT) // 2])
+
+
+def _garbage(path: pathlib.Path) -> None:
+    path.write_bytes(os.urandom(len(CONTENT)))
+
+
+def _one_byte(path: pathlib.Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_truncated, f"is {len(CONTENT) // 2} bytes where its index row says {len(CONTENT)}"),
+        (lambda p: p.write_bytes(b""), f"is 0 bytes where its index row says {len(CONTENT)}"),
+        (_garbage, "does not match its checksum"),
+        (_one_byte, "does not match its checksum"),
+        (lambda p: p.unlink(), "is missing"),
+    ],
+    ids=["truncated", "empty", "garbage", "one-byte", "missing"],
+)
+def test_a_damaged_slot_file_is_dropped_with_a_warning_naming_it(
+    tmp_path: pathlib.Path, damage: Any, reason: str
+) -> None:
+    store = _saved(tmp_path)
+    path = store.path(DIGEST)
+    assert store.verified(DIGEST)
+    damage(path)
+    with pytest.warns(RuntimeWarning) as caught:
+        assert not store.verified(DIGEST)
+    (warning,) = caught
+    message = str(warning.message)
+    assert message == f"KV slot file {path} {reason}: dropped; its prefix is prefilled again"
+    assert b"cached document" not in message.encode()
+    assert not path.exists() and store.digests() == [] and not store.has(DIGEST)
+    assert not store.verified(DIGEST)  # nothing left to verify, nothing more to say
+
+
+def test_a_row_of_another_model_is_never_restored(tmp_path: pathlib.Path) -> None:
+    _saved(tmp_path, model="b" * 64)
+    store = KVPrefixStore(tmp_path, model=MODEL)
+    assert not store.has(DIGEST)  # not ready for scheduling either
+    with pytest.warns(RuntimeWarning, match="was saved by another model: dropped"):
+        assert not store.verified(DIGEST)
+    assert not store.path(DIGEST).exists() and store.digests() == []
+
+
+def test_a_verified_file_is_read_again_only_when_it_changed(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _saved(tmp_path)
+    reads: list[str] = []
+    checksum = kv_module.file_checksum
+    monkeypatch.setattr(kv_module, "file_checksum", lambda p: reads.append(str(p)) or checksum(p))
+    assert store.verified(DIGEST) and store.verified(DIGEST) and len(reads) == 1
+    store.path(DIGEST).write_bytes(CONTENT)  # same bytes, written again: the ctime moves
+    assert store.verified(DIGEST) and len(reads) == 2
+    other = KVPrefixStore(tmp_path, model=MODEL)  # another store (process) reads it itself
+    assert other.verified(DIGEST) and len(reads) == 3
+
+
+def test_a_commit_puts_a_complete_file_in_place_and_indexes_it(tmp_path: pathlib.Path) -> None:
+    store = KVPrefixStore(tmp_path, model=MODEL)
+    temp = store.temp_name(DIGEST)
+    assert re.fullmatch(rf"{DIGEST}\.{os.getpid()}-[0-9a-f]{{12}}\.tmp", temp)
+    assert temp != store.temp_name(DIGEST)  # concurrent writers never share a name
+    (tmp_path / temp).write_bytes(CONTENT)
+    assert not store.has(DIGEST) and not store.verified(DIGEST)  # a temp file is not a slot
+    assert store.commit(DIGEST, temp, tokens=42)
+    assert not (tmp_path / temp).exists() and store.path(DIGEST).read_bytes() == CONTENT
+    assert store.has(DIGEST) and store.verified(DIGEST) and store.tokens(DIGEST) == 42
+    assert not store.commit(DIGEST, "gone.1-ab.tmp", tokens=1)  # a temp a cleanup took
+    assert store.verified(DIGEST)
+
+
+def _dead_pid() -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(done.stdout)
+
+
+def test_opening_a_store_clears_what_no_row_names(tmp_path: pathlib.Path) -> None:
+    store = _saved(tmp_path)
+    store.close()
+    hour_ago = time.time() - 2 * 3600
+    dead = tmp_path / f"{DIGEST}.{_dead_pid()}-aaaaaaaaaaaa.tmp"  # a writer killed mid-save
+    mine = tmp_path / f"{DIGEST}.{os.getpid()}-bbbbbbbbbbbb.tmp"  # this process's, in flight
+    live = tmp_path / f"{DIGEST}.1-cccccccccccc.tmp"  # a live writer's (pid 1 runs)
+    stale = tmp_path / f"{DIGEST}.1-dddddddddddd.tmp"  # a live pid, but hours old: reused pid
+    orphan = tmp_path / ("f" * 40 + ".kv")  # renamed into place, killed before its row
+    notes = tmp_path / "notes.txt"  # not the store's
+    for path in (dead, mine, live, stale, orphan, notes):
+        path.write_bytes(b"half")
+    os.utime(stale, (hour_ago, hour_ago))
+    again = KVPrefixStore(tmp_path, model=MODEL)
+    left = {p.name for p in tmp_path.iterdir() if not p.name.startswith("index.db")}
+    assert left == {mine.name, live.name, notes.name, store.filename(DIGEST)}
+    assert again.verified(DIGEST)
+
+
+def test_an_index_of_an_older_version_is_dropped_with_its_files(tmp_path: pathlib.Path) -> None:
+    conn = sqlite3.connect(tmp_path / "index.db")
+    conn.execute(
+        "CREATE TABLE prefixes (digest TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+        "tokens INTEGER NOT NULL, accessed REAL NOT NULL)"
+    )
+    conn.execute("INSERT INTO prefixes VALUES (?, ?, ?, ?)", (DIGEST, len(CONTENT), 42, 0.0))
+    conn.commit()
+    conn.close()
+    (tmp_path / f"{DIGEST}.kv").write_bytes(CONTENT)
+    store = KVPrefixStore(tmp_path, model=MODEL)  # no crash, no file it cannot verify
+    assert store.digests() == [] and not store.path(DIGEST).exists()
+    assert not store.verified(DIGEST)
+    _saved(tmp_path).close()
+    assert KVPrefixStore(tmp_path, model=MODEL).verified(DIGEST)  # the new schema stays
+
+
+def test_an_index_that_is_not_a_database_is_started_again(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "index.db").write_bytes(b"this is not SQLite" * 100)
+    (tmp_path / f"{DIGEST}.kv").write_bytes(CONTENT)
+    with pytest.warns(RuntimeWarning, match="is not a usable SQLite database"):
+        store = KVPrefixStore(tmp_path, model=MODEL)
+    assert store.digests() == [] and not store.path(DIGEST).exists()
+    _saved(tmp_path)
+    assert store.verified(DIGEST)
+
+
+def test_folders_and_files_are_the_user_s_alone_whatever_the_umask(
+    tmp_path: pathlib.Path,
+) -> None:
+    previous = os.umask(0o022)
+    try:
+        directory = tmp_path / "made" / "kv"
+        store = KVPrefixStore(directory, model=MODEL)
+        temp = store.temp_name(DIGEST)
+        (directory / temp).write_bytes(CONTENT)  # as llama.cpp writes it: 0644 here
+        assert _mode(directory / temp) == 0o644
+        store.commit(DIGEST, temp, tokens=1)
+    finally:
+        os.umask(previous)
+    assert _mode(tmp_path / "made") == 0o700 and _mode(directory) == 0o700
+    files = [p for p in directory.iterdir()]
+    assert {p.name for p in files} >= {"index.db", "index.db-wal", store.filename(DIGEST)}
+    assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}

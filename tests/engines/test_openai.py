@@ -2,7 +2,7 @@
 
 The server is the in-process llama.cpp of the session's ``llama`` fixture,
 which listens on an ephemeral loopback port: the official ``openai`` client
-talks real HTTP to it.
+talks real HTTP to it, with the server's key (``LlamaCppEngine.openai_engine``).
 """
 
 from __future__ import annotations
@@ -38,14 +38,9 @@ class AskCity(Component[City]):
     hint: Span
 
 
-@pytest.fixture(scope="module")
-def base_url(llama: LlamaCppEngine) -> str:
-    return llama.shared().address + "/v1"
-
-
 @pytest.fixture(params=["completion", "chat"])
-def engine(request: pytest.FixtureRequest, base_url: str) -> Iterator[OpenAIEngine]:
-    engine = OpenAIEngine(base_url, api_key=SECRET, model="gemma", mode=request.param)
+def engine(request: pytest.FixtureRequest, llama: LlamaCppEngine) -> Iterator[OpenAIEngine]:
+    engine = llama.openai_engine(mode=request.param)
     yield engine
     anyio.run(engine.aclose)
 
@@ -86,12 +81,12 @@ def test_structured_output(engine: OpenAIEngine) -> None:
     assert isinstance(thunk.parsed, City)
 
 
-def test_non_object_output_schema_is_wrapped_and_unwrapped(base_url: str) -> None:
+def test_non_object_output_schema_is_wrapped_and_unwrapped(llama: LlamaCppEngine) -> None:
     class Count(Component[int]):
         template = "How many legs does a spider have?\n{q}"
         q: Span
 
-    engine = OpenAIEngine(base_url, api_key=SECRET, model="gemma", mode="chat")
+    engine = llama.openai_engine(mode="chat")
     thunk = generate(Count(q="Answer:"), options={"max_tokens": 12, "temperature": 0})
     run(thunk, engine=engine, progress=False)
     assert isinstance(thunk.parsed, int)
@@ -118,7 +113,8 @@ def test_stopped_server_is_unavailable(spangraph_home: pathlib.Path) -> None:
     assert url in str(thunk.error)
 
 
-def test_api_key_never_appears(engine: OpenAIEngine) -> None:
+def test_api_key_never_appears(llama: LlamaCppEngine, engine: OpenAIEngine) -> None:
+    key = llama.shared()._key.reveal()
     records: list[GenerationRecord] = []
     thunk = generate(CBlock("Hello"), options={"max_tokens": 2})
     failing = generate(CBlock("x"), options={"max_tokens": 2, "extra:n_probs": "many"})
@@ -132,4 +128,4 @@ def test_api_key_never_appears(engine: OpenAIEngine) -> None:
     )
     texts = [repr(engine), str(engine.__dict__.get("base_url")), *(repr(r) for r in records)]
     texts += [str(failing.error), repr(failing.error)]
-    assert records and all(SECRET not in text for text in texts)
+    assert records and all(key not in text for text in texts)
