@@ -448,7 +448,7 @@ def test_capture_off_on_the_real_engine(
         doc = CBlock(f"Document {CANARY['cblock']}")
         with options(system=CANARY["system"], stop=[CANARY["stop"]], max_tokens=6, temperature=0):
             answer = generate(Ask(question=CANARY["param"], doc=doc))
-            parsed = generate(Extract(text=answer))
+            parsed = generate(Extract(text=answer), options={"max_tokens": 2})  # cut off
         sampled = sample(
             Instruction(description=CBlock("Name a colour.")),
             RejectionSampler([Requirement("Quotes it.", validate=quotes_output)], loop_budget=1),
