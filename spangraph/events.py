@@ -56,6 +56,7 @@ class NodeDeclared(Event):
 class NodeFinished(Event):
     cache_hit: bool = False
     #: Extra span attributes (a sampler attempt's validation result, say), or None.
+    #: String values are free text: on spans only with content capture on.
     attributes: Mapping[str, Any] | None = None
 
 
@@ -74,7 +75,13 @@ class NodeRetried(Event):
 
 @dataclass(slots=True)
 class NodeSkipped(Event):
+    """A node skipped because an input failed. ``reason`` quotes the error's message
+    (free text: on spans only with content capture on); ``input_path`` (the failed
+    input's span path) and ``error_type`` are structural."""
+
     reason: str = ""
+    input_path: str = ""
+    error_type: str = ""
 
 
 @dataclass(slots=True)
@@ -93,6 +100,30 @@ class NodesAdded(Event):
 class CacheHit(Event):
     key: str = ""
     store: str = ""
+
+
+@dataclass(slots=True)
+class CacheFailed(Event):
+    """An output-memo operation failed (``operation``: ``"get"``, ``"put"``,
+    ``"evict"`` or ``"release"``); the generation went on without it and kept
+    its output. ``store`` is the store's name, ``where`` its repr (its path)."""
+
+    store: str = ""
+    where: str = ""
+    operation: str = ""
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class CacheBadEntry(Event):
+    """The output memo held ``count`` entries under ``key`` that could not be used
+    (corrupt, or not the shape of a memo entry): skipped, and the generation
+    recomputed. ``store`` is the store's name, ``where`` its repr."""
+
+    store: str = ""
+    where: str = ""
+    key: str = ""
+    count: int = 1
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ refine but never reorder:
 5. ``_complete`` / ``_stream`` — the one primitive an engine implements.
 6. ``parse`` — the action's ``parse_output``; a failure keeps the raw text.
 7. ``store`` + ``handle_cache_eviction`` — write the memo, keep budgets.
+   The memo never fails or loses a generation (``engines/_memo.py``).
 8. ``telemetry`` — one ``GenerationRecord`` event, success or failure.
 
 Like httpx's transports, an engine is a primitive plus its capabilities;
@@ -50,7 +51,6 @@ from ..nodes import (
     Segment,
     ThunkState,
     Timings,
-    Usage,
     compose,
     current_state,
     render_span,
@@ -58,7 +58,9 @@ from ..nodes import (
 )
 from ..nodes._component import TEXT_OUTPUT
 from ..nodes._span import FAST_RENDERS, as_span
+from . import _memo
 from ._handoff import RETURNED, InlineDriver, Resumed
+from ._memo import AWAIT_ENTRY
 from ._options import check_options, merge
 from ._states import Identity
 from ._types import Capabilities, Completion, Request
@@ -273,7 +275,10 @@ class InferenceEngine:
             if not plan.sync_lookup:
                 return partial(self._rest, thunk, request, started, None, None, False)
             completion = self._lookup_output(request)  # 3
-            if completion is not None:  # a hit: 6 and 8 (7 has nothing to store)
+            if completion is not None:
+                if completion is AWAIT_ENTRY:  # another generation is making it: wait in a task
+                    return partial(self._rest, thunk, request, started, completion, None, True)
+                # a hit: 6 and 8 (7 has nothing to store)
                 self._succeeded(
                     thunk, request, completion, self.parse(action, completion), True, started
                 )
@@ -327,12 +332,16 @@ class InferenceEngine:
         call: Awaitable[Completion] | None,
         looked_up: bool,
     ) -> None:
-        """The protocol from where ``_start`` stopped: step 3 unless ``looked_up``;
-        then the primitive (``call``: the rest of the one ``_start`` began); 6-8."""
+        """The protocol from where ``_start`` stopped: step 3 unless ``looked_up``
+        (or its wait, when ``completion`` is ``AWAIT_ENTRY``); then the primitive
+        (``call``: the rest of the one ``_start`` began); 6-8."""
         cache_hit = False
         try:
             if not looked_up:
                 completion = await self.handle_output_cache(request)  # 3
+                cache_hit = completion is not None
+            elif completion is AWAIT_ENTRY:  # 3: another generation holds the key's lease
+                completion = await _memo.await_entry(request)
                 cache_hit = completion is not None
             if completion is None:
                 if call is not None:
@@ -351,6 +360,7 @@ class InferenceEngine:
                 await self.handle_cache_eviction(request)
         except anyio.get_cancelled_exc_class():
             thunk._set_cancelled()
+            _memo.release(request)  # the key's lease, if step 3 took one
             self._record(thunk, request, completion, cache_hit, None, started)  # 8
             raise
         except BaseException as exc:
@@ -404,6 +414,8 @@ class InferenceEngine:
         started: float,
     ) -> None:
         """The thunk failed (a parse failure keeps the raw text); then step 8."""
+        if request is not None and request.route:
+            _memo.release(request)  # the key's lease, if step 3 took one
         if isinstance(error, ParseError):
             thunk._set_failed(error, raw=error.raw)
         else:
@@ -510,8 +522,14 @@ class InferenceEngine:
         engine's; the policy is the node's, else the state's, else the run's,
         else ``CachePolicy("auto")`` (deterministic generations only). The
         key is ``spangraph.cache.memo_key`` (see its module for what is in it).
+        When another generation (of this process or another) holds the key's
+        in-flight lease, this waits for its entry. The memo never fails a
+        generation: see ``engines/_memo.py`` for what happens when it fails.
         """
-        return self._lookup_output(request)
+        completion = self._lookup_output(request)
+        if completion is AWAIT_ENTRY:
+            completion = await _memo.await_entry(request)
+        return completion
 
     def _lookup_output(self, request: Request) -> Completion | None:
         run_store, run_policy = run_cache()
@@ -538,24 +556,7 @@ class InferenceEngine:
             request.sample_index,
         )
         request.key = key
-        request.route["memo"] = (store, policy)
-        value = store.get(key)
-        thunk = request.thunk
-        if value is None:
-            if thunk is not None:
-                thunk.meta["cache"] = "miss"
-            return None
-        if thunk is not None:
-            thunk.meta["cache"] = "hit"
-            thunk.meta["memo_usage"] = Usage(*value["usage"])
-            events.emit(events.CacheHit(thunk._id or "", key=key, store=store.name))
-        return Completion(
-            value["text"],
-            value.get("finish_reason"),
-            Usage(),  # a hit spends no tokens; the original usage is in thunk.meta
-            Timings(),
-            raw=None,
-        )
+        return _memo.look_up(request, store, policy, key)
 
     # 4
     async def handle_input_cache(self, request: Request) -> Request:
@@ -604,26 +605,7 @@ class InferenceEngine:
         self._put(request, completion)
 
     def _put(self, request: Request, completion: Completion) -> None:
-        memo = request.route.get("memo")
-        if memo is None or request.key is None:
-            return
-        store, policy = memo
-        usage, timings = completion.usage, completion.timings
-        store.put(
-            request.key,
-            {
-                "text": completion.text,
-                "finish_reason": completion.finish_reason,
-                "usage": [usage.input_tokens, usage.output_tokens, usage.cached_input_tokens],
-                "timings": [
-                    timings.queue_ms,
-                    timings.prefill_ms,
-                    timings.decode_ms,
-                    timings.total_ms,
-                ],
-            },
-            policy.ttl,
-        )
+        _memo.write(request, completion)  # a failed write is reported, never raised
 
     async def handle_cache_eviction(self, request: Request | None = None) -> None:
         """Keep the memo within its budgets and drop expired entries."""
@@ -631,9 +613,7 @@ class InferenceEngine:
             self._evict(request)
 
     def _evict(self, request: Request) -> None:
-        memo = request.route.get("memo")
-        if memo is not None:
-            memo[0].evict()
+        _memo.evict(request)  # a failed eviction is reported, never raised
 
     # 8
     def telemetry(

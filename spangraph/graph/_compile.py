@@ -36,6 +36,7 @@ from ..nodes._span import (
     cached_id,
     node_digest,
 )
+from ..tracing import capture_mode
 
 # A node's status in the run that is running its graph (the scheduler's state, kept on
 # the node; compile() leaves a new graph's nodes as a first run takes them on).
@@ -82,7 +83,12 @@ class NodeInfo:
 
 
 def node_label(span: Any, kind: str) -> str:
+    """A node's label in drawings: its class or producer, and for a block its text's
+    start when content capture is on (``spangraph.tracing.capture_mode``), else only
+    its length, like the run's spans."""
     if isinstance(span, CBlock):
+        if capture_mode() != "SPAN_ONLY":
+            return f"CBlock ({len(span.text)} chars)"
         text = " ".join(span.text.split())
         return repr(text if len(text) <= 28 else text[:25] + "...")
     return span_label(span)

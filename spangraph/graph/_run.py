@@ -7,6 +7,7 @@ import gc
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from opentelemetry import trace as otel_trace
 
 from .. import events as ev
 from ..cache import split_cache_setting, use_run_cache
+from ..cache._errors import describe_bad_entries, describe_failure
 from ..engines import InferenceEngine
 from ..nodes import ThunkState
 from ..tracing import LogDAG, NodeMeta, RunTracer, capture_mode, emission
@@ -61,6 +63,12 @@ class Run:
     cache_misses: int = 0
     attempts: int = 0
     dynamic_nodes: int = 0
+    #: Output-memo operations that failed and were gone without (the outputs are
+    #: kept): writes (entries not stored, evictions, leases not given back) and reads.
+    cache_write_errors: int = 0
+    cache_read_errors: int = 0
+    #: Memo entries that could not be used (corrupt, wrong shape): skipped, recomputed.
+    cache_bad_entries: int = 0
     #: Every event of the run, in order, when it ran with ``keep_events=True`` (the
     #: run's record is ``log``; a big run makes several events per generation).
     events: list[ev.Event] = field(default_factory=list)
@@ -142,6 +150,8 @@ async def arun(
         tracing = _Tracing(graph, name)
         tracing.tracer.listen(bus)
         bus.subscribe(_HeapKeeper(), only=(ev.NodeStarted,))
+    faults = _CacheFaults()
+    bus.subscribe(faults, only=(ev.CacheFailed, ev.CacheBadEntry))
     for listener in listeners:
         bus.subscribe(listener)
     bar = ProgressBar(bus) if wanted(progress) else None
@@ -180,6 +190,7 @@ async def arun(
         dag = tracing.finish(scheduler, failure) if tracing is not None else None
     outcome = _make_run(graph, scheduler, time.perf_counter() - started, log, cancelled)
     outcome._log = dag
+    faults.count_on(outcome)
     if scheduler.first_failure is not None and on_error == "raise":
         node_id = scheduler.first_failure
         error = scheduler.errors[node_id]
@@ -204,6 +215,36 @@ def _default_engine_for(graph: SpanGraph) -> InferenceEngine | None:
         ):
             return default()
     return None
+
+
+class _CacheFaults:
+    """Counts a run's output-memo faults (``CacheFailed``, ``CacheBadEntry``) and
+    warns at the first failure and at the first bad entry (once each per run)."""
+
+    __slots__ = ("bad_entries", "read_errors", "write_errors")
+
+    def __init__(self) -> None:
+        self.write_errors = self.read_errors = self.bad_entries = 0
+
+    def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.CacheBadEntry):
+            if not self.bad_entries:
+                warnings.warn(describe_bad_entries(event.where), RuntimeWarning, stacklevel=2)
+            self.bad_entries += event.count
+            return
+        assert isinstance(event, ev.CacheFailed) and event.error is not None
+        if not (self.write_errors or self.read_errors):
+            message = describe_failure(event.where, event.operation, event.error)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        if event.operation == "get":
+            self.read_errors += 1
+        else:
+            self.write_errors += 1
+
+    def count_on(self, run: Run) -> None:
+        run.cache_write_errors = self.write_errors
+        run.cache_read_errors = self.read_errors
+        run.cache_bad_entries = self.bad_entries
 
 
 def _make_run(
@@ -352,11 +393,18 @@ class _Tracing:
 @contextlib.contextmanager
 def _active(tracing: _Tracing | None) -> Iterator[None]:
     """The run span is the current span while the run executes, so spans that
-    user code opens in tasks (and their worker threads) nest under it."""
+    user code opens in tasks (and their worker threads) nest under it. An error
+    leaving the run is not recorded here (an exception event would quote its
+    message): the tracer's ``end`` records it, by the run's capture mode."""
     if tracing is None:
         yield
         return
-    with otel_trace.use_span(tracing.tracer.run_span, end_on_exit=False):
+    with otel_trace.use_span(
+        tracing.tracer.run_span,
+        end_on_exit=False,
+        record_exception=False,
+        set_status_on_exception=False,
+    ):
         yield
 
 

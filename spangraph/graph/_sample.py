@@ -16,6 +16,7 @@ from ..nodes import (
     ModelOutputThunk,
     span_id,
 )
+from ..tracing import _semconv as sc
 
 
 @dataclass
@@ -110,14 +111,14 @@ class AttemptEngine:
         if self._emit is None:
             return
         for node_id, (thunk, ended) in self._shared.pending.items():
-            attributes: dict[str, Any] = {
-                "spangraph.sample.index": thunk.meta.get("sample_index", 0)
-            }
+            attributes: dict[str, Any] = {sc.SAMPLE_INDEX: thunk.meta.get("sample_index", 0)}
             results = thunk.meta.get("validation")
             if results is not None:
-                attributes["spangraph.validation.passed"] = all(v.passed for _, v in results)
+                attributes[sc.VALIDATION_PASSED] = all(v.passed for _, v in results)
+                # Free text (it may quote the output): the tracer records it, or its
+                # length and digest, by the run's capture mode.
                 reasons = [v.reason or r.description for r, v in results if not v.passed]
-                attributes["spangraph.validation.reason"] = "; ".join(reasons)[:1000]
+                attributes[sc.VALIDATION_REASON] = "; ".join(reasons)
             self._emit(
                 ev.NodeFinished(
                     node_id, cache_hit=thunk.cache_hit, time=ended, attributes=attributes

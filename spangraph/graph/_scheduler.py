@@ -79,17 +79,25 @@ Failures and cancellation
 A failed attempt whose error the ``RetryPolicy`` retries (transient engine
 errors and timeouts by default) is queued again after its backoff; every
 attempt is an event. Otherwise the node fails. With ``on_error="raise"``
-the run's task group is cancelled: in-flight generations are cancelled
-(their thunks say so), finished thunks keep their results, nodes that never
-started stay pending, and ``NodeFailedError`` names the failing node's span
-path, with the original error chained. With ``on_error="continue"`` every
-node downstream of the failure is skipped (with the reason), every
-independent branch finishes, and the run returns partial results.
-Cancelling the run from outside (a cancelled task group, KeyboardInterrupt)
-cancels in-flight generations the same way and leaves finished thunks as
-they are. An error in the scheduler's own handling of a handed-off
-generation (a bug, not an engine error) cancels the run and is raised from
-it, rather than lost in a task nobody awaits.
+the run stops at once (``_stopped``): from then on nothing new starts, not a
+node, a retry nor a hand-off, whatever finishes late (a shielded task, a
+retry's sleep that ignored the cancellation, a generation whose answer was
+already on its way). The run's task group is cancelled: in-flight
+generations are cancelled (their thunks say so), finished thunks keep their
+results (a result that arrives late is kept too), nodes that never started
+stay pending and are released (whoever awaits them learns that no run holds
+them), and ``NodeFailedError`` names the failing node's span path, with the
+original error chained. With ``on_error="continue"`` every node downstream
+of the failure is skipped (with the reason), every independent branch
+finishes, and the run returns partial results. Cancelling the run from
+outside (a cancelled task group, KeyboardInterrupt) stops it the same way.
+A thunk never leaves a final state (done, failed, cancelled, skipped): its
+writers ignore a late result; only a new run of the node, or a retry of a
+failed attempt, resets it to pending. An error in the scheduler's own
+handling of a handed-off generation (a bug, not an engine error) cancels
+the run and is raised from it, rather than lost in a task nobody awaits;
+any single error that leaves the run's task group is raised as itself,
+never inside an ``ExceptionGroup`` of one.
 
 Events
 ------
@@ -920,7 +928,7 @@ class Scheduler:
             if self._tg is not None:
                 self._tg.cancel_scope.cancel()
             return
-        self._skip_downstream(node, f"input {path} failed: {type(error).__name__}: {error}")
+        self._skip_downstream(node, path, error)
 
     async def _retry_after(self, node: NodeInfo, delay: float) -> None:
         if delay > 0:
@@ -929,7 +937,9 @@ class Scheduler:
             self._make_ready(node)
             self._drain()
 
-    def _skip_downstream(self, node: NodeInfo, reason: str) -> None:
+    def _skip_downstream(self, node: NodeInfo, path: str, error: BaseException) -> None:
+        error_type = type(error).__name__
+        reason = f"input {path} failed: {error_type}: {error}"
         todo = [*node._users, *self._dynamic_users.get(node.id, ())]
         while todo:
             user = todo.pop()
@@ -947,7 +957,7 @@ class Scheduler:
                 thunk._claimed = False
             emit = self._emit if user._work else self._emit_pure
             if emit is not None:
-                emit(ev.NodeSkipped(user.id, reason=reason))
+                emit(ev.NodeSkipped(user.id, reason=reason, input_path=path, error_type=error_type))
             todo.extend(user._users)
             todo.extend(self._dynamic_users.get(user.id, ()))
 

@@ -49,7 +49,9 @@ class TaskProducer:
 
     @property
     def name(self) -> str:
-        return getattr(self.fn, "__qualname__", repr(self.fn))
+        """The function's name: it is the node's label on spans, so it names code,
+        never arguments (a ``functools.partial``'s repr would quote them)."""
+        return _code_name(self.fn)
 
     @property
     def is_async(self) -> bool:
@@ -70,6 +72,15 @@ class TaskProducer:
             # correctness (distinct arguments never share a node).
             args = repr(plain)
         return canonical_json({"task": name, "args": args})
+
+
+def _code_name(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__qualname__", None)
+    if isinstance(name, str):
+        return name
+    if isinstance(fn, functools.partial):
+        return f"partial({_code_name(fn.func)})"
+    return type(fn).__qualname__  # a callable object: its class
 
 
 # -- values holding spans ------------------------------------------------------------

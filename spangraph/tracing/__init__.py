@@ -1,14 +1,17 @@
 """Tracing: OpenTelemetry spans for every run, the LogDAG built from them, and its drawing.
 
-``capture_content`` turns on recording of prompt and output text on
-generation spans (``"SPAN_ONLY"``); ``None`` defers to the environment
-variable ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
+``capture_content`` turns on recording of free text on spans (``"SPAN_ONLY"``):
+prompts and outputs, error messages, skip and validation reasons, text
+options; ``None`` defers to the environment variable
+``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``. Without it, spans
+carry such a text's length and ``text_digest`` instead.
 """
 
-from ._emit import CONTENT_LIMIT, NodeMeta, RunTracer, capture_mode
+from ._emit import NodeMeta, RunTracer, capture_mode
 from ._logdag import LogDAG, LogEdge, LogNode, SpanRecord, Totals
 from ._provider import Emission, RunCollector, SpanSink, emission
 from ._render import COLLAPSE_THRESHOLD
+from ._text import CONTENT_LIMIT, text_digest
 
 #: ``"SPAN_ONLY"`` records message content on spans; ``None`` defers to the environment.
 capture_content: str | None = None
@@ -29,4 +32,5 @@ __all__ = [
     "capture_content",
     "capture_mode",
     "emission",
+    "text_digest",
 ]

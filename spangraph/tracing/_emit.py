@@ -17,17 +17,44 @@ Mapping:
 
 Spans are created when a node ends, with the start and end times recorded
 by the events, so that every upstream span context already exists (they
-are reported finished, through ``SpanSink``: see ``_provider``). Prompt
-and output text are recorded only when content capture is on
+are reported finished, through ``SpanSink``: see ``_provider``).
+
+Content: no free text on a span unless the user opted in. Content capture
 (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=SPAN_ONLY`` or
-``spangraph.tracing.capture_content``), each message cut at
-``CONTENT_LIMIT`` characters. Secrets are never recorded: engines do not
-put them in their records.
+``spangraph.tracing.capture_content = "SPAN_ONLY"``) is read once per run
+(``capture_mode``), and the tracer's ``FreeText`` (``_text``) then sets
+every attribute and status that could hold text the run did not make up
+(off: the default; on: ``SPAN_ONLY``):
+
+- prompt and output: off, nothing (the token counts are there); on,
+  ``gen_ai.input.messages`` and ``gen_ai.output.messages``, each message
+  cut at ``CONTENT_LIMIT`` characters;
+- an error's message (a failed node's, a retried attempt's, the run's):
+  ``error.type`` in both; off, ``spangraph.error.message_length`` and
+  ``spangraph.error.message_digest``, and the span status says only the
+  type; on, ``spangraph.error.message`` and the status (500 characters);
+- a skip reason: off, ``input <span path> failed: <error type>``; on, the
+  reason with the error's message;
+- a sampler attempt's validation reasons (they quote outputs, judge
+  verdicts, requirement descriptions): off,
+  ``spangraph.validation.reason_length`` and ``_digest``; on,
+  ``spangraph.validation.reason`` (1000 characters);
+- options that hold text (``stop``, ``extra:``): off, each string as
+  ``{"length": …, "digest": …}`` in ``spangraph.request.options``; on, the
+  text.
+
+A digest is ``text_digest`` of the text (blake2b, 16 hex digits), so a
+caller who holds the text (an exception, ``Run.failed``) can find its
+span. ``system`` is never in ``spangraph.request.options``: it is part of
+the prompt. Every other attribute is structural in both modes: ids,
+kinds, statuses, counts, engine and model names, numeric options, and
+labels and span paths (class names, function names and part indexes,
+never parameters). No span gets an exception event. Secrets are never
+recorded: engines do not put them in their records.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -41,10 +68,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from .. import events as ev
 from . import _semconv as sc
 from ._provider import SpanSink
-
-#: Longest message text recorded when content capture is on (characters).
-CONTENT_LIMIT = 16_384
-
+from ._text import FreeText
 
 #: What a node's span says about it besides its outcome: its kind, span path and
 #: label, the nearest executed nodes upstream and the kind of each of those edges
@@ -119,6 +143,11 @@ class RunTracer:
     #: ``gen_ai.response.finish_reasons`` values, one tuple per reason.
     _reasons: dict[str, tuple[str]] = field(default_factory=dict)
     _last_request: tuple[tuple[Any, ...], dict[str, Any], _Base] | None = None
+    #: What free text the run's spans may carry (decided once, from ``capture``).
+    _text: FreeText = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._text = FreeText(self.capture)
 
     def start(self) -> None:
         self._run_span = self.tracer.start_span(
@@ -140,8 +169,9 @@ class RunTracer:
             return
         span.set_attribute(sc.NODE_STATUS, status)
         if error is not None:
-            span.set_attribute(sc.ERROR_TYPE, type(error).__name__)
-            span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
+            attributes: dict[str, Any] = {}
+            span.set_status(self._text.error(attributes, error))
+            span.set_attributes(attributes)
         span.end()
         self._run_span = None
 
@@ -221,9 +251,8 @@ class RunTracer:
     def _on_skipped(self, event: ev.NodeSkipped) -> None:
         if self._kind(event.node_id) in ("generation", "task", "sampler"):
             self._emit(
-                event.node_id, event.time, 0, event.time, "skipped", False, None, event.reason,
-                None,
-            )  # fmt: skip
+                event.node_id, event.time, 0, event.time, "skipped", False, None, event, None
+            )
 
     # -- spans ---------------------------------------------------------------------------
 
@@ -239,11 +268,13 @@ class RunTracer:
         status: str,
         cache_hit: bool,
         error: BaseException | None,
-        reason: str | None,
+        skipped: ev.NodeSkipped | None,
         extra: Mapping[str, Any] | None,
     ) -> None:
         """Report the span of a node's attempt that has ended (positional arguments:
-        this runs once per span, and keywords cost more than the rest of the call)."""
+        this runs once per span, and keywords cost more than the rest of the call).
+        Free text (an error's message, a skip reason, ``extra``'s strings) goes
+        through ``self._text``."""
         kind, path, label, upstream_ids, upstream_kinds, sampler = self._declared.get(
             node_id
         ) or self.meta(node_id)
@@ -277,20 +308,18 @@ class RunTracer:
             attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
             attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
             attributes[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
-            if self.capture == "SPAN_ONLY":
-                _content(attributes, record)
-        if reason:
-            attributes[sc.SKIP_REASON] = reason[:500]
+            if self._text.captured:
+                self._text.messages(attributes, record)
+        if skipped is not None:
+            self._text.skip(attributes, skipped)
         if extra:
-            attributes.update({k: v for k, v in extra.items() if v is not None})
+            self._text.extra(attributes, extra)
         span_status = _UNSET
         if status != "done":
             if status == "failed" or status == "retried":
                 failure = error or (record.error if record is not None else None)
                 if failure is not None:
-                    attributes[sc.ERROR_TYPE] = type(failure).__name__
-                    attributes[sc.ERROR_MESSAGE] = str(failure)[:500]
-                    span_status = Status(StatusCode.ERROR, str(failure)[:500])
+                    span_status = self._text.error(attributes, failure)
             elif status == "cancelled":
                 attributes[sc.ERROR_TYPE] = "cancelled"
                 span_status = Status(StatusCode.ERROR, "cancelled")
@@ -396,15 +425,7 @@ class RunTracer:
             value = options.get(option)
             if isinstance(value, bool | int | float | str):  # what an attribute may hold
                 attributes[name] = value
-        attributes[sc.OPTIONS] = json.dumps(
-            {
-                k: list(v) if isinstance(v, tuple) else v
-                for k, v in options.items()
-                if k != "system"
-            },
-            sort_keys=True,
-            default=str,
-        )
+        attributes[sc.OPTIONS] = self._text.options(options)
         kind = SpanKind.INTERNAL
         if record.server is not None:
             kind = SpanKind.CLIENT
@@ -436,24 +457,3 @@ _HANDLERS: dict[type, Callable[[RunTracer, Any], None]] = {
     ev.NodeCancelled: RunTracer._on_cancelled,
     ev.NodeSkipped: RunTracer._on_skipped,
 }
-
-
-def _content(attributes: dict[str, Any], record: ev.GenerationRecord) -> None:
-    """The prompt and output as GenAI messages (content capture on)."""
-    attributes[sc.GEN_AI_INPUT_MESSAGES] = json.dumps(
-        [{"role": "user", "parts": [{"type": "text", "content": _cut(record.prompt)}]}]
-    )
-    if record.output is not None:
-        attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(
-            [
-                {
-                    "role": "assistant",
-                    "parts": [{"type": "text", "content": _cut(record.output)}],
-                    "finish_reason": record.finish_reason or "",
-                }
-            ]
-        )
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= CONTENT_LIMIT else text[:CONTENT_LIMIT] + "…[truncated]"

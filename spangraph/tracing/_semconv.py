@@ -50,9 +50,19 @@ NODE_ATTEMPT = "spangraph.node.attempt"
 SPAN_PATH = "spangraph.span.path"
 CACHE_HIT = "spangraph.cache.hit"
 EDGE_KIND = "spangraph.edge.kind"
-ERROR_MESSAGE = "spangraph.error.message"
-SKIP_REASON = "spangraph.skip.reason"
 OPTIONS = "spangraph.request.options"
 VALIDATION_PASSED = "spangraph.validation.passed"
-VALIDATION_REASON = "spangraph.validation.reason"
 SAMPLE_INDEX = "spangraph.sample.index"
+
+# Free text (see ``_text``): with content capture off, an attribute ``X`` that would
+# hold free text is left out, and ``X_length`` (characters) and ``X_digest`` stand in
+# (``spangraph.skip.reason`` then keeps the failed input's span path and error type).
+LENGTH_SUFFIX = "_length"
+DIGEST_SUFFIX = "_digest"
+ERROR_MESSAGE = "spangraph.error.message"
+ERROR_MESSAGE_LENGTH = ERROR_MESSAGE + LENGTH_SUFFIX
+ERROR_MESSAGE_DIGEST = ERROR_MESSAGE + DIGEST_SUFFIX
+SKIP_REASON = "spangraph.skip.reason"
+VALIDATION_REASON = "spangraph.validation.reason"
+VALIDATION_REASON_LENGTH = VALIDATION_REASON + LENGTH_SUFFIX
+VALIDATION_REASON_DIGEST = VALIDATION_REASON + DIGEST_SUFFIX

@@ -18,6 +18,7 @@ from spangraph.cache import (
     CachePolicy,
     LayeredStore,
     MemoryStore,
+    MemoStoreError,
     SQLiteStore,
     memo_key,
 )
@@ -307,16 +308,18 @@ def test_corrupt_database_is_moved_aside_and_the_run_continues(tmp_path: pathlib
     assert len(store) == 5
 
 
-def test_foreign_database_is_moved_aside(tmp_path: pathlib.Path) -> None:
+def test_foreign_database_is_refused_and_left_as_it_was(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "memo.db"
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE other (x)")
     conn.commit()
     conn.close()
-    with pytest.warns(RuntimeWarning, match="not a spangraph memo"):
-        store = SQLiteStore(path)
-    store.put("k", {"v": 1})
-    assert store.get("k") == {"v": 1}
+    before = path.read_bytes()
+    with pytest.raises(MemoStoreError, match="not a spangraph memo") as caught:
+        SQLiteStore(path)
+    assert str(path) in str(caught.value) and caught.value.path == str(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["memo.db"]
 
 
 def test_bad_rows_are_skipped_and_counted(tmp_path: pathlib.Path) -> None:
@@ -333,8 +336,9 @@ def test_bad_rows_are_skipped_and_counted(tmp_path: pathlib.Path) -> None:
     conn.close()
     store = SQLiteStore(path)
     roots, nodes = chain_graph()
-    result = run(*roots, engine=engine, cache=store, progress=False)
-    assert store.stats.bad_rows == 2
+    with pytest.warns(RuntimeWarning, match="could not be read"):
+        result = run(*roots, engine=engine, cache=store, progress=False)
+    assert store.stats.bad_rows == 2 == result.cache_bad_entries
     assert result.cache_hits + result.cache_misses == 5
     assert all("tampered" not in t.value for t in nodes.values())
 

@@ -32,11 +32,11 @@ class Clock:
         self.failed: list[int] = []
 
     def engine(self, latency: float = 0.0) -> ScriptedEngine:
-        def reply(request: Request) -> str:
+        def start(request: Request) -> float:  # asked as the call starts
             self.calls.append(next(self.tick))
-            return "ok"
+            return latency
 
-        return ScriptedEngine(reply, latency=latency)
+        return ScriptedEngine("ok", latency=start)
 
     def listener(self, event: Event) -> None:
         if isinstance(event, NodeFailed):
