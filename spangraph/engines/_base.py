@@ -413,9 +413,12 @@ class InferenceEngine:
         error: BaseException,
         started: float,
     ) -> None:
-        """The thunk failed (a parse failure keeps the raw text); then step 8."""
+        """The thunk failed (a parse failure keeps the raw text, and the tokens the
+        completion spent); then step 8."""
         if request is not None and request.route:
             _memo.release(request)  # the key's lease, if step 3 took one
+        if completion is not None and not thunk.state.finished:
+            thunk.usage, thunk.timings = completion.usage, completion.timings
         if isinstance(error, ParseError):
             thunk._set_failed(error, raw=error.raw)
         else:

@@ -179,3 +179,11 @@ def test_parse_errors_raised_outside_a_run_are_placed_at_the_generation() -> Non
     with pytest.raises(ParseError, match=r"^generate\(AskCity\): output was cut off") as caught:
         anyio.run(main)
     assert caught.value.path == "generate(AskCity)"
+
+
+def test_a_failed_parse_keeps_the_tokens_it_spent() -> None:
+    thunk = generate(AskCity(hint="a big one"))
+    with pytest.raises(NodeFailedError):
+        run(thunk, engine=ScriptedEngine("not json at all"), progress=False)
+    assert thunk.state is ThunkState.FAILED
+    assert thunk.usage.output_tokens == 4 and thunk.usage.input_tokens > 0
