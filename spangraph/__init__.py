@@ -3,7 +3,6 @@
 from .engines import Identity, options
 from .graph import (
     NodeFailedError,
-    NodeInfo,
     RetryPolicy,
     Run,
     SpanGraph,
@@ -41,7 +40,6 @@ __all__ = [
     "Message",
     "ModelOutputThunk",
     "NodeFailedError",
-    "NodeInfo",
     "ParseError",
     "Prompt",
     "Requirement",

@@ -1,6 +1,6 @@
 """Graphs of spans: declaring generations, compiling, and running them."""
 
-from ._compile import NodeInfo, SpanGraph, compile
+from ._compile import SpanGraph, compile
 from ._declare import generate
 from ._errors import NodeFailedError
 from ._policy import RetryPolicy
@@ -9,7 +9,6 @@ from ._task import Task, task
 
 __all__ = [
     "NodeFailedError",
-    "NodeInfo",
     "NodeOutcome",
     "RetryPolicy",
     "Run",

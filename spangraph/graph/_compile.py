@@ -18,6 +18,7 @@ from typing import Any
 import networkx as nx
 
 from ..nodes import CBlock, CycleError, ModelOutputThunk, SpanError, children_of, span_label
+from ..nodes._copy import fresh_copies
 from ..nodes._digest import digest
 from ..nodes._span import (
     _KINDS as _span_kinds,
@@ -38,8 +39,7 @@ from ..nodes._span import (
 )
 from ..tracing import capture_mode
 
-# A node's status in the run that is running its graph (the scheduler's state, kept on
-# the node; compile() leaves a new graph's nodes as a first run takes them on).
+# A node's status in a run (the scheduler keeps it, apart from the graph).
 PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED = (
     "pending",
     "ready",
@@ -72,10 +72,6 @@ class NodeInfo:
     _work: bool = field(default=False, init=False, repr=False, compare=False)
     #: More than one thunk stands for this node (``thunks[1:]`` are aliases).
     _aliased: bool = field(default=False, init=False, repr=False, compare=False)
-    # The state of the run that is running the graph (the scheduler's; one run at a time).
-    _status: str = field(default=PENDING, init=False, repr=False, compare=False)
-    _waiting: int = field(default=0, init=False, repr=False, compare=False)
-    _attempt: int = field(default=0, init=False, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -110,21 +106,18 @@ class SpanGraph:
         self.roots = list(roots)
         self.root_spans = list(root_spans)
         self._paths = paths
-        #: True while a run is executing this graph (its nodes hold that run's state).
-        self._running = False
-        # As compile() left it: no run has taken the nodes on yet, each node's count
-        # of inputs not done is all of them, and the nodes without inputs are ready
-        # (positions in ``leaves``). A first run starts from that, if no thunk of
-        # it finished meanwhile (see Scheduler._take_fresh).
-        self._fresh = True
-        self._leaves: list[int] = []
+        #: How many runs are executing this graph now (each keeps its own state; a run
+        #: started while another holds the graph runs on a copy: see ``instance``).
+        self._running = 0
+        # What a run whose work is all to do starts from (Scheduler._take_fresh): each
+        # node's count of inputs, by position, and the positions of the nodes without
+        # inputs (ready at once). Dynamic nodes are not counted here.
+        self._input_counts: list[int] = [len(info.inputs) for info in nodes.values()]
+        self._leaves: list[int] = [info._order for info in nodes.values() if not info.inputs]
         #: The thunks of work nodes (each node's first), and whether any node has more.
         self._work_thunks: list[ModelOutputThunk[Any]] = []
         self._aliased = False
         for info in nodes.values():
-            if not info.inputs:
-                info._status = READY
-                self._leaves.append(info._order)
             if info._work:
                 self._work_thunks.append(info.thunks[0])
                 self._aliased = self._aliased or info._aliased
@@ -202,6 +195,19 @@ class SpanGraph:
         ``memo`` (one per run: it holds the tail of every frame walked)."""
         return self._paths.tail(self._nodes[node_id].frame, limit, memo)
 
+    def held(self) -> bool:
+        """Whether a run holds this graph now: runs it, or holds thunks of it (a graph
+        compiled from the same spans is running)."""
+        return bool(self._running) or any(
+            thunk._claimed and not thunk.state.finished for thunk in self._work_thunks
+        )
+
+    def instance(self) -> SpanGraph:
+        """The same program with thunks of its own (``nodes/_copy.py``): what a run
+        started while another holds this graph runs, so that the two never meet.
+        Node ids are equal; results done before are kept."""
+        return compile(*fresh_copies(self.root_spans))
+
     def inputs(self, node_id: str) -> list[str]:
         return list(self._nodes[node_id].inputs)
 
@@ -211,7 +217,6 @@ class SpanGraph:
         The new spans' paths start at the task that returned them, and their
         roots become dynamic inputs of that task (edge kind ``dynamic``).
         """
-        self._fresh = False
         before = len(self._nodes)
         prefix = f"{self.path_of(parent)}->"
         root_ids = _walk(spans, self._nodes, self._paths, prefix)
@@ -370,7 +375,6 @@ def _walk(
                 info._work = info.kind in _WORK
             for src in info.inputs:
                 nodes[src]._users.append(info)
-            info._waiting = len(info.inputs)
             info._order = len(nodes)
             nodes[node_id] = info
         root_ids.append(obj_ids[id(root)])

@@ -132,11 +132,13 @@ async def arun(
 ) -> Run:
     """Run spans (or one compiled ``SpanGraph``) to completion; see ``run``."""
     graph = _graph_of(roots)
+    if graph.held():  # another run holds it: this one runs a copy (the two never meet)
+        graph = graph.instance()
     retry = retry if retry is not None else DEFAULT_RETRY
     # What can be known to be wrong is refused before the run begins (no span opened,
-    # no node started): the limits, a graph already running, the cache setting, and
+    # no node started): the limits and policies, the cache setting, and
     # the default engine (a bad SPANGRAPH_ENGINE or SPANGRAPH_HOME).
-    check_run_policy(graph, max_concurrency, timeout, on_error, retry)
+    check_run_policy(max_concurrency, timeout, on_error, retry)
     store, policy = split_cache_setting(cache)
     if engine is None:
         engine = _default_engine_for(graph)

@@ -149,14 +149,13 @@ _THUNK_DONE = ThunkState.DONE
 
 
 def check_run_policy(
-    graph: SpanGraph,
     max_concurrency: int | None,
     timeout: float | None,
     on_error: OnError,
     retry: RetryPolicy,
 ) -> None:
-    """Refuse a run that cannot start (bad limits, a graph already running), before
-    anything of it has begun: ``arun`` asks before it opens the run's span."""
+    """Refuse a run that cannot start (bad limits or policies), before anything of it
+    has begun: ``arun`` asks before it opens the run's span."""
     if max_concurrency is not None and (
         isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
     ):
@@ -169,12 +168,6 @@ def check_run_policy(
         raise ValueError(f"on_error must be 'raise' or 'continue', got {on_error!r}")
     if not isinstance(retry, RetryPolicy):
         raise TypeError(f"retry= takes a RetryPolicy, got {type(retry).__name__}")
-    if graph._running:
-        raise RuntimeError(
-            "this SpanGraph is already being run: a compiled graph runs once at a time "
-            "(its nodes hold the run's state). Wait for that run, or compile() the "
-            "spans again."
-        )
 
 
 class Scheduler:
@@ -191,7 +184,7 @@ class Scheduler:
         on_error: OnError,
         bus: ev.EventBus,
     ) -> None:
-        check_run_policy(graph, max_concurrency, timeout, on_error, retry)
+        check_run_policy(max_concurrency, timeout, on_error, retry)
         self.graph = graph
         self._engine_factory = engine
         self._default_engine: InferenceEngine | None = None
@@ -215,8 +208,14 @@ class Scheduler:
         self._rng = random.Random(retry.seed)
         self._sleep = retry.sleep or anyio.sleep
 
-        #: Nodes by position in the graph's order; the ready heap holds positions.
+        # The run's state, apart from the graph (which stays a value: a graph another
+        # run holds is run on a copy, see SpanGraph.instance): by each node's position
+        # in the graph's order, the node, its status, how many of its inputs are not
+        # done, and its attempt number. The ready heap holds positions.
         self._by_order: list[NodeInfo] = []
+        self._status: list[str] = []
+        self._waiting: list[int] = []
+        self._attempt_of: list[int] = []
         self._done = 0
         #: Task nodes waiting for the spans they returned (by id), and those spans'
         #: extra users (the tasks): edges of this run only, not of the graph.
@@ -242,6 +241,7 @@ class Scheduler:
         #: The run is failing (``on_error="raise"``), cancelled or over: nothing new
         #: starts (no node, retry or hand-off), whatever finishes late.
         self._stopped = False
+        self._closed = False
 
         self.errors: dict[str, BaseException] = {}
         self.skip_reasons: dict[str, str] = {}
@@ -258,17 +258,19 @@ class Scheduler:
 
         # The graph's node table, read directly (no method call per lookup).
         self._info = graph._nodes
-        graph._running = True
+        graph._running += 1
         try:
-            if not (graph._fresh and self._take_fresh(graph)):
+            if not self._take_fresh(graph):
                 self._add_nodes(list(graph.nodes()))
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
-        """Release the graph for another run (``execute`` does it; so may its caller)."""
-        self.graph._running = False
+        """Let go of the graph (``execute`` does it; so may its caller); once only."""
+        if not self._closed:
+            self._closed = True
+            self.graph._running -= 1
 
     @property
     def nodes_run(self) -> int:
@@ -279,7 +281,7 @@ class Scheduler:
         """How many nodes are in each status."""
         if self._done == len(self._by_order):
             return collections.Counter({DONE: self._done})  # the usual case, without a walk
-        return collections.Counter(node._status for node in self._by_order)
+        return collections.Counter(self._status)
 
     # -- building the state ---------------------------------------------------------
 
@@ -292,11 +294,15 @@ class Scheduler:
         numbered after the graph's), so the list stays a heap.
         """
         by_order, ready, info = self._by_order, self._ready, self._info
+        status, waiting = self._status, self._waiting
         work, pure = self._emit_queued, self._emit_queued_pure
         pending = ThunkState.PENDING
+        assert not nodes or nodes[0]._order == len(by_order), "nodes come in the graph's order"
         by_order.extend(nodes)
+        status.extend([PENDING] * len(nodes))
+        waiting.extend([0] * len(nodes))
+        self._attempt_of.extend([0] * len(nodes))
         for node in nodes:
-            node._attempt = 0
             emit = work if node._work else pure
             thunks = node.thunks
             if thunks:
@@ -311,26 +317,25 @@ class Scheduler:
             if self._done:  # some node is done (finished before, or dynamic nodes)
                 count = 0
                 for src in inputs:
-                    if info[src]._status is not DONE:
+                    if status[info[src]._order] is not DONE:
                         count += 1
             else:
                 count = len(inputs)
-            node._waiting = count
-            if count:
-                node._status = PENDING
-            else:
-                node._status = READY
-                ready.append(node._order)
+            order = node._order
+            waiting[order] = count
+            if not count:
+                status[order] = READY
+                ready.append(order)
             if emit is not None:
                 emit(ev.NodeQueued(node.id, kind=node.kind))
 
     def _take_fresh(self, graph: SpanGraph) -> bool:
-        """Take on a graph no run has taken on yet, as ``compile()`` left it (counts of
-        inputs set, nodes without inputs ready): only its thunks are claimed. False
-        (nothing taken on) if a thunk is not a lone pending one: ``_add_nodes`` then
-        works out every node's state."""
-        graph._fresh = False
-        if graph._aliased:
+        """Take on a graph whose work is all to do (every work node a lone pending
+        thunk, no dynamic node): its state is what ``compile()`` recorded (each
+        node's count of inputs, the nodes without inputs ready), made with list
+        copies, and only its thunks are claimed. False (nothing taken on) otherwise:
+        ``_add_nodes`` then works out every node's state."""
+        if graph._aliased or len(graph._input_counts) != len(graph._nodes):
             return False
         pending = ThunkState.PENDING
         for thunk in graph._work_thunks:
@@ -338,7 +343,14 @@ class Scheduler:
                 return False  # (the claims made so far, _add_nodes makes again)
             thunk._claimed = True
         nodes = list(graph.nodes())
+        count = len(nodes)
         self._by_order.extend(nodes)
+        self._waiting.extend(graph._input_counts)
+        self._attempt_of.extend([0] * count)
+        status = self._status
+        status.extend([PENDING] * count)
+        for order in graph._leaves:
+            status[order] = READY
         self._ready.extend(graph._leaves)  # increasing positions: a heap already
         work, pure = self._emit_queued, self._emit_queued_pure
         if work is not None or pure is not None:
@@ -354,7 +366,7 @@ class Scheduler:
         thunks are reset to pending and claimed by this run."""
         thunks = node.thunks
         if node._work and _finished_before(thunks):
-            node._status = DONE
+            self._status[node._order] = DONE
             self._done += 1
             return True
         for thunk in thunks:
@@ -364,7 +376,7 @@ class Scheduler:
         return False
 
     def _make_ready(self, node: NodeInfo) -> None:
-        node._status = READY
+        self._status[node._order] = READY
         heapq.heappush(self._ready, node._order)
 
     # -- the main loop ---------------------------------------------------------------
@@ -477,6 +489,7 @@ class Scheduler:
         self._draining = True
         try:
             ready, by_order, set_aside = self._ready, self._by_order, self._set_aside
+            status = self._status
             pop = heapq.heappop
             # ``while True`` rather than ``while ready``: the interpreter (3.11) warms a
             # function up for specialisation on calls and unconditional backward jumps
@@ -484,9 +497,10 @@ class Scheduler:
             while True:
                 if not ready or self._stopped:
                     break
-                node = by_order[pop(ready)]
-                if node._status is not READY:
+                order = pop(ready)
+                if status[order] is not READY:
                     continue
+                node = by_order[order]
                 kind = node.kind
                 if kind == "generation":
                     engine = node.span.producer.engine
@@ -495,10 +509,10 @@ class Scheduler:
                     # Capacity is held only by generations handed off to tasks: with none
                     # in flight, every limit has room (and this runs per generation).
                     if self._in_flight and self._at_capacity(engine):
-                        set_aside.append(node._order)
+                        set_aside.append(order)
                         continue
                     if engine.capabilities.kv_slots and self._prefix_warming(node.id, engine):
-                        set_aside.append(node._order)
+                        set_aside.append(order)
                         continue
                     self._start_generation(node, engine)
                 elif kind == "task":
@@ -584,11 +598,7 @@ class Scheduler:
         (``InferenceEngine._start``). What has to wait is handed off to a task,
         which holds a unit of capacity until it ends; a generation that finishes
         inline holds none, since nothing else runs meanwhile."""
-        node._attempt += 1
-        node._status = RUNNING
-        self.attempts += 1
-        if self._emit_started is not None:
-            self._emit_started(ev.NodeStarted(node.id, attempt=node._attempt))
+        self._begin_attempt(node)
         thunk = node.thunks[0]
         if not self._inline or self.timeout is not None:
             self._reserve(engine)
@@ -634,12 +644,7 @@ class Scheduler:
             return
         except anyio.get_cancelled_exc_class():
             self._release(engine, node)
-            node._status = CANCELLED
-            for alias in node.thunks:
-                if not alias.state.finished:
-                    alias._set_cancelled()
-            if self._emit is not None:
-                self._emit(ev.NodeCancelled(node.id))
+            self._cancel_node(node)
             raise
         except Exception as exc:
             self._release(engine, node)
@@ -660,13 +665,20 @@ class Scheduler:
 
     # -- tasks -----------------------------------------------------------------------
 
-    def _begin(self, node: NodeInfo) -> None:
-        """Start an attempt of a task or sampler node: status, counters, event, thunks."""
-        node._attempt += 1
-        node._status = RUNNING
+    def _begin_attempt(self, node: NodeInfo) -> None:
+        """Start an attempt of a node: its status, attempt number, the run's count,
+        the event. (A generation's thunk is set running by the protocol.)"""
+        order = node._order
+        attempt = self._attempt_of[order] + 1
+        self._attempt_of[order] = attempt
+        self._status[order] = RUNNING
         self.attempts += 1
         if self._emit_started is not None:
-            self._emit_started(ev.NodeStarted(node.id, attempt=node._attempt))
+            self._emit_started(ev.NodeStarted(node.id, attempt=attempt))
+
+    def _begin(self, node: NodeInfo) -> None:
+        """Start an attempt of a task or sampler node: the attempt, and its thunks."""
+        self._begin_attempt(node)
         for thunk in node.thunks:
             thunk._set_running()
 
@@ -761,9 +773,11 @@ class Scheduler:
         if self._emit is not None and new_ids:
             self._emit(ev.NodesAdded(node.id, count=len(new_ids)))
         self._add_nodes([self._info[node_id] for node_id in new_ids])
-        nodes = self._info
-        outstanding = [nodes[r] for r in dict.fromkeys(root_ids) if nodes[r]._status != DONE]
-        failed = [r for r in outstanding if r._status in (FAILED, SKIPPED, CANCELLED)]
+        nodes, status = self._info, self._status
+        outstanding = [
+            nodes[r] for r in dict.fromkeys(root_ids) if status[nodes[r]._order] is not DONE
+        ]
+        failed = [r for r in outstanding if status[r._order] in (FAILED, SKIPPED, CANCELLED)]
         if failed:
             self._fail_dynamic(node, failed[0])
             return
@@ -771,7 +785,7 @@ class Scheduler:
             self._finish_task(node)
             return
         self._dynamic_wait[node.id] = outstanding
-        node._waiting = len(outstanding)
+        self._waiting[node._order] = len(outstanding)
         for root in outstanding:
             self._dynamic_users.setdefault(root.id, []).append(node)
 
@@ -790,7 +804,7 @@ class Scheduler:
 
     def _fail_dynamic(self, node: NodeInfo, child: NodeInfo) -> None:
         error = self.errors.get(child.id) or RuntimeError(
-            f"a node this task returned was {child._status}"
+            f"a node this task returned was {self._status[child._order]}"
         )
         self._attempt_failed(node, error, retry=False)
 
@@ -855,7 +869,8 @@ class Scheduler:
                 self._emit_finished(ev.NodeFinished(node.id, cache_hit=first.cache_hit))
         elif emit_pure is not None:
             emit_pure(ev.NodeFinished(node.id))
-        node._status = DONE
+        status, waiting = self._status, self._waiting
+        status[node._order] = DONE
         done = self._done + 1
         ready, push = self._ready, heapq.heappush
         dynamic_users, dynamic_wait = self._dynamic_users, self._dynamic_wait
@@ -865,13 +880,14 @@ class Scheduler:
             if dynamic_users and node.id in dynamic_users:
                 users = users + dynamic_users[node.id]
             for user in users:
-                if user._status is PENDING:
-                    left = user._waiting - 1
-                    user._waiting = left
+                order = user._order
+                if status[order] is PENDING:
+                    left = waiting[order] - 1
+                    waiting[order] = left
                     if left:
                         continue
                     if not user._work:
-                        user._status = DONE
+                        status[order] = DONE
                         done += 1
                         if emit_pure is not None:
                             emit_pure(ev.NodeFinished(user.id))
@@ -885,11 +901,11 @@ class Scheduler:
                         self._finish_task(user)
                         done = self._done
                     else:
-                        user._status = READY
-                        push(ready, user._order)
-                elif dynamic_wait and user._status is RUNNING and user.id in dynamic_wait:
-                    left = user._waiting - 1
-                    user._waiting = left
+                        status[order] = READY
+                        push(ready, order)
+                elif dynamic_wait and status[order] is RUNNING and user.id in dynamic_wait:
+                    left = waiting[order] - 1
+                    waiting[order] = left
                     if left == 0:
                         del dynamic_wait[user.id]
                         self._done = done
@@ -901,7 +917,8 @@ class Scheduler:
         self._done = done
 
     def _attempt_failed(self, node: NodeInfo, error: BaseException, *, retry: bool = True) -> None:
-        attempt = node._attempt or 1
+        order = node._order
+        attempt = self._attempt_of[order] or 1
         if retry and self.retry.should_retry(error, attempt):
             delay = self.retry.delay(attempt, self._rng)
             if self._emit is not None:
@@ -909,10 +926,10 @@ class Scheduler:
             for thunk in node.thunks:
                 thunk._reset()
                 thunk._claimed = True
-            node._status = PENDING
+            self._status[order] = PENDING
             self._start_soon(self._retry_after, node, delay)
             return
-        node._status = FAILED
+        self._status[order] = FAILED
         self.errors[node.id] = error
         for thunk in node.thunks:
             if thunk.state is not ThunkState.FAILED:
@@ -933,7 +950,7 @@ class Scheduler:
     async def _retry_after(self, node: NodeInfo, delay: float) -> None:
         if delay > 0:
             await self._sleep(delay)
-        if node._status == PENDING and not self._stopped:
+        if self._status[node._order] is PENDING and not self._stopped:
             self._make_ready(node)
             self._drain()
 
@@ -941,16 +958,17 @@ class Scheduler:
         error_type = type(error).__name__
         reason = f"input {path} failed: {error_type}: {error}"
         todo = [*node._users, *self._dynamic_users.get(node.id, ())]
+        status = self._status
         while todo:
             user = todo.pop()
-            state = user._status
+            state = status[user._order]
             if state in _FINAL:
                 continue
             if state == RUNNING and user.id in self._dynamic_wait:
                 self._dynamic_wait.pop(user.id)
                 self._attempt_failed(user, RuntimeError(reason), retry=False)
                 continue
-            user._status = SKIPPED
+            status[user._order] = SKIPPED
             self.skip_reasons[user.id] = reason
             for thunk in user.thunks:
                 thunk._set_skipped(reason)
@@ -962,7 +980,7 @@ class Scheduler:
             todo.extend(self._dynamic_users.get(user.id, ()))
 
     def _cancel_node(self, node: NodeInfo) -> None:
-        node._status = CANCELLED
+        self._status[node._order] = CANCELLED
         for thunk in node.thunks:
             if not thunk.state.finished:
                 thunk._set_cancelled()
@@ -974,8 +992,9 @@ class Scheduler:
         """After the task group: nodes that never finished are released, not left claimed."""
         if self._done == len(self._by_order):
             return  # the usual case
+        status = self._status
         for node in self._by_order:
-            state = node._status
+            state = status[node._order]
             if state in _FINAL:
                 continue
             for thunk in node.thunks:
@@ -983,7 +1002,7 @@ class Scheduler:
                     thunk._set_cancelled()
                 thunk._release()  # a pending thunk's waiters learn that no run holds it
             if state == RUNNING:
-                node._status = CANCELLED
+                status[node._order] = CANCELLED
 
 
 def _lone_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

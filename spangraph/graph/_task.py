@@ -57,6 +57,12 @@ class TaskProducer:
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.fn)
 
+    def map_spans(self, fn: Callable[[Any], Any]) -> TaskProducer:
+        """This producer with the spans in its arguments replaced by ``fn(span)``."""
+        return dataclasses.replace(
+            self, args=_map_spans(self.args, fn), kwargs=_map_spans(dict(self.kwargs), fn)
+        )
+
     def inputs(self) -> Sequence[Any]:
         return [v for v in _walk_values((self.args, self.kwargs)) if is_span(v)]
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
 
@@ -429,6 +429,10 @@ class GenerationProducer:
     def inputs(self) -> Sequence[Span]:
         prefix = self.state.prefix_spans() if self.state is not None else ()
         return (*prefix, self.action)
+
+    def map_spans(self, fn: Callable[[Any], Any]) -> GenerationProducer:
+        """This producer with the spans it holds (action, state) replaced by ``fn(x)``."""
+        return replace(self, action=fn(self.action), state=fn(self.state))
 
     def params(self) -> str:
         from ._digest import canonical_json

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..nodes import ExecutionState, ModelOutputThunk, current_state
@@ -34,6 +34,10 @@ class SamplerProducer:
     def inputs(self) -> Sequence[Any]:
         prefix = self.state.prefix_spans() if self.state is not None else ()
         return (*prefix, self.action)
+
+    def map_spans(self, fn: Callable[[Any], Any]) -> SamplerProducer:
+        """This producer with the spans it holds (action, state) replaced by ``fn(x)``."""
+        return replace(self, action=fn(self.action), state=fn(self.state))
 
     def params(self) -> str:
         # A sampler holds callables (validators, scorers): it is identified by the

@@ -585,27 +585,53 @@ def test_an_internal_error_in_a_handed_off_generation_is_raised_not_lost(
         run(thunk, engine=ScriptedEngine("ok", latency=0.01), progress=False)
 
 
-def test_a_compiled_graph_runs_once_at_a_time() -> None:
-    engine = ScriptedEngine("ok", latency=0.05)
-    graph = compile(generate(Op(inputs=["a"], label="n")))
-    errors: list[BaseException] = []
+def test_two_runs_of_one_graph_at_once_on_different_engines_never_meet() -> None:
+    """Run state is the run's: a graph another run holds runs on a copy of its spans
+    (fresh thunks, equal node ids), so each run gets its own engine's results."""
 
-    async def second() -> None:
-        await anyio.sleep(0.01)  # the first run is under way
-        try:
-            await arun(graph, engine=engine, progress=False)
-        except RuntimeError as exc:
-            errors.append(exc)
+    @task
+    def fan(word: str) -> Any:
+        return [generate(CBlock(f"{word} {i}")) for i in range(3)]
+
+    first_engine = ScriptedEngine(lambda r: "A:" + r.text, latency=0.03)
+    second_engine = ScriptedEngine(lambda r: "B:" + r.text, latency=0.02)
+    top = generate(Op(inputs=[fan("w"), "x"], label="top"))
+    graph = compile(top)
+    runs: dict[str, Any] = {}
+
+    async def one(name: str, engine: ScriptedEngine, delay: float) -> None:
+        await anyio.sleep(delay)
+        runs[name] = await arun(graph, engine=engine, progress=False)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(second)
-            await arun(graph, engine=engine, progress=False)
+            tg.start_soon(one, "first", first_engine, 0)
+            tg.start_soon(one, "second", second_engine, 0.01)  # the first is under way
 
     anyio.run(main)
-    assert len(errors) == 1 and "already being run" in str(errors[0])
-    rerun = run(graph, engine=engine, progress=False)  # released once the first run ended
-    assert rerun.status == "done"
+    first, second = runs["first"], runs["second"]
+    assert first.status == second.status == "done"
+    assert first.output is top and first.graph is graph
+    assert second.output is not top and second.graph is not graph  # a copy of the spans
+    assert second.graph.roots == graph.roots  # the same program: equal node ids
+    assert top.value.startswith("A:top") and second.output.value.startswith("B:top")
+    assert "A:w 0" in top.value and "B:w 0" in second.output.value
+    assert first_engine.calls == second_engine.calls == 4
+    rerun = run(graph, engine=second_engine, progress=False)  # done: nothing to compute
+    assert rerun.generations == 0 and second_engine.calls == 4
+
+
+def test_a_copy_keeps_what_was_done_before() -> None:
+    engine = ScriptedEngine(lambda r: "v:" + r.text)
+    done = generate(CBlock("early"))
+    run(done, engine=engine, progress=False)
+    later = generate(Op(inputs=[done], label="later"))
+    graph = compile(later)
+    copy = graph.instance()
+    assert copy.roots == graph.roots
+    result = run(copy, engine=engine, progress=False)
+    assert result.generations == 1 and engine.calls == 2  # "early" was not computed again
+    assert later.state is ThunkState.PENDING  # the original is untouched
 
 
 def test_arun_under_trio() -> None:
