@@ -193,16 +193,15 @@ class Scheduler:
         self.timeout = timeout
         self.on_error = on_error
         self.bus = bus
-        # The bus's emit where someone listens; the frequent events are built only for
-        # a listener of their own type, and those about pure nodes only for a listener
-        # that takes them (one not work_only).
-        self._emit = bus.emit if bus.listening else None
-        self._emit_pure = bus.emit_pure if bus.listening else None
-        self._emit_queued = bus.emitter(ev.NodeQueued)
-        self._emit_queued_pure = bus.emitter(ev.NodeQueued, pure=True)
-        self._emit_started = bus.emitter(ev.NodeStarted)
-        self._emit_finished = bus.emitter(ev.NodeFinished)
-        self._emit_finished_pure = bus.emitter(ev.NodeFinished, pure=True)
+        # What to call with each kind of event, or None where nobody listens (then the
+        # event is not even built): bound to the bus's listeners when the run starts.
+        self._emit: Callable[[ev.Event], None] | None = None
+        self._emit_pure: Callable[[ev.Event], None] | None = None
+        self._emit_queued: Callable[[ev.Event], None] | None = None
+        self._emit_queued_pure: Callable[[ev.Event], None] | None = None
+        self._emit_started: Callable[[ev.Event], None] | None = None
+        self._emit_finished: Callable[[ev.Event], None] | None = None
+        self._emit_finished_pure: Callable[[ev.Event], None] | None = None
         #: Drives the primitives of engines that complete inline (see InlineDriver).
         self._driver = InlineDriver()
         self._rng = random.Random(retry.seed)
@@ -259,12 +258,6 @@ class Scheduler:
         # The graph's node table, read directly (no method call per lookup).
         self._info = graph._nodes
         graph._running += 1
-        try:
-            if not self._take_fresh(graph):
-                self._add_nodes(list(graph.nodes()))
-        except BaseException:
-            self.close()
-            raise
 
     def close(self) -> None:
         """Let go of the graph (``execute`` does it; so may its caller); once only."""
@@ -381,13 +374,32 @@ class Scheduler:
 
     # -- the main loop ---------------------------------------------------------------
 
+    def _listen(self) -> None:
+        """Bind the run's emitters to the bus's listeners, as the run starts (so a
+        listener subscribed any time before it gets every event). The bus's
+        ``emitter(kind)`` is the one guard: ``None`` when nobody takes that kind of
+        event (about a pure node, with ``pure``), and the event is then not built."""
+        bus = self.bus
+        self._emit = bus.emit if bus.listening else None
+        self._emit_pure = bus.emit_pure if bus.listening else None
+        self._emit_queued = bus.emitter(ev.NodeQueued)
+        self._emit_queued_pure = bus.emitter(ev.NodeQueued, pure=True)
+        self._emit_started = bus.emitter(ev.NodeStarted)
+        self._emit_finished = bus.emitter(ev.NodeFinished)
+        self._emit_finished_pure = bus.emitter(ev.NodeFinished, pure=True)
+
     async def execute(self) -> None:
+        """Run the graph: bind the listeners, take the nodes on (claiming their
+        thunks), then start what is ready, until nothing is left to do."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             self._inline = False  # not asyncio (trio): always start generations as tasks
         error: BaseException | None = None
         try:
+            self._listen()
+            if not self._take_fresh(self.graph):
+                self._add_nodes(list(self.graph.nodes()))
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self._drain()
@@ -503,9 +515,7 @@ class Scheduler:
                 node = by_order[order]
                 kind = node.kind
                 if kind == "generation":
-                    engine = node.span.producer.engine
-                    if engine is None:
-                        engine = self._default_engine or self._run_engine()
+                    engine = self._engine_of(node)
                     # Capacity is held only by generations handed off to tasks: with none
                     # in flight, every limit has room (and this runs per generation).
                     if self._in_flight and self._at_capacity(engine):
@@ -534,9 +544,9 @@ class Scheduler:
 
     def _engine_of(self, node: NodeInfo) -> InferenceEngine:
         """The node's own engine (``generate(engine=...)``), else the run's."""
-        engine = getattr(node.span.producer, "engine", None)
+        engine: InferenceEngine | None = node.span.producer.engine
         if engine is not None:
-            return engine  # type: ignore[no-any-return]
+            return engine
         return self._default_engine or self._run_engine()
 
     def _run_engine(self) -> InferenceEngine:

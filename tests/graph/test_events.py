@@ -165,3 +165,33 @@ def test_a_run_reports_pure_nodes_to_all_but_work_only_listeners() -> None:
     assert {("NodeQueued", True), ("NodeFinished", True), ("NodeSkipped", True)} <= kinds
     assert ("NodeFailed", False) in kinds
     assert [e for e in everything if e.node_id not in pure] == work
+
+
+def test_a_listener_subscribed_after_the_scheduler_is_made_gets_every_event() -> None:
+    """The scheduler binds its emitters when the run starts, not when it is built."""
+    import anyio
+
+    from spangraph import CBlock, compile, generate
+    from spangraph.engines import ScriptedEngine
+    from spangraph.graph._policy import RetryPolicy
+    from spangraph.graph._scheduler import Scheduler
+
+    engine = ScriptedEngine("ok")
+    bus = ev.EventBus()
+    early: list[str] = []
+    bus.subscribe(lambda e: early.append(type(e).__name__), only=[ev.NodeStarted])
+    scheduler = Scheduler(
+        compile(generate(CBlock("q"))),
+        engine=lambda: engine,
+        max_concurrency=None,
+        retry=RetryPolicy(),
+        timeout=None,
+        on_error="raise",
+        bus=bus,
+    )
+    late: list[str] = []
+    bus.subscribe(lambda e: late.append(type(e).__name__))  # after the scheduler was made
+    anyio.run(scheduler.execute)
+    assert early == ["NodeStarted"]
+    assert late.count("NodeQueued") == 2  # the block and the generation
+    assert late.count("NodeStarted") == 1 and late.count("NodeFinished") == 2
