@@ -10,7 +10,7 @@ database, a newer spangraph's memo, an unreadable path): see its docstring
 for what to do. ``MemoEntry`` is the one shape of an entry.
 """
 
-from ._context import run_cache, split_cache_setting, use_run_cache
+from ._context import CacheSetting, run_cache, split_cache_setting, use_run_cache
 from ._entry import MemoEntry
 from ._errors import MemoStoreError
 from ._key import memo_key, prefix_key
@@ -22,6 +22,7 @@ from ._stores import CacheStats, LayeredStore, MemoryStore, SQLiteStore, Store
 __all__ = [
     "AUTO",
     "CachePolicy",
+    "CacheSetting",
     "CacheStats",
     "Claim",
     "KVPrefixStore",

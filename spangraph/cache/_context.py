@@ -5,18 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
 
 from ._policy import CachePolicy
 from ._stores import Store
+
+#: What ``run(cache=...)`` takes: a memo store (the run's memo, under each
+#: generation's policy), a ``CachePolicy`` (the run's policy, with the stores the
+#: states and engines name), both as ``(store, policy)``, or ``None`` (neither).
+CacheSetting = Store | CachePolicy | tuple[Store | None, CachePolicy | None] | None
 
 _run_cache: ContextVar[tuple[Store | None, CachePolicy | None]] = ContextVar(
     "spangraph_run_cache", default=(None, None)
 )
 
 
-def split_cache_setting(setting: Any) -> tuple[Store | None, CachePolicy | None]:
-    """``cache=`` accepts a store, a ``CachePolicy``, both as a tuple, or ``None``."""
+def split_cache_setting(setting: CacheSetting) -> tuple[Store | None, CachePolicy | None]:
+    """``cache=`` as ``(store, policy)``; anything but a ``CacheSetting`` is a ``TypeError``
+    (checked here, at run time, too: the annotation is not enforced)."""
     if setting is None:
         return None, None
     if isinstance(setting, CachePolicy):

@@ -16,7 +16,7 @@ import anyio
 from opentelemetry import trace as otel_trace
 
 from .. import events as ev
-from ..cache import split_cache_setting, use_run_cache
+from ..cache import CacheSetting, split_cache_setting, use_run_cache
 from ..cache._errors import describe_bad_entries, describe_failure
 from ..engines import InferenceEngine
 from ..nodes import ThunkState
@@ -119,7 +119,7 @@ def _graph_of(roots: Sequence[Any]) -> SpanGraph:
 async def arun(
     *roots: Any,
     engine: InferenceEngine | None = None,
-    cache: Any = None,
+    cache: CacheSetting = None,
     max_concurrency: int | None = None,
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
@@ -503,7 +503,7 @@ class _LazyLog:
 def run(
     *roots: Any,
     engine: InferenceEngine | None = None,
-    cache: Any = None,
+    cache: CacheSetting = None,
     max_concurrency: int | None = None,
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
