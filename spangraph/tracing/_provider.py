@@ -57,7 +57,15 @@ from opentelemetry.sdk.trace import (
 )
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, TraceFlags, TraceState
+from opentelemetry.trace import (
+    Link,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 
 from . import _semconv as sc
 
@@ -139,6 +147,7 @@ class SpanSink:
 
     def emit(
         self,
+        *,
         name: str,
         parent: SpanContext,
         kind: SpanKind,
@@ -151,8 +160,7 @@ class SpanSink:
         link_attributes: Mapping[str, Any],
     ) -> Link:
         """Report one finished span under ``parent``; add it to ``collected`` (its run's
-        spans); return a link to it with ``link_attributes``. Positional arguments: it
-        runs once per span."""
+        spans); return a link to it with ``link_attributes``."""
         known = self._parent
         if known is None or known[0] is not parent:  # one tuple: threads may share the sink
             known = self._parent = (
@@ -215,6 +223,44 @@ class SpanSink:
             for processor in others[1]:
                 processor.on_end(span)
         return link
+
+
+class TracerSink:
+    """Delivers finished node spans through the tracer API, span by span: the
+    reference ``SpanSink`` stands in for, and what an SDK without the processor
+    fan-out that ``SpanSink`` reads gets. The provider's ``RunCollector`` adds
+    each span to its run's spans, so ``collected`` is not needed here."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def emit(
+        self,
+        *,
+        name: str,
+        parent: SpanContext,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        links: Sequence[Link],
+        status: Status,
+        start: int,
+        end: int,
+        collected: list[ReadableSpan],
+        link_attributes: Mapping[str, Any],
+    ) -> Link:
+        """``SpanSink.emit``, through ``start_span`` and ``end``."""
+        span = self._tracer.start_span(
+            name,
+            context=trace.set_span_in_context(trace.NonRecordingSpan(parent)),
+            kind=kind,
+            attributes=attributes,
+            links=links,
+            start_time=start,
+        )
+        if status.status_code is not StatusCode.UNSET:
+            span.set_status(status)
+        span.end(end_time=end)
+        return Link(span.get_span_context(), link_attributes)
 
 
 _MAX_SPAN_ID = 2**64 - 1
@@ -312,7 +358,7 @@ class Emission(NamedTuple):
 
     tracer: trace.Tracer
     collector: RunCollector
-    sink: SpanSink | None
+    sink: SpanSink | TracerSink
 
 
 _lock = threading.Lock()
@@ -341,6 +387,8 @@ def emission() -> Emission:
 
 
 def _emission(provider: TracerProvider, collector: RunCollector) -> Emission:
+    tracer = provider.get_tracer(TRACER_NAME, _version())
     # Without the SDK's processor fan-out (another SDK version), spans go through the tracer.
-    sink = SpanSink(provider, collector) if hasattr(provider, "_active_span_processor") else None
-    return Emission(provider.get_tracer(TRACER_NAME, _version()), collector, sink)
+    if hasattr(provider, "_active_span_processor"):
+        return Emission(tracer, collector, SpanSink(provider, collector))
+    return Emission(tracer, collector, TracerSink(tracer))

@@ -485,9 +485,9 @@ def test_keyboard_interrupt_leaves_completed_results_readable() -> None:
 def test_run_leaves_the_gc_freeze_as_it_found_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import gc
 
-    from spangraph.graph import _run
+    from spangraph.graph import _gcfreeze
 
-    monkeypatch.setattr(_run._HeapKeeper, "EVERY", 3)  # refreeze during this small run
+    monkeypatch.setattr(_gcfreeze.HeapKeeper, "EVERY", 3)  # refreeze during this small run
     seen: list[int] = []
 
     def probe(*_: Any) -> str:

@@ -434,7 +434,7 @@ def test_spans_go_through_the_tracer_without_the_sdks_processor_fan_out(
     """With an SDK that has no ``_active_span_processor``, no SpanSink: the tracer API."""
     monkeypatch.setattr(provider_module, "hasattr", lambda obj, name: False, raising=False)
     provider, memory = _app_provider(monkeypatch)
-    assert provider_module.emission().sink is None
+    assert isinstance(provider_module.emission().sink, provider_module.TracerSink)
     result, nodes = run_scenario()
     provider.shutdown()
     spans = memory.get_finished_spans()
@@ -525,10 +525,11 @@ def test_spans_reach_another_fan_out(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_upstream_fast_path_agrees_with_the_walk() -> None:
-    """``_Tracing._producers`` (two levels deep, the usual node) gives the ids the
-    general walk (``_upstream``) gives, and declines (None) for deeper nodes."""
+    """``_producers`` (two levels deep, the usual node) gives the ids the general walk
+    (``upstream``) gives, all ``part`` edges, and declines (None) for deeper nodes."""
     from spangraph import compile
-    from spangraph.graph._run import _Tracing
+    from spangraph.graph._traced import TracedSpanGraph
+    from spangraph.tracing._graph import NodeFacts, _producers, upstream
 
     src = generate(Op(inputs=["doc"], label="src"))
     nested = Op(inputs=[Op(inputs=[src, CBlock("deep")], label="inner"), "x"], label="outer")
@@ -536,17 +537,18 @@ def test_upstream_fast_path_agrees_with_the_walk() -> None:
     deep = generate(nested)
     top = generate(Op(inputs=[mid, deep, Op(inputs=[mid], label="wrap")], label="top"))
     graph = compile(top)
-    tracing = _Tracing.__new__(_Tracing)
-    tracing._nodes = graph._nodes
+    nodes = TracedSpanGraph(graph).nodes
     fast = declined = 0
-    for info in graph._nodes.values():
-        ids, kinds = tracing._upstream(info)
-        quick = tracing._producers(info.inputs)
+    for info in graph.nodes():
+        ids, kinds = upstream(nodes, info)
+        quick = _producers(nodes, info.inputs)
         if quick is None:
             declined += 1
         else:
             fast += 1
             assert quick == ids and set(kinds) <= {"part"}
+        facts = NodeFacts.of(TracedSpanGraph(graph), info.id)
+        assert (facts.upstream, facts.upstream_kinds) == (ids, kinds)
     assert fast and declined  # both ways were taken
-    assert tracing._producers(graph.node(mid).inputs) == (graph.node(src).id,)
-    assert tracing._producers(graph.node(top).inputs) is None  # "wrap" is a level deeper
+    assert _producers(nodes, graph.node(mid).inputs) == (graph.node(src).id,)
+    assert _producers(nodes, graph.node(top).inputs) is None  # "wrap" is a level deeper
