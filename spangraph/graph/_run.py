@@ -21,7 +21,7 @@ from ..tracing import LogDAG
 from ..tracing._traced_run import RunLog, TracedRun
 from ._compile import CANCELLED, DONE, FAILED, SKIPPED, SpanGraph, compile
 from ._errors import NodeFailedError
-from ._gcfreeze import HeapKeeper, young_heap
+from ._gcfreeze import gc_scope
 from ._policy import OnError, RetryPolicy
 from ._progress import ProgressBar, wanted
 from ._scheduler import Scheduler, check_run_policy
@@ -148,7 +148,7 @@ async def arun(
         bus.subscribe(log.append)
     if trace:
         traced = TracedRun(TracedSpanGraph(graph), name, bus)
-        bus.subscribe(HeapKeeper(), only=(ev.NodeStarted,))
+    gc_freeze = gc_scope(bus, traced=trace)
     faults = _CacheFaults()
     bus.subscribe(faults, only=(ev.CacheFailed, ev.CacheBadEntry))
     for listener in listeners:
@@ -179,7 +179,7 @@ async def arun(
             ev.use_bus(bus),
             use_run_cache(store, policy),
             traced.current() if traced is not None else contextlib.nullcontext(),
-            young_heap(),
+            gc_freeze,
         ):
             await scheduler.execute()
     except BaseException as exc:
