@@ -552,3 +552,55 @@ def test_upstream_fast_path_agrees_with_the_walk() -> None:
     assert fast and declined  # both ways were taken
     assert _producers(nodes, graph.node(mid).inputs) == (graph.node(src).id,)
     assert _producers(nodes, graph.node(top).inputs) is None  # "wrap" is a level deeper
+
+
+def test_span_sink_agrees_with_the_tracer_sink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spans ``SpanSink`` builds as finished ``ReadableSpan``s are those the tracer
+    API makes (``TracerSink``, its reference, used without the SDK's fan-out): the
+    same names, kinds, attributes, statuses, parents, and links to the same spans
+    with the same attributes; and the two runs' LogDAGs agree."""
+
+    def traced_run() -> tuple[dict[tuple[Any, ...], Any], Any]:
+        provider, memory = _app_provider(monkeypatch)
+        result, _ = run_scenario()
+        provider.shutdown()
+        spans = memory.get_finished_spans()
+        node_of = {s.context.span_id: _node_key(s) for s in spans}
+        seen = {}
+        for span in spans:
+            attributes = dict(span.attributes or {})
+            attributes.pop("spangraph.run.id")
+            seen[_node_key(span)] = (
+                span.name,
+                span.kind,
+                attributes,
+                (span.status.status_code, span.status.description),
+                node_of.get(span.parent.span_id) if span.parent is not None else None,
+                [
+                    (node_of[link.context.span_id], dict(link.attributes or {}))
+                    for link in span.links
+                ],
+                span.start_time <= span.end_time,
+            )
+        return seen, result.log
+
+    through_sink, sink_log = traced_run()
+    assert isinstance(provider_module.emission().sink, provider_module.SpanSink)
+    monkeypatch.setattr(provider_module, "hasattr", lambda obj, name: False, raising=False)
+    through_tracer, tracer_log = traced_run()
+    assert isinstance(provider_module.emission().sink, provider_module.TracerSink)
+    assert len(through_sink) == 10  # the run span and nine node spans
+    assert through_sink == through_tracer
+    assert sink_log is not None and tracer_log is not None
+    assert len(sink_log) == len(tracer_log) == 9
+    assert sink_log.totals() == tracer_log.totals()
+    assert sorted(e.kind for e in sink_log.edges) == sorted(e.kind for e in tracer_log.edges)
+
+
+def _node_key(span: Any) -> tuple[Any, ...]:
+    attributes = span.attributes or {}
+    return (
+        attributes.get("spangraph.node.id"),
+        attributes.get("spangraph.node.attempt"),
+        attributes.get("spangraph.node.status"),
+    )
