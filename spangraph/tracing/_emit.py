@@ -15,9 +15,13 @@ Mapping:
   SDK keeps at most 128 links per span;
 - nodes skipped after a failure → zero-length spans with status ``skipped``.
 
-Spans are created when a node ends, with the start and end times recorded
-by the events, so that every upstream span context already exists (they
-are reported finished, through ``SpanSink``: see ``_provider``).
+Spans are created when a node's attempt ends, with the start and end times
+recorded by the events, so that every upstream span context already exists
+(they are reported finished, through ``SpanSink``: see ``_provider``). What
+a span says about its node (kind, label, span path, upstream) is read from
+the graph the run executes (``_graph``); ``_traced_run`` wires a run's
+tracing; ``docs/design/tracing.md`` has the walk from ``generate()`` to a
+span, and the figures.
 
 Content: no free text on a span unless the user opted in. Content capture
 (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=SPAN_ONLY`` or

@@ -18,22 +18,24 @@ hands it to the provider's span processors (``on_end``; there is no
 ``on_start`` for a span that is already over). This skips what the tracer
 API spends on a span whose attributes spangraph itself built with valid
 types: re-checking every attribute value, a sampler call, locks, a copy at
-``end()``. Measured on the layered benchmark's spans: about 7 µs per span
-against 87 µs through ``start_span``/``end``. The run span (and a sampler's
-span, which is open while its attempts run) still goes through the tracer,
-so it is the current span for user code. Node spans follow the run span's
-sampling decision, as the SDK's parent-based samplers do; an unsampled run
-still collects its node spans, so ``Run.log`` is whole. The SDK's span
-limits apply: at most ``max_links`` links, the attribute count and value
-length limits.
+``end()`` (an order of magnitude per span: ``docs/design/tracing.md``).
+``TracerSink`` makes the same spans through ``start_span``/``end``: it is
+the reference (``test_span_sink_agrees_with_the_tracer_sink``), and what an
+SDK without the processor fan-out ``SpanSink`` reads gets. The run span (and
+a sampler's span, which is open while its attempts run) always goes through
+the tracer, so it is the current span for user code. Node spans follow the
+run span's sampling decision, as the SDK's parent-based samplers do; an
+unsampled run still collects its node spans, so ``Run.log`` is whole. The
+SDK's span limits apply: at most ``max_links`` links, the attribute count
+and value length limits.
 
 Three shortcuts, each checked once against the installed API and SDK (and
 not taken if the check fails): a span context is built as the tuple that
 ``SpanContext.__new__`` builds (its id checks made here), ``ReadableSpan``
 is called positionally, and the link to a span that its users' spans carry
 is made with the two attributes ``Link.__init__`` sets. All are the SDK's
-own types; the calls they replace cost, per span, more than the rest of the
-sink.
+own types; ``test_sink_spans_are_the_sdks_own`` checks each shortcut and
+the spans made without them.
 """
 
 from __future__ import annotations
@@ -306,7 +308,8 @@ def _fast_link_works() -> bool:
 
 _FAST_LINK = _fast_link_works()
 #: Whether ``ReadableSpan.__init__`` takes its arguments in the order ``SpanSink``
-#: passes them (positionally: keywords cost more than the rest of the call).
+#: passes them (positionally: with keywords, the call costs the sink a sizeable
+#: part of its time; ``docs/design/tracing.md``).
 _POSITIONAL = list(inspect.signature(ReadableSpan.__init__).parameters)[1:14] == [
     "name",
     "context",
