@@ -119,7 +119,7 @@ class NodeFacts:
     @classmethod
     def declared(cls, *, kind: str, path: str, label: str, sampler: str | None) -> NodeFacts:
         """The facts of a node that is not in the graph (a sampler's attempt, a judge
-        call: ``NodeDeclared``). Its upstream is its sampler, whose span is its parent."""
+        call: ``NodeDeclared``): no upstream of its own; its sampler's span is its parent."""
         return cls(
             kind=kind, path=path, label=label, upstream=(), upstream_kinds=(), sampler=sampler
         )

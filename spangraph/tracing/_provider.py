@@ -180,7 +180,13 @@ class SpanSink:
         else:
             if not span_id:
                 span_id = self._generator.generate_span_id()
-            context = SpanContext(trace_id, span_id, False, flags, state)
+            context = SpanContext(
+                trace_id=trace_id,
+                span_id=span_id,
+                is_remote=False,
+                trace_flags=flags,
+                trace_state=state,
+            )
         if len(links) > self._max_links:
             links = links[: self._max_links]
         if len(attributes) > self._max_attributes or self._max_length is not None:
