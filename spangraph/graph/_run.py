@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import threading
 import time
-import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from opentelemetry import trace as otel_trace
 
 from .. import events as ev
 from ..cache import CacheSetting, split_cache_setting, use_run_cache
 from ..cache._errors import describe_bad_entries, describe_failure
 from ..engines import InferenceEngine
 from ..nodes import ThunkState
-from ..tracing import LogDAG, NodeMeta, RunTracer, capture_mode, emission
-from ._compile import CANCELLED, DONE, FAILED, SKIPPED, NodeInfo, SpanGraph, compile
+from ..tracing import LogDAG
+from ..tracing._traced_run import RunLog, TracedRun
+from ._compile import CANCELLED, DONE, FAILED, SKIPPED, SpanGraph, compile
 from ._errors import NodeFailedError
+from ._gcfreeze import gc_scope
 from ._policy import OnError, RetryPolicy
 from ._progress import ProgressBar, wanted
 from ._scheduler import Scheduler, check_run_policy
 from ._signature import keywords_checked
+from ._traced import TracedSpanGraph, finish_tracing
 
 DEFAULT_RETRY = RetryPolicy()
 
@@ -72,7 +72,7 @@ class Run:
     #: Every event of the run, in order, when it ran with ``keep_events=True`` (the
     #: run's record is ``log``; a big run makes several events per generation).
     events: list[ev.Event] = field(default_factory=list)
-    _log: _LogSource | None = field(default=None, repr=False)
+    _log: RunLog | None = field(default=None, repr=False)
 
     @property
     def log(self) -> LogDAG | None:
@@ -145,13 +145,12 @@ async def arun(
     run_engine = engine
     bus = ev.EventBus()
     log: list[ev.Event] = []
-    tracing: _Tracing | None = None
+    traced: TracedRun | None = None
     if keep_events:
         bus.subscribe(log.append)
     if trace:
-        tracing = _Tracing(graph, name)
-        tracing.tracer.listen(bus)
-        bus.subscribe(_HeapKeeper(), only=(ev.NodeStarted,))
+        traced = TracedRun(TracedSpanGraph(graph), name, bus)
+    gc_freeze = gc_scope(bus, traced=trace)
     faults = _CacheFaults()
     bus.subscribe(faults, only=(ev.CacheFailed, ev.CacheBadEntry))
     for listener in listeners:
@@ -178,7 +177,12 @@ async def arun(
     cancelled = False
     failure: BaseException | None = None
     try:
-        with ev.use_bus(bus), use_run_cache(store, policy), _active(tracing), _young_heap():
+        with (
+            ev.use_bus(bus),
+            use_run_cache(store, policy),
+            traced.current() if traced is not None else contextlib.nullcontext(),
+            gc_freeze,
+        ):
             await scheduler.execute()
     except BaseException as exc:
         failure = exc
@@ -189,7 +193,7 @@ async def arun(
         scheduler.close()  # execute() does it too; this covers a failure before it ran
         if bar is not None:
             bar.close()
-        dag = tracing.finish(scheduler, failure) if tracing is not None else None
+        dag = finish_tracing(traced, scheduler, failure) if traced is not None else None
     outcome = _make_run(graph, scheduler, time.perf_counter() - started, log, cancelled)
     outcome._log = dag
     faults.count_on(outcome)
@@ -287,216 +291,6 @@ def _make_run(
         dynamic_nodes=scheduler.dynamic_nodes,
         events=log,
     )
-
-
-#: Span paths on spans keep their end only, at most this many characters after ``…``
-#: (cut where a step starts: see ``cut_path``): a node deep in a big graph has a path
-#: as long as the graph is deep, and every span would carry it. About a dozen steps.
-TRACE_PATH_CHARS = 160
-
-#: The edge kinds of a node whose ``n`` upstream edges are all parts (the usual node),
-#: shared by every such node's spans.
-_ALL_PARTS = tuple(("part",) * n for n in range(16))
-
-
-class _Tracing:
-    """One run's OpenTelemetry emission and LogDAG collection."""
-
-    def __init__(self, graph: SpanGraph, name: str) -> None:
-        self.graph = graph
-        self.run_id = uuid.uuid4().hex
-        out = emission()
-        self.collector = out.collector
-        self.buffer = self.collector.open(self.run_id)
-        self._nodes = graph._nodes  # the node table, read directly (per span)
-        self._tails: dict[int, tuple[str, bool]] = {}
-        self.tracer = RunTracer(
-            out.tracer, self.run_id, name, self.meta, capture_mode(), out.sink, self.buffer
-        )
-        self.tracer.start()
-
-    def meta(self, node_id: str) -> NodeMeta:
-        """What a node's span says about it. Asked once per span, when the node's
-        attempt has ended (so a task's dynamic inputs are known)."""
-        info = self._nodes[node_id]
-        producer = getattr(info.span, "producer", None)
-        label = producer.label if producer is not None else info.label
-        path = self.graph.path_tail(node_id, TRACE_PATH_CHARS, self._tails)
-        ids = None if info.dynamic_inputs else self._producers(info.inputs)
-        if ids is None:
-            ids, kinds = self._upstream(info)
-        else:
-            count = len(ids)
-            kinds = _ALL_PARTS[count] if count < len(_ALL_PARTS) else ("part",) * count
-        return (info.kind, path, label, ids, kinds, None)
-
-    def _producers(self, inputs: tuple[str, ...]) -> tuple[str, ...] | None:
-        """``_upstream`` for the usual node, whose inputs are executed nodes and pure
-        nodes (blocks, components) whose own inputs are executed nodes or leaves: the
-        same walk, two levels deep. ``None`` for a deeper node (``_upstream`` then)."""
-        nodes = self._nodes
-        out: dict[str, None] = {}
-        for src in reversed(inputs):
-            source = nodes[src]
-            if source._work:
-                out[src] = None
-                continue
-            for part in reversed(source.inputs):
-                below = nodes[part]
-                if below._work:
-                    out[part] = None
-                elif below.inputs:
-                    return None
-        return tuple(out)
-
-    def _upstream(self, info: NodeInfo) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The nearest executed nodes upstream (through blocks and components), in
-        depth-first order from the last input (dynamic inputs first), and the kind of
-        each edge (``part`` or ``dynamic``)."""
-        nodes = self._nodes
-        out: dict[str, str] = {}
-        seen: set[str] = set()
-        stack = [(reversed(info.inputs), "part")]
-        if info.dynamic_inputs:
-            stack.append((reversed(info.dynamic_inputs), "dynamic"))
-        while stack:
-            sources, kind = stack[-1]
-            for src in sources:
-                if src in seen:
-                    continue
-                seen.add(src)
-                source = nodes[src]
-                if source._work:
-                    out[src] = kind
-                elif source.inputs:
-                    stack.append((reversed(source.inputs), kind))
-                    break  # its inputs first; this iterator resumes after them
-            else:
-                stack.pop()
-        return tuple(out), tuple(out.values())
-
-    def finish(self, scheduler: Scheduler, failure: BaseException | None) -> _LogSource:
-        status = "failed" if scheduler.first_failure is not None else "done"
-        if failure is not None and scheduler.first_failure is None:
-            status = "cancelled"
-        error = scheduler.errors.get(scheduler.first_failure or "") or failure
-        self.tracer.end(status, error if status != "done" else None)
-        self.collector.close(self.run_id)
-        dag = _LogSource(self.buffer)
-        for node_id, info in self._nodes.items():
-            for thunk in info.thunks:
-                meta = thunk._meta  # read directly: ``meta`` would make one per thunk
-                if meta:
-                    for state in meta.get("logged_states", ()):
-                        state._record(thunk, _LazyLog(dag, node_id))
-        return dag
-
-
-@contextlib.contextmanager
-def _active(tracing: _Tracing | None) -> Iterator[None]:
-    """The run span is the current span while the run executes, so spans that
-    user code opens in tasks (and their worker threads) nest under it. An error
-    leaving the run is not recorded here (an exception event would quote its
-    message): the tracer's ``end`` records it, by the run's capture mode."""
-    if tracing is None:
-        yield
-        return
-    with otel_trace.use_span(
-        tracing.tracer.run_span,
-        end_on_exit=False,
-        record_exception=False,
-        set_status_on_exception=False,
-    ):
-        yield
-
-
-_heap_lock = threading.Lock()
-_heap_runs = 0
-
-
-@contextlib.contextmanager
-def _young_heap() -> Iterator[None]:
-    """Leave the objects that existed before the run out of garbage collection while
-    it runs (``gc.freeze``), so that the full collections a big run triggers scan
-    only what the run made, not the whole heap again and again. On the
-    traced 10k-node benchmark, the two full collections cost 330 ms of a 1.9 s
-    run before. Frozen garbage cycles are collected once the run ends (it
-    unfreezes). Overlapping runs (threads) share one freeze; an application
-    that uses ``gc.freeze`` itself (before forking, say) is left alone."""
-    global _heap_runs
-    with _heap_lock:
-        if _heap_runs == 0 and gc.get_freeze_count() == 0:
-            gc.freeze()
-            _heap_runs = 1
-        elif _heap_runs:
-            _heap_runs += 1
-    try:
-        yield
-    finally:
-        with _heap_lock:
-            if _heap_runs:
-                _heap_runs -= 1
-                if _heap_runs == 0:
-                    gc.unfreeze()
-
-
-class _HeapKeeper:
-    """Listens to a traced run: every ``EVERY`` started attempts, what the run made so
-    far (spans, events, results: it all lives as long as the run) joins the frozen
-    heap, so later collections do not scan it again. Without this, the traced
-    100k-node benchmark spent 3.1 s of 15 s in nine full collections.
-
-    ``EVERY`` is small enough that what a run keeps is frozen before a collection
-    of the middle generation (one per ten young collections, a few hundred nodes
-    on the benchmark) scans it a second time; a freeze only splices the
-    collector's lists. At 2048 it cost 6k instructions more per generation.
-    Young collections still run in between, so short-lived garbage cycles are
-    collected as before. It counts starts, not finishes: only work nodes start
-    (the scheduler reports pure nodes finished too), and the tracer is then the
-    only listener to finishes, which the scheduler then calls without the bus's
-    fan-out."""
-
-    EVERY = 256
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, event: ev.Event) -> None:  # NodeStarted only (see arun)
-        self.count += 1
-        if self.count >= self.EVERY:
-            self.count = 0
-            with _heap_lock:
-                if _heap_runs:  # the freeze is ours (see _young_heap)
-                    gc.freeze()
-
-
-class _LogSource:
-    """A run's collected spans; the LogDAG is built from them once, when first asked for."""
-
-    __slots__ = ("_dag", "_spans")
-
-    def __init__(self, spans: list[Any]) -> None:
-        self._spans = spans
-        self._dag: LogDAG | None = None
-
-    def get(self) -> LogDAG:
-        if self._dag is None:
-            self._dag = LogDAG.from_spans(self._spans)
-            self._spans = []
-        return self._dag
-
-
-class _LazyLog:
-    """A state's log of one generation: its part of the run's LogDAG, cut out on demand."""
-
-    __slots__ = ("node_id", "source")
-
-    def __init__(self, source: _LogSource, node_id: str) -> None:
-        self.source, self.node_id = source, node_id
-
-    def resolve(self) -> LogDAG:
-        return self.source.get().subdag(self.node_id)
 
 
 @keywords_checked

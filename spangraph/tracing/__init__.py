@@ -7,7 +7,7 @@ options; ``None`` defers to the environment variable
 carry such a text's length and ``text_digest`` instead.
 """
 
-from ._emit import NodeMeta, RunTracer, capture_mode
+from ._emit import RunTracer, capture_mode
 from ._logdag import LogDAG, LogEdge, LogNode, SpanRecord, Totals
 from ._provider import Emission, RunCollector, SpanSink, emission
 from ._render import COLLAPSE_THRESHOLD
@@ -23,7 +23,6 @@ __all__ = [
     "LogDAG",
     "LogEdge",
     "LogNode",
-    "NodeMeta",
     "RunCollector",
     "RunTracer",
     "SpanRecord",

@@ -15,9 +15,13 @@ Mapping:
   SDK keeps at most 128 links per span;
 - nodes skipped after a failure → zero-length spans with status ``skipped``.
 
-Spans are created when a node ends, with the start and end times recorded
-by the events, so that every upstream span context already exists (they
-are reported finished, through ``SpanSink``: see ``_provider``).
+Spans are created when a node's attempt ends, with the start and end times
+recorded by the events, so that every upstream span context already exists
+(they are reported finished, through ``SpanSink``: see ``_provider``). What
+a span says about its node (kind, label, span path, upstream) is read from
+the graph the run executes (``_graph``); ``_traced_run`` wires a run's
+tracing; ``docs/design/tracing.md`` has the walk from ``generate()`` to a
+span, and the figures.
 
 Content: no free text on a span unless the user opted in. Content capture
 (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=SPAN_ONLY`` or
@@ -67,15 +71,9 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from .. import events as ev
 from . import _semconv as sc
-from ._provider import SpanSink
+from ._graph import EXECUTED_KINDS, NodeFacts, TracedGraph
+from ._provider import SpanSink, TracerSink
 from ._text import FreeText
-
-#: What a node's span says about it besides its outcome: its kind, span path and
-#: label, the nearest executed nodes upstream and the kind of each of those edges
-#: (as the span attributes carry them), and the sampler it is an attempt of (or
-#: ``None``). A plain tuple, unpacked where it is read: one is made per span, and a
-#: class instance cost five times as much to make.
-NodeMeta = tuple[str, str, str, tuple[str, ...], tuple[str, ...], str | None]
 
 #: One attribute mapping per edge kind, shared by every link of that kind.
 _EDGE_ATTRIBUTES = {
@@ -111,22 +109,24 @@ class RunTracer:
     """Listens to one run's events and emits its spans.
 
     State, per node id: ``_starts`` holds the start event of each attempt under
-    way (its time and number), ``_records`` the generation record of such an
-    attempt, ``_links`` the span of each finished node as a ``part`` link (one
-    ``Link`` per span, shared by all its users: links are immutable), and
-    ``_previous`` the span of an attempt that was retried. Each span's
-    attributes are a copy of a base dict made once per run and node kind (and,
-    for generations, per request: engine, model and options) with the node's
-    own values set on it.
+    way, ``_records`` the generation record of such an attempt, ``_links`` the
+    span of each finished node as a ``part`` link (one ``Link`` per span,
+    shared by all its users: links are immutable), ``_previous`` the span of
+    an attempt that was retried, and ``_declared`` the facts of the nodes that
+    are not in the graph (a sampler's attempts). Each span's attributes are a
+    copy of a base dict made once per run and node kind (and, for
+    generations, per request: engine, model and options) with the node's own
+    values set on it.
     """
 
     tracer: trace.Tracer
     run_id: str
     name: str
-    meta: Callable[[str], NodeMeta]
+    #: The graph the run executes: what each node's span says about it (``_graph``).
+    graph: TracedGraph
+    #: Where finished node spans go.
+    sink: SpanSink | TracerSink
     capture: str = "NO_CONTENT"
-    #: Where finished node spans go (``None``: through ``tracer``, span by span).
-    sink: SpanSink | None = None
     #: The run's collected spans (the sink adds node spans to it directly).
     collected: list[Any] = field(default_factory=list)
     _offset: int = field(default_factory=lambda: time.time_ns() - time.perf_counter_ns())
@@ -138,7 +138,7 @@ class RunTracer:
     _links: dict[str, Link] = field(default_factory=dict)
     _previous: dict[str, Link] = field(default_factory=dict)
     _span_of_node: dict[str, Any] = field(default_factory=dict)
-    _declared: dict[str, NodeMeta] = field(default_factory=dict)
+    _declared: dict[str, NodeFacts] = field(default_factory=dict)
     _bases: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``gen_ai.response.finish_reasons`` values, one tuple per reason.
     _reasons: dict[str, tuple[str]] = field(default_factory=dict)
@@ -181,11 +181,8 @@ class RunTracer:
 
     # -- events ------------------------------------------------------------------------
 
-    def _meta(self, node_id: str) -> NodeMeta:
-        return self._declared.get(node_id) or self.meta(node_id)
-
-    def _kind(self, node_id: str) -> str:
-        return self._meta(node_id)[0]
+    def _facts(self, node_id: str) -> NodeFacts:
+        return self._declared.get(node_id) or NodeFacts.of(self.graph, node_id)
 
     def __call__(self, event: ev.Event) -> None:
         handler = _HANDLERS.get(type(event))
@@ -200,7 +197,9 @@ class RunTracer:
             bus.subscribe(MethodType(handler, self), only=(kind,), work_only=True)
 
     def _on_declared(self, event: ev.NodeDeclared) -> None:
-        self._declared[event.node_id] = (event.kind, event.path, event.label, (), (), event.parent)
+        self._declared[event.node_id] = NodeFacts.declared(
+            kind=event.kind, path=event.path, label=event.label, sampler=event.parent
+        )
         sampler = event.parent
         if sampler is not None and sampler not in self._span_of_node:
             started = self._starts.get(sampler)
@@ -214,128 +213,47 @@ class RunTracer:
         if event.node_id in self._starts:  # not a generation a task made on an engine
             self._records[event.node_id] = event
 
-    def _on_finished(self, event: ev.NodeFinished) -> None:
+    def _on_attempt_ended(self, event: ev.Event) -> None:
+        """Finished, failed, retried or cancelled: the attempt's span."""
         started = self._starts.pop(event.node_id, None)
         if started is not None:
-            self._emit(
-                event.node_id,
-                started.time,
-                started.attempt,
-                event.time,
-                "done",
-                event.cache_hit,
-                None,
-                None,
-                event.attributes,
-            )
-
-    def _on_failed(self, event: ev.NodeFailed) -> None:
-        self._attempt_ended(event, "failed", event.error)
-
-    def _on_retried(self, event: ev.NodeRetried) -> None:
-        self._attempt_ended(event, "retried", event.error)
-
-    def _on_cancelled(self, event: ev.NodeCancelled) -> None:
-        self._attempt_ended(event, "cancelled", None)
-
-    def _attempt_ended(self, event: ev.Event, status: str, error: BaseException | None) -> None:
-        """The span of an attempt that did not finish (``_on_finished``, the frequent
-        end, makes its own call)."""
-        started = self._starts.pop(event.node_id, None)
-        if started is not None:
-            self._emit(
-                event.node_id, started.time, started.attempt, event.time, status, False, error,
-                None, None,
-            )  # fmt: skip
+            self._emit(started, event)
 
     def _on_skipped(self, event: ev.NodeSkipped) -> None:
-        if self._kind(event.node_id) in ("generation", "task", "sampler"):
-            self._emit(
-                event.node_id, event.time, 0, event.time, "skipped", False, None, event, None
-            )
+        if self._facts(event.node_id).kind in EXECUTED_KINDS:
+            self._emit(None, event)
 
     # -- spans ---------------------------------------------------------------------------
 
     def _ns(self, perf_seconds: float) -> int:
         return int(perf_seconds * 1e9) + self._offset
 
-    def _emit(
-        self,
-        node_id: str,
-        started: float,
-        attempt: int,
-        ended: float,
-        status: str,
-        cache_hit: bool,
-        error: BaseException | None,
-        skipped: ev.NodeSkipped | None,
-        extra: Mapping[str, Any] | None,
-    ) -> None:
-        """Report the span of a node's attempt that has ended (positional arguments:
-        this runs once per span, and keywords cost more than the rest of the call).
-        Free text (an error's message, a skip reason, ``extra``'s strings) goes
-        through ``self._text``."""
-        kind, path, label, upstream_ids, upstream_kinds, sampler = self._declared.get(
-            node_id
-        ) or self.meta(node_id)
+    def _emit(self, started: ev.NodeStarted | None, ended: ev.Event) -> None:
+        """Report the span of a node's attempt, from the event that started it to the
+        one that ended it (``NodeFinished``, ``NodeFailed``, ``NodeRetried``,
+        ``NodeCancelled``; a skipped node, never started, gets a zero-length span)."""
+        node_id = ended.node_id
+        status = _STATUS[type(ended)]
+        facts = self._facts(node_id)
         record = self._records.pop(node_id, None)
-        if kind == "generation" and record is not None:
-            key = (record.mode, record.provider, record.engine, record.model, record.server)
-            last = self._last_request
-            if last is not None and last[0] == key and last[1] == record.options:
-                name, span_kind, base = last[2]
-            else:
-                name, span_kind, base = self._request_base(key, record)
-        else:
-            name, span_kind, base = label, _INTERNAL, self._base(kind)
+        generation = record if facts.kind == "generation" else None
+        name, span_kind, base = self._request(facts, generation)
         attributes = base.copy()
         attributes[sc.NODE_ID] = node_id
-        attributes[sc.NODE_LABEL] = label
+        attributes[sc.NODE_LABEL] = facts.label
         attributes[sc.NODE_STATUS] = status
-        attributes[sc.NODE_ATTEMPT] = attempt
-        attributes[sc.SPAN_PATH] = path
-        attributes[sc.CACHE_HIT] = cache_hit
-        attributes[sc.NODE_UPSTREAM] = upstream_ids
-        attributes[sc.NODE_UPSTREAM_KINDS] = upstream_kinds
-        if record is not None and kind == "generation":
-            reason_of = record.finish_reason
-            if reason_of:
-                reasons = self._reasons.get(reason_of)
-                if reasons is None:
-                    reasons = self._reasons[reason_of] = (reason_of,)
-                attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
-            usage = record.usage
-            attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
-            attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
-            attributes[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
-            if self._text.captured:
-                self._text.messages(attributes, record)
-        if skipped is not None:
-            self._text.skip(attributes, skipped)
-        if extra:
-            self._text.extra(attributes, extra)
-        span_status = _UNSET
-        if status != "done":
-            if status == "failed" or status == "retried":
-                failure = error or (record.error if record is not None else None)
-                if failure is not None:
-                    span_status = self._text.error(attributes, failure)
-            elif status == "cancelled":
-                attributes[sc.ERROR_TYPE] = "cancelled"
-                span_status = Status(StatusCode.ERROR, "cancelled")
-        links: list[Link] = []
-        finished = self._links
-        for source, edge in zip(upstream_ids, upstream_kinds, strict=True):
-            link = finished.get(source)
-            if link is not None:
-                links.append(link if edge == "part" else Link(link.context, _edge_attributes(edge)))
-        if self._previous:
-            retried = self._previous.get(node_id)
-            if retried is not None:
-                links.append(retried)
-        offset = self._offset
-        start, end = int(started * 1e9) + offset, int(ended * 1e9) + offset
-        span = self._span_of_node.pop(node_id, None) if kind == "sampler" else None
+        attributes[sc.NODE_ATTEMPT] = started.attempt if started is not None else 0
+        attributes[sc.SPAN_PATH] = facts.path
+        attributes[sc.CACHE_HIT] = isinstance(ended, ev.NodeFinished) and ended.cache_hit
+        attributes[sc.NODE_UPSTREAM] = facts.upstream
+        attributes[sc.NODE_UPSTREAM_KINDS] = facts.upstream_kinds
+        if generation is not None:
+            self._usage(attributes, generation)
+        span_status = self._outcome(attributes, ended, record)
+        links = self._links_of(node_id, facts)
+        end = self._ns(ended.time)
+        start = self._ns(started.time) if started is not None else end
+        span = self._span_of_node.pop(node_id, None) if facts.kind == "sampler" else None
         if span is not None:  # a sampler's span, open since its first attempt
             span.set_attributes(attributes)
             for link in links:
@@ -348,48 +266,91 @@ class RunTracer:
             if self._run_span is None:
                 return  # the run span has ended: nothing can nest under it any more
             parent = self._run_context
-            if sampler is not None and sampler in self._span_of_node:
-                parent = self._span_of_node[sampler].get_span_context()
-            if self.sink is not None:
-                link = self.sink.emit(
-                    name, parent, span_kind, attributes, links, span_status, start, end,
-                    self.collected, _PART,
-                )  # fmt: skip
-            else:
-                link = self._through_tracer(
-                    name, parent, span_kind, attributes, links, span_status, start, end
-                )
+            if facts.sampler is not None and facts.sampler in self._span_of_node:
+                parent = self._span_of_node[facts.sampler].get_span_context()
+            link = self.sink.emit(
+                name=name,
+                parent=parent,
+                kind=span_kind,
+                attributes=attributes,
+                links=links,
+                status=span_status,
+                start=start,
+                end=end,
+                collected=self.collected,
+                link_attributes=_PART,
+            )
         if status == "retried":
             self._previous[node_id] = Link(link.context, _RETRY)
         else:
-            finished[node_id] = link
+            self._links[node_id] = link
             if self._previous:
                 self._previous.pop(node_id, None)
 
-    def _through_tracer(
-        self,
-        name: str,
-        parent: trace.SpanContext,
-        kind: SpanKind,
-        attributes: dict[str, Any],
-        links: list[Link],
-        status: Status,
-        start: int,
-        end: int,
-    ) -> Link:
-        """A node span made with the tracer API (without the sink); a part link to it."""
-        span = self.tracer.start_span(
-            name,
-            context=trace.set_span_in_context(trace.NonRecordingSpan(parent)),
-            kind=kind,
-            attributes=attributes,
-            links=links,
-            start_time=start,
-        )
-        if status is not _UNSET:
-            span.set_status(status)
-        span.end(end_time=end)
-        return Link(span.get_span_context(), _PART)
+    def _request(self, facts: NodeFacts, record: ev.GenerationRecord | None) -> _Base:
+        """A span's name, kind and the base of its attributes: its node kind's, and for
+        a generation its request's (the last one made is reused if it matches: most
+        generations of a run share it)."""
+        if record is None:
+            return facts.label, _INTERNAL, self._base(facts.kind)
+        key = (record.mode, record.provider, record.engine, record.model, record.server)
+        last = self._last_request
+        if last is not None and last[0] == key and last[1] == record.options:
+            return last[2]
+        return self._request_base(key, record)
+
+    def _usage(self, attributes: dict[str, Any], record: ev.GenerationRecord) -> None:
+        """A generation's finish reason and token counts (and, with capture on, its
+        prompt and output)."""
+        reason_of = record.finish_reason
+        if reason_of:
+            reasons = self._reasons.get(reason_of)
+            if reasons is None:
+                reasons = self._reasons[reason_of] = (reason_of,)
+            attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+        usage = record.usage
+        attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+        attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+        attributes[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
+        if self._text.captured:
+            self._text.messages(attributes, record)
+
+    def _outcome(
+        self, attributes: dict[str, Any], ended: ev.Event, record: ev.GenerationRecord | None
+    ) -> Status:
+        """What the event that ended an attempt adds to its span's attributes (its own
+        attributes, a skip reason, an error: free text, through ``self._text``), and
+        the span's status."""
+        if isinstance(ended, ev.NodeFinished):
+            if ended.attributes:
+                self._text.extra(attributes, ended.attributes)
+            return _UNSET
+        if isinstance(ended, ev.NodeSkipped):
+            self._text.skip(attributes, ended)
+            return _UNSET
+        if isinstance(ended, ev.NodeCancelled):
+            attributes[sc.ERROR_TYPE] = "cancelled"
+            return Status(StatusCode.ERROR, "cancelled")
+        if isinstance(ended, ev.NodeFailed | ev.NodeRetried):
+            failure = ended.error or (record.error if record is not None else None)
+            if failure is not None:
+                return self._text.error(attributes, failure)
+        return _UNSET
+
+    def _links_of(self, node_id: str, facts: NodeFacts) -> list[Link]:
+        """A link to the span of each upstream node (each that has one by now), and to
+        the attempt this one retries."""
+        links: list[Link] = []
+        finished = self._links
+        for source, edge in zip(facts.upstream, facts.upstream_kinds, strict=True):
+            link = finished.get(source)
+            if link is not None:
+                links.append(link if edge == "part" else Link(link.context, _edge_attributes(edge)))
+        if self._previous:
+            retried = self._previous.get(node_id)
+            if retried is not None:
+                links.append(retried)
+        return links
 
     def _base(self, kind: str) -> dict[str, Any]:
         """The attributes every span of a node of ``kind`` starts from (made once)."""
@@ -404,9 +365,7 @@ class RunTracer:
 
     def _request_base(self, key: tuple[Any, ...], record: ev.GenerationRecord) -> _Base:
         """Span name, kind and base attributes of a generation: the run's, and those
-        of the request (the engine, model and options). The last ones made are
-        reused (``_emit`` checks ``key`` and the options): most generations of a
-        run share them."""
+        of the request (the engine, model and options), kept as the last request."""
         operation = sc.OP_CHAT if record.mode == "chat" else sc.OP_TEXT_COMPLETION
         options = record.options
         attributes: dict[str, Any] = {
@@ -438,7 +397,7 @@ class RunTracer:
     def _open_sampler(self, node_id: str, started: float) -> None:
         """A sampler's span is opened with its first attempt: its attempts are its children."""
         self._span_of_node[node_id] = self.tracer.start_span(
-            self._meta(node_id)[2],
+            self._facts(node_id).label,
             context=self._run_ctx,
             kind=SpanKind.INTERNAL,
             attributes={sc.RUN_ID: self.run_id, sc.NODE_KIND: "sampler"},
@@ -451,9 +410,18 @@ _HANDLERS: dict[type, Callable[[RunTracer, Any], None]] = {
     ev.NodeDeclared: RunTracer._on_declared,
     ev.NodeStarted: RunTracer._on_started,
     ev.GenerationRecord: RunTracer._on_record,
-    ev.NodeFinished: RunTracer._on_finished,
-    ev.NodeFailed: RunTracer._on_failed,
-    ev.NodeRetried: RunTracer._on_retried,
-    ev.NodeCancelled: RunTracer._on_cancelled,
+    ev.NodeFinished: RunTracer._on_attempt_ended,
+    ev.NodeFailed: RunTracer._on_attempt_ended,
+    ev.NodeRetried: RunTracer._on_attempt_ended,
+    ev.NodeCancelled: RunTracer._on_attempt_ended,
     ev.NodeSkipped: RunTracer._on_skipped,
+}
+
+#: A node span's ``spangraph.node.status``, by the event that ended its attempt.
+_STATUS: dict[type, str] = {
+    ev.NodeFinished: "done",
+    ev.NodeFailed: "failed",
+    ev.NodeRetried: "retried",
+    ev.NodeCancelled: "cancelled",
+    ev.NodeSkipped: "skipped",
 }

@@ -18,22 +18,24 @@ hands it to the provider's span processors (``on_end``; there is no
 ``on_start`` for a span that is already over). This skips what the tracer
 API spends on a span whose attributes spangraph itself built with valid
 types: re-checking every attribute value, a sampler call, locks, a copy at
-``end()``. Measured on the layered benchmark's spans: about 7 µs per span
-against 87 µs through ``start_span``/``end``. The run span (and a sampler's
-span, which is open while its attempts run) still goes through the tracer,
-so it is the current span for user code. Node spans follow the run span's
-sampling decision, as the SDK's parent-based samplers do; an unsampled run
-still collects its node spans, so ``Run.log`` is whole. The SDK's span
-limits apply: at most ``max_links`` links, the attribute count and value
-length limits.
+``end()`` (an order of magnitude per span: ``docs/design/tracing.md``).
+``TracerSink`` makes the same spans through ``start_span``/``end``: it is
+the reference (``test_span_sink_agrees_with_the_tracer_sink``), and what an
+SDK without the processor fan-out ``SpanSink`` reads gets. The run span (and
+a sampler's span, which is open while its attempts run) always goes through
+the tracer, so it is the current span for user code. Node spans follow the
+run span's sampling decision, as the SDK's parent-based samplers do; an
+unsampled run still collects its node spans, so ``Run.log`` is whole. The
+SDK's span limits apply: at most ``max_links`` links, the attribute count
+and value length limits.
 
 Three shortcuts, each checked once against the installed API and SDK (and
 not taken if the check fails): a span context is built as the tuple that
 ``SpanContext.__new__`` builds (its id checks made here), ``ReadableSpan``
 is called positionally, and the link to a span that its users' spans carry
 is made with the two attributes ``Link.__init__`` sets. All are the SDK's
-own types; the calls they replace cost, per span, more than the rest of the
-sink.
+own types; ``test_sink_spans_are_the_sdks_own`` checks each shortcut and
+the spans made without them.
 """
 
 from __future__ import annotations
@@ -57,7 +59,15 @@ from opentelemetry.sdk.trace import (
 )
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, TraceFlags, TraceState
+from opentelemetry.trace import (
+    Link,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 
 from . import _semconv as sc
 
@@ -139,6 +149,7 @@ class SpanSink:
 
     def emit(
         self,
+        *,
         name: str,
         parent: SpanContext,
         kind: SpanKind,
@@ -151,8 +162,7 @@ class SpanSink:
         link_attributes: Mapping[str, Any],
     ) -> Link:
         """Report one finished span under ``parent``; add it to ``collected`` (its run's
-        spans); return a link to it with ``link_attributes``. Positional arguments: it
-        runs once per span."""
+        spans); return a link to it with ``link_attributes``."""
         known = self._parent
         if known is None or known[0] is not parent:  # one tuple: threads may share the sink
             known = self._parent = (
@@ -170,7 +180,13 @@ class SpanSink:
         else:
             if not span_id:
                 span_id = self._generator.generate_span_id()
-            context = SpanContext(trace_id, span_id, False, flags, state)
+            context = SpanContext(
+                trace_id=trace_id,
+                span_id=span_id,
+                is_remote=False,
+                trace_flags=flags,
+                trace_state=state,
+            )
         if len(links) > self._max_links:
             links = links[: self._max_links]
         if len(attributes) > self._max_attributes or self._max_length is not None:
@@ -217,6 +233,44 @@ class SpanSink:
         return link
 
 
+class TracerSink:
+    """Delivers finished node spans through the tracer API, span by span: the
+    reference ``SpanSink`` stands in for, and what an SDK without the processor
+    fan-out that ``SpanSink`` reads gets. The provider's ``RunCollector`` adds
+    each span to its run's spans, so ``collected`` is not needed here."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def emit(
+        self,
+        *,
+        name: str,
+        parent: SpanContext,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        links: Sequence[Link],
+        status: Status,
+        start: int,
+        end: int,
+        collected: list[ReadableSpan],
+        link_attributes: Mapping[str, Any],
+    ) -> Link:
+        """``SpanSink.emit``, through ``start_span`` and ``end``."""
+        span = self._tracer.start_span(
+            name,
+            context=trace.set_span_in_context(trace.NonRecordingSpan(parent)),
+            kind=kind,
+            attributes=attributes,
+            links=links,
+            start_time=start,
+        )
+        if status.status_code is not StatusCode.UNSET:
+            span.set_status(status)
+        span.end(end_time=end)
+        return Link(span.get_span_context(), link_attributes)
+
+
 _MAX_SPAN_ID = 2**64 - 1
 _new_tuple = tuple.__new__
 
@@ -260,7 +314,8 @@ def _fast_link_works() -> bool:
 
 _FAST_LINK = _fast_link_works()
 #: Whether ``ReadableSpan.__init__`` takes its arguments in the order ``SpanSink``
-#: passes them (positionally: keywords cost more than the rest of the call).
+#: passes them (positionally: with keywords, the call costs the sink a sizeable
+#: part of its time; ``docs/design/tracing.md``).
 _POSITIONAL = list(inspect.signature(ReadableSpan.__init__).parameters)[1:14] == [
     "name",
     "context",
@@ -312,7 +367,7 @@ class Emission(NamedTuple):
 
     tracer: trace.Tracer
     collector: RunCollector
-    sink: SpanSink | None
+    sink: SpanSink | TracerSink
 
 
 _lock = threading.Lock()
@@ -341,6 +396,8 @@ def emission() -> Emission:
 
 
 def _emission(provider: TracerProvider, collector: RunCollector) -> Emission:
+    tracer = provider.get_tracer(TRACER_NAME, _version())
     # Without the SDK's processor fan-out (another SDK version), spans go through the tracer.
-    sink = SpanSink(provider, collector) if hasattr(provider, "_active_span_processor") else None
-    return Emission(provider.get_tracer(TRACER_NAME, _version()), collector, sink)
+    if hasattr(provider, "_active_span_processor"):
+        return Emission(tracer, collector, SpanSink(provider, collector))
+    return Emission(tracer, collector, TracerSink(tracer))

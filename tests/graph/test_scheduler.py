@@ -482,36 +482,6 @@ def test_keyboard_interrupt_leaves_completed_results_readable() -> None:
     assert "done q0 | done q1 | done q2" in out
 
 
-def test_run_leaves_the_gc_freeze_as_it_found_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gc
-
-    from spangraph.graph import _run
-
-    monkeypatch.setattr(_run._HeapKeeper, "EVERY", 3)  # refreeze during this small run
-    seen: list[int] = []
-
-    def probe(*_: Any) -> str:
-        seen.append(gc.get_freeze_count())
-        return "ok"
-
-    layer: list[Any] = [CBlock(f"leaf {i}") for i in range(3)]
-    early = task(probe)()
-    for _ in range(4):
-        layer = [generate(Op(inputs=[layer[i], layer[(i + 1) % 3]], label="n")) for i in range(3)]
-    late = task(probe)(*layer)
-    assert gc.get_freeze_count() == 0
-    result = run(early, late, engine=ScriptedEngine("x"), progress=False)
-    assert result.status == "done" and len(seen) == 2
-    assert 0 < seen[0] < seen[1]  # frozen at the start, and again as nodes finished
-    assert gc.get_freeze_count() == 0  # unfrozen after the run
-    gc.freeze()  # an application's own freeze (before a fork, say) is left alone
-    try:
-        run(generate(CBlock("again")), engine=ScriptedEngine("x"), progress=False)
-        assert gc.get_freeze_count() > 0  # not unfrozen by the run
-    finally:
-        gc.unfreeze()
-
-
 def test_progress_bar_counts_work_nodes_and_grows_with_dynamic_ones(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -434,7 +434,7 @@ def test_spans_go_through_the_tracer_without_the_sdks_processor_fan_out(
     """With an SDK that has no ``_active_span_processor``, no SpanSink: the tracer API."""
     monkeypatch.setattr(provider_module, "hasattr", lambda obj, name: False, raising=False)
     provider, memory = _app_provider(monkeypatch)
-    assert provider_module.emission().sink is None
+    assert isinstance(provider_module.emission().sink, provider_module.TracerSink)
     result, nodes = run_scenario()
     provider.shutdown()
     spans = memory.get_finished_spans()
@@ -525,10 +525,11 @@ def test_spans_reach_another_fan_out(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_upstream_fast_path_agrees_with_the_walk() -> None:
-    """``_Tracing._producers`` (two levels deep, the usual node) gives the ids the
-    general walk (``_upstream``) gives, and declines (None) for deeper nodes."""
+    """``_producers`` (two levels deep, the usual node) gives the ids the general walk
+    (``upstream``) gives, all ``part`` edges, and declines (None) for deeper nodes."""
     from spangraph import compile
-    from spangraph.graph._run import _Tracing
+    from spangraph.graph._traced import TracedSpanGraph
+    from spangraph.tracing._graph import NodeFacts, _producers, upstream
 
     src = generate(Op(inputs=["doc"], label="src"))
     nested = Op(inputs=[Op(inputs=[src, CBlock("deep")], label="inner"), "x"], label="outer")
@@ -536,17 +537,70 @@ def test_upstream_fast_path_agrees_with_the_walk() -> None:
     deep = generate(nested)
     top = generate(Op(inputs=[mid, deep, Op(inputs=[mid], label="wrap")], label="top"))
     graph = compile(top)
-    tracing = _Tracing.__new__(_Tracing)
-    tracing._nodes = graph._nodes
+    nodes = TracedSpanGraph(graph).nodes
     fast = declined = 0
-    for info in graph._nodes.values():
-        ids, kinds = tracing._upstream(info)
-        quick = tracing._producers(info.inputs)
+    for info in graph.nodes():
+        ids, kinds = upstream(nodes, info)
+        quick = _producers(nodes, info.inputs)
         if quick is None:
             declined += 1
         else:
             fast += 1
             assert quick == ids and set(kinds) <= {"part"}
+        facts = NodeFacts.of(TracedSpanGraph(graph), info.id)
+        assert (facts.upstream, facts.upstream_kinds) == (ids, kinds)
     assert fast and declined  # both ways were taken
-    assert tracing._producers(graph.node(mid).inputs) == (graph.node(src).id,)
-    assert tracing._producers(graph.node(top).inputs) is None  # "wrap" is a level deeper
+    assert _producers(nodes, graph.node(mid).inputs) == (graph.node(src).id,)
+    assert _producers(nodes, graph.node(top).inputs) is None  # "wrap" is a level deeper
+
+
+def test_span_sink_agrees_with_the_tracer_sink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spans ``SpanSink`` builds as finished ``ReadableSpan``s are those the tracer
+    API makes (``TracerSink``, its reference, used without the SDK's fan-out): the
+    same names, kinds, attributes, statuses, parents, and links to the same spans
+    with the same attributes; and the two runs' LogDAGs agree."""
+
+    def traced_run() -> tuple[dict[tuple[Any, ...], Any], Any]:
+        provider, memory = _app_provider(monkeypatch)
+        result, _ = run_scenario()
+        provider.shutdown()
+        spans = memory.get_finished_spans()
+        node_of = {s.context.span_id: _node_key(s) for s in spans}
+        seen = {}
+        for span in spans:
+            attributes = dict(span.attributes or {})
+            attributes.pop("spangraph.run.id")
+            seen[_node_key(span)] = (
+                span.name,
+                span.kind,
+                attributes,
+                (span.status.status_code, span.status.description),
+                node_of.get(span.parent.span_id) if span.parent is not None else None,
+                [
+                    (node_of[link.context.span_id], dict(link.attributes or {}))
+                    for link in span.links
+                ],
+                span.start_time <= span.end_time,
+            )
+        return seen, result.log
+
+    through_sink, sink_log = traced_run()
+    assert isinstance(provider_module.emission().sink, provider_module.SpanSink)
+    monkeypatch.setattr(provider_module, "hasattr", lambda obj, name: False, raising=False)
+    through_tracer, tracer_log = traced_run()
+    assert isinstance(provider_module.emission().sink, provider_module.TracerSink)
+    assert len(through_sink) == 10  # the run span and nine node spans
+    assert through_sink == through_tracer
+    assert sink_log is not None and tracer_log is not None
+    assert len(sink_log) == len(tracer_log) == 9
+    assert sink_log.totals() == tracer_log.totals()
+    assert sorted(e.kind for e in sink_log.edges) == sorted(e.kind for e in tracer_log.edges)
+
+
+def _node_key(span: Any) -> tuple[Any, ...]:
+    attributes = span.attributes or {}
+    return (
+        attributes.get("spangraph.node.id"),
+        attributes.get("spangraph.node.attempt"),
+        attributes.get("spangraph.node.status"),
+    )

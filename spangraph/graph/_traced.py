@@ -1,0 +1,55 @@
+"""A run's tracing, as the graph side wires it: the compiled graph as the tracer
+reads it (``tracing.TracedGraph``), and the end of a traced run."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..tracing._traced_run import RunLog, TracedRun
+from ._compile import NodeInfo, SpanGraph
+
+if TYPE_CHECKING:
+    from ._scheduler import Scheduler
+
+
+class TracedSpanGraph:
+    """``tracing.TracedGraph`` over a ``SpanGraph``, for one run."""
+
+    __slots__ = ("_graph", "_tails", "nodes")
+
+    def __init__(self, graph: SpanGraph) -> None:
+        self._graph = graph
+        #: The graph's own node table (it grows as a task's spans are added).
+        self.nodes: dict[str, NodeInfo] = graph._nodes
+        #: ``SpanGraph.path_tail``'s memo for this run (the tail of every frame walked).
+        self._tails: dict[int, tuple[str, bool]] = {}
+
+    def label(self, node_id: str) -> str:
+        info = self.nodes[node_id]
+        producer = getattr(info.span, "producer", None)
+        return producer.label if producer is not None else info.label
+
+    def path_tail(self, node_id: str, limit: int) -> str:
+        return self._graph.path_tail(node_id, limit, self._tails)
+
+
+def finish_tracing(
+    traced: TracedRun, scheduler: Scheduler, failure: BaseException | None
+) -> RunLog:
+    """End a traced run: its run span says how it went (``failed`` with the first
+    failed node's error, ``cancelled`` with what stopped it, else ``done``), and each
+    state that keeps logs (``ExecutionState.logs()``) gets its generations' logs."""
+    first = scheduler.first_failure
+    if first is not None:
+        log = traced.finish("failed", scheduler.errors.get(first) or failure)
+    elif failure is not None:
+        log = traced.finish("cancelled", failure)
+    else:
+        log = traced.finish("done", None)
+    for node_id, info in scheduler.graph._nodes.items():
+        for thunk in info.thunks:
+            meta = thunk._meta  # read directly: ``meta`` would make one per thunk
+            if meta:
+                for state in meta.get("logged_states", ()):
+                    state._record(thunk, log.of(node_id))
+    return log

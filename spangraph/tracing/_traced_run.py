@@ -1,0 +1,104 @@
+"""One traced run: its run span, its node spans, and the LogDAG built from them.
+
+A run (``graph/``'s ``arun``) wires its tracing in three steps::
+
+    traced = TracedRun(graph, name, bus)  # the run span starts; a RunTracer listens
+    with traced.current():                # the run span is current while the run executes
+        ...
+    log = traced.finish(status, error)    # the run span ends; ``log`` gives Run.log
+
+``graph`` is the ``TracedGraph`` the run executes (what each node's span
+says about its node: ``_graph``); node spans are made from the run's events
+by a ``RunTracer`` (``_emit``) and reach the application's span processors
+and the run's own list of spans (``_provider``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+
+from .. import events as ev
+from ._emit import RunTracer, capture_mode
+from ._graph import TracedGraph
+from ._logdag import LogDAG
+from ._provider import emission
+
+
+class TracedRun:
+    """One run's OpenTelemetry emission and LogDAG collection."""
+
+    __slots__ = ("_collector", "run_id", "tracer")
+
+    def __init__(self, graph: TracedGraph, name: str, bus: ev.EventBus) -> None:
+        self.run_id = uuid.uuid4().hex
+        out = emission()
+        self._collector = out.collector
+        self.tracer = RunTracer(
+            tracer=out.tracer,
+            run_id=self.run_id,
+            name=name,
+            graph=graph,
+            sink=out.sink,
+            capture=capture_mode(),
+            collected=out.collector.open(self.run_id),
+        )
+        self.tracer.start()
+        self.tracer.listen(bus)
+
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        """Make the run span the current span, so that spans user code opens in tasks
+        (and their worker threads) nest under it. An error leaving the run is not
+        recorded here (an exception event would quote its message): ``finish``
+        records it, by the run's capture mode."""
+        with trace.use_span(
+            self.tracer.run_span,
+            end_on_exit=False,
+            record_exception=False,
+            set_status_on_exception=False,
+        ):
+            yield
+
+    def finish(self, status: str, error: BaseException | None) -> RunLog:
+        """End the run span with the run's ``status`` (``done``, ``failed``,
+        ``cancelled``) and the error that ended it; the run's log."""
+        self.tracer.end(status, error)
+        self._collector.close(self.run_id)
+        return RunLog(self.tracer.collected)
+
+
+class RunLog:
+    """A run's collected spans; its LogDAG is built from them once, when first asked for."""
+
+    __slots__ = ("_dag", "_spans")
+
+    def __init__(self, spans: list[Any]) -> None:
+        self._spans = spans
+        self._dag: LogDAG | None = None
+
+    def get(self) -> LogDAG:
+        if self._dag is None:
+            self._dag = LogDAG.from_spans(self._spans)
+            self._spans = []
+        return self._dag
+
+    def of(self, node_id: str) -> NodeLog:
+        """The log of one generation, for the states it ran under (``logs()``)."""
+        return NodeLog(self, node_id)
+
+
+class NodeLog:
+    """A generation's part of its run's LogDAG, cut out on demand (``resolve``)."""
+
+    __slots__ = ("node_id", "run")
+
+    def __init__(self, run: RunLog, node_id: str) -> None:
+        self.run, self.node_id = run, node_id
+
+    def resolve(self) -> LogDAG:
+        return self.run.get().subdag(self.node_id)
