@@ -23,7 +23,7 @@ import time
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any, Protocol, runtime_checkable
@@ -300,9 +300,33 @@ class SQLiteStore:
         self._leases: dict[str, str] = {}
         self._lease_table = False
         self._inspected: tuple[int, int] | None = None
-        self._conn = self._open()
+        with self._opening():
+            self._conn = self._open()
 
     # -- opening -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _opening(self) -> Iterator[None]:
+        """Hold an advisory lock on the memo's folder while the memo is looked at, set
+        aside or initialised: processes that open one path at once take turns, so none
+        sets aside the fresh memo another has just made, nor reads one half made. The
+        folder is locked, not a file beside the memo: nothing is created (a foreign
+        database is left alone, with nothing beside it)."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no advisory locks (the retries of _open remain)
+            yield
+            return
+        try:
+            fd = os.open(self.path.parent, os.O_RDONLY)
+        except OSError:  # no folder yet, or not ours to open: _open says what is wrong
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # (closing releases the lock)
 
     def _open(self) -> sqlite3.Connection:
         for _ in range(3):  # a file replaced while we looked at it is looked at again
