@@ -147,6 +147,9 @@ from ._task import TaskProducer, materialise, resolve, spans_in, task_text
 _FINAL = (DONE, FAILED, SKIPPED, CANCELLED)
 _THUNK_DONE = ThunkState.DONE
 
+#: What a handed-off generation's task awaits: the protocol from where it stopped.
+_Rest = Callable[[], Awaitable[Any]]
+
 
 def check_run_policy(
     max_concurrency: int | None,
@@ -228,12 +231,15 @@ class Scheduler:
         self._warming: dict[str, str] = {}
         self._draining = False
         self._tg: anyio.abc.TaskGroup | None = None
-        self._inline = True
-        # On asyncio, handed-off generations are plain asyncio tasks (a fifth of the
-        # cost of a task-group task); ``execute`` waits for them and for the task
-        # group's children (``_children``), and cancels them when the run is cancelled.
+        #: Set in ``execute``: on asyncio, generations start inline and hand-offs are
+        #: plain asyncio tasks; elsewhere (trio) every generation is handed off whole,
+        #: to a task of the run's task group.
+        self._on_asyncio = True
+        #: The drain loop's hand-offs (node, engine, rest), until the loop ends.
+        self._to_hand_off: list[tuple[NodeInfo, InferenceEngine, _Rest]] = []
+        #: The hand-offs' asyncio tasks not ended yet, and the task group's children
+        #: not ended yet: ``execute`` waits for both (either may start the other).
         self._handed: set[asyncio.Task[None]] = set()
-        self._to_hand_off: list[Any] = []  # their coroutines, until the drain loop ends
         self._children = 0
         self._quiet: anyio.Event | None = None
         self._crash: BaseException | None = None
@@ -394,7 +400,7 @@ class Scheduler:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            self._inline = False  # not asyncio (trio): always start generations as tasks
+            self._on_asyncio = False  # (trio)
         error: BaseException | None = None
         try:
             self._listen()
@@ -440,35 +446,6 @@ class Scheduler:
             raise
         finally:
             self._quiet = None
-
-    def _hand_off(self, coro: Any) -> None:
-        """Run a started generation's remainder as a plain asyncio task, made once the
-        drain loop is over: the task's first step runs on a later turn of the event
-        loop anyway, and the generations started next (whose timers, requests and
-        the like are already under way) start sooner, not a task creation later each."""
-        self._to_hand_off.append(coro)
-
-    def _make_handed_tasks(self) -> None:
-        if self._stopped:  # the run is over or failing: these never start
-            for coro in self._to_hand_off:
-                coro.close()
-            self._to_hand_off.clear()
-            return
-        create_task, handed = asyncio.get_running_loop().create_task, self._handed
-        for coro in self._to_hand_off:
-            task = create_task(coro)
-            handed.add(task)
-            task.add_done_callback(self._handed_done)
-        self._to_hand_off.clear()
-
-    def _handed_done(self, task: asyncio.Task[None]) -> None:
-        self._handed.discard(task)
-        if not task.cancelled() and task.exception() is not None and self._crash is None:
-            # A bug in the scheduler's own handling: stop the run and raise it from execute().
-            self._crash = task.exception()
-            if self._tg is not None:
-                self._tg.cancel_scope.cancel()
-        self._wake()
 
     def _wake(self) -> None:
         quiet = self._quiet
@@ -604,40 +581,80 @@ class Scheduler:
     # -- generations -----------------------------------------------------------------
 
     def _start_generation(self, node: NodeInfo, engine: InferenceEngine) -> None:
-        """Start an attempt: inline, through the protocol's synchronous start
-        (``InferenceEngine._start``). What has to wait is handed off to a task,
-        which holds a unit of capacity until it ends; a generation that finishes
-        inline holds none, since nothing else runs meanwhile."""
+        """Start an attempt of a generation, the one way: the protocol runs inline as
+        far as it goes without waiting (``InferenceEngine._start``), and what is left
+        is handed off (``_hand_off``). A generation that never waits ends here.
+        On trio nothing of it runs inline: what is left is the whole protocol."""
         self._begin_attempt(node)
         thunk = node.thunks[0]
-        if not self._inline or self.timeout is not None:
-            self._reserve(engine)
-            whole = partial(engine.generate, None, into=thunk)
-            self._start_soon(self._finish_generation_task, node, engine, whole)
+        if not self._on_asyncio:
+            self._hand_off(node, engine, partial(engine.generate, None, into=thunk))
             return
         rest = engine._start(thunk, self._driver)
         if rest is not None:
-            self._reserve(engine)
-            self._hand_off(self._finish_generation_task(node, engine, rest))
+            self._hand_off(node, engine, rest)
             return
         if self._warming:
-            self._unwarm(node)
-        if thunk.state is _THUNK_DONE:  # the usual way: _generation_done, written out
-            # here (keep the two alike): the call cost 1.1k instructions a generation,
-            # about 3% of an untraced run (benchmarks/instructions.py, 2026-12-02).
-            self.generations += 1
-            if thunk.cache_hit:
-                self.cache_hits += 1
-            elif thunk._meta and thunk._meta.get("cache") == "miss":
-                self.cache_misses += 1
-            self._finish(node)
+            self._unwarm(node)  # (a handed-off generation does it in _release)
+        if thunk.state is _THUNK_DONE:
+            self._generation_done(node, thunk)
         else:
             assert thunk.error is not None
             self._attempt_failed(node, thunk.error)
 
-    async def _finish_generation_task(
-        self, node: NodeInfo, engine: InferenceEngine, rest: Callable[[], Awaitable[Any]]
+    def _generation_done(self, node: NodeInfo, thunk: ModelOutputThunk[Any]) -> None:
+        """A generation's attempt ended with its thunk done (inline or handed off)."""
+        self.generations += 1
+        if thunk.cache_hit:
+            self.cache_hits += 1
+        elif thunk._meta and thunk._meta.get("cache") == "miss":
+            self.cache_misses += 1
+        self._finish(node)
+
+    # -- the hand-off ----------------------------------------------------------------
+
+    def _hand_off(self, node: NodeInfo, engine: InferenceEngine, rest: _Rest) -> None:
+        """Finish a started generation in a task of its own: ``rest``, the protocol
+        from where it stopped, under the per-node timeout. The generation holds a
+        unit of capacity until the task ends (``_release``). The tasks are made when
+        the drain loop ends (``_make_handed_tasks``)."""
+        self._reserve(engine)
+        self._to_hand_off.append((node, engine, rest))
+
+    def _make_handed_tasks(self) -> None:
+        """Start the tasks of the drain loop's hand-offs: plain asyncio tasks on
+        asyncio (``execute`` waits for them, ``_join`` cancels them), tasks of the
+        run's task group on other backends (trio). Their first steps would run on a
+        later turn of the event loop anyway, and the generations started after them
+        in the loop (whose timers, requests and the like are already under way)
+        started sooner, not a task creation later each. None once the run has stopped."""
+        if self._stopped:
+            self._to_hand_off.clear()
+            return
+        if self._on_asyncio:
+            create_task, handed = asyncio.get_running_loop().create_task, self._handed
+            for node, engine, rest in self._to_hand_off:
+                task = create_task(self._finish_handed_off(node, engine, rest))
+                handed.add(task)
+                task.add_done_callback(self._handed_done)
+        else:
+            for node, engine, rest in self._to_hand_off:
+                self._start_soon(self._finish_handed_off, node, engine, rest)
+        self._to_hand_off.clear()
+
+    def _handed_done(self, task: asyncio.Task[None]) -> None:
+        self._handed.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._crash is None:
+            # A bug in the scheduler's own handling: stop the run and raise it from execute().
+            self._crash = task.exception()
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+        self._wake()
+
+    async def _finish_handed_off(
+        self, node: NodeInfo, engine: InferenceEngine, rest: _Rest
     ) -> None:
+        """A handed-off generation's task: await the rest, then end the attempt."""
         thunk = node.thunks[0]
         try:
             with self._deadline():
@@ -664,14 +681,6 @@ class Scheduler:
         self._release(engine, node)
         self._generation_done(node, thunk)
         self._drain()
-
-    def _generation_done(self, node: NodeInfo, thunk: ModelOutputThunk[Any]) -> None:
-        self.generations += 1
-        if thunk.cache_hit:
-            self.cache_hits += 1
-        elif thunk._meta and thunk._meta.get("cache") == "miss":
-            self.cache_misses += 1
-        self._finish(node)
 
     # -- tasks -----------------------------------------------------------------------
 
