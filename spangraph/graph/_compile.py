@@ -29,6 +29,7 @@ from ..nodes._span import (
     MODEL,
     NOT_SPAN,
     THUNK,
+    WORK_KINDS,
     PathTracker,
     _class_key,
     _cycle_text,
@@ -372,7 +373,7 @@ def _walk(
             )
             if kind == THUNK:
                 info.thunks.append(span)
-                info._work = info.kind in _WORK
+                info._work = info.kind in WORK_KINDS
             for src in info.inputs:
                 nodes[src]._users.append(info)
             info._order = len(nodes)
@@ -382,7 +383,6 @@ def _walk(
 
 
 _KIND_NAMES = {BLOCK: "block", MODEL: "component", CUSTOM: "component"}
-_WORK = frozenset({"generation", "task", "sampler"})
 
 
 def _parts(span: Any, paths: PathTracker, frame: int, kinds: dict[type, int]) -> Sequence[Any]:
