@@ -17,6 +17,7 @@ from ..cache import CacheSetting, split_cache_setting, use_run_cache
 from ..cache._errors import describe_bad_entries, describe_failure
 from ..engines import InferenceEngine
 from ..nodes import ThunkState
+from ..nodes._span import WORK_KINDS
 from ..tracing import LogDAG
 from ..tracing._traced_run import RunLog, TracedRun
 from ._compile import CANCELLED, DONE, FAILED, SKIPPED, SpanGraph, compile
@@ -260,12 +261,12 @@ def _make_run(
         NodeOutcome(n, graph.path_of(n), f"{type(e).__name__}: {e}", e)
         for n, e in scheduler.errors.items()
     ]
-    # Components downstream of a failure are skipped too, but only the work
-    # they fed (generations, tasks) is worth reporting.
+    # Blocks and components downstream of a failure are skipped too, but only the
+    # work they fed (generations, tasks, samplers) is worth reporting.
     skipped = [
         NodeOutcome(n, graph.path_of(n), reason)
         for n, reason in scheduler.skip_reasons.items()
-        if graph[n].kind in ("generation", "task")
+        if graph[n].kind in WORK_KINDS
     ]
     states = scheduler.status_counts()
     if cancelled or states[CANCELLED]:
