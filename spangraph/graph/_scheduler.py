@@ -1,22 +1,35 @@
 """The dataflow scheduler: runs a ``SpanGraph``'s nodes as their inputs finish.
 
+How a node is run, why each way exists, the fast paths with the tests that
+hold them to their reference paths, and the figures behind them:
+``docs/design/scheduler.md``.
+
 State
 -----
-For every node the scheduler keeps its status (pending, ready, running,
-done, failed, skipped, cancelled), the number of its inputs that are not
-done yet (``waiting``) and its attempt count. They live on the graph's
-``NodeInfo`` objects, beside what ``compile()`` recorded there: the nodes
-that use it (``users``) and its position in the graph's topological order
-(``order``). So finishing a node walks objects, with no lookup by id, and
-a compiled graph runs once at a time (a second concurrent run of it is
-refused with a clear error). A graph no run has taken on yet starts from
-what ``compile()`` left (counts of inputs, nodes without inputs ready), so a
-first run only claims its thunks. Edges added at run time (a task waiting
-for the spans it returned) are the run's own, kept beside the graph's.
-Ready nodes sit in one heap of positions. Capacity is two counters:
-generations in flight in the whole run, and per engine (a view made with
-``state(engine)`` shares its engine's budget). Only a generation handed off
-to a task is in flight: one that finishes inline overlaps nothing.
+The compiled graph is a value: its ``NodeInfo`` objects hold only what
+``compile()`` found (a node's inputs, thunks, the nodes that use it
+(``_users``), its position in the graph's topological order (``_order``),
+whether it is work). A run keeps its own state, in lists indexed by that
+position:
+
+- ``_by_order``: the node at each position;
+- ``_status``: pending, ready, running, done, failed, skipped or cancelled;
+- ``_waiting``: how many of its inputs are not done yet;
+- ``_attempt_of``: its attempt number;
+
+and ``_done``, how many nodes are done. So finishing a node walks its users'
+positions, with no lookup by id, and two runs of one graph never meet
+(``arun`` runs a graph that another run holds on a copy of its spans:
+``SpanGraph.instance()``). A run whose work is all to do starts from two
+lists ``compile()`` recorded (each node's count of inputs, the nodes without
+inputs) and only claims its thunks (``_take_fresh``); any other run works
+out every node's state in one pass in the graph's order (``_add_nodes``).
+Edges added at run time (a task waiting for the spans it returned) are the
+run's own too (``_dynamic_wait``, ``_dynamic_users``). Ready nodes sit in
+one heap of positions (``_ready``). Capacity is two counters: generations
+in flight in the whole run, and per engine (a view made with
+``state(engine)`` shares its engine's budget). Only a handed-off generation
+is in flight: one that finishes inline overlaps nothing.
 
 Ordering policy
 ---------------
@@ -37,34 +50,42 @@ generations with other prefixes run meanwhile.
 
 Execution
 ---------
-Blocks and components are pure: they are done as soon as their inputs are,
-and finishing a node finishes its pure users on the spot (no heap round
-trip). A generation is started inline, through the protocol's synchronous
-start (``InferenceEngine._start``): options, render and the output-cache
-lookup run in the scheduler's own loop, and an engine that completes inline
-has its primitive driven there too, by the run's ``InlineDriver``. So a
-generation that never waits (an instant engine, an output-cache hit) costs
-no task at all. What has to wait is handed off to a task (see
-``spangraph.engines._handoff``); the tasks for a drain loop's hand-offs are
-made when the loop ends, so the generations of a fan-out start back to back.
-On asyncio that is a plain asyncio task, which costs a fifth of a
-task-group task; the scheduler keeps the set of them, waits for them (and
-for its task group's children, since either may start the other) before
-the run ends, and cancels them when the run is cancelled. On other
-backends (trio), and with a per-node timeout, the whole generation runs as
-a task of the run's task group. Tasks (``@task``) run inline when sync, as
-tasks when async, and in a worker thread with ``thread=True``.
+One loop (``_drain``) starts every ready node that capacity allows, each by
+its kind:
 
-Worked example: ``c = generate(Combine(a=generate(A), b=generate(B)))``
-compiles to seven nodes. At the start the two blocks inside A and B are
-ready; they finish inline, making components A and B, then generations
-gA and gB ready. gA starts, hands off to a task; gB starts, hands off too.
-When gA finishes, Combine waits for gB; when gB finishes, Combine is done
-inline and gC starts.
+- A block or component is pure: it is done as soon as its inputs are.
+  Finishing a node finishes its pure users on the spot (``_finish``), and
+  theirs in turn, with no heap round trip.
+- A generation is started inline and handed off if it has to wait
+  (``_start_generation``). The protocol runs in the scheduler's own loop as
+  far as it goes without waiting (``InferenceEngine._start``: options,
+  render, the output-cache lookup and, for an engine that completes inline,
+  its primitive, driven by the run's ``InlineDriver``), so a generation that
+  never waits (an instant engine, an output-cache hit) ends there, with no
+  task. What is left is handed off (``_hand_off``): it runs in a task of its
+  own under the per-node timeout, and holds a unit of capacity until it
+  ends. The tasks for a drain loop's hand-offs are made when the loop ends,
+  so the generations of a fan-out start back to back. On asyncio they are
+  plain asyncio tasks; the scheduler keeps the set of them, waits for them
+  (and for its task group's children: either may start the other) before the
+  run ends, and cancels them when the run is cancelled. On trio they are
+  tasks of the run's task group, and nothing of a generation runs inline:
+  what is handed off is the whole protocol. Either way an attempt ends in
+  ``_generation_done`` or ``_attempt_failed``.
+- A task (``@task``) runs inline when it is sync, as a task of the run's
+  task group when it is async, and in a worker thread with ``thread=True``.
+- A sampler (``spangraph.sampling.sample``) runs as a task of the run's
+  task group: the sampler calls the engine through a view that reports each
+  attempt (and each judge call) as a node of its own under the sampler's.
 
-Sampler nodes (``spangraph.sampling.sample``) run as tasks: the sampler
-calls the engine through a view that reports each attempt (and each judge
-call) as a node of its own under the sampler's node.
+Worked example: ``c = generate(Combine(a=generate(A(x=CBlock("a"))),
+b=generate(A(x=CBlock("b")))))`` compiles to eight nodes, in this order: a
+block, A, gA, a block, A, gB, Combine, gC. At the start the two blocks are
+ready. The first finishes, and A above it with it, making gA ready; gA
+starts and, on an engine that waits, is handed off. The second block makes
+gB ready the same way, and gB is handed off too; the drain loop ends and
+their two tasks are made. When gA finishes, Combine still waits for gB;
+when gB finishes, Combine is done on the spot and gC starts.
 
 Guarantees
 ----------
@@ -76,9 +97,13 @@ Guarantees
 
 Failures and cancellation
 -------------------------
-A failed attempt whose error the ``RetryPolicy`` retries (transient engine
-errors and timeouts by default) is queued again after its backoff; every
-attempt is an event. Otherwise the node fails. With ``on_error="raise"``
+The per-node timeout (``timeout=``) bounds what an attempt awaits: a
+handed-off generation's rest, an async task, a sampler (what runs inline
+never waits, so there is nothing there to time out); a timed-out attempt
+fails with a ``TransientEngineError``. A failed attempt whose error the
+``RetryPolicy`` retries (transient engine errors and timeouts by default) is
+queued again after its backoff; every attempt is an event. Otherwise the
+node fails. With ``on_error="raise"``
 the run stops at once (``_stopped``): from then on nothing new starts, not a
 node, a retry nor a hand-off, whatever finishes late (a shielded task, a
 retry's sleep that ignored the cancellation, a generation whose answer was
@@ -480,9 +505,7 @@ class Scheduler:
             ready, by_order, set_aside = self._ready, self._by_order, self._set_aside
             status = self._status
             pop = heapq.heappop
-            # ``while True`` rather than ``while ready``: the interpreter (3.11) warms a
-            # function up for specialisation on calls and unconditional backward jumps
-            # only, and this loop runs a whole graph from one call.
+            # ``while True``, not ``while ready``: docs/design/scheduler.md says why.
             while True:
                 if not ready or self._stopped:
                     break
