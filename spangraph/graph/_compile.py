@@ -17,27 +17,27 @@ from typing import Any
 
 import networkx as nx
 
-from ..nodes import CBlock, CycleError, ModelOutputThunk, SpanError, children_of, span_label
-from ..nodes._copy import fresh_copies
-from ..nodes._digest import digest
-from ..nodes._span import (
-    _KINDS as _span_kinds,
-)
-from ..nodes._span import (
+from ..nodes import CBlock, CycleError, ModelOutputThunk, SpanError
+from ..nodes._internal import (
     BLOCK,
     CUSTOM,
     MODEL,
     NOT_SPAN,
     THUNK,
     PathTracker,
-    _class_key,
-    _cycle_text,
-    _step,
-    _store_id,
     cached_id,
+    children_of,
+    digest,
+    fresh_copies,
     node_digest,
+    span_label,
 )
-from ..tracing import capture_mode
+from ..nodes._internal import SPAN_KINDS as _span_kinds
+from ..nodes._internal import class_key as _class_key
+from ..nodes._internal import cycle_text as _cycle_text
+from ..nodes._internal import path_step as _step
+from ..nodes._internal import store_id as _store_id
+from ..tracing._internal import capture_mode
 
 # A node's status in a run (the scheduler keeps it, apart from the graph).
 PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED = (
@@ -171,7 +171,7 @@ class SpanGraph:
         """The node id of ``span`` (which must be in the graph)."""
         node_id = cached_id(span)
         if node_id is None:
-            from ..nodes import span_id
+            from ..nodes._internal import span_id
 
             node_id = span_id(span)
         if node_id not in self._nodes:

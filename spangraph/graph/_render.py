@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import graphviz
 
-from ..tracing._render import mimebundle as mimebundle
-from ..tracing._render import render_file as _render_file
+from ..tracing._internal import mimebundle as mimebundle
+from ..tracing._internal import render_file as _render_file
 
 if TYPE_CHECKING:
     from ._compile import SpanGraph
