@@ -51,7 +51,7 @@ def build(desc: tuple) -> Span:  # type: ignore[type-arg]
 
 
 def ids_by_path(desc: tuple, span: object, path: str = "r") -> dict[str, str]:  # type: ignore[type-arg]
-    from spangraph.nodes import span_id
+    from spangraph.lowlevel import span_id
 
     out = {path: span_id(span)}
     if desc[0] == "node":
