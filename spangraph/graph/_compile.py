@@ -10,6 +10,8 @@ search: nodes are recorded in post-order, which is a topological order
 from __future__ import annotations
 
 import gc
+import os
+import pathlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -80,7 +82,7 @@ class NodeInfo:
 
 def node_label(span: Any, kind: str) -> str:
     """A node's label in drawings: its class or producer, and for a block its text's
-    start when content capture is on (``spangraph.tracing.capture_mode``), else only
+    start when content capture is on (``spangraph.tracing.capture_content``), else only
     its length, like the run's spans."""
     if isinstance(span, CBlock):
         if capture_mode() != "SPAN_ONLY":
@@ -251,6 +253,13 @@ class SpanGraph:
         from ._render import graph_to_graphviz
 
         return graph_to_graphviz(self, **graph_attr)
+
+    def render(self, path: str | os.PathLike[str], format: str = "svg") -> pathlib.Path:
+        """Draw to ``path`` (svg, png or pdf); without graphviz's ``dot``, write DOT source
+        (as ``LogDAG.render`` draws a run)."""
+        from ._render import render_file
+
+        return render_file(self.to_graphviz(), pathlib.Path(path), format)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         from ._render import mimebundle

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -240,6 +241,17 @@ def test_graphviz_and_mimebundle(monkeypatch: pytest.MonkeyPatch) -> None:
     fallback = g._repr_mimebundle_()
     assert "image/svg+xml" not in fallback
     assert fallback["text/plain"].startswith("digraph")
+
+
+def test_a_compiled_graph_renders_to_a_file_like_a_log(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    g = compile(generate(Node(kids=[CBlock("doc")])))
+    svg = g.render(tmp_path / "graph.svg")
+    assert svg.suffix == ".svg" and "<svg" in svg.read_text()
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    fallback = g.render(str(tmp_path / "again.svg"))
+    assert fallback.suffix == ".dot" and fallback.read_text().startswith("digraph")
 
 
 def test_limited_path_keeps_the_last_steps() -> None:
