@@ -153,8 +153,9 @@ import anyio.abc
 
 from .. import events as ev
 from ..engines import InferenceEngine, TransientEngineError
-from ..engines._handoff import InlineDriver
-from ..nodes import ModelOutputThunk, ThunkState, is_span
+from ..engines._internal import InlineDriver
+from ..nodes import ModelOutputThunk, ThunkState
+from ..nodes._internal import is_span
 from ._compile import (
     CANCELLED,
     DONE,
