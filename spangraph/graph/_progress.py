@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from .. import events as ev
-from ..nodes._span import WORK_KINDS
+from ..nodes._internal import WORK_KINDS
 
 
 def wanted(progress: bool | None) -> bool:

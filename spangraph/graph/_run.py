@@ -22,7 +22,7 @@ from ..cache._internal import (
 )
 from ..engines import InferenceEngine
 from ..nodes import ThunkState
-from ..nodes._span import WORK_KINDS
+from ..nodes._internal import WORK_KINDS
 from ..tracing import LogDAG
 from ..tracing._internal import RunLog, TracedRun
 from ._compile import CANCELLED, DONE, FAILED, SKIPPED, SpanGraph, compile

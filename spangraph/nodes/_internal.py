@@ -19,6 +19,7 @@ from ._span import FAST_RENDERS as FAST_RENDERS
 from ._span import MODEL as MODEL
 from ._span import NOT_SPAN as NOT_SPAN
 from ._span import THUNK as THUNK
+from ._span import WORK_KINDS as WORK_KINDS
 from ._span import PathTracker as PathTracker
 from ._span import _class_key as class_key
 from ._span import _cycle_text as cycle_text
@@ -48,6 +49,7 @@ __all__ = [
     "SPAN_KINDS",
     "TEXT_OUTPUT",
     "THUNK",
+    "WORK_KINDS",
     "GenerationProducer",
     "PathTracker",
     "Producer",

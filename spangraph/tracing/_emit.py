@@ -70,7 +70,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from .. import events as ev
-from ..nodes._span import WORK_KINDS
+from ..nodes._internal import WORK_KINDS
 from . import _semconv as sc
 from ._graph import NodeFacts, TracedGraph
 from ._provider import SpanSink, TracerSink

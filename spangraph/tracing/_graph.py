@@ -45,7 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..nodes._span import WORK_KINDS
+from ..nodes._internal import WORK_KINDS
 
 #: Span paths on spans keep their end only, at most this many characters after ``…``
 #: (cut where a step starts): a node deep in a big graph has a path as long as the
