@@ -14,32 +14,21 @@ import os
 import pathlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import networkx as nx
 
-from ..nodes import CBlock, CycleError, ModelOutputThunk, SpanError
+from ..nodes import CBlock, ModelOutputThunk, SpanError
 from ..nodes._internal import (
-    BLOCK,
-    CUSTOM,
-    MODEL,
-    NOT_SPAN,
-    THUNK,
     WORK_KINDS,
     PathTracker,
+    SpanIds,
     cached_id,
-    children_of,
-    digest,
     fresh_copies,
-    node_digest,
+    node_kind,
     span_label,
+    walk_ids,
 )
-from ..nodes._internal import SPAN_KINDS as _span_kinds
-from ..nodes._internal import class_key as _class_key
-from ..nodes._internal import cycle_text as _cycle_text
-from ..nodes._internal import path_step as _step
-from ..nodes._internal import store_id as _store_id
 from ..tracing._internal import capture_mode
 
 # A node's status in a run (the scheduler keeps it, apart from the graph).
@@ -250,17 +239,17 @@ class SpanGraph:
                     todo.append(user)
         return out
 
-    def to_graphviz(self, **graph_attr: str) -> Any:
-        from ._render import graph_to_graphviz
-
-        return graph_to_graphviz(self, **graph_attr)
-
     def render(self, path: str | os.PathLike[str], format: str = "svg") -> pathlib.Path:
         """Draw to ``path`` (svg, png or pdf); without graphviz's ``dot``, write DOT source
         (as ``LogDAG.render`` draws a run)."""
         from ._render import render_file
 
         return render_file(self.to_graphviz(), pathlib.Path(path), format)
+
+    def to_graphviz(self, **graph_attr: str) -> Any:
+        from ._render import graph_to_graphviz
+
+        return graph_to_graphviz(self, **graph_attr)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         from ._render import mimebundle
@@ -296,117 +285,49 @@ def _compile(roots: Sequence[Any]) -> SpanGraph:
 def _walk(
     roots: Sequence[Any], nodes: dict[str, NodeInfo], paths: PathTracker, prefix: str
 ) -> list[str]:
-    """Add ``roots`` and everything below them to ``nodes``; return the roots' ids."""
-    obj_ids: dict[int, str] = {}
+    """Add ``roots`` and everything below them to ``nodes``; return the roots' ids.
+
+    The walk is the content-id walk (``walk_ids``), which calls ``add`` for each
+    span in post-order, so ``nodes`` is in a topological order. It does not go
+    below a span whose id is already a node: that span is an alias of the node.
+    """
+    ids = SpanIds()
+
+    def known(span: Any) -> str | None:
+        node_id = cached_id(span)
+        if node_id is None or node_id not in nodes:
+            return None
+        _alias(nodes[node_id], span)
+        return node_id
+
+    def add(span: Any, node_id: str, frame: int, part_ids: list[str]) -> None:
+        existing = nodes.get(node_id)
+        if existing is not None:
+            _alias(existing, span)
+            return
+        inputs = tuple(dict.fromkeys(part_ids)) if len(part_ids) > 1 else tuple(part_ids)
+        info = NodeInfo(node_id, node_kind(span), span, frame, inputs)
+        if isinstance(span, ModelOutputThunk):
+            info.thunks.append(span)
+            info._work = info.kind in WORK_KINDS
+        for src in inputs:
+            nodes[src]._users.append(info)
+        info._order = len(nodes)
+        nodes[node_id] = info
+
     root_ids: list[str] = []
-    keep: list[Any] = []  # keeps walked objects alive, so their id() stays unique
-    kinds = _span_kinds
-    # Hot-loop locals: the walk visits every span once, so lookups add up.
-    frame_parents, frame_spans, frame_indexes = paths.parents, paths.spans, paths.indexes
-    keep_span = keep.append
-
-    def seen(span: Any) -> str | None:
-        cid = cached_id(span)
-        if cid is not None and cid in nodes:
-            obj_ids[id(span)] = cid
-            keep.append(span)
-            _alias(nodes[cid], span)
-            return cid
-        return None
-
     for index, root in enumerate(roots):
         label = span_label(root) if len(roots) == 1 else f"roots[{index}]:{span_label(root)}"
         label = prefix + label
         try:
-            known = obj_ids.get(id(root)) or seen(root)
+            found = ids.get(root) or known(root)
         except SpanError as exc:  # a block's id, computed on first use, found it bad
             raise exc.at(label) from None
-        if known is not None:
-            root_ids.append(known)
-            continue
-        # A frame is [span, path frame, parts, index of the next part to visit].
-        stack: list[list[Any]] = [[root, paths.root(label), None, 0]]
-        on_path = {id(root)}
-        while stack:
-            top = stack[-1]
-            span, frame, kids, nxt = top
-            if kids is None:
-                kids = top[2] = _parts(span, paths, frame, kinds)
-            if nxt < len(kids):
-                top[3] = nxt + 1
-                kid = kids[nxt]
-                try:
-                    if id(kid) in obj_ids or seen(kid) is not None:
-                        continue
-                except SpanError as exc:  # a block's id, computed on first use, found it bad
-                    raise exc.at(paths.path(frame) + _step(span, nxt, len(kids))) from None
-                if id(kid) in on_path:
-                    step = _step(span, nxt, len(kids))
-                    raise CycleError(_cycle_text(stack, kid), path=paths.path(frame) + step)
-                on_path.add(id(kid))
-                stack.append([kid, len(frame_parents), None, 0])
-                frame_parents.append(frame)
-                frame_spans.append(span)
-                frame_indexes.append(nxt)
-                continue
-            stack.pop()
-            on_path.discard(id(span))
-            child_ids = [obj_ids[id(k)] for k in kids]
-            kind = kinds[type(span)]
-            private = span.__pydantic_private__ if kind == MODEL else None
-            node_id = private["_id"] if private is not None else cached_id(span)
-            if node_id is None:
-                try:
-                    if private is not None:
-                        node_id = digest(
-                            "component", _class_key(type(span)), span._sg_params_json(), child_ids
-                        )
-                        private["_id"] = node_id
-                    else:
-                        node_id = node_digest(span, child_ids)
-                        _store_id(span, node_id)
-                except SpanError as exc:
-                    raise exc.at(paths.path(frame)) from None
-            obj_ids[id(span)] = node_id
-            keep_span(span)
-            existing = nodes.get(node_id)
-            if existing is not None:
-                _alias(existing, span)
-                continue
-            info = NodeInfo(
-                node_id,
-                _KIND_NAMES[kind] if kind != THUNK else span.producer.kind,
-                span,
-                frame,
-                tuple(dict.fromkeys(child_ids)) if len(child_ids) > 1 else tuple(child_ids),
-            )
-            if kind == THUNK:
-                info.thunks.append(span)
-                info._work = info.kind in WORK_KINDS
-            for src in info.inputs:
-                nodes[src]._users.append(info)
-            info._order = len(nodes)
-            nodes[node_id] = info
-        root_ids.append(obj_ids[id(root)])
+        if found is None:
+            frame = paths.root(label)
+            found = walk_ids(root, frame=frame, paths=paths, ids=ids, known=known, visit=add)
+        root_ids.append(found)
     return root_ids
-
-
-_KIND_NAMES = {BLOCK: "block", MODEL: "component", CUSTOM: "component"}
-
-
-def _parts(span: Any, paths: PathTracker, frame: int, kinds: dict[type, int]) -> Sequence[Any]:
-    """``children_of`` with a fast path for the common case (every part a known span)."""
-    kind = kinds.get(type(span))
-    if kind == BLOCK:
-        return ()
-    if kind == MODEL:
-        parts: Sequence[Any] = span.parts()
-        for part in parts:
-            if kinds.get(type(part), NOT_SPAN) == NOT_SPAN:
-                break
-        else:
-            return parts
-    return children_of(span, partial(paths.path, frame))
 
 
 def _alias(info: NodeInfo, span: Any) -> None:

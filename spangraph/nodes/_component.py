@@ -9,7 +9,7 @@ import string
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar, Union
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar, Union, cast
 
 from pydantic import BaseModel, ConfigDict, PlainValidator, PrivateAttr, ValidationError
 
@@ -28,7 +28,6 @@ from ._span import (
     ComponentLike,
     Text,
     as_span,
-    render_flat,
     render_span,
     span_id,
 )
@@ -38,8 +37,8 @@ T = TypeVar("T")
 
 #: Component classes whose output is plain text: no schema, and ``parse_output``
 #: returns the text as it is, so the generate protocol skips both. (A set, not a
-#: class attribute: reading an attribute of a pydantic model class goes through its
-#: metaclass's ``__getattr__``, several times the cost, and this is read per generation.)
+#: class attribute: this is read per generation, and reading an attribute of a
+#: pydantic model class goes through its metaclass's ``__getattr__``.)
 TEXT_OUTPUT: set[type] = set()
 
 
@@ -75,15 +74,10 @@ class Component(BaseModel, Generic[T]):
     #: steps (``STEP_PART``, ``STEP_LIST``, ``STEP_PARAM``, or ``STEP_NONE``: no
     #: field), decided once per class; ``None`` without a template.
     _sg_template_steps: ClassVar[tuple[tuple[str, str | None, int, str], ...] | None] = None
-    #: The template steps when prompts may be rendered straight from them (the class
-    #: does not arrange its render items in code); else ``None``.
-    _sg_flat_steps: ClassVar[tuple[tuple[str, str | None, int, str], ...] | None] = None
     _sg_output: ClassVar[dict[type, tuple[Any, dict[str, Any] | None]]] = {}
 
     _id: str | None = PrivateAttr(default=None)
     _parts: tuple[Any, ...] | None = PrivateAttr(default=None)
-    #: (render items, chat role), made on first render: the component is immutable.
-    _plan: tuple[tuple[Any, ...], str | None] | None = PrivateAttr(default=None)
 
     def __init__(self, /, *args: Any, **kwargs: Any) -> None:
         if args:
@@ -141,28 +135,25 @@ class Component(BaseModel, Generic[T]):
         cls._sg_list_fields = frozenset(lists)
         cls._sg_param_fields = tuple(params)
         cls._sg_template_steps = _parse_template(cls) if cls.template is not None else None
-        cls._sg_flat_steps = (
-            cls._sg_template_steps if cls._sg_render_items is Component._sg_render_items else None
-        )
         if (
-            cls.parse_output is Component.parse_output
-            and cls.output_schema.__func__ is Component.output_schema.__func__  # type: ignore[attr-defined]
+            not _overrides(cls, "parse_output", "output_schema")
             and cls._sg_find_output_type() is str
         ):
             TEXT_OUTPUT.add(cls)
         else:
             TEXT_OUTPUT.discard(cls)
-        # The class's own render, without the general walk: compiled from its template's
-        # steps, else (items arranged in code, or no template) from its render plan.
-        FAST_RENDERS[cls] = (
-            compile_render(
+        # A class whose render items come from its template alone gets a render compiled
+        # from the template's steps (the fast path); any other renders by the reference walk.
+        if cls._sg_template_steps is not None and (
+            cls._sg_render_items is Component._sg_render_items
+        ):
+            FAST_RENDERS[cls] = compile_render(
                 cls.__qualname__,
-                cls._sg_flat_steps,
+                cls._sg_template_steps,
                 own_role=cls._sg_message_role is not Component._sg_message_role,
             )
-            if cls._sg_flat_steps is not None
-            else render_flat
-        )
+        else:
+            FAST_RENDERS.pop(cls, None)
 
     # -- the component protocol ------------------------------------------------------
 
@@ -192,9 +183,8 @@ class Component(BaseModel, Generic[T]):
         """Parse model text into ``T`` (see ``output_type``)."""
         info = Component._sg_output.get(type(self))  # the cache _sg_output_info keeps
         output = (info or self._sg_output_info())[0]
-        if output is str:
-            return text  # type: ignore[return-value]
-        return parse_as(output, text)  # type: ignore[no-any-return]
+        parsed: T = cast(T, text) if output is str else parse_as(output, text)
+        return parsed
 
     @classmethod
     def output_type(cls) -> Any:
@@ -260,16 +250,6 @@ class Component(BaseModel, Generic[T]):
                 items.append(Text(self.format_param(field, value, spec)))
         return items
 
-    def _sg_render_plan(self) -> tuple[tuple[Any, ...], str | None]:
-        """The render items (reversed, as the renderer's stack takes them) and the role."""
-        private = self.__pydantic_private__
-        assert private is not None
-        plan: tuple[tuple[Any, ...], str | None] | None = private["_plan"]
-        if plan is None:
-            items = self._sg_render_items()
-            plan = private["_plan"] = (tuple(reversed(items)), self._sg_message_role())
-        return plan
-
     def _sg_message_role(self) -> str | None:
         """The chat role of everything this component renders (``None``: inherit)."""
         return None
@@ -305,12 +285,12 @@ class Component(BaseModel, Generic[T]):
             ) from None
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """A copy (pydantic's), with ``update`` applied; the copy's id, parts and render
-        plan are made afresh, since ``update`` may change what they were made from."""
+        """A copy (pydantic's), with ``update`` applied; the copy's id and parts are made
+        afresh, since ``update`` may change what they were made from."""
         copied = super().model_copy(update=update, deep=deep)
         private = copied.__pydantic_private__
         if update and private is not None:
-            private.update(_id=None, _parts=None, _plan=None)
+            private.update(_id=None, _parts=None)
         return copied
 
     # -- identity --------------------------------------------------------------------
@@ -374,6 +354,12 @@ def _span_given_to_parameter(
                 path=f"{cls.__name__}.{name}",
             )
     return None
+
+
+def _overrides(cls: type, *names: str) -> bool:
+    """Whether ``cls`` defines any of ``names`` below ``Component``."""
+    below = cls.__mro__[: cls.__mro__.index(Component)]
+    return any(name in vars(klass) for klass in below for name in names)
 
 
 def _short(value: Any) -> str:

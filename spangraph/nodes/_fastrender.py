@@ -1,18 +1,20 @@
-"""Compiled renders: one render function per component class, made from its template.
+"""The compiled render: the fast path beside the reference render (``_span.render_reference``).
 
 A component class with a template (and no ``_sg_render_items`` of its own)
 renders the same way every time: literal text, then a part, then literal
 text... ``compile_render`` turns those steps into the source of one Python
 function, the way ``dataclasses`` writes ``__init__``: no loop over steps,
-no tests of what a step is, each literal a constant. On the scheduler
-benchmark's components (``"{a}+{b}"``) it costs about a third of the
-step-walking render it replaces.
+no tests of what a step is, each literal a constant, each segment a plain
+tuple (``segment_source``) that the prompt turns into a ``Segment`` only if
+someone asks for it.
 
 The function handles the usual shape only: parts that are blocks or
 finished thunks. For anything else (a nested component, a thunk that is not
-done, a subclass of either) it returns ``None`` and ``render_span``'s
-general walk renders the component, or says why it cannot. Both give equal
-prompts (tested).
+done, a subclass of either) it returns ``None``, and ``render_span`` renders
+the component with the reference walk, which also says why a component
+cannot be rendered. Both give equal prompts:
+``tests/nodes/test_render.py::test_compiled_render_equals_reference_render``.
+What the fast path saves is in ``docs/design/rendering.md``.
 """
 
 from __future__ import annotations
@@ -22,34 +24,15 @@ from operator import itemgetter
 from typing import Any
 
 from ._cblock import CBlock
-from ._prompt import Prompt
+from ._prompt import Prompt, segment_source
 from ._span import STEP_LIST, STEP_NONE, STEP_PART, span_id
 from ._thunk import ModelOutputThunk, ThunkState
 
 Render = Callable[[Any], "Prompt | None"]
-
-# A part: a finished thunk or a non-empty block becomes one segment; None is left
-# out; anything else hands the component to the general walk.
-_PART = """\
-    t = type(v)
-    if t is _Thunk:
-        if v.state is not _DONE:
-            return None
-        add((v._value, v._id or span_id(v), False, role, False))
-    elif t is _CBlock:
-        if v.text:
-            add((v.text, v._id or v.id, v.cache, role, False))
-    elif v is not None:
-        return None
-"""
+Steps = Sequence[tuple[str, str | None, int, str]]
 
 
-def compile_render(
-    qualname: str,
-    steps: Sequence[tuple[str, str | None, int, str]],
-    *,
-    own_role: bool,
-) -> Render:
+def compile_render(qualname: str, steps: Steps, *, own_role: bool) -> Render:
     """The render function of a component class whose template has ``steps``
     (``(literal, field, what, format spec)``, as ``_parse_template`` makes them).
     ``own_role``: the class has its own ``_sg_message_role``."""
@@ -75,20 +58,20 @@ def compile_render(
         "    role = c._sg_message_role()" if own_role else "    role = None",
     ]
     if fields:
-        # A pydantic model's attributes are read through its __getattr__ hook, a few
-        # times the cost of a dict lookup: one read of __dict__ serves every field.
+        # One read of the instance's __dict__ serves every field (a pydantic model's
+        # attributes are read through its __getattr__ hook).
         lines.append("    fields = c.__dict__")
     if fields and all(what in (STEP_PART, STEP_NONE) for _, _, what, _ in steps):
         lines += _all_done_thunks(steps)
     lines += ["    out = []", "    add = out.append"]
     for index, (literal, field, what, _) in enumerate(steps):
         if literal:
-            lines.append(f"    add((_L{index}, own, False, role, False))")
+            lines.append(f"    add({_own_text(f'_L{index}')})")
         if field is None or what == STEP_NONE:
             continue
         if what == STEP_PART:
             lines.append(f"    v = fields[{field!r}]")
-            lines.append(_PART.rstrip("\n"))
+            lines += _part("    ")
         elif what == STEP_LIST:
             lines += [
                 "    first = True",
@@ -96,22 +79,18 @@ def compile_render(
                 "        if first:",
                 "            first = False",
                 "        else:",
-                '            add(("\\n", own, False, role, False))',
-                _indent(_PART).rstrip("\n"),
+                f"            add({_own_text(repr(chr(10)))})",
+                *_part("        "),
             ]
         else:
             lines += [
                 f"    text = c.format_param({field!r}, fields[{field!r}], _S{index})",
                 "    if text:",
-                "        add((text, own, False, role, False))",
+                f"        add({_own_text('text')})",
             ]
     lines += [
         "    raw = tuple(out)",
-        "    prompt = _alloc(_Prompt)",  # a Prompt of plain segment tuples (see Prompt)
-        "    prompt._raw = raw",
-        "    prompt._segments = None",
-        "    prompt.text = _join(map(_text, raw))",
-        "    return prompt",
+        *_prompt("    ", "raw", "_join(map(_text, raw))"),
     ]
     exec("\n".join(lines), scope)  # generated from checked template steps, as dataclasses does
     render: Render = scope["render"]
@@ -122,7 +101,7 @@ def compile_render(
     return render
 
 
-def _all_done_thunks(steps: Sequence[tuple[str, str | None, int, str]]) -> list[str]:
+def _all_done_thunks(steps: Steps) -> list[str]:
     """The usual shape of a dataflow step, first: every part a finished thunk, so the
     segments and the text are known in number and made at once, without a list."""
     names = [f"p{index}" for index, (_, field, _, _) in enumerate(steps) if field is not None]
@@ -138,22 +117,55 @@ def _all_done_thunks(steps: Sequence[tuple[str, str | None, int, str]]) -> list[
     texts: list[str] = []
     for index, (literal, field, _, _) in enumerate(steps):
         if literal:
-            segments.append(f"(_L{index}, own, False, role, False)")
+            segments.append(_own_text(f"_L{index}"))
             texts.append(f"_L{index}")
         if field is not None:
             lines.append(f"        v{index} = p{index}._value")
-            segments.append(f"(v{index}, p{index}._id or span_id(p{index}), False, role, False)")
+            segments.append(_thunk_text(f"p{index}", f"v{index}"))
             texts.append(f"v{index}")
-    lines += [
-        "        prompt = _alloc(_Prompt)",
-        f"        prompt._raw = ({', '.join(segments)},)",
-        "        prompt._segments = None",
-        # An f-string joins the pieces into one new string (no intermediate ones).
-        "        prompt.text = f'" + "".join(f"{{{t}}}" for t in texts) + "'",
-        "        return prompt",
+    # An f-string joins the pieces into one new string (no intermediate ones).
+    text = "f'" + "".join(f"{{{t}}}" for t in texts) + "'"
+    return lines + _prompt("        ", f"({', '.join(segments)},)", text)
+
+
+def _part(indent: str) -> list[str]:
+    """The statements that add part ``v``: a finished thunk or a non-empty block becomes
+    one segment; ``None`` is left out; anything else hands the component to the
+    reference walk (the render returns ``None``)."""
+    block = segment_source(text="v.text", span_id="v._id or v.id", cache="v.cache", role="role")
+    lines = [
+        "t = type(v)",
+        "if t is _Thunk:",
+        "    if v.state is not _DONE:",
+        "        return None",
+        f"    add({_thunk_text('v', 'v._value')})",
+        "elif t is _CBlock:",
+        "    if v.text:",
+        f"        add({block})",
+        "elif v is not None:",
+        "    return None",
     ]
-    return lines
+    return [indent + line for line in lines]
 
 
-def _indent(block: str) -> str:
-    return "".join(f"    {line}\n" for line in block.splitlines())
+def _own_text(text: str) -> str:
+    """A segment of the component's own text (``text``: an expression)."""
+    return segment_source(text=text, span_id="own", role="role")
+
+
+def _thunk_text(thunk: str, text: str) -> str:
+    """A segment of a finished thunk's text."""
+    return segment_source(text=text, span_id=f"{thunk}._id or span_id({thunk})", role="role")
+
+
+def _prompt(indent: str, raw: str, text: str) -> list[str]:
+    """The statements that return a ``Prompt`` of the plain segment tuples ``raw``
+    whose text is ``text``, its three slots set without ``Prompt.__init__``."""
+    lines = [
+        "prompt = _alloc(_Prompt)",
+        f"prompt._raw = {raw}",
+        "prompt._segments = None",
+        f"prompt.text = {text}",
+        "return prompt",
+    ]
+    return [indent + line for line in lines]

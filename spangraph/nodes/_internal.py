@@ -12,26 +12,17 @@ from ._component import TEXT_OUTPUT as TEXT_OUTPUT
 from ._copy import fresh_copies as fresh_copies
 from ._digest import canonical_json as canonical_json
 from ._digest import digest as digest
-from ._span import _KINDS as SPAN_KINDS
-from ._span import BLOCK as BLOCK
-from ._span import CUSTOM as CUSTOM
 from ._span import FAST_RENDERS as FAST_RENDERS
-from ._span import MODEL as MODEL
-from ._span import NOT_SPAN as NOT_SPAN
-from ._span import THUNK as THUNK
 from ._span import WORK_KINDS as WORK_KINDS
 from ._span import PathTracker as PathTracker
-from ._span import _class_key as class_key
-from ._span import _cycle_text as cycle_text
-from ._span import _step as path_step
-from ._span import _store_id as store_id
+from ._span import SpanIds as SpanIds
 from ._span import as_span as as_span
 from ._span import cached_id as cached_id
-from ._span import children_of as children_of
 from ._span import is_span as is_span
-from ._span import node_digest as node_digest
+from ._span import node_kind as node_kind
 from ._span import span_id as span_id
 from ._span import span_label as span_label
+from ._span import walk_ids as walk_ids
 from ._state import compose as compose
 from ._state import current_state as current_state
 from ._thunk import NO_OPTIONS as NO_OPTIONS
@@ -40,34 +31,25 @@ from ._thunk import Producer as Producer
 from ._thunk import StateLike as StateLike
 
 __all__ = [
-    "BLOCK",
-    "CUSTOM",
     "FAST_RENDERS",
-    "MODEL",
-    "NOT_SPAN",
     "NO_OPTIONS",
-    "SPAN_KINDS",
     "TEXT_OUTPUT",
-    "THUNK",
     "WORK_KINDS",
     "GenerationProducer",
     "PathTracker",
     "Producer",
+    "SpanIds",
     "StateLike",
     "as_span",
     "cached_id",
     "canonical_json",
-    "children_of",
-    "class_key",
     "compose",
     "current_state",
-    "cycle_text",
     "digest",
     "fresh_copies",
     "is_span",
-    "node_digest",
-    "path_step",
+    "node_kind",
     "span_id",
     "span_label",
-    "store_id",
+    "walk_ids",
 ]

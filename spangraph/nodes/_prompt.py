@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Segment(NamedTuple):
@@ -34,26 +34,51 @@ class ChatTurn:
     content: str
 
 
+def segment(
+    text: str,
+    span_id: str,
+    *,
+    cache: bool = False,
+    role: str | None = None,
+    label: bool = False,
+) -> Segment:
+    """A new segment: the one way spangraph makes one. Renders call it, a compiled
+    render writes what it makes as source (``segment_source``), and a segment copied
+    with a change is ``seg._replace(...)``, so a field is added to ``Segment`` alone."""
+    return Segment(text, span_id, cache=cache, role=role, label=label)
+
+
+def segment_source(**fields: str) -> str:
+    """Python source that builds a segment as the plain tuple a prompt may hold (see
+    ``Prompt``), for generated code (``_fastrender``): each field's value is the
+    expression given for it in ``fields``, else the field's default."""
+    unknown = set(fields) - set(Segment._fields)
+    if unknown:
+        raise TypeError(f"Segment has no field(s) {', '.join(sorted(unknown))}")
+    values = [
+        fields[name] if name in fields else repr(Segment._field_defaults[name])
+        for name in Segment._fields
+    ]
+    return f"({', '.join(values)},)"
+
+
 _TEXT = itemgetter(0)  # Segment.text, read in C
-
-
-#: A segment's fields as a plain tuple (what compiled renders build: see ``_fastrender``).
-RawSegment = tuple[str, str, bool, "str | None", bool]
 
 
 class Prompt:
     """Ordered segments (immutable). ``text`` is their concatenation.
 
-    A prompt made by a compiled render holds its segments as plain tuples
-    (building a ``Segment`` costs four times as much, and most prompts are
-    only ever read as ``text``); ``segments`` makes the segments once,
-    when first asked for.
+    A prompt made by a compiled render (``_fastrender``) holds its segments as
+    plain tuples, in ``Segment``'s field order (``segment_source``), and
+    ``segments`` makes the ``Segment`` objects once, when first asked for:
+    most prompts are only ever read as ``text``.
     """
 
     __slots__ = ("_raw", "_segments", "text")
 
     def __init__(self, segments: tuple[Segment, ...] = ()) -> None:
-        self._raw: tuple[RawSegment, ...] = segments
+        #: The segments, or plain tuples of their fields (see above).
+        self._raw: tuple[tuple[Any, ...], ...] = segments
         self._segments: tuple[Segment, ...] | None = segments
         #: The segments' text, joined (made with the prompt: engines read it per call).
         self.text: str = "".join(map(_TEXT, segments))

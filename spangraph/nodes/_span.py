@@ -1,20 +1,37 @@
 """What every span has in common: its parts, its content id, its rendering.
 
-All three walks here are iterative (an explicit stack), so a chain of
-10,000 nested components does not reach Python's recursion limit.
+Two walks go over spans' parts, both depth first and iterative (an explicit
+stack), so a chain of 10,000 nested components does not reach Python's
+recursion limit:
+
+- ``walk_ids``: content ids, each span's after its parts'. ``span_id`` and
+  ``compile()`` (which adds a graph node per span there) both walk with it.
+- ``render_reference``: the reference render. ``render_span`` tries a
+  component class's compiled render first (``_fastrender``: the one fast
+  path, tested equal to the reference).
+
+Span paths (``Report.parts()[2].action``) name where a walk is, for errors
+and for spans of a run; ``PathTracker`` keeps them as frames and makes their
+text only when asked. ``docs/design/rendering.md`` describes all three.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from ._cblock import CBlock
 from ._digest import canonical_json, digest
-from ._errors import CycleError, MissingProducerError, NotASpanError, SpanError
-from ._prompt import Prompt, Segment
+from ._errors import (
+    CycleError,
+    MissingProducerError,
+    NotASpanError,
+    SpanError,
+    ThunkNotDoneError,
+)
+from ._prompt import Prompt, Segment, segment
 from ._thunk import ModelOutputThunk, ThunkState
 
 if TYPE_CHECKING:
@@ -52,9 +69,9 @@ class Text:
     label: bool = False
 
 
-#: Each component class's render without the general walk (``Prompt``, or ``None``
-#: for a shape it does not handle): compiled from the template (``_fastrender``), or
-#: ``render_flat``. Filled as component classes are made; looked up by exact class.
+#: Each component class's compiled render (``_fastrender``), by exact class: a
+#: ``Prompt``, or ``None`` for a shape it does not handle (then the reference walk
+#: renders). Filled as component classes with a template are made.
 FAST_RENDERS: dict[type, Callable[[Any], Prompt | None]] = {}
 
 # What a template field is, in a component class's render steps.
@@ -93,25 +110,26 @@ def span_label(span: object) -> str:
     return type(span).__name__
 
 
-def children_of(span: object, path: str | Callable[[], str] = "") -> Sequence[Any]:
+def children_of(span: Any, path: str | Callable[[], str] = "") -> Sequence[Any]:
     """The parts of ``span``, checked to be spans. ``path`` (or a function that
     builds it, called only for an error) names where ``span`` is."""
-    if isinstance(span, CBlock):
-        return ()
-    if isinstance(span, ModelOutputThunk):
+    kind = span_type(span)
+    parts: Sequence[Any] = ()
+    if kind == BLOCK:
+        return parts
+    if kind == THUNK:
         if span.producer is None:
             raise MissingProducerError(
                 "thunk has no producer; declare generations with spangraph.generate(action)",
                 path=_resolve(path) or span_label(span),
             )
         parts = span.producer.inputs()
-    elif span_type(span) != NOT_SPAN:
-        parts = span.parts()  # type: ignore[attr-defined]
+    elif kind != NOT_SPAN:
+        parts = span.parts()
     else:
         raise NotASpanError(f"not a span: {type(span).__name__}", path=_resolve(path))
-    kinds = _KINDS
     for i, part in enumerate(parts):
-        if kinds.get(type(part)) in (None, NOT_SPAN) and not is_span(part):
+        if span_type(part) == NOT_SPAN:
             where = f"{_resolve(path) or span_label(span)}{_step(span, i, len(parts))}"
             raise NotASpanError(
                 f"{type(part).__name__} is not a span (expected CBlock, Component or "
@@ -126,6 +144,7 @@ def _resolve(path: str | Callable[[], str]) -> str:
 
 
 def _step(parent: object, index: int, count: int) -> str:
+    """The span-path step from ``parent`` to its part ``index`` (of ``count``)."""
     if isinstance(parent, ModelOutputThunk):
         if parent.producer is not None and parent.producer.kind != "generation":
             return f".inputs[{index}]"
@@ -151,20 +170,23 @@ def node_kind(span: object) -> str:
     return "component"
 
 
-def node_digest(span: object, child_ids: Sequence[str]) -> str:
+# -- content ids -------------------------------------------------------------------------
+
+
+def node_digest(span: Any, part_ids: Sequence[str]) -> str:
     """The content id of ``span`` given the ids of its parts.
 
     A ``SpanError`` raised here has no path yet; the walk adds it (``.at``).
     """
-    kind = _KINDS.get(type(span)) or span_type(span)
-    if kind == MODEL:
-        return digest("component", _class_key(type(span)), span._sg_params_json(), child_ids)  # type: ignore[attr-defined]
+    kind = span_type(span)
     if kind == BLOCK:
-        return span.id  # type: ignore[attr-defined,no-any-return]
+        block_id: str = span.id
+        return block_id
     if kind == THUNK:
-        producer = span.producer  # type: ignore[attr-defined]
-        return digest(producer.kind, "thunk", producer.params(), child_ids)
-    return digest("component", _class_key(type(span)), _params_json(span), child_ids)
+        producer = span.producer
+        return digest(producer.kind, "thunk", producer.params(), part_ids)
+    params = span._sg_params_json() if kind == MODEL else _params_json(span)
+    return digest("component", _class_key(type(span)), params, part_ids)
 
 
 _CLASS_KEYS: dict[type, str] = {}
@@ -192,36 +214,154 @@ def _holds_span(value: object) -> bool:
     return isinstance(value, list | tuple) and any(is_span(v) for v in value)
 
 
-def cached_id(span: object) -> str | None:
+def cached_id(span: Any) -> str | None:
     """The id already computed for ``span`` (custom components are never cached:
     they may be mutable)."""
-    kind = _KINDS.get(type(span)) or span_type(span)
+    kind = span_type(span)
+    value: str | None = None
     if kind == BLOCK:
-        return span.id  # type: ignore[attr-defined,no-any-return]
-    if kind == THUNK:
-        return span._id  # type: ignore[attr-defined,no-any-return]
-    if kind == MODEL:
-        return span.__pydantic_private__["_id"]  # type: ignore[attr-defined,no-any-return]
-    return None
+        value = span.id
+    elif kind == THUNK:
+        value = span._id
+    elif kind == MODEL:
+        value = span.__pydantic_private__["_id"]
+    return value
 
 
-def _store_id(span: object, value: str) -> None:
+def _store_id(span: Any, value: str) -> None:
     kind = span_type(span)
     if kind == THUNK:
-        span._id = value  # type: ignore[attr-defined]
+        span._id = value
     elif kind == MODEL:
-        span.__pydantic_private__["_id"] = value  # type: ignore[attr-defined]
+        span.__pydantic_private__["_id"] = value
+
+
+class SpanIds:
+    """The content ids a walk has found, by span object.
+
+    Keyed by ``id()``, since a span need not be hashable (a custom component
+    may not be), and holding every span it has an id for, so that no ``id()``
+    is reused while the ids are kept (a custom component's ``parts()`` may
+    make new spans each time it is called).
+    """
+
+    __slots__ = ("_alive", "_ids")
+
+    def __init__(self) -> None:
+        self._ids: dict[int, str] = {}
+        self._alive: list[object] = []
+
+    def get(self, span: object) -> str | None:
+        return self._ids.get(id(span))
+
+    def add(self, span: object, value: str) -> None:
+        self._ids[id(span)] = value
+        self._alive.append(span)
+
+
+#: Called by ``walk_ids`` for each span it walks: the span, its id, its path frame and
+#: its parts' ids.
+Visit = Callable[[Any, str, int, list[str]], None]
+
+
+def walk_ids(
+    root: object,
+    *,
+    frame: int,
+    paths: PathTracker,
+    ids: SpanIds,
+    known: Callable[[Any], str | None] = cached_id,
+    visit: Visit | None = None,
+) -> str:
+    """The content id of ``root``, from a depth-first walk of the parts below it.
+
+    A span's id is computed after its parts' (in post-order, so every part
+    before the spans that use it) and once per object: ``ids`` keeps every id
+    the walk finds, and the walk does not go below a span whose id
+    ``known(span)`` gives (by default, a span whose id is cached on it).
+    ``visit`` is called for each span walked, in that order: ``compile()``
+    adds its graph nodes there. ``frame`` is the root's frame in ``paths``;
+    the walk adds a frame for each span it goes into, and errors (a cycle, a
+    part that is not a span, a parameter that cannot be digested) name the
+    span path where they were found.
+    """
+    # A stack entry: [span, its path frame, its parts, index of the next part to visit].
+    stack: list[list[Any]] = [[root, frame, None, 0]]
+    on_path = {id(root)}
+    while stack:
+        top = stack[-1]
+        span, frame, parts, index = top
+        if parts is None:
+            parts = top[2] = children_of(span, partial(paths.path, frame))
+        if index < len(parts):
+            top[3] = index + 1
+            part = parts[index]
+            if ids.get(part) is not None:
+                continue
+            try:
+                found = known(part)
+            except SpanError as exc:  # a block's id, computed on first use, found it bad
+                raise exc.at(paths.path(frame) + _step(span, index, len(parts))) from None
+            if found is not None:
+                ids.add(part, found)
+            elif id(part) in on_path:
+                where = paths.path(frame) + _step(span, index, len(parts))
+                raise CycleError(_cycle_text(stack, part), path=where)
+            else:
+                on_path.add(id(part))
+                stack.append([part, paths.add(frame, span, index), None, 0])
+            continue
+        stack.pop()
+        on_path.discard(id(span))
+        part_ids = [cast(str, ids.get(part)) for part in parts]
+        value = cached_id(span)
+        if value is None:
+            try:
+                value = node_digest(span, part_ids)
+            except SpanError as exc:
+                raise exc.at(paths.path(frame)) from None
+            _store_id(span, value)
+        ids.add(span, value)
+        if visit is not None:
+            visit(span, value, frame, part_ids)
+    return cast(str, ids.get(root))
+
+
+def span_id(root: object) -> str:
+    """The content id of ``root``, computing (and caching) the ids below it."""
+    known = cached_id(root)
+    if known is not None:
+        return known
+    paths = PathTracker()
+    return walk_ids(root, frame=paths.root(span_label(root)), paths=paths, ids=SpanIds())
+
+
+def _cycle_text(stack: Sequence[Sequence[Any]], again: object) -> str:
+    names: list[str] = []
+    started = False
+    for span, *_ in stack:
+        if span is again:
+            started = True
+        if started:
+            names.append(span_label(span))
+    names.append(span_label(again))
+    return "cycle: " + " -> ".join(names)
+
+
+# -- span paths --------------------------------------------------------------------------
 
 
 def cut_path(path: str, limit: int) -> str:
-    """``path`` if it has at most ``limit`` characters, else ``…`` and its end: the
-    last ``limit`` characters or fewer, from the first ``.`` in them (where a step
-    starts; with none, exactly the last ``limit``)."""
-    if len(path) <= limit:
-        return path
+    """``path`` if it has at most ``limit`` characters, else ``…`` and its end (``_end``)."""
+    return path if len(path) <= limit else "…" + _end(path, limit)
+
+
+def _end(path: str, limit: int) -> str:
+    """The last ``limit`` characters of ``path`` or fewer, from the first ``.`` in them
+    (where a step starts; with none, exactly the last ``limit``)."""
     start = len(path) - limit
     dot = path.find(".", start)
-    return "…" + path[dot if dot >= 0 else start :]
+    return path[dot if dot >= 0 else start :]
 
 
 class PathTracker:
@@ -258,23 +398,22 @@ class PathTracker:
     def path(self, frame: int, limit: int | None = None) -> str:
         """The path to ``frame``; with ``limit``, only its last ``limit`` steps after ``…``."""
         out: list[str] = []
-        parents, known = self.parents, self.steps
+        parents = self.parents
         left = limit if limit is not None else -1
         while frame >= 0:
             if left == 0:
                 out.append("…")
                 break
             left -= 1
-            out.append(known.get(frame) or self.step(frame))
+            out.append(self.step(frame))
             frame = parents[frame]
         out.reverse()
         return "".join(out)
 
     def tail(self, frame: int, limit: int, memo: dict[int, tuple[str, bool]]) -> str:
-        """The end of the path to ``frame``: the whole path if it has at most ``limit``
-        characters, else ``…`` and its last ``limit`` characters or fewer, from where a
-        step starts (the first ``.`` in them; with none, exactly the last ``limit``).
-        That is ``cut_path(path(frame), limit)``, built from the parent frame's tail.
+        """``cut_path(path(frame), limit)``, built from the parent frame's tail: cutting
+        a path's end as each step is added gives the same end as cutting the whole
+        path, since the cut (``_end``) looks only at the last ``limit`` characters.
 
         ``memo`` holds, by frame, the tail's text without the ``…`` and whether it
         was cut. Every frame on the way up is memoised, so over a whole graph each
@@ -285,25 +424,18 @@ class PathTracker:
         known = memo.get(frame)
         if known is None:
             chain: list[int] = []
-            parents = self.parents
             at = frame
-            while at >= 0:
-                known = memo.get(at)
-                if known is not None:
-                    break
+            while at >= 0 and at not in memo:
                 chain.append(at)
-                at = parents[at]
-            text, cut = known if known is not None else ("", False)
-            steps, step = self.steps, self.step
+                at = self.parents[at]
+            text, cut = memo[at] if at >= 0 else ("", False)
             for at in reversed(chain):
-                text += steps.get(at) or step(at)
+                text += self.step(at)
                 if len(text) > limit:
-                    start = len(text) - limit
-                    dot = text.find(".", start)
-                    text, cut = text[dot if dot >= 0 else start :], True
+                    text, cut = _end(text, limit), True
                 memo[at] = (text, cut)
-        else:
-            text, cut = known
+            known = (text, cut)
+        text, cut = known
         return "…" + text if cut else text
 
     def step(self, frame: int) -> str:
@@ -313,122 +445,67 @@ class PathTracker:
             if self.parents[frame] < 0:
                 text = self.labels[frame]
             else:
-                span, index = self.spans[frame], self.indexes[frame]
-                if not isinstance(span, ModelOutputThunk):
-                    text = _PART_STEPS[index] if index < len(_PART_STEPS) else _step(span, index, 0)
-                else:
-                    count = 0
-                    if span.producer is not None:
-                        count = len(span.producer.inputs())  # checked when the walk made the frame
-                    text = _step(span, index, count)
+                span, count = self.spans[frame], 0
+                if isinstance(span, ModelOutputThunk) and span.producer is not None:
+                    count = len(span.producer.inputs())  # checked when the walk made the frame
+                text = _step(span, self.indexes[frame], count)
             self.steps[frame] = text
         return text
 
 
-def span_id(root: object) -> str:
-    """The content id of ``root``, computing (and caching) the ids below it."""
-    known = cached_id(root)
-    if known is not None:
-        return known
-    paths = PathTracker()
-    # A frame is [span, path frame, parts, index of the next part to visit].
-    stack: list[list[Any]] = [[root, paths.root(span_label(root)), None, 0]]
-    on_path: set[int] = {id(root)}
-    local: dict[int, str] = {}
-    while stack:
-        top = stack[-1]
-        span, frame, kids, nxt = top
-        if kids is None:
-            kids = top[2] = children_of(span, partial(paths.path, frame))
-        if nxt < len(kids):
-            top[3] = nxt + 1
-            kid = kids[nxt]
-            try:
-                if id(kid) in local or cached_id(kid) is not None:
-                    continue
-            except SpanError as exc:  # a block's id, computed on first use, found it bad
-                raise exc.at(paths.path(frame) + _step(span, nxt, len(kids))) from None
-            if id(kid) in on_path:
-                raise CycleError(
-                    _cycle_text(stack, kid), path=paths.path(frame) + _step(span, nxt, len(kids))
-                )
-            on_path.add(id(kid))
-            stack.append([kid, paths.add(frame, span, nxt), None, 0])
-            continue
-        stack.pop()
-        on_path.discard(id(span))
-        child_ids = [local.get(id(k)) or cached_id(k) or "" for k in kids]
-        try:
-            value = node_digest(span, child_ids)
-        except SpanError as exc:
-            raise exc.at(paths.path(frame)) from None
-        local[id(span)] = value
-        _store_id(span, value)
-    return local[id(root)]
-
-
-def _cycle_text(stack: Sequence[Sequence[Any]], again: object) -> str:
-    names: list[str] = []
-    started = False
-    for span, *_ in stack:
-        if span is again:
-            started = True
-        if started:
-            names.append(span_label(span))
-    names.append(span_label(again))
-    return "cycle: " + " -> ".join(names)
+# -- rendering ---------------------------------------------------------------------------
 
 
 def render_span(root: object) -> Prompt:
-    """Render any span into a ``Prompt``.
-
-    Pydantic components expose their template as render items (literal text
-    and parts) and are expanded here without recursion; custom components'
-    own ``render()`` is called, and checked to use only what ``parts()``
-    returns. Span paths for errors are rebuilt only when an error happens.
-    """
+    """Render any span into a ``Prompt``: with its class's compiled render when it
+    has one and it handles the span's shape, else with ``render_reference``."""
     fast = FAST_RENDERS.get(type(root))
     if fast is not None:
-        flat = fast(root)
-        if flat is not None:
-            return flat
-    out: list[Segment] = []
-    append = out.append
-    kinds = _KINDS
-    new = tuple.__new__  # Segment(...) without its Python-level __new__
-    done = ThunkState.DONE
-    # Work items: (item, owner id, role, where); ``where`` is (parent where,
-    # parent component, item) from which an error's span path is rebuilt.
-    stack: list[tuple[Any, str, str | None, Any]] = [(root, "", None, None)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        item, owner, role, where = pop()
-        cls = type(item)
-        if cls is Text:
-            if item.text:
-                append(new(Segment, (item.text, owner, False, role, item.label)))
-            continue
-        kind = kinds.get(cls) or span_type(item)
-        if kind == THUNK:
-            if item.state is not done:
-                from ._errors import ThunkNotDoneError
+        prompt = fast(root)
+        if prompt is not None:
+            return prompt
+    return render_reference(root)
 
+
+def render_reference(root: object) -> Prompt:
+    """The reference render: every way of rendering gives what this gives.
+
+    A block is its text; a finished thunk is its text (a thunk not done is an
+    error); a component is its render items (``_sg_render_items``: literal
+    ``Text`` and parts, in prompt order) expanded in turn, each segment
+    taking the id of the span it came from (literal text belongs to the
+    component whose items hold it) and the innermost chat role around it
+    (``_sg_message_role``). A component of the component protocol renders
+    itself (``render()``), checked to use only what ``parts()`` returns.
+    Span paths for errors are rebuilt only when an error happens.
+    """
+    out: list[Segment] = []
+    # Work items: (item, owner id, role, where); ``where`` is (parent where, parent
+    # component, item), from which an error's span path is rebuilt.
+    stack: list[tuple[Any, str, str | None, Any]] = [(root, "", None, None)]
+    while stack:
+        item, owner, role, where = stack.pop()
+        if type(item) is Text:
+            if item.text:
+                out.append(segment(item.text, owner, role=role, label=item.label))
+            continue
+        kind = span_type(item)
+        if kind == BLOCK:
+            if item.text:
+                out.append(segment(item.text, item.id, cache=item.cache, role=role))
+        elif kind == THUNK:
+            if item.state is not ThunkState.DONE:
                 raise ThunkNotDoneError(
                     f"cannot render {item!r}: {item._not_done_reason()}",
                     path=_render_path(root, where),
                 )
-            append(new(Segment, (item._value, item._id or span_id(item), False, role, False)))
-        elif kind == BLOCK:
-            if item.text:
-                append(new(Segment, (item.text, item._id or item.id, item.cache, role, False)))
+            out.append(segment(item.value, span_id(item), role=role))
         elif kind == MODEL:
-            own = item.__pydantic_private__["_id"] or span_id(item)
-            items, own_role = item._sg_render_plan()
-            if own_role is None:
-                own_role = role
+            own, own_role = span_id(item), item._sg_message_role()
+            inner_role = role if own_role is None else own_role
             here = (where, item)
-            for sub in items:
-                push((sub, own, own_role, (here, sub)))
+            for sub in reversed(item._sg_render_items()):
+                stack.append((sub, own, inner_role, (here, sub)))
         elif kind == CUSTOM:
             out.extend(_render_custom(item, role, _render_path(root, where)))
         else:
@@ -438,45 +515,13 @@ def render_span(root: object) -> Prompt:
     return Prompt(tuple(out))
 
 
-def render_flat(component: Any) -> Prompt | None:
-    """The usual shape of a component that arranges its render items in code (or has
-    no template), without the general walk: render items that are all literal text,
-    blocks and done thunks. ``None`` for anything else (a nested component, a thunk
-    not done): the walk renders it, or says why not. (Classes with a template have a
-    compiled render instead: see ``_fastrender``.)"""
-    own = component.__pydantic_private__["_id"] or span_id(component)
-    items, role = component._sg_render_plan()
-    return _flat_prompt(reversed(items), own, role)
-
-
-def _flat_prompt(items: Iterable[Any], own: str, role: str | None) -> Prompt | None:
-    """``render_flat`` from render items in prompt order."""
-    kinds, new, done = _KINDS, tuple.__new__, ThunkState.DONE
-    out: list[Segment] = []
-    for item in items:
-        cls = type(item)
-        if cls is Text:
-            if item.text:
-                out.append(new(Segment, (item.text, own, False, role, item.label)))
-            continue
-        kind = kinds.get(cls)
-        if kind == THUNK and item.state is done:
-            out.append(new(Segment, (item._value, item._id or span_id(item), False, role, False)))
-        elif kind == BLOCK:
-            if item.text:
-                out.append(new(Segment, (item.text, item._id or item.id, item.cache, role, False)))
-        else:
-            return None
-    return Prompt(tuple(out))
-
-
 def _render_path(root: object, where: Any) -> str:
-    """The span path of a render work item (see ``render_span``)."""
+    """The span path of a render work item (see ``render_reference``)."""
     steps: list[str] = []
     while where is not None:
         (parent_where, parent), item = where
         index = next((i for i, p in enumerate(parent.parts()) if p is item), None)
-        steps.append(f".parts()[{index}]" if index is not None else "")
+        steps.append(_step(parent, index, 0) if index is not None else "")
         where = parent_where
     return span_label(root) + "".join(reversed(steps))
 
@@ -498,9 +543,7 @@ def _render_custom(component: ComponentLike, role: str | None, path: str) -> lis
                 "uses (the graph is built from parts())",
                 path=path,
             )
-    if role is None:
-        return list(prompt.segments)
-    return [Segment(s.text, s.span_id, s.cache, s.role or role, s.label) for s in prompt.segments]
+    return [s if s.role or role is None else s._replace(role=role) for s in prompt.segments]
 
 
 def _where_held(component: object, span_id_: str, index: int) -> str:
@@ -534,7 +577,7 @@ def _ids_below(root: object) -> set[str]:
 
 def own_segment(component: object, text: str) -> Segment:
     """A segment of a custom component's own text (for use in ``render()``)."""
-    return Segment(text, span_id(component))
+    return segment(text, span_id(component))
 
 
 def as_span(value: object, *, path: str = "") -> Span:
@@ -542,7 +585,7 @@ def as_span(value: object, *, path: str = "") -> Span:
     if isinstance(value, str):
         return CBlock(value)
     if is_span(value):
-        return value  # type: ignore[return-value]
+        return cast("Span", value)
     raise NotASpanError(
         f"{type(value).__name__} is not a span (expected str, CBlock, Component or "
         "ModelOutputThunk)",

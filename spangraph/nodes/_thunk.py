@@ -52,7 +52,7 @@ class Usage(NamedTuple):
 
     ``Usage``, ``Timings`` and ``Completion`` are named tuples: immutable
     values, one of each made per generation, and a tuple is the cheapest
-    such record to build (about a third of a frozen dataclass's cost).
+    such record to build (figures: ``docs/README.md``).
     """
 
     input_tokens: int = 0
@@ -210,7 +210,8 @@ class ModelOutputThunk(Generic[T]):
         """The output parsed into the action's output type."""
         if self.state is not ThunkState.DONE:
             raise ThunkNotDoneError(self._not_done_reason(), path=self._label())
-        return self._parsed  # type: ignore[no-any-return]
+        parsed: T = self._parsed
+        return parsed
 
     def _label(self) -> str:
         return self.producer.label if self.producer is not None else "ModelOutputThunk"

@@ -5,7 +5,7 @@ from typing import Literal
 
 import anyio
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from spangraph.lowlevel import GenerationProducer, span_id
 from spangraph.nodes import (
@@ -303,62 +303,9 @@ def test_field_names_that_hide_the_protocol_are_refused() -> None:
 
 def test_model_copy_with_update_makes_a_new_id_and_render() -> None:
     original = Summary(doc=CBlock("first"))
-    assert "first" in render_span(original).text  # id, parts and plan now cached
+    assert "first" in render_span(original).text  # id and parts now cached
     first_id = original.id
     changed = original.model_copy(update={"doc": CBlock("second")})
     assert "second" in render_span(changed).text and "first" not in render_span(changed).text
     assert changed.id != first_id and changed.parts() == (CBlock("second"),)
     assert original.model_copy().id == first_id  # a plain copy is the same content
-
-
-class Briefing(Component[str]):
-    """A template with every kind of step: parts, an optional part, a list, parameters."""
-
-    template = "{title}: {body}{note}\nItems:\n{items}\n{count:03d} {tags}"
-    title: Span
-    body: Span
-    note: Span | None = None
-    items: list[Span] = Field(default_factory=list)
-    count: int = 0
-    tags: list[str] = Field(default_factory=list)
-
-
-class Spoken(Component[str]):
-    """A template whose class gives its own chat role."""
-
-    template = "say {line}"
-    line: Span
-
-    def _sg_message_role(self) -> str | None:
-        return "assistant"
-
-
-def test_flat_render_path_equals_the_general_walk(monkeypatch: pytest.MonkeyPatch) -> None:
-    from spangraph.nodes import _span
-
-    done: ModelOutputThunk[str] = ModelOutputThunk(GenerationProducer(CBlock("q")))
-    done._set_done("answer", "answer")
-    spans = [
-        Summary(doc=CBlock("a document", cache=True), style="long"),
-        Summary(doc=done),
-        Message(role="user", content=CBlock("hello")),
-        Instruction(description=CBlock("do it"), grounding=[CBlock("g1"), done]),
-        Instruction(description=Summary(doc=CBlock("nested"))),  # not flat: the walk
-        Briefing(title="t", body=done, items=[CBlock("x"), CBlock(""), done], count=7, tags=["a"]),
-        Briefing(title=CBlock(""), body="b", note="n"),  # an empty block renders nothing
-        Briefing(title="t", body=Summary(doc="nested")),  # a nested component: the walk
-        Spoken(line=done),  # every part a done thunk: the compiled render's first shape
-        Spoken(line=CBlock("")),
-    ]
-    fast = [render_span(s) for s in spans]
-    assert _span.FAST_RENDERS[Summary] is not _span.render_flat  # compiled from its template
-    assert _span.FAST_RENDERS[Message] is _span.render_flat  # arranges its items in code
-    for cls in {type(s) for s in spans}:
-        monkeypatch.setitem(_span.FAST_RENDERS, cls, lambda component: None)
-    assert fast == [render_span(s) for s in spans]
-    assert [seg.role for seg in fast[2]] == ["user"] * len(fast[2])
-    assert [seg.role for seg in fast[-2]] == ["assistant", "assistant"]
-    assert [p.text for p in fast[-2:]] == ["say answer", "say "]
-    assert fast[5].text == "t: answer\nItems:\nx\n\nanswer\n007 - a"
-    monkeypatch.undo()  # the walk cached each render plan: the flat path now reads that
-    assert [render_span(s) for s in spans] == fast
