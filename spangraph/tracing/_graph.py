@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 #: Span paths on spans keep their end only, at most this many characters after ``…``
 #: (cut where a step starts): a node deep in a big graph has a path as long as the
@@ -84,6 +84,18 @@ class TracedGraph(Protocol):
     def path_tail(self, node_id: str, limit: int) -> str:
         """The end of the node's span path: at most ``limit`` characters after ``…``,
         cut where a step starts."""
+
+    # Content: read only for runs whose spans carry it (capture on: ``_text``).
+
+    def task_values(self, node_id: str) -> tuple[Any, Any]:
+        """A task's arguments (``(args, kwargs)``, each span in them as its value) and
+        its result (``None`` until it has one)."""
+
+    def run_input(self) -> list[str]:
+        """The text of every block the graph starts from (its leaves), in graph order."""
+
+    def run_output(self) -> list[Any]:
+        """Each root's value (``None`` for one that has none)."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -350,7 +350,17 @@ def test_capture_on_every_content_canary_is_seen(
     unseen = [kind for kind in CONTENT if not found.holding(CANARY[kind])]
     assert unseen == []
     # Labels and span paths are structural in either mode: they name code, not data.
-    assert found.holding(CANARY["partial"]) == []
+    # The text bound into a partial reaches the task's result, and so its span's (and
+    # the run's) output value, and nothing else.
+    partial = CANARY["partial"]
+    spans_held = ("exported span", "Run.log record", "OTLP/JSON file")
+    assert [n for n in found.holding(partial) if not n.startswith(spans_held)] == []
+    for span in found.spans:
+        said = dict(span.attributes or {})
+        output = str(said.pop(sc.OUTPUT_VALUE, ""))
+        assert partial not in "\n".join(strings([span.name, said]))
+        if partial in output:
+            assert said[sc.NODE_KIND] in ("task", "run")
     attributes = [dict(s.attributes or {}) for s in found.spans]
     inputs = " ".join(str(a.get(sc.GEN_AI_INPUT_MESSAGES, "")) for a in attributes)
     outputs = " ".join(str(a.get(sc.GEN_AI_OUTPUT_MESSAGES, "")) for a in attributes)
