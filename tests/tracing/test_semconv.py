@@ -15,44 +15,18 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from pydantic import BaseModel
 
 import spangraph.tracing
-from spangraph import CBlock, Component, Span, generate, options, run, task
+from spangraph import run
 from spangraph.engines import ScriptedEngine
 from spangraph.tracing import LogDAG, SpanRecord
 from spangraph.tracing import _provider as provider_module
 from spangraph.tracing import _semconv as sc
 
 from .semconv_table import TABLE, VALUES
+from .workflow import program, scripted_reply
 
 CAPTURE = pytest.mark.parametrize("captured", [False, True], ids=["capture-off", "capture-on"])
-
-
-class Person(BaseModel):
-    name: str
-
-
-class Extract(Component[Person]):
-    template = "Extract the person, as JSON, from: {text}"
-    text: Span
-
-
-@task
-def greet(person: Person, note: str) -> str:
-    return f"hello {person.name}: {note}"
-
-
-def program(max_tokens: int) -> list[Any]:
-    """A text generation, a structured one (a JSON schema constrains it) and a task."""
-    with options(temperature=0, max_tokens=max_tokens, top_p=0.5, top_k=40, seed=7, stop=["END"]):
-        note = generate(CBlock("Say hello."))
-        person = generate(Extract(text=CBlock("Ada Lovelace wrote it.")))
-    return [greet(person, note)]
-
-
-def scripted_reply(request: Any) -> str:
-    return '{"name": "Ada"}' if request.text.startswith("Extract") else "hello there"
 
 
 @pytest.fixture
