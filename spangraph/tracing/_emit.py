@@ -2,8 +2,8 @@
 
 Mapping:
 
-- the run → one span ``invoke_workflow {name}`` (CHAIN), a child of the
-  application's current span;
+- the run → one span ``invoke_workflow {name}`` (CHAIN) with
+  ``gen_ai.workflow.name``, a child of the application's current span;
 - each executed node (generation, task; each attempt of it) → one span whose
   parent is the run span (or, for a sampler's attempts, the sampler's span);
   generations are named ``{gen_ai.operation.name} {gen_ai.request.model}``,
@@ -31,8 +31,11 @@ every attribute and status that could hold text the run did not make up
 (off: the default; on: ``SPAN_ONLY``):
 
 - prompt and output: off, nothing (the token counts are there); on,
-  ``gen_ai.input.messages`` and ``gen_ai.output.messages``, each message
-  cut at ``CONTENT_LIMIT`` characters;
+  ``gen_ai.input.messages`` and ``gen_ai.output.messages``, and
+  OpenInference's ``input.value`` / ``output.value`` (with their MIME
+  types), each cut at ``CONTENT_LIMIT`` characters;
+- a task's arguments and result, a run's input blocks and root values:
+  off, nothing; on, ``input.value`` / ``output.value``;
 - an error's message (a failed node's, a retried attempt's, the run's):
   ``error.type`` in both; off, ``spangraph.error.message_length`` and
   ``spangraph.error.message_digest``, and the span status says only the
@@ -45,7 +48,7 @@ every attribute and status that could hold text the run did not make up
   ``spangraph.validation.reason`` (1000 characters);
 - options that hold text (``stop``, ``extra:``): off, each string as
   ``{"length": …, "digest": …}`` in ``spangraph.request.options``; on, the
-  text.
+  text, and the stops also as ``gen_ai.request.stop_sequences``.
 
 A digest is ``text_digest`` of the text (blake2b, 16 hex digits), so a
 caller who holds the text (an exception, ``Run.failed``) can find its
