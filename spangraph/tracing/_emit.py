@@ -256,7 +256,7 @@ class RunTracer:
         if generation is not None:
             self._usage(attributes, generation)
         span_status = self._outcome(attributes, ended, record)
-        if facts.kind == "task" and self._text.captured and node_id in self.graph.nodes:
+        if self._text.captured and facts.kind == "task" and node_id in self.graph.nodes:
             given, result = self.graph.task_values(node_id)
             if isinstance(ended, ev.NodeFinished):
                 self._text.values(attributes, given=given, result=result)
