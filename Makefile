@@ -2,8 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+VIEWER_STAMP := $(VENV)/.viewer-installed
 
-.PHONY: setup demo test lint bench graphviz clean
+.PHONY: setup viewer demo test lint bench graphviz clean
 
 setup: $(STAMP) graphviz
 
@@ -11,6 +12,15 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,openai,dev]'
 	@touch $(STAMP)
+
+# Arize Phoenix, the trace viewer of the live viewer test (the viewer extra). It is big
+# (about 850 MB with its dependencies, minutes to install), so it is installed once,
+# apart from setup; `make test` installs it.
+viewer: $(VIEWER_STAMP)
+
+$(VIEWER_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[viewer]'
+	@touch $(VIEWER_STAMP)
 
 # graphviz's `dot` renders graphs; without it spangraph writes DOT source instead.
 graphviz:
@@ -32,7 +42,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check spangraph tests benchmarks examples
 	$(VENV)/bin/mypy --strict spangraph
 
-test: setup lint
+test: setup viewer lint
 	$(PY) -m pytest -q
 
 # Benchmarks install their peers (dask, Hamilton) here, never in tests.

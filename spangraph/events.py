@@ -166,6 +166,11 @@ class GenerationRecord(Event):
     error: BaseException | None = None
     server: tuple[str, int] | None = None
     started: float = 0.0
+    #: What the request asked for: ``"json"`` when a JSON schema constrains the output,
+    #: else ``"text"`` (``None``: no request was made).
+    output_type: str | None = None
+    #: The model that answered, as the response names it (``None``: no response).
+    response_model: str | None = None
 
 
 #: What ``run(listeners=...)`` takes: a function called with each event.

@@ -643,8 +643,15 @@ class InferenceEngine:
             return
         text: str | None = None
         finish_reason: str | None = None
+        response_model: str | None = None
         if completion is not None:
-            text, finish_reason, _, _, _ = completion
+            text, finish_reason, _, _, raw = completion
+            response_model = self.model
+            if raw is not None and type(raw) is not dict:
+                # An OpenAI-compatible response names the model that answered.
+                named = getattr(raw, "model", None)
+                if type(named) is str and named:
+                    response_model = named
         # Positional, in field order: with keywords, binding the arguments cost more
         # than building the record. The options are the request's mapping, not a copy
         # (requests share their engine's defaults; nothing changes them once merged).
@@ -664,6 +671,9 @@ class InferenceEngine:
             error if error is not None and thunk.state is ThunkState.FAILED else None,
             self.server_address(),
             started,
+            # gen_ai.output.type: what the request asked for (a schema: JSON)
+            None if request is None else "text" if request.schema is None else "json",
+            response_model,
         )
         if state is not _IDENTITY:  # the shared no-state state keeps no logs (they would pile up)
             state._record(thunk, record)

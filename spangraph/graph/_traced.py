@@ -3,10 +3,13 @@ reads it (``tracing.TracedGraph``), and the end of a traced run."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ..nodes import CBlock, ModelOutputThunk
+from ..nodes._internal import is_span
 from ..tracing._internal import RunLog, TracedRun
 from ._compile import NodeInfo, SpanGraph
+from ._task import _map_spans, task_text
 
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
@@ -31,6 +34,33 @@ class TracedSpanGraph:
 
     def path_tail(self, node_id: str, limit: int) -> str:
         return self._graph.path_tail(node_id, limit, self._tails)
+
+    def task_values(self, node_id: str) -> tuple[Any, Any]:
+        thunk = self.nodes[node_id].span
+        producer = thunk.producer
+        given = _map_spans((producer.args, dict(producer.kwargs)), _value_of)
+        return given, _value_of(thunk)
+
+    def run_input(self) -> list[str]:
+        return [
+            info.span.text
+            for info in self.nodes.values()
+            if info.kind == "block" and not info.inputs and isinstance(info.span, CBlock)
+        ]
+
+    def run_output(self) -> list[Any]:
+        return [_value_of(self.nodes[root].span) for root in self._graph.roots]
+
+
+def _value_of(span: Any) -> Any:
+    """What a span stands for in a task's arguments, its result or a run's outputs: a
+    thunk's parsed value (``None`` until done; spans it holds, a task's, in turn),
+    a block's text, another span's rendered text."""
+    if isinstance(span, ModelOutputThunk):
+        return _map_spans(span.parsed, _value_of) if span.done else None
+    if isinstance(span, CBlock):
+        return span.text
+    return task_text(span) if is_span(span) else span
 
 
 def finish_tracing(

@@ -2,8 +2,8 @@
 
 Mapping:
 
-- the run → one span ``invoke_workflow {name}`` (CHAIN), a child of the
-  application's current span;
+- the run → one span ``invoke_workflow {name}`` (CHAIN) with
+  ``gen_ai.workflow.name``, a child of the application's current span;
 - each executed node (generation, task; each attempt of it) → one span whose
   parent is the run span (or, for a sampler's attempts, the sampler's span);
   generations are named ``{gen_ai.operation.name} {gen_ai.request.model}``,
@@ -31,8 +31,11 @@ every attribute and status that could hold text the run did not make up
 (off: the default; on: ``SPAN_ONLY``):
 
 - prompt and output: off, nothing (the token counts are there); on,
-  ``gen_ai.input.messages`` and ``gen_ai.output.messages``, each message
-  cut at ``CONTENT_LIMIT`` characters;
+  ``gen_ai.input.messages`` and ``gen_ai.output.messages``, and
+  OpenInference's ``input.value`` / ``output.value`` (with their MIME
+  types), each cut at ``CONTENT_LIMIT`` characters;
+- a task's arguments and result, a run's input blocks and root values:
+  off, nothing; on, ``input.value`` / ``output.value``;
 - an error's message (a failed node's, a retried attempt's, the run's):
   ``error.type`` in both; off, ``spangraph.error.message_length`` and
   ``spangraph.error.message_digest``, and the span status says only the
@@ -45,7 +48,7 @@ every attribute and status that could hold text the run did not make up
   ``spangraph.validation.reason`` (1000 characters);
 - options that hold text (``stop``, ``extra:``): off, each string as
   ``{"length": …, "digest": …}`` in ``spangraph.request.options``; on, the
-  text.
+  text, and the stops also as ``gen_ai.request.stop_sequences``.
 
 A digest is ``text_digest`` of the text (blake2b, 16 hex digits), so a
 caller who holds the text (an exception, ``Run.failed``) can find its
@@ -151,15 +154,17 @@ class RunTracer:
         self._text = FreeText(self.capture)
 
     def start(self) -> None:
+        attributes = {
+            sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_WORKFLOW,
+            sc.GEN_AI_WORKFLOW_NAME: self.name,
+            sc.RUN_ID: self.run_id,
+            sc.NODE_KIND: "run",
+            sc.OPENINFERENCE_SPAN_KIND: "CHAIN",
+        }
+        if self._text.captured:
+            self._text.values(attributes, given=self.graph.run_input())
         self._run_span = self.tracer.start_span(
-            f"{sc.OP_INVOKE_WORKFLOW} {self.name}",
-            kind=SpanKind.INTERNAL,
-            attributes={
-                sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_WORKFLOW,
-                sc.RUN_ID: self.run_id,
-                sc.NODE_KIND: "run",
-                sc.OPENINFERENCE_SPAN_KIND: "CHAIN",
-            },
+            f"{sc.OP_INVOKE_WORKFLOW} {self.name}", kind=SpanKind.INTERNAL, attributes=attributes
         )
         self._run_ctx = trace.set_span_in_context(self._run_span)
         self._run_context = self._run_span.get_span_context()
@@ -168,11 +173,12 @@ class RunTracer:
         span = self._run_span
         if span is None:
             return
-        span.set_attribute(sc.NODE_STATUS, status)
+        attributes: dict[str, Any] = {sc.NODE_STATUS: status}
+        if self._text.captured:
+            self._text.values(attributes, result=self.graph.run_output())
         if error is not None:
-            attributes: dict[str, Any] = {}
             span.set_status(self._text.error(attributes, error))
-            span.set_attributes(attributes)
+        span.set_attributes(attributes)
         span.end()
         self._run_span = None
 
@@ -251,6 +257,12 @@ class RunTracer:
         if generation is not None:
             self._usage(attributes, generation)
         span_status = self._outcome(attributes, ended, record)
+        if self._text.captured and facts.kind == "task" and node_id in self.graph.nodes:
+            given, result = self.graph.task_values(node_id)
+            if isinstance(ended, ev.NodeFinished):
+                self._text.values(attributes, given=given, result=result)
+            else:
+                self._text.values(attributes, given=given)
         links = self._links_of(node_id, facts)
         end = self._ns(ended.time)
         start = self._ns(started.time) if started is not None else end
@@ -309,6 +321,10 @@ class RunTracer:
             if reasons is None:
                 reasons = self._reasons[reason_of] = (reason_of,)
             attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+        if record.output_type is not None:
+            attributes[sc.GEN_AI_OUTPUT_TYPE] = record.output_type
+        if record.response_model is not None:
+            attributes[sc.GEN_AI_RESPONSE_MODEL] = record.response_model
         usage = record.usage
         attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
         attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
@@ -375,16 +391,12 @@ class RunTracer:
             sc.GEN_AI_PROVIDER_NAME: record.provider or record.engine,
             sc.GEN_AI_REQUEST_MODEL: record.model,
         }
-        for option, name in (
-            ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
-            ("max_tokens", sc.GEN_AI_REQUEST_MAX_TOKENS),
-            ("top_p", sc.GEN_AI_REQUEST_TOP_P),
-            ("top_k", sc.GEN_AI_REQUEST_TOP_K),
-            ("seed", sc.GEN_AI_REQUEST_SEED),
-        ):
+        for option, name, as_type in _REQUEST_OPTIONS:
             value = options.get(option)
-            if isinstance(value, bool | int | float | str):  # what an attribute may hold
-                attributes[name] = value
+            # A number, as the type the conventions give the attribute (a bool is no number).
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                attributes[name] = as_type(value)
+        self._text.stop_sequences(attributes, options.get("stop"))
         attributes[sc.OPTIONS] = self._text.options(options)
         kind = SpanKind.INTERNAL
         if record.server is not None:
@@ -405,6 +417,16 @@ class RunTracer:
             start_time=self._ns(started),
         )
 
+
+#: The request options that have a GenAI attribute: option, attribute, and the
+#: attribute's type in the conventions (``top_k`` is a double there, like ``top_p``).
+_REQUEST_OPTIONS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
+    ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE, float),
+    ("max_tokens", sc.GEN_AI_REQUEST_MAX_TOKENS, int),
+    ("top_p", sc.GEN_AI_REQUEST_TOP_P, float),
+    ("top_k", sc.GEN_AI_REQUEST_TOP_K, float),
+    ("seed", sc.GEN_AI_REQUEST_SEED, int),
+)
 
 #: What each event type does to the run's spans (other events are ignored).
 _HANDLERS: dict[type, Callable[[RunTracer, Any], None]] = {

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..nodes._internal import WORK_KINDS
 
@@ -83,6 +83,18 @@ class TracedGraph(Protocol):
     def path_tail(self, node_id: str, limit: int) -> str:
         """The end of the node's span path: at most ``limit`` characters after ``…``,
         cut where a step starts."""
+
+    # Content: read only for runs whose spans carry it (capture on: ``_text``).
+
+    def task_values(self, node_id: str) -> tuple[Any, Any]:
+        """A task's arguments (``(args, kwargs)``, each span in them as its value) and
+        its result (``None`` until it has one)."""
+
+    def run_input(self) -> list[str]:
+        """The text of every block the graph starts from (its leaves), in graph order."""
+
+    def run_output(self) -> list[Any]:
+        """Each root's value (``None`` for one that has none)."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -42,6 +42,8 @@ class SpanRecord:
     status_message: str = ""
     scope: str = "spangraph"
     resource: Mapping[str, Any] = field(default_factory=dict)
+    #: The instrumentation scope's version ("" when it has none).
+    scope_version: str = ""
 
     @staticmethod
     def from_readable(span: Any) -> SpanRecord:
@@ -70,6 +72,7 @@ class SpanRecord:
             status_message=span.status.description or "",
             scope=scope.name if scope is not None else "spangraph",
             resource=_plain(dict(span.resource.attributes)) if span.resource else {},
+            scope_version=(scope.version or "") if scope is not None else "",
         )
 
 
@@ -391,34 +394,46 @@ def _from_attributes(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _otlp_request(records: Sequence[SpanRecord]) -> dict[str, Any]:
-    resource = records[0].resource if records else {}
-    spans = []
+    """One ExportTraceServiceRequest: the spans grouped by resource, then by
+    instrumentation scope (name and version), each group where it first occurs."""
+    resources: dict[str, tuple[Mapping[str, Any], dict[tuple[str, str], list[Any]]]] = {}
     for r in records:
-        span: dict[str, Any] = {
-            "traceId": r.trace_id,
-            "spanId": r.span_id,
-            "name": r.name,
-            "kind": _KIND_TO_OTLP.get(r.kind, 1),
-            "startTimeUnixNano": str(r.start),
-            "endTimeUnixNano": str(r.end),
-            "attributes": _attributes(r.attributes),
-            "links": [
-                {"traceId": t, "spanId": s, "attributes": _attributes(a)} for t, s, a in r.links
-            ],
-            "status": {"code": _STATUS_TO_OTLP.get(r.status, 0), "message": r.status_message},
-        }
-        if r.parent_id:
-            span["parentSpanId"] = r.parent_id
-        spans.append(span)
-    scope = records[0].scope if records else "spangraph"
+        key = json.dumps(r.resource, sort_keys=True, default=str)
+        scopes = resources.setdefault(key, (r.resource, {}))[1]
+        scopes.setdefault((r.scope, r.scope_version), []).append(_otlp_span(r))
     return {
         "resourceSpans": [
             {
                 "resource": {"attributes": _attributes(resource)},
-                "scopeSpans": [{"scope": {"name": scope}, "spans": spans}],
+                "scopeSpans": [
+                    {"scope": _otlp_scope(name, version), "spans": spans}
+                    for (name, version), spans in scopes.items()
+                ],
             }
+            for resource, scopes in resources.values()
         ]
     }
+
+
+def _otlp_scope(name: str, version: str) -> dict[str, str]:
+    return {"name": name, "version": version} if version else {"name": name}
+
+
+def _otlp_span(r: SpanRecord) -> dict[str, Any]:
+    span: dict[str, Any] = {
+        "traceId": r.trace_id,
+        "spanId": r.span_id,
+        "name": r.name,
+        "kind": _KIND_TO_OTLP.get(r.kind, 1),
+        "startTimeUnixNano": str(r.start),
+        "endTimeUnixNano": str(r.end),
+        "attributes": _attributes(r.attributes),
+        "links": [{"traceId": t, "spanId": s, "attributes": _attributes(a)} for t, s, a in r.links],
+        "status": {"code": _STATUS_TO_OTLP.get(r.status, 0), "message": r.status_message},
+    }
+    if r.parent_id:
+        span["parentSpanId"] = r.parent_id
+    return span
 
 
 def _hex_id(value: Any, digits: int, what: str) -> str:
@@ -435,7 +450,8 @@ def _records_from_otlp(request: Mapping[str, Any]) -> list[SpanRecord]:
     for resource_spans in request.get("resourceSpans", []):
         resource = _from_attributes(resource_spans.get("resource", {}).get("attributes", []))
         for scope_spans in resource_spans.get("scopeSpans", []):
-            scope = scope_spans.get("scope", {}).get("name", "")
+            scope_of = scope_spans.get("scope", {})
+            scope, scope_version = scope_of.get("name", ""), scope_of.get("version", "")
             for s in scope_spans.get("spans", []):
                 status = s.get("status", {})
                 parent = s.get("parentSpanId") or None
@@ -461,6 +477,7 @@ def _records_from_otlp(request: Mapping[str, Any]) -> list[SpanRecord]:
                         status_message=str(status.get("message", "")),
                         scope=scope,
                         resource=resource,
+                        scope_version=str(scope_version),
                     )
                 )
     return out

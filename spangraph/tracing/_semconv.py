@@ -1,10 +1,14 @@
 """Attribute names, pinned here.
 
 The OpenTelemetry GenAI semantic conventions moved to their own repository
-and the PyPI ``opentelemetry-semantic-conventions`` package marks its
-``gen_ai`` constants deprecated, so the names spangraph emits are kept in
-this one module (as of GenAI semconv 1.37). ``spangraph.*`` names are ours;
-``openinference.span.kind`` lets Arize Phoenix recognise the spans.
+(``open-telemetry/semantic-conventions-genai``: ``model/gen-ai/registry.yaml``
+and ``spans.yaml``, which cite semantic conventions v1.41.1) and the PyPI
+``opentelemetry-semantic-conventions`` package marks its ``gen_ai``
+constants deprecated, so the names spangraph emits are kept in this one
+module. Which span carries which name, with its type, is pinned in
+``tests/tracing/semconv_table.py``. ``spangraph.*`` names are ours;
+``openinference.span.kind``, ``input.*`` and ``output.*`` are OpenInference's
+(Arize Phoenix reads them for its span kinds and its input and output columns).
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
 GEN_AI_REQUEST_TOP_P = "gen_ai.request.top_p"
 GEN_AI_REQUEST_TOP_K = "gen_ai.request.top_k"
 GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
+GEN_AI_REQUEST_STOP_SEQUENCES = "gen_ai.request.stop_sequences"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
 GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
 GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
+GEN_AI_OUTPUT_TYPE = "gen_ai.output.type"
+GEN_AI_WORKFLOW_NAME = "gen_ai.workflow.name"
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"
@@ -32,11 +40,21 @@ OP_TEXT_COMPLETION = "text_completion"
 OP_CHAT = "chat"
 OP_INVOKE_WORKFLOW = "invoke_workflow"
 
+# gen_ai.output.type: what the request asked for (a JSON schema constrains the output, or not).
+OUTPUT_JSON = "json"
+OUTPUT_TEXT = "text"
+
 # The GenAI content-capture switch.
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 # OpenInference (Phoenix)
 OPENINFERENCE_SPAN_KIND = "openinference.span.kind"
+INPUT_VALUE = "input.value"
+INPUT_MIME_TYPE = "input.mime_type"
+OUTPUT_VALUE = "output.value"
+OUTPUT_MIME_TYPE = "output.mime_type"
+MIME_TEXT = "text/plain"
+MIME_JSON = "application/json"
 
 # spangraph
 RUN_ID = "spangraph.run.id"

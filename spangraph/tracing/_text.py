@@ -25,6 +25,20 @@ some is set here:
   ``spangraph.request.options``.
 - capture on (``SPAN_ONLY``): the text itself, cut at the limits below.
 
+What a span may say about content, by capture mode:
+
+- a generation's prompt and output: off, nothing (its token counts are on
+  the span); on, ``gen_ai.input.messages`` and ``gen_ai.output.messages``
+  (GenAI), and ``input.value`` / ``output.value`` with their
+  ``input.mime_type`` / ``output.mime_type`` (OpenInference: Phoenix's span
+  table reads them), each cut at ``CONTENT_LIMIT``;
+- a task's arguments (each span in them as its value) and its result, and
+  a run's input (the text of the blocks its graph starts from) and output
+  (each root's value): off, nothing; on, ``input.value`` / ``output.value``
+  (a string as ``text/plain``, anything else as its JSON, ``application/json``);
+- stop sequences: off, only in ``spangraph.request.options`` as lengths and
+  digests; on, also ``gen_ai.request.stop_sequences``.
+
 The digest is blake2b of the UTF-8 text, 8 bytes as 16 hex digits
 (``text_digest``): stable across runs and processes, so a user who holds a
 text (an exception, ``Run.failed``) can find its spans without the spans
@@ -38,6 +52,7 @@ costs what it did.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from hashlib import blake2b
@@ -55,6 +70,9 @@ ERROR_LIMIT = 500
 #: Longest other free text (a validation reason, say) recorded when capture is on.
 TEXT_LIMIT = 1000
 
+#: ``FreeText.values``'s "not given" (``None`` is a value a task may return).
+_NOTHING: Any = object()
+
 
 def text_digest(text: str) -> str:
     """The digest spans carry in place of ``text`` with capture off (16 hex digits)."""
@@ -71,21 +89,55 @@ class FreeText:
         self.captured = mode == "SPAN_ONLY"
 
     def messages(self, attributes: dict[str, Any], record: ev.GenerationRecord) -> None:
-        """The prompt and output as GenAI messages (called with capture on only: with it
-        off, a generation's span gets nothing here, not even a digest)."""
+        """The prompt and output as GenAI messages and as OpenInference's input and
+        output values (called with capture on only: with it off, a generation's span
+        gets nothing here, not even a digest)."""
+        prompt = _cut(record.prompt)
         attributes[sc.GEN_AI_INPUT_MESSAGES] = json.dumps(
-            [{"role": "user", "parts": [{"type": "text", "content": _cut(record.prompt)}]}]
+            [{"role": "user", "parts": [{"type": "text", "content": prompt}]}]
         )
+        attributes[sc.INPUT_VALUE] = prompt
+        attributes[sc.INPUT_MIME_TYPE] = sc.MIME_TEXT
         if record.output is not None:
+            output = _cut(record.output)
             attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(
                 [
                     {
                         "role": "assistant",
-                        "parts": [{"type": "text", "content": _cut(record.output)}],
+                        "parts": [{"type": "text", "content": output}],
                         "finish_reason": record.finish_reason or "",
                     }
                 ]
             )
+            attributes[sc.OUTPUT_VALUE] = output
+            json_output = record.output_type == sc.OUTPUT_JSON and output is record.output
+            attributes[sc.OUTPUT_MIME_TYPE] = sc.MIME_JSON if json_output else sc.MIME_TEXT
+
+    def values(
+        self,
+        attributes: dict[str, Any],
+        *,
+        given: Any = _NOTHING,
+        result: Any = _NOTHING,
+    ) -> None:
+        """A task's or a run's input (``given``) and output (``result``) as
+        OpenInference's ``input.value`` and ``output.value`` (with capture on; with it
+        off, nothing)."""
+        if not self.captured:
+            return
+        if given is not _NOTHING:
+            attributes[sc.INPUT_VALUE], attributes[sc.INPUT_MIME_TYPE] = _value_text(given)
+        if result is not _NOTHING:
+            attributes[sc.OUTPUT_VALUE], attributes[sc.OUTPUT_MIME_TYPE] = _value_text(result)
+
+    def stop_sequences(self, attributes: dict[str, Any], stop: Any) -> None:
+        """``gen_ai.request.stop_sequences`` (with capture on: stop strings are free
+        text; with it off, ``options`` shows each one's length and digest)."""
+        if not self.captured or stop is None:
+            return
+        stops = (stop,) if isinstance(stop, str) else tuple(stop)
+        if stops and all(isinstance(s, str) for s in stops):
+            attributes[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = stops
 
     def put(self, attributes: dict[str, Any], name: str, text: str, limit: int) -> None:
         """Set attribute ``name`` to ``text`` (capture on), else its length and digest."""
@@ -137,6 +189,29 @@ class FreeText:
 
 def _cut(text: str) -> str:
     return text if len(text) <= CONTENT_LIMIT else text[:CONTENT_LIMIT] + "…[truncated]"
+
+
+def _value_text(value: Any) -> tuple[str, str]:
+    """A value as ``input.value`` / ``output.value`` text and its MIME type: a string
+    as it is, anything else as its JSON (a JSON text cut short is plain text)."""
+    if isinstance(value, str):
+        return _cut(value), sc.MIME_TEXT
+    text = json.dumps(value, default=_jsonable, ensure_ascii=False)
+    cut = _cut(text)
+    return cut, sc.MIME_JSON if cut is text else sc.MIME_TEXT
+
+
+def _jsonable(value: Any) -> Any:
+    """What ``json.dumps`` cannot write, as what it can: a pydantic model's JSON
+    data, a dataclass's fields, a set's items; anything else as its ``str``."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    return str(value)
 
 
 def _plain(value: Any) -> Any:

@@ -299,6 +299,16 @@ def test_capture_off_no_canary_in_any_artifact(
 
     # What stands in: error types, lengths and digests, structural skip reasons.
     attributes = [dict(s.attributes or {}) for s in found.spans]
+    content = {
+        sc.GEN_AI_INPUT_MESSAGES,
+        sc.GEN_AI_OUTPUT_MESSAGES,
+        sc.GEN_AI_REQUEST_STOP_SEQUENCES,
+        sc.INPUT_VALUE,
+        sc.INPUT_MIME_TYPE,
+        sc.OUTPUT_VALUE,
+        sc.OUTPUT_MIME_TYPE,
+    }
+    assert [sorted(a.keys() & content) for a in attributes if a.keys() & content] == []
     labels = {a.get(sc.NODE_LABEL) for a in attributes}
     assert {"task(partial(shout))", "task(Shouter)"} <= labels
     types = {a.get(sc.ERROR_TYPE) for a in attributes}
@@ -350,7 +360,17 @@ def test_capture_on_every_content_canary_is_seen(
     unseen = [kind for kind in CONTENT if not found.holding(CANARY[kind])]
     assert unseen == []
     # Labels and span paths are structural in either mode: they name code, not data.
-    assert found.holding(CANARY["partial"]) == []
+    # The text bound into a partial reaches the task's result, and so its span's (and
+    # the run's) output value, and nothing else.
+    partial = CANARY["partial"]
+    spans_held = ("exported span", "Run.log record", "OTLP/JSON file")
+    assert [n for n in found.holding(partial) if not n.startswith(spans_held)] == []
+    for span in found.spans:
+        said = dict(span.attributes or {})
+        output = str(said.pop(sc.OUTPUT_VALUE, ""))
+        assert partial not in "\n".join(strings([span.name, said]))
+        if partial in output:
+            assert said[sc.NODE_KIND] in ("task", "run")
     attributes = [dict(s.attributes or {}) for s in found.spans]
     inputs = " ".join(str(a.get(sc.GEN_AI_INPUT_MESSAGES, "")) for a in attributes)
     outputs = " ".join(str(a.get(sc.GEN_AI_OUTPUT_MESSAGES, "")) for a in attributes)
@@ -359,6 +379,13 @@ def test_capture_on_every_content_canary_is_seen(
     messages = " ".join(str(a.get(sc.ERROR_MESSAGE, "")) for a in attributes)
     for kind in ("task", "parse", "pydantic", "retry", "judge"):
         assert CANARY[kind] in messages, kind
+    # OpenInference's input (and output) values on generation, task and run spans.
+    with_input = {a[sc.NODE_KIND] for a in attributes if sc.INPUT_VALUE in a}
+    assert with_input == {"generation", "task", "run"}
+    task_inputs = " ".join(a[sc.INPUT_VALUE] for a in attributes if a[sc.NODE_KIND] == "task")
+    assert CANARY["output"] in task_inputs  # the tasks' argument: a model output
+    stops = [a.get(sc.GEN_AI_REQUEST_STOP_SEQUENCES) for a in attributes if sc.OPTIONS in a]
+    assert (CANARY["stop"],) in stops
 
 
 def test_capture_off_an_error_raised_to_the_caller_keeps_its_text(
