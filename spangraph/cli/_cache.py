@@ -49,12 +49,12 @@ def _only(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
-@click.group("cache")
+@click.group("cache", short_help="The output memo and the KV-prefix store: info, prune, clear.")
 def cache_group() -> None:
     """Look at and tidy the span cache: the output memo and the KV-prefix store."""
 
 
-@cache_group.command("info")
+@cache_group.command("info", short_help="What the memo and the KV store hold.")
 @_where
 def info_command(memo_path: pathlib.Path | None, kv_dir: pathlib.Path | None) -> int:
     """What the memo (rows, bytes, hits, age) and the KV store (files, bytes, prefixes)
@@ -93,7 +93,7 @@ def info_command(memo_path: pathlib.Path | None, kv_dir: pathlib.Path | None) ->
     return 0
 
 
-@cache_group.command("prune")
+@cache_group.command("prune", short_help="Delete entries unused for a while or over a size.")
 @_where
 @_only
 @click.option(
@@ -159,7 +159,7 @@ def prune_command(
     return 0
 
 
-@cache_group.command("clear")
+@cache_group.command("clear", short_help="Delete every entry (asks first, unless --yes).")
 @_where
 @_only
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")

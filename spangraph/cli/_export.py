@@ -32,7 +32,7 @@ ID_DIGITS = {"traceId": 32, "spanId": 16, "parentSpanId": 16}
 CONTENT_TYPE = "application/x-protobuf"
 
 
-@click.command("export")
+@click.command("export", short_help="Send a run's log to an OTLP/HTTP collector.")
 @click.argument(
     "path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path)
 )

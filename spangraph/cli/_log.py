@@ -22,7 +22,7 @@ CAPTURE_HINT = (
 )
 
 
-@click.command("log")
+@click.command("log", short_help="Summarise, list or draw a run's log (OTLP/JSON).")
 @click.argument(
     "path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path)
 )

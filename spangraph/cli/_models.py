@@ -29,7 +29,7 @@ class Packaged:
     complete: bool
 
 
-@click.command("models")
+@click.command("models", short_help="List model files and packages, sizes, checksums.")
 @click.option(
     "--verify",
     is_flag=True,

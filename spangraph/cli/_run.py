@@ -29,7 +29,7 @@ ENGINE_HELP = (
 )
 
 
-@click.command("run")
+@click.command("run", short_help="Run the spans or graph a Python file defines.")
 @click.argument("target", metavar="FILE[:NAME]")
 @click.option("--engine", metavar="SPEC", envvar=ENGINE_VARIABLE, help=ENGINE_HELP)
 @click.option(
@@ -135,10 +135,15 @@ def _engine(spec: str | None) -> InferenceEngine | None:
         # The variable is checked by every run: a value it does not know must not stay.
         os.environ.pop(ENGINE_VARIABLE, None)
         return ScriptedEngine(reply if sep else "ok", name="scripted")
+    before = os.environ.get(ENGINE_VARIABLE)
     os.environ[ENGINE_VARIABLE] = spec
     try:
         default_spec()
     except ValueError as exc:
+        if before is None:
+            del os.environ[ENGINE_VARIABLE]
+        else:
+            os.environ[ENGINE_VARIABLE] = before
         raise click.BadParameter(
             f"{exc} (the command also takes scripted[:REPLY])", param_hint="--engine"
         ) from None

@@ -181,6 +181,8 @@ def _zero_arg_function(value: object, module: types.ModuleType) -> bool:
 def _describe(value: object) -> str:
     if isinstance(value, types.ModuleType):
         return f"the module {value.__name__}"
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
     if isinstance(value, list | tuple) and not value:
         return f"an empty {type(value).__name__}"
     if isinstance(value, list | tuple):
