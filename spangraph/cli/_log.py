@@ -163,7 +163,7 @@ def _failures(dag: LogDAG) -> None:
         click.echo("no failed nodes")
     for node in failed:
         click.echo(f"{node.key}  {node.label}  at {node.path or '(no path)'}")
-        click.echo(f"  {node.error or '(no error recorded)'}")
+        click.echo(f"  {_error(node)}")
 
 
 def _find(dag: LogDAG, wanted: str) -> list[LogNode]:
@@ -209,7 +209,7 @@ def _details(node: LogNode) -> None:
             f"{node.input_tokens} in / {node.output_tokens} out, {node.cached_tokens} cached",
         ),
         ("cache hit", "yes" if node.cache_hit else "no"),
-        ("error", node.error),
+        ("error", _error(node) if node.status == "failed" or node.error else None),
     ]
     for name, value in fields:
         if value not in (None, ""):
@@ -220,11 +220,39 @@ def _details(node: LogNode) -> None:
     if node.kind == "generation":
         for part, heading in (("input", "prompt"), ("output", "output")):
             text = node.content.get(part)
-            click.echo(f"{heading}:" + (f"\n{_indented(text)}" if text else f" {CAPTURE_HINT}"))
+            shown = f"\n{_indented(_messages(text))}" if text else f" {CAPTURE_HINT}"
+            click.echo(f"{heading}:{shown}")
+
+
+def _error(node: LogNode) -> str:
+    """The node's error as ``Type: message`` (the message is on spans only when content
+    capture was on; its type always is)."""
+    kind = node.attributes.get(sc.ERROR_TYPE)
+    message = node.error
+    if not message:
+        return f"{kind} (its message was not captured)" if kind else "(no error recorded)"
+    if kind and not message.startswith(str(kind)):
+        return f"{kind}: {message}"
+    return message
 
 
 def _shown(value: Any) -> str:
     return json.dumps(value) if isinstance(value, list) else str(value)
+
+
+def _messages(text: str) -> str:
+    """GenAI messages (``gen_ai.input.messages``: JSON, a list of ``{role, parts}``) as
+    ``role: text`` lines; anything else as it is."""
+    try:
+        messages = json.loads(text)
+        lines = []
+        for message in messages:
+            parts = message.get("parts", [])
+            content = "".join(str(p.get("content", "")) for p in parts if p.get("type") == "text")
+            lines.append(f"{message.get('role', '?')}: {content}")
+    except (ValueError, TypeError, AttributeError):
+        return text
+    return "\n".join(lines)
 
 
 def _indented(text: str) -> str:
