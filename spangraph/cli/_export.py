@@ -76,7 +76,8 @@ def export_command(
         if rejected:
             fail(f"{url} rejected {rejected} of the {count} spans of line {number}")
         spans += count
-    click.echo(f"sent {spans} spans in {len(requests)} requests to {url}")
+    plural = "s" if len(requests) != 1 else ""
+    click.echo(f"sent {spans} spans in {len(requests)} request{plural} to {url}")
     return 0
 
 
