@@ -430,7 +430,11 @@ class KVPrefixStore:
         oldest = last = None
         index = folder / "index.db"
         if index.is_file():
-            conn = sqlite3.connect(f"{index.as_uri()}?mode=ro", uri=True, timeout=30)
+            # Without a -wal beside it the index is whole in its file: read it as immutable,
+            # or SQLite would leave an empty -wal and -shm behind (a reader cannot remove them).
+            wal = os.path.exists(f"{index}-wal")
+            query = "mode=ro" if wal else "immutable=1"
+            conn = sqlite3.connect(f"{index.as_uri()}?{query}", uri=True, timeout=30)
             try:
                 prefixes, tokens, models, oldest, last = conn.execute(
                     "SELECT COUNT(*), COALESCE(SUM(tokens), 0), COUNT(DISTINCT model), "
