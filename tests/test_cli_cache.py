@@ -81,12 +81,12 @@ def test_info_prune_and_clear(home: pathlib.Path) -> None:
 
     pruned = spangraph("cache", "prune", "--older-than", "1d", home=home)
     assert pruned.code == 0, pruned
-    assert "memo" in pruned.out and "1 entries deleted (not used for 1 d); 2 left" in pruned.out
-    assert "1 files deleted (not used for 1 d); 1 left, 2.9 KiB" in pruned.out
+    assert "memo" in pruned.out and "1 entry deleted (not used for 1 d); 2 left" in pruned.out
+    assert "1 file deleted (not used for 1 d); 1 left, 2.9 KiB" in pruned.out
     assert not KVPrefixStore(kv).path("1" * 40).exists()
 
     by_size = spangraph("cache", "prune", "--max-bytes", "1k", "--only", "kv", home=home)
-    assert by_size.code == 0 and "1 files deleted (over 1.0 KiB); 0 left" in by_size.out
+    assert by_size.code == 0 and "1 file deleted (over 1.0 KiB); 0 left" in by_size.out
     assert "memo" not in by_size.out
 
     kept = spangraph("cache", "clear", stdin="n\n", home=home)

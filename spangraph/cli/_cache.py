@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from ..cache import KVPrefixStore, MemoStoreError, SQLiteStore
-from ._common import ago, byte_size, duration, fail, size, span, spangraph_home
+from ._common import ago, byte_size, count, duration, fail, size, span, spangraph_home
 
 MEMO_NAME = "memo.db"
 KV_NAME = "kv"
@@ -70,8 +70,8 @@ def info_command(memo_path: pathlib.Path | None, kv_dir: pathlib.Path | None) ->
             store.close()
         click.echo(f"memo  {memo_path}")
         click.echo(
-            f"  {m.rows} rows, {size(m.bytes)} of entries ({size(m.file_bytes)} on disk), "
-            f"{m.hits} hits, {m.expired} expired"
+            f"  {count(m.rows, 'row')}, {size(m.bytes)} of entries ({size(m.file_bytes)} on disk), "
+            f"{count(m.hits, 'hit')}, {m.expired} expired"
         )
         if m.rows:
             click.echo(
@@ -84,9 +84,10 @@ def info_command(memo_path: pathlib.Path | None, kv_dir: pathlib.Path | None) ->
         return 0
     click.echo(f"kv    {kv_dir}")
     click.echo(
-        f"  {kv.files} files, {size(kv.bytes)}, {kv.prefixes} prefixes ({kv.tokens} tokens) "
-        f"of {kv.models} model{'s' if kv.models != 1 else ''}"
-        + (f", {kv.temporary} temporary files" if kv.temporary else "")
+        f"  {count(kv.files, 'file')}, {size(kv.bytes)}, "
+        f"{count(kv.prefixes, 'prefix', 'prefixes')} ({count(kv.tokens, 'token')}) "
+        f"of {count(kv.models, 'model')}"
+        + (f", {count(kv.temporary, 'temporary file')}" if kv.temporary else "")
     )
     if kv.prefixes:
         click.echo(f"  used {ago(kv.oldest_use)} (least recently) to {ago(kv.last_use)}")
@@ -127,36 +128,39 @@ def prune_command(
         + ([f"over {size(max_bytes)}"] if max_bytes is not None else [])
     )
     if only != "kv":
-        if not memo_path.is_file():
-            click.echo(f"memo  {memo_path}: none")
-        else:
-            store = _open_memo(memo_path, read_only=False)
-            try:
-                gone = _memo_call(
-                    store, lambda: store.prune(unused_for=older_than, max_bytes=max_bytes)
-                )
-                left = store.info()
-            finally:
-                store.close()
-            click.echo(
-                f"memo  {memo_path}: {gone} entries deleted ({limits}); "
-                f"{left.rows} left, {size(left.bytes)}"
-            )
+        click.echo(f"memo  {memo_path}: " + _prune_memo(memo_path, older_than, max_bytes, limits))
     if only != "memo":
-        if not kv_dir.is_dir():
-            click.echo(f"kv    {kv_dir}: none")
-        else:
-            kv = KVPrefixStore(kv_dir)
-            try:
-                gone = kv.prune(unused_for=older_than, max_bytes=max_bytes)
-                total = kv.total_bytes()
-                count = len(kv.digests())
-            finally:
-                kv.close()
-            click.echo(
-                f"kv    {kv_dir}: {gone} files deleted ({limits}); {count} left, {size(total)}"
-            )
+        click.echo(f"kv    {kv_dir}: " + _prune_kv(kv_dir, older_than, max_bytes, limits))
     return 0
+
+
+def _prune_memo(
+    path: pathlib.Path, older_than: float | None, max_bytes: int | None, limits: str
+) -> str:
+    if not path.is_file():
+        return "none"
+    store = _open_memo(path, read_only=False)
+    try:
+        gone = _memo_call(store, lambda: store.prune(unused_for=older_than, max_bytes=max_bytes))
+        left = store.info()
+    finally:
+        store.close()
+    deleted = count(gone, "entry", "entries")
+    return f"{deleted} deleted ({limits}); {left.rows} left, {size(left.bytes)}"
+
+
+def _prune_kv(
+    folder: pathlib.Path, older_than: float | None, max_bytes: int | None, limits: str
+) -> str:
+    if not folder.is_dir():
+        return "none"
+    store = KVPrefixStore(folder)
+    try:
+        gone = store.prune(unused_for=older_than, max_bytes=max_bytes)
+        total, left = store.total_bytes(), len(store.digests())
+    finally:
+        store.close()
+    return f"{count(gone, 'file')} deleted ({limits}); {left} left, {size(total)}"
 
 
 @cache_group.command("clear", short_help="Delete every entry (asks first, unless --yes).")
@@ -189,14 +193,14 @@ def clear_command(
             gone = _memo_call(store, store.clear)
         finally:
             store.close()
-        click.echo(f"memo  {memo}: {gone} entries deleted")
+        click.echo(f"memo  {memo}: {count(gone, 'entry', 'entries')} deleted")
     if kv is not None:
         kv_store = KVPrefixStore(kv)
         try:
             gone = kv_store.clear()
         finally:
             kv_store.close()
-        click.echo(f"kv    {kv}: {gone} files deleted")
+        click.echo(f"kv    {kv}: {count(gone, 'file')} deleted")
     return 0
 
 

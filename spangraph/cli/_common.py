@@ -58,6 +58,11 @@ def byte_size(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return int(float(match.group(1)) * 1024 ** _POWERS[match.group(2).lower()])
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def size(n: float) -> str:
     """``1.5 MiB``: a byte count for people."""
     for unit in ("B", "KiB", "MiB", "GiB"):

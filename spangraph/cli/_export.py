@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from ._common import fail
+from ._common import count, fail
 from ._run import traces_url
 
 #: OTLP/JSON's id fields (hex) and the number of hex digits each has.
@@ -71,13 +71,12 @@ def export_command(
     requests = read_requests(path)
     spans = 0
     for number, request in requests:
-        count = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+        in_line = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
         rejected = _post(url, request.SerializeToString(), sent_headers, timeout, number)
         if rejected:
-            fail(f"{url} rejected {rejected} of the {count} spans of line {number}")
-        spans += count
-    plural = "s" if len(requests) != 1 else ""
-    click.echo(f"sent {spans} spans in {len(requests)} request{plural} to {url}")
+            fail(f"{url} rejected {rejected} of the {in_line} spans of line {number}")
+        spans += in_line
+    click.echo(f"sent {count(spans, 'span')} in {count(len(requests), 'request')} to {url}")
     return 0
 
 

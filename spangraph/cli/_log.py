@@ -10,8 +10,9 @@ from typing import Any
 
 import click
 
-from ..tracing import LogDAG, LogNode
+from ..tracing import LogDAG
 from ..tracing import _semconv as sc
+from ..tracing._logdag import LogNode
 from ._common import fail
 
 FORMATS = ("svg", "png", "pdf", "dot")

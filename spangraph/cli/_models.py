@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import click
 
-from ._common import size, spangraph_home
+from ._common import count, size, spangraph_home
 
 #: The PyPI packages that ship a model (the import name, the distribution name):
 #: the embedded engine's default model (``engines/_llamacpp.py``, ``default_model_path``).
@@ -49,7 +49,7 @@ def models_command(verify: bool) -> int:
     packaged = _packaged()
     expected = {p.file_name: p.sha256 for p in packaged}
     files = sorted(folder.glob("*.gguf")) if folder.is_dir() else []
-    click.echo(f"{folder}: " + (f"{len(files)} model files" if files else "no model files"))
+    click.echo(f"{folder}: " + (count(len(files), "model file") if files else "no model files"))
     bad = 0
     for path in files:
         try:
@@ -71,7 +71,7 @@ def models_command(verify: bool) -> int:
             bad += 1
         click.echo(f"  {path.name}  {size(_size(path))}  {status}")
     click.echo(
-        "packages: " + ("" if packaged else "none installed (pip install 'spangraph[local]')")
+        "packages:" + ("" if packaged else " none installed (pip install 'spangraph[local]')")
     )
     for p in packaged:
         where = folder / p.file_name

@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .. import ModelOutputThunk, NodeFailedError, Run, SpanError, run
 from ..cache import MemoStoreError, SQLiteStore
-from ..engines import ENGINE_VARIABLE, EngineError, InferenceEngine, ScriptedEngine, default_spec
+from ..engines import EngineError, InferenceEngine, ScriptedEngine
+from ..engines._default import ENGINE_VARIABLE, default_spec
 from . import _target
 from ._common import fail
 
