@@ -20,7 +20,6 @@ from pydantic import BaseModel, Field
 from spangraph import CBlock, Component, Span, compile, generate, options, run
 from spangraph.cache import SQLiteStore
 from spangraph.engines import LlamaCppEngine
-from spangraph.graph._render import render_file
 
 HERE = pathlib.Path(__file__).parent
 OUT = pathlib.Path("out")
@@ -95,7 +94,7 @@ def main() -> int:
         f"trace written to {log.render(OUT / 'trace.svg')} and "
         f"{log.write_otlp_json(OUT / 'trace.otlp.jsonl')}"
     )
-    print(f"graph drawn to {render_file(graph.to_graphviz(), str(OUT / 'graph.svg'))}")
+    print(f"graph drawn to {graph.render(OUT / 'graph.svg')}")
     return 0 if result.status == "done" else 1
 
 

@@ -1,34 +1,40 @@
-"""spangraph: run generative programs (LLM calls and the code around them) as graphs."""
+"""spangraph: run generative programs (LLM calls and the code around them) as graphs.
 
-from .engines import Identity, options
-from .graph import (
-    NodeFailedError,
-    RetryPolicy,
-    Run,
-    SpanGraph,
-    arun,
-    compile,
-    generate,
-    run,
-    task,
-)
-from .nodes import (
-    CBlock,
-    ChatHistory,
-    Component,
-    ExecutionState,
-    Instruction,
-    Message,
-    ModelOutputThunk,
-    ParseError,
-    Prompt,
-    Requirement,
-    Segment,
-    Span,
-    SpanError,
-    ThunkState,
-)
-from .sampling import sample
+What is public: the names here and in the subpackages' ``__init__`` (``nodes``,
+``graph``, ``engines``, ``cache``, ``sampling``, ``tracing``) and the module
+``events``, each listed in its ``__all__``; ``spangraph.engines`` is also the
+API for writing an engine. ``spangraph.lowlevel`` holds the hooks for code that
+extends spangraph further. Everything else (modules whose names start with an
+underscore, the packages' ``_internal`` modules) is private and may change in
+any release.
+"""
+
+from .engines import Identity as Identity
+from .engines import options as options
+from .graph import NodeFailedError as NodeFailedError
+from .graph import RetryPolicy as RetryPolicy
+from .graph import Run as Run
+from .graph import SpanGraph as SpanGraph
+from .graph import arun as arun
+from .graph import compile as compile
+from .graph import generate as generate
+from .graph import run as run
+from .graph import task as task
+from .nodes import CBlock as CBlock
+from .nodes import ChatHistory as ChatHistory
+from .nodes import Component as Component
+from .nodes import ExecutionState as ExecutionState
+from .nodes import Instruction as Instruction
+from .nodes import Message as Message
+from .nodes import ModelOutputThunk as ModelOutputThunk
+from .nodes import ParseError as ParseError
+from .nodes import Prompt as Prompt
+from .nodes import Requirement as Requirement
+from .nodes import Segment as Segment
+from .nodes import Span as Span
+from .nodes import SpanError as SpanError
+from .nodes import ThunkState as ThunkState
+from .sampling import sample as sample
 
 __all__ = [
     "CBlock",

@@ -1,5 +1,10 @@
 """The run's events: the one stream that progress, the LogDAG and tests subscribe to.
 
+The public names (``__all__``) are the event types and ``Listener``: a
+listener passed to ``run(listeners=...)`` receives them. ``EventBus`` and
+``use_bus`` (to watch engine calls made outside a run) are in
+``spangraph.lowlevel``; ``emit`` and ``current_bus`` are spangraph's own wiring.
+
 The scheduler and the engines' telemetry step ``emit()`` events; whoever
 wants them subscribes to the ``EventBus`` that is current (a context
 variable, so concurrent runs keep their streams apart). Emitting with no
@@ -33,12 +38,17 @@ class Event:
 
 @dataclass(slots=True)
 class NodeQueued(Event):
+    """A run took the node on (as the run starts, or as a dynamic node adds it).
+    ``kind`` is the node's kind (``"generation"``, ``"task"``, ...)."""
+
     kind: str = ""
     path: str = ""
 
 
 @dataclass(slots=True)
 class NodeStarted(Event):
+    """The node's work began (``attempt`` counts from 1; a retry starts again)."""
+
     attempt: int = 1
 
 
@@ -54,6 +64,8 @@ class NodeDeclared(Event):
 
 @dataclass(slots=True)
 class NodeFinished(Event):
+    """The node finished; ``cache_hit``: its output came from the output memo."""
+
     cache_hit: bool = False
     #: Extra span attributes (a sampler attempt's validation result, say), or None.
     #: String values are free text: on spans only with content capture on.
@@ -62,12 +74,16 @@ class NodeFinished(Event):
 
 @dataclass(slots=True)
 class NodeFailed(Event):
+    """The node failed, after any retries: ``error``, and its span path."""
+
     error: BaseException | None = None
     path: str = ""
 
 
 @dataclass(slots=True)
 class NodeRetried(Event):
+    """Attempt ``attempt`` failed with ``error``; the next starts after ``delay`` seconds."""
+
     attempt: int = 1
     error: BaseException | None = None
     delay: float = 0.0
@@ -86,7 +102,7 @@ class NodeSkipped(Event):
 
 @dataclass(slots=True)
 class NodeCancelled(Event):
-    pass
+    """The node was stopped unfinished: the run was cancelled, or stopped by a failure."""
 
 
 @dataclass(slots=True)
@@ -98,6 +114,8 @@ class NodesAdded(Event):
 
 @dataclass(slots=True)
 class CacheHit(Event):
+    """A generation was served from the output memo: its ``key``, and the store's name."""
+
     key: str = ""
     store: str = ""
 
@@ -150,6 +168,7 @@ class GenerationRecord(Event):
     started: float = 0.0
 
 
+#: What ``run(listeners=...)`` takes: a function called with each event.
 Listener = Callable[[Event], None]
 
 
@@ -270,3 +289,22 @@ def use_bus(bus: EventBus) -> Iterator[EventBus]:
         yield bus
     finally:
         _bus.reset(token)
+
+
+__all__ = [
+    "CacheBadEntry",
+    "CacheFailed",
+    "CacheHit",
+    "Event",
+    "GenerationRecord",
+    "Listener",
+    "NodeCancelled",
+    "NodeDeclared",
+    "NodeFailed",
+    "NodeFinished",
+    "NodeQueued",
+    "NodeRetried",
+    "NodeSkipped",
+    "NodeStarted",
+    "NodesAdded",
+]

@@ -8,23 +8,29 @@ and counts (``Run.cache_write_errors``, ``Run.cache_read_errors``,
 raises when it is given a file it will not use (another program's
 database, a newer spangraph's memo, an unreadable path): see its docstring
 for what to do. ``MemoEntry`` is the one shape of an entry.
+
+A store of one's own implements ``Store``; its optional lease step returns a
+``spangraph.lowlevel.Claim``. The memo and prefix keys (``memo_key``,
+``prefix_key``) are in ``spangraph.lowlevel`` too.
 """
 
-from ._context import CacheSetting, run_cache, split_cache_setting, use_run_cache
-from ._entry import MemoEntry
-from ._errors import MemoStoreError
-from ._key import memo_key, prefix_key
-from ._kv import KVPrefixStore
-from ._lease import Claim
-from ._policy import AUTO, CachePolicy
-from ._stores import CacheStats, LayeredStore, MemoryStore, SQLiteStore, Store
+from ._context import CacheSetting as CacheSetting
+from ._entry import MemoEntry as MemoEntry
+from ._errors import MemoStoreError as MemoStoreError
+from ._kv import KVPrefixStore as KVPrefixStore
+from ._policy import AUTO as AUTO
+from ._policy import CachePolicy as CachePolicy
+from ._stores import CacheStats as CacheStats
+from ._stores import LayeredStore as LayeredStore
+from ._stores import MemoryStore as MemoryStore
+from ._stores import SQLiteStore as SQLiteStore
+from ._stores import Store as Store
 
 __all__ = [
     "AUTO",
     "CachePolicy",
     "CacheSetting",
     "CacheStats",
-    "Claim",
     "KVPrefixStore",
     "LayeredStore",
     "MemoEntry",
@@ -32,9 +38,4 @@ __all__ = [
     "MemoryStore",
     "SQLiteStore",
     "Store",
-    "memo_key",
-    "prefix_key",
-    "run_cache",
-    "split_cache_setting",
-    "use_run_cache",
 ]

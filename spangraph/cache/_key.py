@@ -51,6 +51,7 @@ def memo_key(
     options: Mapping[str, Any],
     sample_index: int,
 ) -> str:
+    """The output-memo key of one generation (see the module docstring: what is in it)."""
     h = blake2b(digest_size=32)
     h.update(KEY_VERSION.encode())
     h.update(b"\x00")

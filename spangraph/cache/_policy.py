@@ -34,4 +34,5 @@ class CachePolicy:
         return options.get("temperature") == 0.0 or "seed" in options
 
 
+#: The default policy: memoise deterministic generations only.
 AUTO = CachePolicy()

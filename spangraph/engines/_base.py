@@ -40,24 +40,28 @@ from typing import Any, ClassVar, TypeVar
 import anyio
 
 from .. import events
-from ..cache import AUTO, memo_key, run_cache
+from ..cache import AUTO
+from ..cache._internal import memo_key, run_cache
 from ..nodes import (
     CBlock,
     ExecutionState,
-    GenerationProducer,
     ModelOutputThunk,
     ParseError,
     Prompt,
     Segment,
     ThunkState,
     Timings,
+    render_span,
+)
+from ..nodes._internal import (
+    FAST_RENDERS,
+    TEXT_OUTPUT,
+    GenerationProducer,
+    as_span,
     compose,
     current_state,
-    render_span,
     span_label,
 )
-from ..nodes._component import TEXT_OUTPUT
-from ..nodes._span import FAST_RENDERS, as_span
 from . import _memo
 from ._handoff import RETURNED, InlineDriver, Resumed
 from ._memo import AWAIT_ENTRY

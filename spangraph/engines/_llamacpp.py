@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import anyio
 import anyio.to_thread
 
-from ..cache import KVPrefixStore, prefix_key
-from ..cache._kv import private_dir
+from ..cache import KVPrefixStore
+from ..cache._internal import prefix_key, private_dir
 from ..nodes import Timings, Usage
 from ._base import InferenceEngine
 from ._errors import (

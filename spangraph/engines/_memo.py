@@ -40,7 +40,7 @@ import anyio
 
 from .. import events
 from ..cache import CachePolicy, MemoEntry, Store
-from ..cache._errors import describe_bad_entries, describe_failure
+from ..cache._internal import describe_bad_entries, describe_failure
 from ..nodes import Timings, Usage
 from ._types import Completion, Request
 

@@ -63,6 +63,8 @@ def _seed(value: Any) -> int:
     return value
 
 
+#: The canonical option names, each with the check that validates and normalises its
+#: value; an engine maps the ones it supports to its wire names (``wire_names``).
 CANONICAL: dict[str, Callable[[Any], Any]] = {
     "temperature": _number("temperature", 0.0, 2.0),
     "max_tokens": _integer("max_tokens", 1),

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..nodes import ExecutionState
-from ..nodes._digest import canonical_json
+from ..nodes._internal import canonical_json
 from ._options import check_options
 
 

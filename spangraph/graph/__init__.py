@@ -1,11 +1,16 @@
 """Graphs of spans: declaring generations, compiling, and running them."""
 
-from ._compile import SpanGraph, compile
-from ._declare import generate
-from ._errors import NodeFailedError
-from ._policy import RetryPolicy
-from ._run import NodeOutcome, Run, arun, run
-from ._task import Task, task
+from ._compile import SpanGraph as SpanGraph
+from ._compile import compile as compile
+from ._declare import generate as generate
+from ._errors import NodeFailedError as NodeFailedError
+from ._policy import RetryPolicy as RetryPolicy
+from ._run import NodeOutcome as NodeOutcome
+from ._run import Run as Run
+from ._run import arun as arun
+from ._run import run as run
+from ._task import Task as Task
+from ._task import task as task
 
 #: Whether runs freeze the garbage collector's heap while they execute (``gc.freeze``):
 #: faster big traced runs, at the cost of keeping the process's garbage cycles until

@@ -10,6 +10,8 @@ search: nodes are recorded in post-order, which is a topological order
 from __future__ import annotations
 
 import gc
+import os
+import pathlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -17,27 +19,28 @@ from typing import Any
 
 import networkx as nx
 
-from ..nodes import CBlock, CycleError, ModelOutputThunk, SpanError, children_of, span_label
-from ..nodes._copy import fresh_copies
-from ..nodes._digest import digest
-from ..nodes._span import (
-    _KINDS as _span_kinds,
-)
-from ..nodes._span import (
+from ..nodes import CBlock, CycleError, ModelOutputThunk, SpanError
+from ..nodes._internal import (
     BLOCK,
     CUSTOM,
     MODEL,
     NOT_SPAN,
     THUNK,
+    WORK_KINDS,
     PathTracker,
-    _class_key,
-    _cycle_text,
-    _step,
-    _store_id,
     cached_id,
+    children_of,
+    digest,
+    fresh_copies,
     node_digest,
+    span_label,
 )
-from ..tracing import capture_mode
+from ..nodes._internal import SPAN_KINDS as _span_kinds
+from ..nodes._internal import class_key as _class_key
+from ..nodes._internal import cycle_text as _cycle_text
+from ..nodes._internal import path_step as _step
+from ..nodes._internal import store_id as _store_id
+from ..tracing._internal import capture_mode
 
 # A node's status in a run (the scheduler keeps it, apart from the graph).
 PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED = (
@@ -80,7 +83,7 @@ class NodeInfo:
 
 def node_label(span: Any, kind: str) -> str:
     """A node's label in drawings: its class or producer, and for a block its text's
-    start when content capture is on (``spangraph.tracing.capture_mode``), else only
+    start when content capture is on (``spangraph.tracing.capture_content``), else only
     its length, like the run's spans."""
     if isinstance(span, CBlock):
         if capture_mode() != "SPAN_ONLY":
@@ -171,7 +174,7 @@ class SpanGraph:
         """The node id of ``span`` (which must be in the graph)."""
         node_id = cached_id(span)
         if node_id is None:
-            from ..nodes import span_id
+            from ..nodes._internal import span_id
 
             node_id = span_id(span)
         if node_id not in self._nodes:
@@ -251,6 +254,13 @@ class SpanGraph:
         from ._render import graph_to_graphviz
 
         return graph_to_graphviz(self, **graph_attr)
+
+    def render(self, path: str | os.PathLike[str], format: str = "svg") -> pathlib.Path:
+        """Draw to ``path`` (svg, png or pdf); without graphviz's ``dot``, write DOT source
+        (as ``LogDAG.render`` draws a run)."""
+        from ._render import render_file
+
+        return render_file(self.to_graphviz(), pathlib.Path(path), format)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         from ._render import mimebundle
@@ -372,7 +382,7 @@ def _walk(
             )
             if kind == THUNK:
                 info.thunks.append(span)
-                info._work = info.kind in _WORK
+                info._work = info.kind in WORK_KINDS
             for src in info.inputs:
                 nodes[src]._users.append(info)
             info._order = len(nodes)
@@ -382,7 +392,6 @@ def _walk(
 
 
 _KIND_NAMES = {BLOCK: "block", MODEL: "component", CUSTOM: "component"}
-_WORK = frozenset({"generation", "task", "sampler"})
 
 
 def _parts(span: Any, paths: PathTracker, frame: int, kinds: dict[type, int]) -> Sequence[Any]:

@@ -6,16 +6,10 @@ from collections.abc import Mapping
 from typing import Any, TypeVar, overload
 
 from ..cache import CachePolicy
-from ..engines import InferenceEngine, check_options
-from ..nodes import (
-    Component,
-    ExecutionState,
-    GenerationProducer,
-    ModelOutputThunk,
-    current_state,
-)
-from ..nodes._span import as_span
-from ..nodes._thunk import NO_OPTIONS
+from ..engines import InferenceEngine
+from ..engines._internal import check_options
+from ..nodes import Component, ExecutionState, ModelOutputThunk
+from ..nodes._internal import NO_OPTIONS, GenerationProducer, as_span, current_state
 
 T = TypeVar("T")
 

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from .. import events as ev
+from ..nodes._internal import WORK_KINDS
 
 
 def wanted(progress: bool | None) -> bool:
@@ -50,7 +51,7 @@ class ProgressBar:
                 # node a task adds at run time, so the total grows with it.
                 # No redraw here: a 10k-node graph would redraw 10k times before the
                 # first node runs; the next update() shows the new total (tqdm throttles it).
-                if kind in ("generation", "task", "sampler") and event.node_id not in self._kinds:
+                if kind in WORK_KINDS and event.node_id not in self._kinds:
                     self._bar.total += 1
                 self._kinds[event.node_id] = kind
             case ev.NodeStarted():
@@ -59,7 +60,7 @@ class ProgressBar:
                     self._show()
             case ev.NodeFinished() | ev.NodeFailed() | ev.NodeSkipped() | ev.NodeCancelled():
                 self._running.discard(event.node_id)
-                if self._kinds.get(event.node_id) in ("generation", "task", "sampler"):
+                if self._kinds.get(event.node_id) in WORK_KINDS:
                     self._bar.update(1)
                     self._show()
 

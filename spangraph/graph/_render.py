@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pathlib
 from typing import TYPE_CHECKING
 
 import graphviz
 
-from ..tracing._render import mimebundle as mimebundle
-from ..tracing._render import render_file as _render_file
+from ..tracing._internal import mimebundle as mimebundle
+from ..tracing._internal import render_file as render_file
 
 if TYPE_CHECKING:
     from ._compile import SpanGraph
@@ -39,8 +38,3 @@ def graph_to_graphviz(graph: SpanGraph, **graph_attr: str) -> graphviz.Digraph:
         for src in info.inputs:
             dot.edge(src[:12], info.id[:12])
     return dot
-
-
-def render_file(dot: graphviz.Digraph, path: str, fmt: str = "svg") -> str:
-    """Write ``dot`` as ``fmt`` (DOT source beside it when graphviz's ``dot`` is missing)."""
-    return str(_render_file(dot, pathlib.Path(path), fmt))

@@ -13,12 +13,18 @@ from typing import Any
 import anyio
 
 from .. import events as ev
-from ..cache import CacheSetting, split_cache_setting, use_run_cache
-from ..cache._errors import describe_bad_entries, describe_failure
+from ..cache import CacheSetting
+from ..cache._internal import (
+    describe_bad_entries,
+    describe_failure,
+    split_cache_setting,
+    use_run_cache,
+)
 from ..engines import InferenceEngine
 from ..nodes import ThunkState
+from ..nodes._internal import WORK_KINDS
 from ..tracing import LogDAG
-from ..tracing._traced_run import RunLog, TracedRun
+from ..tracing._internal import RunLog, TracedRun
 from ._compile import CANCELLED, DONE, FAILED, SKIPPED, SpanGraph, compile
 from ._errors import NodeFailedError
 from ._gcfreeze import gc_scope
@@ -209,7 +215,8 @@ def _default_engine_for(graph: SpanGraph) -> InferenceEngine | None:
     setting fails here, before the run); ``None`` if none will, as far as can be
     known before the run (then a task's dynamic generations make it on first use,
     and a bad ``SPANGRAPH_ENGINE`` has still been refused here)."""
-    from ..engines import default, default_spec
+    from ..engines import default
+    from ..engines._internal import default_spec
 
     default_spec()  # checks SPANGRAPH_ENGINE, without making an engine
     for thunk in graph._work_thunks:
@@ -260,12 +267,12 @@ def _make_run(
         NodeOutcome(n, graph.path_of(n), f"{type(e).__name__}: {e}", e)
         for n, e in scheduler.errors.items()
     ]
-    # Components downstream of a failure are skipped too, but only the work
-    # they fed (generations, tasks) is worth reporting.
+    # Blocks and components downstream of a failure are skipped too, but only the
+    # work they fed (generations, tasks, samplers) is worth reporting.
     skipped = [
         NodeOutcome(n, graph.path_of(n), reason)
         for n, reason in scheduler.skip_reasons.items()
-        if graph[n].kind in ("generation", "task")
+        if graph[n].kind in WORK_KINDS
     ]
     states = scheduler.status_counts()
     if cancelled or states[CANCELLED]:

@@ -10,13 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import events as ev
-from ..engines._base import declare
-from ..nodes import (
-    ExecutionState,
-    ModelOutputThunk,
-    span_id,
-)
-from ..tracing import _semconv as sc
+from ..engines._internal import declare
+from ..nodes import ExecutionState, ModelOutputThunk
+from ..nodes._internal import span_id
+from ..tracing._internal import semconv as sc
 
 
 @dataclass

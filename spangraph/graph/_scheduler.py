@@ -1,22 +1,35 @@
 """The dataflow scheduler: runs a ``SpanGraph``'s nodes as their inputs finish.
 
+How a node is run, why each way exists, the fast paths with the tests that
+hold them to their reference paths, and the figures behind them:
+``docs/design/scheduler.md``.
+
 State
 -----
-For every node the scheduler keeps its status (pending, ready, running,
-done, failed, skipped, cancelled), the number of its inputs that are not
-done yet (``waiting``) and its attempt count. They live on the graph's
-``NodeInfo`` objects, beside what ``compile()`` recorded there: the nodes
-that use it (``users``) and its position in the graph's topological order
-(``order``). So finishing a node walks objects, with no lookup by id, and
-a compiled graph runs once at a time (a second concurrent run of it is
-refused with a clear error). A graph no run has taken on yet starts from
-what ``compile()`` left (counts of inputs, nodes without inputs ready), so a
-first run only claims its thunks. Edges added at run time (a task waiting
-for the spans it returned) are the run's own, kept beside the graph's.
-Ready nodes sit in one heap of positions. Capacity is two counters:
-generations in flight in the whole run, and per engine (a view made with
-``state(engine)`` shares its engine's budget). Only a generation handed off
-to a task is in flight: one that finishes inline overlaps nothing.
+The compiled graph is a value: its ``NodeInfo`` objects hold only what
+``compile()`` found (a node's inputs, thunks, the nodes that use it
+(``_users``), its position in the graph's topological order (``_order``),
+whether it is work). A run keeps its own state, in lists indexed by that
+position:
+
+- ``_by_order``: the node at each position;
+- ``_status``: pending, ready, running, done, failed, skipped or cancelled;
+- ``_waiting``: how many of its inputs are not done yet;
+- ``_attempt_of``: its attempt number;
+
+and ``_done``, how many nodes are done. So finishing a node walks its users'
+positions, with no lookup by id, and two runs of one graph never meet
+(``arun`` runs a graph that another run holds on a copy of its spans:
+``SpanGraph.instance()``). A run whose work is all to do starts from two
+lists ``compile()`` recorded (each node's count of inputs, the nodes without
+inputs) and only claims its thunks (``_take_fresh``); any other run works
+out every node's state in one pass in the graph's order (``_add_nodes``).
+Edges added at run time (a task waiting for the spans it returned) are the
+run's own too (``_dynamic_wait``, ``_dynamic_users``). Ready nodes sit in
+one heap of positions (``_ready``). Capacity is two counters: generations
+in flight in the whole run, and per engine (a view made with
+``state(engine)`` shares its engine's budget). Only a handed-off generation
+is in flight: one that finishes inline overlaps nothing.
 
 Ordering policy
 ---------------
@@ -37,34 +50,42 @@ generations with other prefixes run meanwhile.
 
 Execution
 ---------
-Blocks and components are pure: they are done as soon as their inputs are,
-and finishing a node finishes its pure users on the spot (no heap round
-trip). A generation is started inline, through the protocol's synchronous
-start (``InferenceEngine._start``): options, render and the output-cache
-lookup run in the scheduler's own loop, and an engine that completes inline
-has its primitive driven there too, by the run's ``InlineDriver``. So a
-generation that never waits (an instant engine, an output-cache hit) costs
-no task at all. What has to wait is handed off to a task (see
-``spangraph.engines._handoff``); the tasks for a drain loop's hand-offs are
-made when the loop ends, so the generations of a fan-out start back to back.
-On asyncio that is a plain asyncio task, which costs a fifth of a
-task-group task; the scheduler keeps the set of them, waits for them (and
-for its task group's children, since either may start the other) before
-the run ends, and cancels them when the run is cancelled. On other
-backends (trio), and with a per-node timeout, the whole generation runs as
-a task of the run's task group. Tasks (``@task``) run inline when sync, as
-tasks when async, and in a worker thread with ``thread=True``.
+One loop (``_drain``) starts every ready node that capacity allows, each by
+its kind:
 
-Worked example: ``c = generate(Combine(a=generate(A), b=generate(B)))``
-compiles to seven nodes. At the start the two blocks inside A and B are
-ready; they finish inline, making components A and B, then generations
-gA and gB ready. gA starts, hands off to a task; gB starts, hands off too.
-When gA finishes, Combine waits for gB; when gB finishes, Combine is done
-inline and gC starts.
+- A block or component is pure: it is done as soon as its inputs are.
+  Finishing a node finishes its pure users on the spot (``_finish``), and
+  theirs in turn, with no heap round trip.
+- A generation is started inline and handed off if it has to wait
+  (``_start_generation``). The protocol runs in the scheduler's own loop as
+  far as it goes without waiting (``InferenceEngine._start``: options,
+  render, the output-cache lookup and, for an engine that completes inline,
+  its primitive, driven by the run's ``InlineDriver``), so a generation that
+  never waits (an instant engine, an output-cache hit) ends there, with no
+  task. What is left is handed off (``_hand_off``): it runs in a task of its
+  own under the per-node timeout, and holds a unit of capacity until it
+  ends. The tasks for a drain loop's hand-offs are made when the loop ends,
+  so the generations of a fan-out start back to back. On asyncio they are
+  plain asyncio tasks; the scheduler keeps the set of them, waits for them
+  (and for its task group's children: either may start the other) before the
+  run ends, and cancels them when the run is cancelled. On trio they are
+  tasks of the run's task group, and nothing of a generation runs inline:
+  what is handed off is the whole protocol. Either way an attempt ends in
+  ``_generation_done`` or ``_attempt_failed``.
+- A task (``@task``) runs inline when it is sync, as a task of the run's
+  task group when it is async, and in a worker thread with ``thread=True``.
+- A sampler (``spangraph.sampling.sample``) runs as a task of the run's
+  task group: the sampler calls the engine through a view that reports each
+  attempt (and each judge call) as a node of its own under the sampler's.
 
-Sampler nodes (``spangraph.sampling.sample``) run as tasks: the sampler
-calls the engine through a view that reports each attempt (and each judge
-call) as a node of its own under the sampler's node.
+Worked example: ``c = generate(Combine(a=generate(A(x=CBlock("a"))),
+b=generate(A(x=CBlock("b")))))`` compiles to eight nodes, in this order: a
+block, A, gA, a block, A, gB, Combine, gC. At the start the two blocks are
+ready. The first finishes, and A above it with it, making gA ready; gA
+starts and, on an engine that waits, is handed off. The second block makes
+gB ready the same way, and gB is handed off too; the drain loop ends and
+their two tasks are made. When gA finishes, Combine still waits for gB;
+when gB finishes, Combine is done on the spot and gC starts.
 
 Guarantees
 ----------
@@ -76,9 +97,13 @@ Guarantees
 
 Failures and cancellation
 -------------------------
-A failed attempt whose error the ``RetryPolicy`` retries (transient engine
-errors and timeouts by default) is queued again after its backoff; every
-attempt is an event. Otherwise the node fails. With ``on_error="raise"``
+The per-node timeout (``timeout=``) bounds what an attempt awaits: a
+handed-off generation's rest, an async task, a sampler (what runs inline
+never waits, so there is nothing there to time out); a timed-out attempt
+fails with a ``TransientEngineError``. A failed attempt whose error the
+``RetryPolicy`` retries (transient engine errors and timeouts by default) is
+queued again after its backoff; every attempt is an event. Otherwise the
+node fails. With ``on_error="raise"``
 the run stops at once (``_stopped``): from then on nothing new starts, not a
 node, a retry nor a hand-off, whatever finishes late (a shielded task, a
 retry's sleep that ignored the cancellation, a generation whose answer was
@@ -128,8 +153,9 @@ import anyio.abc
 
 from .. import events as ev
 from ..engines import InferenceEngine, TransientEngineError
-from ..engines._handoff import InlineDriver
-from ..nodes import ModelOutputThunk, ThunkState, is_span
+from ..engines._internal import InlineDriver
+from ..nodes import ModelOutputThunk, ThunkState
+from ..nodes._internal import is_span
 from ._compile import (
     CANCELLED,
     DONE,
@@ -146,6 +172,9 @@ from ._task import TaskProducer, materialise, resolve, spans_in, task_text
 
 _FINAL = (DONE, FAILED, SKIPPED, CANCELLED)
 _THUNK_DONE = ThunkState.DONE
+
+#: What a handed-off generation's task awaits: the protocol from where it stopped.
+_Rest = Callable[[], Awaitable[Any]]
 
 
 def check_run_policy(
@@ -228,12 +257,15 @@ class Scheduler:
         self._warming: dict[str, str] = {}
         self._draining = False
         self._tg: anyio.abc.TaskGroup | None = None
-        self._inline = True
-        # On asyncio, handed-off generations are plain asyncio tasks (a fifth of the
-        # cost of a task-group task); ``execute`` waits for them and for the task
-        # group's children (``_children``), and cancels them when the run is cancelled.
+        #: Set in ``execute``: on asyncio, generations start inline and hand-offs are
+        #: plain asyncio tasks; elsewhere (trio) every generation is handed off whole,
+        #: to a task of the run's task group.
+        self._on_asyncio = True
+        #: The drain loop's hand-offs (node, engine, rest), until the loop ends.
+        self._to_hand_off: list[tuple[NodeInfo, InferenceEngine, _Rest]] = []
+        #: The hand-offs' asyncio tasks not ended yet, and the task group's children
+        #: not ended yet: ``execute`` waits for both (either may start the other).
         self._handed: set[asyncio.Task[None]] = set()
-        self._to_hand_off: list[Any] = []  # their coroutines, until the drain loop ends
         self._children = 0
         self._quiet: anyio.Event | None = None
         self._crash: BaseException | None = None
@@ -394,7 +426,7 @@ class Scheduler:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            self._inline = False  # not asyncio (trio): always start generations as tasks
+            self._on_asyncio = False  # (trio)
         error: BaseException | None = None
         try:
             self._listen()
@@ -441,35 +473,6 @@ class Scheduler:
         finally:
             self._quiet = None
 
-    def _hand_off(self, coro: Any) -> None:
-        """Run a started generation's remainder as a plain asyncio task, made once the
-        drain loop is over: the task's first step runs on a later turn of the event
-        loop anyway, and the generations started next (whose timers, requests and
-        the like are already under way) start sooner, not a task creation later each."""
-        self._to_hand_off.append(coro)
-
-    def _make_handed_tasks(self) -> None:
-        if self._stopped:  # the run is over or failing: these never start
-            for coro in self._to_hand_off:
-                coro.close()
-            self._to_hand_off.clear()
-            return
-        create_task, handed = asyncio.get_running_loop().create_task, self._handed
-        for coro in self._to_hand_off:
-            task = create_task(coro)
-            handed.add(task)
-            task.add_done_callback(self._handed_done)
-        self._to_hand_off.clear()
-
-    def _handed_done(self, task: asyncio.Task[None]) -> None:
-        self._handed.discard(task)
-        if not task.cancelled() and task.exception() is not None and self._crash is None:
-            # A bug in the scheduler's own handling: stop the run and raise it from execute().
-            self._crash = task.exception()
-            if self._tg is not None:
-                self._tg.cancel_scope.cancel()
-        self._wake()
-
     def _wake(self) -> None:
         quiet = self._quiet
         if quiet is not None and not self._handed and not self._children:
@@ -503,9 +506,7 @@ class Scheduler:
             ready, by_order, set_aside = self._ready, self._by_order, self._set_aside
             status = self._status
             pop = heapq.heappop
-            # ``while True`` rather than ``while ready``: the interpreter (3.11) warms a
-            # function up for specialisation on calls and unconditional backward jumps
-            # only, and this loop runs a whole graph from one call.
+            # ``while True``, not ``while ready``: docs/design/scheduler.md says why.
             while True:
                 if not ready or self._stopped:
                     break
@@ -604,40 +605,80 @@ class Scheduler:
     # -- generations -----------------------------------------------------------------
 
     def _start_generation(self, node: NodeInfo, engine: InferenceEngine) -> None:
-        """Start an attempt: inline, through the protocol's synchronous start
-        (``InferenceEngine._start``). What has to wait is handed off to a task,
-        which holds a unit of capacity until it ends; a generation that finishes
-        inline holds none, since nothing else runs meanwhile."""
+        """Start an attempt of a generation, the one way: the protocol runs inline as
+        far as it goes without waiting (``InferenceEngine._start``), and what is left
+        is handed off (``_hand_off``). A generation that never waits ends here.
+        On trio nothing of it runs inline: what is left is the whole protocol."""
         self._begin_attempt(node)
         thunk = node.thunks[0]
-        if not self._inline or self.timeout is not None:
-            self._reserve(engine)
-            whole = partial(engine.generate, None, into=thunk)
-            self._start_soon(self._finish_generation_task, node, engine, whole)
+        if not self._on_asyncio:
+            self._hand_off(node, engine, partial(engine.generate, None, into=thunk))
             return
         rest = engine._start(thunk, self._driver)
         if rest is not None:
-            self._reserve(engine)
-            self._hand_off(self._finish_generation_task(node, engine, rest))
+            self._hand_off(node, engine, rest)
             return
         if self._warming:
-            self._unwarm(node)
-        if thunk.state is _THUNK_DONE:  # the usual way: _generation_done, written out
-            # here (keep the two alike): the call cost 1.1k instructions a generation,
-            # about 3% of an untraced run (benchmarks/instructions.py, 2026-12-02).
-            self.generations += 1
-            if thunk.cache_hit:
-                self.cache_hits += 1
-            elif thunk._meta and thunk._meta.get("cache") == "miss":
-                self.cache_misses += 1
-            self._finish(node)
+            self._unwarm(node)  # (a handed-off generation does it in _release)
+        if thunk.state is _THUNK_DONE:
+            self._generation_done(node, thunk)
         else:
             assert thunk.error is not None
             self._attempt_failed(node, thunk.error)
 
-    async def _finish_generation_task(
-        self, node: NodeInfo, engine: InferenceEngine, rest: Callable[[], Awaitable[Any]]
+    def _generation_done(self, node: NodeInfo, thunk: ModelOutputThunk[Any]) -> None:
+        """A generation's attempt ended with its thunk done (inline or handed off)."""
+        self.generations += 1
+        if thunk.cache_hit:
+            self.cache_hits += 1
+        elif thunk._meta and thunk._meta.get("cache") == "miss":
+            self.cache_misses += 1
+        self._finish(node)
+
+    # -- the hand-off ----------------------------------------------------------------
+
+    def _hand_off(self, node: NodeInfo, engine: InferenceEngine, rest: _Rest) -> None:
+        """Finish a started generation in a task of its own: ``rest``, the protocol
+        from where it stopped, under the per-node timeout. The generation holds a
+        unit of capacity until the task ends (``_release``). The tasks are made when
+        the drain loop ends (``_make_handed_tasks``)."""
+        self._reserve(engine)
+        self._to_hand_off.append((node, engine, rest))
+
+    def _make_handed_tasks(self) -> None:
+        """Start the tasks of the drain loop's hand-offs: plain asyncio tasks on
+        asyncio (``execute`` waits for them, ``_join`` cancels them), tasks of the
+        run's task group on other backends (trio). Their first steps would run on a
+        later turn of the event loop anyway, and the generations started after them
+        in the loop (whose timers, requests and the like are already under way)
+        started sooner, not a task creation later each. None once the run has stopped."""
+        if self._stopped:
+            self._to_hand_off.clear()
+            return
+        if self._on_asyncio:
+            create_task, handed = asyncio.get_running_loop().create_task, self._handed
+            for node, engine, rest in self._to_hand_off:
+                task = create_task(self._finish_handed_off(node, engine, rest))
+                handed.add(task)
+                task.add_done_callback(self._handed_done)
+        else:
+            for node, engine, rest in self._to_hand_off:
+                self._start_soon(self._finish_handed_off, node, engine, rest)
+        self._to_hand_off.clear()
+
+    def _handed_done(self, task: asyncio.Task[None]) -> None:
+        self._handed.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._crash is None:
+            # A bug in the scheduler's own handling: stop the run and raise it from execute().
+            self._crash = task.exception()
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+        self._wake()
+
+    async def _finish_handed_off(
+        self, node: NodeInfo, engine: InferenceEngine, rest: _Rest
     ) -> None:
+        """A handed-off generation's task: await the rest, then end the attempt."""
         thunk = node.thunks[0]
         try:
             with self._deadline():
@@ -664,14 +705,6 @@ class Scheduler:
         self._release(engine, node)
         self._generation_done(node, thunk)
         self._drain()
-
-    def _generation_done(self, node: NodeInfo, thunk: ModelOutputThunk[Any]) -> None:
-        self.generations += 1
-        if thunk.cache_hit:
-            self.cache_hits += 1
-        elif thunk._meta and thunk._meta.get("cache") == "miss":
-            self.cache_misses += 1
-        self._finish(node)
 
     # -- tasks -----------------------------------------------------------------------
 

@@ -23,8 +23,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from pydantic import BaseModel
 
-from ..nodes import ModelOutputThunk, is_span, render_span
-from ..nodes._digest import canonical_json
+from ..nodes import ModelOutputThunk, render_span
+from ..nodes._internal import canonical_json, is_span
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..tracing._traced_run import RunLog, TracedRun
+from ..tracing._internal import RunLog, TracedRun
 from ._compile import NodeInfo, SpanGraph
 
 if TYPE_CHECKING:

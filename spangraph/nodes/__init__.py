@@ -1,42 +1,41 @@
-"""Spans: text blocks, components made of parts, and lazy model outputs."""
+"""Spans: text blocks, components made of parts, and lazy model outputs.
 
-from ._cblock import CBlock
-from ._component import Component, Span
-from ._errors import (
-    CycleError,
-    DigestError,
-    MissingProducerError,
-    NotASpanError,
-    ParameterError,
-    ParseError,
-    SpanError,
-    TemplateError,
-    ThunkNotDoneError,
-)
-from ._parsing import output_schema, parse_as
-from ._prompt import ChatTurn, Prompt, Segment
-from ._span import (
-    ComponentLike,
-    Text,
-    children_of,
-    is_span,
-    node_kind,
-    own_segment,
-    render_span,
-    span_id,
-    span_label,
-)
-from ._standard import ChatHistory, Instruction, Message, Requirement
-from ._state import ComposedState, ExecutionState, compose, current_state
-from ._thunk import (
-    GenerationProducer,
-    ModelOutputThunk,
-    Producer,
-    StateLike,
-    ThunkState,
-    Timings,
-    Usage,
-)
+The user API of spans. Custom components (the ``ComponentLike`` protocol)
+render with ``render_span`` and ``own_segment`` and may parse with
+``parse_as`` and ``output_schema``. What a thunk is made from (producers,
+``current_state``, ``span_id``) is in ``spangraph.lowlevel``.
+"""
+
+from ._cblock import CBlock as CBlock
+from ._component import Component as Component
+from ._component import Span as Span
+from ._errors import CycleError as CycleError
+from ._errors import DigestError as DigestError
+from ._errors import MissingProducerError as MissingProducerError
+from ._errors import NotASpanError as NotASpanError
+from ._errors import ParameterError as ParameterError
+from ._errors import ParseError as ParseError
+from ._errors import SpanError as SpanError
+from ._errors import TemplateError as TemplateError
+from ._errors import ThunkNotDoneError as ThunkNotDoneError
+from ._parsing import output_schema as output_schema
+from ._parsing import parse_as as parse_as
+from ._prompt import ChatTurn as ChatTurn
+from ._prompt import Prompt as Prompt
+from ._prompt import Segment as Segment
+from ._span import ComponentLike as ComponentLike
+from ._span import Text as Text
+from ._span import own_segment as own_segment
+from ._span import render_span as render_span
+from ._standard import ChatHistory as ChatHistory
+from ._standard import Instruction as Instruction
+from ._standard import Message as Message
+from ._standard import Requirement as Requirement
+from ._state import ExecutionState as ExecutionState
+from ._thunk import ModelOutputThunk as ModelOutputThunk
+from ._thunk import ThunkState as ThunkState
+from ._thunk import Timings as Timings
+from ._thunk import Usage as Usage
 
 __all__ = [
     "CBlock",
@@ -44,11 +43,9 @@ __all__ = [
     "ChatTurn",
     "Component",
     "ComponentLike",
-    "ComposedState",
     "CycleError",
     "DigestError",
     "ExecutionState",
-    "GenerationProducer",
     "Instruction",
     "Message",
     "MissingProducerError",
@@ -56,28 +53,19 @@ __all__ = [
     "NotASpanError",
     "ParameterError",
     "ParseError",
-    "Producer",
     "Prompt",
     "Requirement",
     "Segment",
     "Span",
     "SpanError",
-    "StateLike",
     "TemplateError",
     "Text",
     "ThunkNotDoneError",
     "ThunkState",
     "Timings",
     "Usage",
-    "children_of",
-    "compose",
-    "current_state",
-    "is_span",
-    "node_kind",
     "output_schema",
     "own_segment",
     "parse_as",
     "render_span",
-    "span_id",
-    "span_label",
 ]

@@ -137,7 +137,13 @@ def _step(parent: object, index: int, count: int) -> str:
 _PART_STEPS = tuple(f".parts()[{index}]" for index in range(64))
 
 
+#: The kinds of node that run: a thunk's producer's kind. A run starts, counts and
+#: traces these (they have attempts and spans); blocks and components are pure.
+WORK_KINDS = frozenset({"generation", "task", "sampler"})
+
+
 def node_kind(span: object) -> str:
+    """A node's kind: ``block``, ``component``, or a thunk's producer's (``WORK_KINDS``)."""
     if isinstance(span, CBlock):
         return "block"
     if isinstance(span, ModelOutputThunk):

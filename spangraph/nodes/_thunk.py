@@ -32,6 +32,9 @@ _RELEASED = (
 
 
 class ThunkState(enum.Enum):
+    """Where a thunk's generation is: pending, running, then done, failed, cancelled
+    or skipped (``finished``: one of these last four)."""
+
     PENDING = "pending"
     RUNNING = "running"
     DONE = "done"

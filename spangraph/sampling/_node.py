@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..nodes import ExecutionState, ModelOutputThunk, current_state
-from ..nodes._span import as_span
+from ..nodes import ExecutionState, ModelOutputThunk
+from ..nodes._internal import as_span, current_state
 from ._samplers import Sampler
 
 Select = Callable[[Sequence[ModelOutputThunk[Any]]], ModelOutputThunk[Any]]

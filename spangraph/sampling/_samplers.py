@@ -25,7 +25,6 @@ from ..nodes import (
     CBlock,
     ChatHistory,
     ExecutionState,
-    GenerationProducer,
     Instruction,
     Message,
     ModelOutputThunk,
@@ -33,7 +32,7 @@ from ..nodes import (
     ThunkState,
     render_span,
 )
-from ..nodes._span import as_span
+from ..nodes._internal import GenerationProducer, as_span
 from ._requirements import ValidationResult, validate
 
 Repair = Literal["retry", "template", "multi_turn"]

@@ -70,8 +70,9 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from .. import events as ev
+from ..nodes._internal import WORK_KINDS
 from . import _semconv as sc
-from ._graph import EXECUTED_KINDS, NodeFacts, TracedGraph
+from ._graph import NodeFacts, TracedGraph
 from ._provider import SpanSink, TracerSink
 from ._text import FreeText
 
@@ -220,7 +221,7 @@ class RunTracer:
             self._emit(started, event)
 
     def _on_skipped(self, event: ev.NodeSkipped) -> None:
-        if self._facts(event.node_id).kind in EXECUTED_KINDS:
+        if self._facts(event.node_id).kind in WORK_KINDS:
             self._emit(None, event)
 
     # -- spans ---------------------------------------------------------------------------

@@ -45,13 +45,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..nodes._internal import WORK_KINDS
+
 #: Span paths on spans keep their end only, at most this many characters after ``…``
 #: (cut where a step starts): a node deep in a big graph has a path as long as the
 #: graph is deep, and every span would carry it. About a dozen steps.
 TRACE_PATH_CHARS = 160
-
-#: The kinds of node that are executed, and so have spans (the others are pure).
-EXECUTED_KINDS = frozenset({"generation", "task", "sampler"})
 
 
 class GraphNode(Protocol):
@@ -142,7 +141,7 @@ def upstream(
                 continue
             seen.add(src)
             source = nodes[src]
-            if source.kind in EXECUTED_KINDS:
+            if source.kind in WORK_KINDS:
                 out[src] = kind
             elif source.inputs:
                 stack.append((reversed(source.inputs), kind))
@@ -159,12 +158,12 @@ def _producers(nodes: Mapping[str, GraphNode], inputs: tuple[str, ...]) -> tuple
     out: dict[str, None] = {}
     for src in reversed(inputs):
         source = nodes[src]
-        if source.kind in EXECUTED_KINDS:
+        if source.kind in WORK_KINDS:
             out[src] = None
             continue
         for part in reversed(source.inputs):
             below = nodes[part]
-            if below.kind in EXECUTED_KINDS:
+            if below.kind in WORK_KINDS:
                 out[part] = None
             elif below.inputs:
                 return None

@@ -119,6 +119,9 @@ class LogNode:
 
 @dataclass(frozen=True)
 class LogEdge:
+    """An edge of the run's DAG, ``source`` to ``target`` (span ids); ``kind`` is
+    ``"part"``, ``"dynamic"``, ``"retry"`` or ``"sample"`` (a sampler to an attempt)."""
+
     source: str  # span id of the upstream node
     target: str
     kind: str
@@ -126,6 +129,9 @@ class LogEdge:
 
 @dataclass(frozen=True)
 class Totals:
+    """What a run added up to (``LogDAG.totals()``): generations, attempts and tasks
+    run, tokens, cache hits, failures and skipped nodes."""
+
     generations: int  # distinct generation nodes that ran (attempts counted apart)
     attempts: int
     tasks: int

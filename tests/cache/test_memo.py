@@ -20,10 +20,10 @@ from spangraph.cache import (
     MemoryStore,
     MemoStoreError,
     SQLiteStore,
-    memo_key,
 )
 from spangraph.engines import Request, ScriptedEngine, cached
 from spangraph.events import CacheHit
+from spangraph.lowlevel import memo_key
 from spangraph.nodes import Prompt, Segment
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -18,8 +18,9 @@ from spangraph.engines import (
     ScriptedEngine,
     options,
 )
-from spangraph.events import EventBus, GenerationRecord, use_bus
-from spangraph.nodes import ExecutionState, ThunkState, current_state
+from spangraph.events import GenerationRecord
+from spangraph.lowlevel import EventBus, current_state, use_bus
+from spangraph.nodes import ExecutionState, ThunkState
 
 STEPS = [
     "handle_model_options",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -51,7 +52,7 @@ def build(desc: tuple) -> Span:  # type: ignore[type-arg]
 
 
 def ids_by_path(desc: tuple, span: object, path: str = "r") -> dict[str, str]:  # type: ignore[type-arg]
-    from spangraph.nodes import span_id
+    from spangraph.lowlevel import span_id
 
     out = {path: span_id(span)}
     if desc[0] == "node":
@@ -240,6 +241,17 @@ def test_graphviz_and_mimebundle(monkeypatch: pytest.MonkeyPatch) -> None:
     fallback = g._repr_mimebundle_()
     assert "image/svg+xml" not in fallback
     assert fallback["text/plain"].startswith("digraph")
+
+
+def test_a_compiled_graph_renders_to_a_file_like_a_log(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    g = compile(generate(Node(kids=[CBlock("doc")])))
+    svg = g.render(tmp_path / "graph.svg")
+    assert svg.suffix == ".svg" and "<svg" in svg.read_text()
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    fallback = g.render(str(tmp_path / "again.svg"))
+    assert fallback.suffix == ".dot" and fallback.read_text().startswith("digraph")
 
 
 def test_limited_path_keeps_the_last_steps() -> None:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from functools import partial
 from typing import Any
 
 import anyio
@@ -641,3 +642,109 @@ def test_arun_under_trio() -> None:
 
     anyio.run(cancelled, backend="trio")
     assert slow.state is ThunkState.CANCELLED
+
+
+@given(dags)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_take_fresh_agrees_with_add_nodes(dag: Any) -> None:
+    """A run whose work is all to do starts from what ``compile()`` recorded
+    (``Scheduler._take_fresh``, the fast path); its state, events and claims
+    equal what ``_add_nodes`` (the reference) works out node by node."""
+    from spangraph.events import EventBus, NodeQueued
+    from spangraph.graph._scheduler import Scheduler
+
+    n, picks = dag
+    thunks, _ = build(n, picks)
+
+    @task
+    def join(first: str, last: str) -> str:
+        return first + last
+
+    roots = [join(thunks[0], thunks[-1]), *thunks]
+    states = []
+    for fast in (True, False):
+        graph = compile(*roots)
+        bus = EventBus()
+        queued: list[Event] = []
+        bus.subscribe(queued.append)
+        scheduler = Scheduler(
+            graph,
+            engine=lambda: ScriptedEngine("unused"),
+            max_concurrency=None,
+            retry=RetryPolicy(),
+            timeout=None,
+            on_error="raise",
+            bus=bus,
+        )
+        scheduler._listen()
+        if fast:
+            assert scheduler._take_fresh(graph)
+        else:
+            scheduler._add_nodes(list(graph.nodes()))
+        states.append(
+            (
+                [node.id for node in scheduler._by_order],
+                list(scheduler._status),
+                list(scheduler._waiting),
+                list(scheduler._attempt_of),
+                list(scheduler._ready),
+                scheduler._done,
+                [(e.node_id, e.kind) for e in queued if isinstance(e, NodeQueued)],
+                [thunk._claimed for thunk in graph._work_thunks],
+            )
+        )
+        scheduler._settle()  # lets the thunks go, for the next compile's run
+        scheduler.close()
+    assert states[0] == states[1]
+
+
+def test_generations_inline_handed_off_and_whole_agree() -> None:
+    """A generation ends one of three ways: inline (an instant engine, a memo hit),
+    started inline then handed off (an engine that waits), or handed off whole
+    (trio). The same graph, run twice over one memo, ends alike all three ways:
+    outputs, failures, skips, and the run's counts (hits and misses too)."""
+    pytest.importorskip("trio")
+    from spangraph.cache import CachePolicy, MemoryStore
+
+    picks = [[], [0], [0, 1], [1], [2, 3], [4], [0]]
+
+    def answer(request: Request) -> str:
+        if request.text.startswith("n3:"):
+            raise EngineRequestError("n3 refused")
+        return digest(request.text)
+
+    def outcome(backend: str, latency: float) -> list[Any]:
+        store = MemoryStore()
+        seen: list[Any] = []
+        for _ in range(2):  # the second run is served from the memo
+            thunks, _ = build(len(picks), picks)
+            engine = ScriptedEngine(answer, latency=latency)
+            call = partial(
+                arun,
+                *thunks,
+                engine=engine,
+                cache=(store, CachePolicy("always")),
+                on_error="continue",
+                progress=False,
+            )
+            result = anyio.run(call, backend=backend)
+            seen.append(
+                (
+                    result.status,
+                    result.generations,
+                    result.cache_hits,
+                    result.cache_misses,
+                    result.attempts,
+                    result.nodes_run,
+                    [t.state for t in thunks],
+                    [t.value if t.state is ThunkState.DONE else None for t in thunks],
+                    sorted(o.node_id for o in result.failed),
+                    sorted(o.node_id for o in result.skipped),
+                )
+            )
+        return seen
+
+    inline = outcome("asyncio", 0.0)
+    assert inline[0][3] > 0 and inline[1][2] > 0  # misses, then hits
+    assert outcome("asyncio", 0.002) == inline
+    assert outcome("trio", 0.0) == inline

@@ -7,13 +7,13 @@ import anyio
 import pytest
 from pydantic import BaseModel, Field
 
+from spangraph.lowlevel import GenerationProducer, span_id
 from spangraph.nodes import (
     CBlock,
     ChatHistory,
     Component,
     ComponentLike,
     DigestError,
-    GenerationProducer,
     Instruction,
     Message,
     ModelOutputThunk,
@@ -29,7 +29,6 @@ from spangraph.nodes import (
     Usage,
     own_segment,
     render_span,
-    span_id,
 )
 
 

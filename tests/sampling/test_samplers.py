@@ -6,7 +6,7 @@ import anyio
 import pytest
 from pydantic import BaseModel
 
-from spangraph import CBlock, Component, Instruction, Requirement, Span, run, sample
+from spangraph import CBlock, Component, Instruction, Requirement, Span, generate, run, sample
 from spangraph.cache import CachePolicy, MemoryStore
 from spangraph.engines import EngineRequestError, Request, ScriptedEngine
 from spangraph.sampling import (
@@ -273,3 +273,16 @@ def test_sampler_node_in_a_graph_and_its_logdag() -> None:
     assert len(labelled) == len(chosen.attempts) and judges
     assert all("spangraph.validation.passed" in n.attributes for n in labelled)
     assert all(n.kind == "generation" for n in judges)
+
+
+def test_a_sampler_downstream_of_a_failure_is_reported_skipped() -> None:
+    engine = Sequence_(["!error"])
+    failing = generate(Instruction("Give a number."))
+    chosen = sample(
+        Instruction("Check the number.", grounding=[failing]),
+        RejectionSampler([Requirement("A number.", validate=is_digit)], loop_budget=2),
+    )
+    result = run(chosen, engine=engine, on_error="continue", progress=False)
+    assert result.status == "partial"
+    assert [result.graph[o.node_id].kind for o in result.skipped] == ["sampler"]
+    assert "failed: EngineRequestError" in result.skipped[0].reason
