@@ -19,6 +19,7 @@ interrupted. No command starts an engine, a server or a model that its
 arguments do not ask for: only ``run`` runs anything.
 """
 
-from ._main import cli, main
+from ._main import cli as cli
+from ._main import main as main
 
 __all__ = ["cli", "main"]

@@ -20,7 +20,7 @@ def spangraph_home() -> pathlib.Path:
     """``$SPANGRAPH_HOME`` (default ``~/.cache/spangraph``) as the engines resolve it;
     a setting that cannot be used is a usage error naming the variable."""
     from ..engines import SpangraphHomeError
-    from ..engines._llamacpp import spangraph_home as resolve
+    from ..engines._internal import spangraph_home as resolve
 
     try:
         return resolve()

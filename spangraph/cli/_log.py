@@ -10,9 +10,8 @@ from typing import Any
 
 import click
 
-from ..tracing import LogDAG
-from ..tracing import _semconv as sc
-from ..tracing._logdag import LogNode
+from ..tracing import LogDAG, LogNode
+from ..tracing._internal import semconv as sc
 from ._common import fail
 
 FORMATS = ("svg", "png", "pdf", "dot")

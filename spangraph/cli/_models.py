@@ -43,7 +43,7 @@ def models_command(verify: bool) -> int:
     Exit status: 0, or 1 when a file does not match the sha256 it should have.
     """
     from ..engines import ModelFileError
-    from ..engines._llamacpp import check_gguf, model_digest
+    from ..engines._internal import check_gguf, model_digest
 
     folder = spangraph_home() / "models"
     packaged = _packaged()

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from .. import ModelOutputThunk, NodeFailedError, Run, SpanError, run
 from ..cache import MemoStoreError, SQLiteStore
 from ..engines import EngineError, InferenceEngine, ScriptedEngine
-from ..engines._default import ENGINE_VARIABLE, default_spec
+from ..engines._internal import ENGINE_VARIABLE, default_spec
 from . import _target
 from ._common import fail
 
@@ -236,9 +236,9 @@ class _Counted(SpanExporter):
 
 def _write_trace(path: pathlib.Path, spans: Any) -> None:
     from ..tracing import LogDAG
-    from ..tracing._semconv import RUN_ID
+    from ..tracing._internal import semconv
 
-    ours = [s for s in spans if RUN_ID in (s.attributes or {})]
+    ours = [s for s in spans if semconv.RUN_ID in (s.attributes or {})]
     try:
         written = LogDAG.from_spans(ours).write_otlp_json(path)
     except OSError as exc:

@@ -34,7 +34,7 @@ from typing import Any
 import click
 
 from .. import CBlock, Component, ModelOutputThunk, SpanGraph
-from ..nodes._span import ComponentLike
+from ..nodes import ComponentLike
 
 #: What ``NAME`` may hold, for messages.
 RUNNABLE = "a span, a list of spans, a SpanGraph, or a function of no arguments returning one"
