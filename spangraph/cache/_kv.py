@@ -58,6 +58,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 #: The columns a row must have (the index is dropped and started again without them).
 SCHEMA = ("digest", "size", "tokens", "accessed", "checksum", "model")
@@ -99,6 +100,24 @@ def file_checksum(path: str | os.PathLike[str]) -> str:
     """The sha256 of a file, in hex."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@dataclass(frozen=True)
+class KVInfo:
+    """What a KV-prefix folder holds (``KVPrefixStore.inspect``): ``files`` and
+    ``bytes`` are the slot files on disk, ``prefixes`` the indexed ones (with the
+    ``tokens`` they hold and the ``models`` that wrote them), ``temporary`` files
+    of saves in progress or of writers that died. Times are seconds since the epoch."""
+
+    directory: pathlib.Path
+    files: int
+    bytes: int
+    prefixes: int
+    tokens: int
+    models: int
+    temporary: int
+    oldest_use: float | None
+    last_use: float | None
 
 
 class KVPrefixStore:
@@ -364,19 +383,102 @@ class KVPrefixStore:
     def evict(self) -> None:
         """Delete least recently used files until the total fits the budget."""
         with self._lock:
-            total = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM prefixes").fetchone()[0]
-            while total > self.max_bytes:
-                row = self._conn.execute(
-                    "SELECT digest, size FROM prefixes ORDER BY accessed ASC LIMIT 1"
+            self._evict(self.max_bytes)
+
+    def _evict(self, max_bytes: int) -> int:
+        """Delete least recently used files (and rows) until their total is at most
+        ``max_bytes``; the number deleted. (The caller holds ``_lock``.)"""
+        total = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM prefixes").fetchone()[0]
+        evicted = 0
+        while total > max_bytes:
+            row = self._conn.execute(
+                "SELECT digest, size FROM prefixes ORDER BY accessed ASC LIMIT 1"
+            ).fetchone()
+            if row is None:
+                break
+            digest, size = row
+            self._delete(self._conn, str(digest))
+            total -= size
+            evicted += 1
+        self.evictions += evicted
+        return evicted
+
+    def _delete(self, conn: sqlite3.Connection, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(digest).unlink()
+        self._verified.pop(digest, None)
+        conn.execute("DELETE FROM prefixes WHERE digest = ?", (digest,))
+
+    # -- looking after the folder (the ``spangraph cache`` command) ----------------------
+
+    @staticmethod
+    def inspect(directory: str | os.PathLike[str]) -> KVInfo | None:
+        """What ``directory`` holds, found without writing to it (no store is opened,
+        nothing is tidied); ``None`` when there is no such folder."""
+        folder = pathlib.Path(directory)
+        if not folder.is_dir():
+            return None
+        files = size = temporary = 0
+        for entry in os.scandir(folder):
+            with contextlib.suppress(OSError):
+                if _SLOT_NAME.fullmatch(entry.name):
+                    files += 1
+                    size += entry.stat().st_size
+                elif _TEMP_NAME.fullmatch(entry.name):
+                    temporary += 1
+        prefixes = tokens = models = 0
+        oldest = last = None
+        index = folder / "index.db"
+        if index.is_file():
+            # Without a -wal beside it the index is whole in its file: read it as immutable,
+            # or SQLite would leave an empty -wal and -shm behind (a reader cannot remove them).
+            wal = os.path.exists(f"{index}-wal")
+            query = "mode=ro" if wal else "immutable=1"
+            conn = sqlite3.connect(f"{index.as_uri()}?{query}", uri=True, timeout=30)
+            try:
+                prefixes, tokens, models, oldest, last = conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(tokens), 0), COUNT(DISTINCT model), "
+                    "MIN(accessed), MAX(accessed) FROM prefixes"
                 ).fetchone()
-                if row is None:
-                    break
-                digest, size = row
-                with contextlib.suppress(FileNotFoundError):
-                    self.path(digest).unlink()
-                self._conn.execute("DELETE FROM prefixes WHERE digest = ?", (digest,))
-                total -= size
-                self.evictions += 1
+            except sqlite3.DatabaseError:
+                pass  # no table yet, or not an index: the store starts it again when opened
+            finally:
+                conn.close()
+        return KVInfo(
+            directory=folder,
+            files=files,
+            bytes=size,
+            prefixes=int(prefixes),
+            tokens=int(tokens),
+            models=int(models),
+            temporary=temporary,
+            oldest_use=oldest,
+            last_use=last,
+        )
+
+    def prune(self, *, unused_for: float | None = None, max_bytes: int | None = None) -> int:
+        """Delete the files not used for ``unused_for`` seconds, then the least recently
+        used until the files total at most ``max_bytes``; the number deleted."""
+        gone = 0
+        with self._lock, self._writing() as conn:
+            if unused_for is not None:
+                cutoff = time.time() - unused_for
+                old = conn.execute("SELECT digest FROM prefixes WHERE accessed < ?", (cutoff,))
+                for (digest,) in old.fetchall():
+                    self._delete(conn, str(digest))
+                    gone += 1
+        if max_bytes is not None:
+            with self._lock:
+                gone += self._evict(max_bytes)
+        return gone
+
+    def clear(self) -> int:
+        """Delete every saved prefix (files and rows); the number deleted."""
+        with self._lock, self._writing() as conn:
+            digests = [str(r[0]) for r in conn.execute("SELECT digest FROM prefixes").fetchall()]
+            for digest in digests:
+                self._delete(conn, digest)
+        return len(digests)
 
     def total_bytes(self) -> int:
         with self._lock:

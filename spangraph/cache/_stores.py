@@ -57,6 +57,24 @@ class CacheStats:
     lease_errors: int = 0
 
 
+@dataclass(frozen=True)
+class MemoInfo:
+    """What a ``SQLiteStore`` holds (``SQLiteStore.info()``). ``bytes``: the entries'
+    JSON text; ``file_bytes``: the file and its ``-wal`` on disk. ``hits``: times
+    entries now held were served (counted since the memo had its ``hits`` column).
+    Times are seconds since the epoch (``None`` when there are no entries)."""
+
+    path: pathlib.Path
+    rows: int
+    bytes: int
+    file_bytes: int
+    hits: int
+    expired: int
+    oldest: float | None
+    newest: float | None
+    last_used: float | None
+
+
 @runtime_checkable
 class Store(Protocol):
     """What the generate protocol needs from a memo store.
@@ -180,13 +198,16 @@ class MemoryStore:
         return f"MemoryStore(max_entries={self.max_entries}, max_bytes={self.max_bytes})"
 
 
-#: The memo's tables. ``lease`` (in-flight leases) came after schema 1's first
-#: release; it is additive (schema 1 readers ignore it), so a writable store
-#: adds it to a memo that lacks it and the schema version stays 1.
+#: The memo's tables. ``lease`` (in-flight leases) and the ``hits`` column (times
+#: an entry was served) came after schema 1's first release; both are additive
+#: (schema 1 readers ignore them), so a writable store adds them to a memo that
+#: lacks them and the schema version stays 1.
 _MEMO_TABLE = (
     "CREATE TABLE memo (key TEXT PRIMARY KEY, value TEXT NOT NULL, checksum TEXT NOT NULL, "
-    "size INTEGER NOT NULL, created REAL NOT NULL, accessed REAL NOT NULL, expires REAL)"
+    "size INTEGER NOT NULL, created REAL NOT NULL, accessed REAL NOT NULL, expires REAL, "
+    "hits INTEGER NOT NULL DEFAULT 0)"
 )
+_HITS_COLUMN = "ALTER TABLE memo ADD COLUMN hits INTEGER NOT NULL DEFAULT 0"
 _LEASE_TABLE = (
     "CREATE TABLE IF NOT EXISTS lease (key TEXT PRIMARY KEY, token TEXT NOT NULL, "
     "host TEXT NOT NULL, pid INTEGER NOT NULL, started INTEGER NOT NULL, expires REAL NOT NULL)"
@@ -299,6 +320,7 @@ class SQLiteStore:
         #: Keys this store holds a lease on, and the lease's token.
         self._leases: dict[str, str] = {}
         self._lease_table = False
+        self._hits_column = False
         self._inspected: tuple[int, int] | None = None
         with self._opening():
             self._conn = self._open()
@@ -599,6 +621,10 @@ class SQLiteStore:
         with contextlib.suppress(sqlite3.OperationalError):
             conn.execute(_LEASE_TABLE)
             self._lease_table = True
+        with contextlib.suppress(sqlite3.OperationalError):
+            if "hits" not in _columns(conn):
+                conn.execute(_HITS_COLUMN)
+            self._hits_column = True
 
     def _set_aside(self, reason: str) -> bool:
         """Rename the file (and its ``-wal``/``-shm``) out of the way, with a warning.
@@ -658,11 +684,15 @@ class SQLiteStore:
                 self.stats.misses += 1
                 self._try(lambda: self._conn.execute("DELETE FROM memo WHERE key = ?", (key,)))
                 return None
-            self._try(
-                lambda: self._conn.execute("UPDATE memo SET accessed = ? WHERE key = ?", (now, key))
-            )
+            self._try(lambda: self._conn.execute(self._touch, (now, key)))
             self.stats.hits += 1
         return value
+
+    @property
+    def _touch(self) -> str:
+        if self._hits_column:
+            return "UPDATE memo SET accessed = ?, hits = hits + 1 WHERE key = ?"
+        return "UPDATE memo SET accessed = ? WHERE key = ?"
 
     def _bad_row(self, key: str) -> None:
         self.stats.bad_rows += 1
@@ -800,27 +830,100 @@ class SQLiteStore:
             not self._with_ttl and self.max_entries is None and self.max_bytes is None
         ):
             return
-        now = time.time()
         with self._lock:
-            gone = self._conn.execute(
-                "DELETE FROM memo WHERE expires IS NOT NULL AND expires <= ?", (now,)
-            ).rowcount
-            self.stats.expired += max(gone, 0)
-            count, size = self._conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM memo"
+            self._evict(self.max_entries, self.max_bytes)
+
+    def _evict(self, max_entries: int | None, max_bytes: int | None) -> int:
+        """Delete expired rows, then the least recently used beyond the budgets; the
+        number of rows deleted. (The caller holds ``_lock``.)"""
+        gone = self._conn.execute(
+            "DELETE FROM memo WHERE expires IS NOT NULL AND expires <= ?", (time.time(),)
+        ).rowcount
+        self.stats.expired += max(gone, 0)
+        count, size = self._conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM memo"
+        ).fetchone()
+        evicted = 0
+        while (max_entries is not None and count > max_entries) or (
+            max_bytes is not None and size > max_bytes
+        ):
+            row = self._conn.execute(
+                "SELECT key, size FROM memo ORDER BY accessed ASC LIMIT 1"
             ).fetchone()
-            while (self.max_entries is not None and count > self.max_entries) or (
-                self.max_bytes is not None and size > self.max_bytes
-            ):
-                row = self._conn.execute(
-                    "SELECT key, size FROM memo ORDER BY accessed ASC LIMIT 1"
-                ).fetchone()
-                if row is None:
-                    break
-                self._conn.execute("DELETE FROM memo WHERE key = ?", (row[0],))
-                count, size = count - 1, size - row[1]
-                self.stats.evictions += 1
-            self.stats.entries, self.stats.bytes = count, size
+            if row is None:
+                break
+            self._conn.execute("DELETE FROM memo WHERE key = ?", (row[0],))
+            count, size = count - 1, size - row[1]
+            evicted += 1
+        self.stats.evictions += evicted
+        self.stats.entries, self.stats.bytes = count, size
+        return max(gone, 0) + evicted
+
+    # -- looking after the memo (the ``spangraph cache`` command) ------------------------
+
+    def info(self) -> MemoInfo:
+        """What the memo holds: rows, their bytes and hits, expired rows, ages."""
+        with self._lock:
+            hits = "COALESCE(SUM(hits), 0)" if "hits" in _columns(self._conn) else "0"
+            rows, size, served, expired, oldest, newest, last_used = self._conn.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(size), 0), {hits}, "
+                "COALESCE(SUM(expires IS NOT NULL AND expires <= ?), 0), "
+                "MIN(created), MAX(created), MAX(accessed) FROM memo",
+                (time.time(),),
+            ).fetchone()
+        on_disk = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                on_disk += os.stat(f"{self.path}{suffix}").st_size
+        return MemoInfo(
+            path=self.path,
+            rows=int(rows),
+            bytes=int(size),
+            file_bytes=on_disk,
+            hits=int(served),
+            expired=int(expired),
+            oldest=oldest,
+            newest=newest,
+            last_used=last_used,
+        )
+
+    def prune(self, *, unused_for: float | None = None, max_bytes: int | None = None) -> int:
+        """Delete expired entries, entries not used for ``unused_for`` seconds, then the
+        least recently used until the entries' bytes are at most ``max_bytes``; the
+        number of entries deleted. The file is compacted when rows went."""
+        self._refuse_read_only("pruned")
+        with self._lock:
+            gone = 0
+            if unused_for is not None:
+                cutoff = time.time() - unused_for
+                gone = self._conn.execute("DELETE FROM memo WHERE accessed < ?", (cutoff,)).rowcount
+            gone += self._evict(None, max_bytes)
+            if gone:
+                self._compact()
+        return gone
+
+    def clear(self) -> int:
+        """Delete every entry (leases are left to their owners); the number deleted.
+        The file stays (other processes may have it open), compacted."""
+        self._refuse_read_only("cleared")
+        with self._lock:
+            gone = int(self._conn.execute("DELETE FROM memo").rowcount)
+            self.stats.entries = self.stats.bytes = 0
+            self._compact()
+        return gone
+
+    def _refuse_read_only(self, what: str) -> None:
+        if self.read_only:
+            raise MemoStoreError(
+                self.path, f"is read-only ({self.read_only_reason}): it cannot be {what}"
+            )
+
+    def _compact(self) -> None:
+        """Give freed pages back to the disk (best effort: another process reading
+        the memo makes SQLite refuse, and the pages are reused by later writes)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("VACUUM")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def __len__(self) -> int:
         with self._lock:
@@ -937,6 +1040,10 @@ def _optional(store: Store, method: str, key: str) -> None:
     call = getattr(store, method, None)
     if call is not None:
         call(key)
+
+
+def _columns(conn: sqlite3.Connection) -> set[str]:
+    return {str(row[1]) for row in conn.execute("PRAGMA table_info(memo)")}
 
 
 def _describe(conn: sqlite3.Connection) -> tuple[int, int, list[str]]:

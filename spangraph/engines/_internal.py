@@ -6,14 +6,40 @@ Another package imports a public name from ``spangraph.engines`` and anything
 else from here, never from a private module of ``engines`` (a test checks it).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._base import declare as declare
+from ._default import ENGINE_VARIABLE as ENGINE_VARIABLE
 from ._default import default_spec as default_spec
 from ._handoff import InlineDriver as InlineDriver
 from ._options import check_options as check_options
 
+if TYPE_CHECKING:
+    from ._llamacpp import check_gguf as check_gguf
+    from ._llamacpp import model_digest as model_digest
+    from ._llamacpp import spangraph_home as spangraph_home
+
+#: The model-file helpers (the ``spangraph`` command's ``models``), imported from
+#: ``_llamacpp`` on first use, as ``LlamaCppEngine`` is: ``import spangraph`` loads
+#: no llama.cpp module.
+_LLAMACPP = ("check_gguf", "model_digest", "spangraph_home")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LLAMACPP:
+        from . import _llamacpp
+
+        return getattr(_llamacpp, name)
+    raise AttributeError(f"module 'spangraph.engines._internal' has no attribute {name!r}")
+
+
 __all__ = [
+    "ENGINE_VARIABLE",
     "InlineDriver",
+    "check_gguf",
     "check_options",
     "declare",
     "default_spec",
+    "model_digest",
+    "spangraph_home",
 ]

@@ -188,6 +188,21 @@ def check_gguf(path: pathlib.Path) -> None:
         )
 
 
+def model_digest(path: pathlib.Path, *, compute: bool = False) -> str | None:
+    """A model file's sha256: read from the record kept beside it (``<file>.sha256``,
+    valid while the file's size and mtime are those recorded), or ``None`` without a
+    valid record; with ``compute``, hashed from the file now (and recorded)."""
+    if compute:
+        with contextlib.suppress(OSError):
+            _record_path(path).unlink()
+        return _cached_digest(path)
+    with contextlib.suppress(OSError, ValueError):
+        key, digest = _record_path(path).read_text().rsplit(" ", 1)
+        if key == _stat_key(path):
+            return digest.strip()
+    return None
+
+
 def _record_path(path: pathlib.Path) -> pathlib.Path:
     return path.with_name(path.name + ".sha256")
 
