@@ -70,13 +70,18 @@ its kind:
   (and for its task group's children: either may start the other) before the
   run ends, and cancels them when the run is cancelled. On trio they are
   tasks of the run's task group, and nothing of a generation runs inline:
-  what is handed off is the whole protocol. Either way an attempt ends in
-  ``_generation_done`` or ``_attempt_failed``.
+  what is handed off is the whole protocol. Either way the attempt ends in
+  ``_generation_done`` (done) or ``_attempt_failed``.
 - A task (``@task``) runs inline when it is sync, as a task of the run's
   task group when it is async, and in a worker thread with ``thread=True``.
 - A sampler (``spangraph.sampling.sample``) runs as a task of the run's
   task group: the sampler calls the engine through a view that reports each
   attempt (and each judge call) as a node of its own under the sampler's.
+
+Whatever waits in a task (a handed-off generation, an async or thread task,
+a sampler) ends its attempt through one rule, ``_attempt_in_task``: the
+per-node timeout, and what a return, a timeout, an error or a cancellation
+does to the node.
 
 Worked example: ``c = generate(Combine(a=generate(A(x=CBlock("a"))),
 b=generate(A(x=CBlock("b")))))`` compiles to eight nodes, in this order: a
