@@ -750,9 +750,12 @@ def test_generations_inline_handed_off_and_whole_agree() -> None:
     assert outcome("trio", 0.0) == inline
 
 
-def test_a_timeout_fails_generations_tasks_and_samplers_alike() -> None:
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_timeout_fails_generations_tasks_and_samplers_alike(backend: str) -> None:
     """Every attempt that waits in a task ends through one rule: a timed-out one is
-    a transient failure, whatever kind of node it is."""
+    a transient failure, whatever kind of node it is, on either backend."""
+    if backend == "trio":
+        pytest.importorskip("trio")
     from spangraph import Instruction, Requirement, sample
     from spangraph.sampling import RejectionSampler
 
@@ -764,7 +767,8 @@ def test_a_timeout_fails_generations_tasks_and_samplers_alike() -> None:
     engine = ScriptedEngine("ok", latency=lambda r: 5.0 if "slow" in r.text else 0.0)
     generation = generate(Op(inputs=["x"], label="slow"))
     sampler = sample(Instruction("slow"), RejectionSampler([Requirement("Any.", validate=bool)]))
-    result = run(
+    call = partial(
+        arun,
         generation,
         slow_task("y"),
         sampler,
@@ -774,6 +778,7 @@ def test_a_timeout_fails_generations_tasks_and_samplers_alike() -> None:
         on_error="continue",
         progress=False,
     )
+    result = anyio.run(call, backend=backend)
     assert len(result.failed) == 3
     for outcome in result.failed:
         assert isinstance(outcome.error, TransientEngineError), outcome
