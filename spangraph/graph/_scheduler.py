@@ -70,13 +70,18 @@ its kind:
   (and for its task group's children: either may start the other) before the
   run ends, and cancels them when the run is cancelled. On trio they are
   tasks of the run's task group, and nothing of a generation runs inline:
-  what is handed off is the whole protocol. Either way an attempt ends in
-  ``_generation_done`` or ``_attempt_failed``.
+  what is handed off is the whole protocol. Either way the attempt ends in
+  ``_generation_done`` (done) or ``_attempt_failed``.
 - A task (``@task``) runs inline when it is sync, as a task of the run's
   task group when it is async, and in a worker thread with ``thread=True``.
 - A sampler (``spangraph.sampling.sample``) runs as a task of the run's
   task group: the sampler calls the engine through a view that reports each
   attempt (and each judge call) as a node of its own under the sampler's.
+
+Whatever waits in a task (a handed-off generation, an async or thread task,
+a sampler) ends its attempt through one rule, ``_attempt_in_task``: the
+per-node timeout, and what a return, a timeout, an error or a cancellation
+does to the node.
 
 Worked example: ``c = generate(Combine(a=generate(A(x=CBlock("a"))),
 b=generate(A(x=CBlock("b")))))`` compiles to eight nodes, in this order: a
@@ -146,7 +151,7 @@ import random
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -175,6 +180,7 @@ _THUNK_DONE = ThunkState.DONE
 
 #: What a handed-off generation's task awaits: the protocol from where it stopped.
 _Rest = Callable[[], Awaitable[Any]]
+_T = TypeVar("_T")
 
 
 def check_run_policy(
@@ -602,6 +608,61 @@ class Scheduler:
         if digest is not None and self._warming.get(digest) == node.id:
             del self._warming[digest]
 
+    # -- attempts --------------------------------------------------------------------
+
+    def _begin_attempt(self, node: NodeInfo) -> None:
+        """Start an attempt of a node: its status, attempt number, the run's count,
+        the event. (A generation's thunk is set running by the protocol.)"""
+        order = node._order
+        attempt = self._attempt_of[order] + 1
+        self._attempt_of[order] = attempt
+        self._status[order] = RUNNING
+        self.attempts += 1
+        if self._emit_started is not None:
+            self._emit_started(ev.NodeStarted(node.id, attempt=attempt))
+
+    def _begin(self, node: NodeInfo) -> None:
+        """Start an attempt of a task or sampler node: the attempt, and its thunks."""
+        self._begin_attempt(node)
+        for thunk in node.thunks:
+            thunk._set_running()
+
+    async def _attempt_in_task(
+        self, node: NodeInfo, work: Awaitable[_T], done: Callable[[_T], None]
+    ) -> None:
+        """Await ``work``, the part of ``node``'s attempt that waits, in a task, under
+        the per-node timeout; end the attempt by how it ended, then start what is
+        ready. Returned: ``done(result)``. Timed out: a transient failure (the retry
+        policy may retry it). Raised: the attempt failed. Cancelled: the node is
+        cancelled, and the cancellation goes on."""
+        try:
+            with self._deadline():
+                result = await work
+        except anyio.get_cancelled_exc_class():
+            self._cancel_node(node)
+            raise
+        except TimeoutError as exc:
+            # A failure, whatever the thunks say: a protocol that saw the cancellation
+            # has marked its thunk cancelled.
+            for thunk in node.thunks:
+                thunk._reset()
+            self._attempt_failed(node, self._timed_out(exc))
+        except Exception as exc:
+            self._attempt_failed(node, exc)
+        else:
+            done(result)
+        self._drain()
+
+    def _deadline(self) -> Any:
+        """The per-node timeout (``anyio.fail_after``), or no limit."""
+        return anyio.fail_after(self.timeout) if self.timeout is not None else nullcontext()
+
+    def _timed_out(self, exc: TimeoutError) -> TransientEngineError:
+        """A timed-out attempt counts as transient (the retry policy may retry it)."""
+        error = TransientEngineError(f"timed out after {self.timeout} s")
+        error.__cause__ = exc
+        return error
+
     # -- generations -----------------------------------------------------------------
 
     def _start_generation(self, node: NodeInfo, engine: InferenceEngine) -> None:
@@ -678,52 +739,22 @@ class Scheduler:
     async def _finish_handed_off(
         self, node: NodeInfo, engine: InferenceEngine, rest: _Rest
     ) -> None:
-        """A handed-off generation's task: await the rest, then end the attempt."""
-        thunk = node.thunks[0]
+        """A handed-off generation's task: the rest of the protocol, as the node's attempt."""
+        work = self._rest_of_generation(node, engine, rest)
+        await self._attempt_in_task(node, work, partial(self._generation_done, node))
+
+    async def _rest_of_generation(
+        self, node: NodeInfo, engine: InferenceEngine, rest: _Rest
+    ) -> ModelOutputThunk[Any]:
+        """Await the rest of a handed-off generation; its unit of capacity is given back
+        as soon as it ends, however it ends (before the drain that follows)."""
         try:
-            with self._deadline():
-                await rest()
-        except TimeoutError as exc:
+            await rest()
+        finally:
             self._release(engine, node)
-            error = self._timed_out(exc)
-            # The protocol saw a cancellation; the scheduler knows it was this node's
-            # timeout, a failure (which the retry policy may retry).
-            thunk._reset()
-            thunk._set_failed(error)
-            self._attempt_failed(node, error)
-            self._drain()
-            return
-        except anyio.get_cancelled_exc_class():
-            self._release(engine, node)
-            self._cancel_node(node)
-            raise
-        except Exception as exc:
-            self._release(engine, node)
-            self._attempt_failed(node, exc)
-            self._drain()
-            return
-        self._release(engine, node)
-        self._generation_done(node, thunk)
-        self._drain()
+        return node.thunks[0]
 
     # -- tasks -----------------------------------------------------------------------
-
-    def _begin_attempt(self, node: NodeInfo) -> None:
-        """Start an attempt of a node: its status, attempt number, the run's count,
-        the event. (A generation's thunk is set running by the protocol.)"""
-        order = node._order
-        attempt = self._attempt_of[order] + 1
-        self._attempt_of[order] = attempt
-        self._status[order] = RUNNING
-        self.attempts += 1
-        if self._emit_started is not None:
-            self._emit_started(ev.NodeStarted(node.id, attempt=attempt))
-
-    def _begin(self, node: NodeInfo) -> None:
-        """Start an attempt of a task or sampler node: the attempt, and its thunks."""
-        self._begin_attempt(node)
-        for thunk in node.thunks:
-            thunk._set_running()
 
     def _start_task(self, node: NodeInfo) -> None:
         producer = node.span.producer
@@ -753,44 +784,14 @@ class Scheduler:
     async def _run_task(
         self, node: NodeInfo, producer: TaskProducer, args: list[Any], kwargs: dict[str, Any]
     ) -> None:
-        if producer.thread:
-            awaitable = anyio.to_thread.run_sync(lambda: producer.fn(*args, **kwargs))
-        else:
-            awaitable = producer.fn(*args, **kwargs)
-        await self._await_task_result(node, awaitable)
+        """An async task's attempt, or a thread task's, in a task of the run's task group."""
+        work = _call_task(producer, args, kwargs)
+        await self._attempt_in_task(node, work, partial(self._task_returned, node))
 
-    async def _await_task_result(self, node: NodeInfo, awaitable: Any) -> None:
-        """Await what an async task (or a sync one) returned: a coroutine's result, or
-        every item of an async generator."""
-        try:
-            with self._deadline():
-                if inspect.isasyncgen(awaitable):
-                    result: Any = [item async for item in awaitable]
-                else:
-                    result = await awaitable
-        except anyio.get_cancelled_exc_class():
-            self._cancel_node(node)
-            raise
-        except TimeoutError as exc:
-            self._attempt_failed(node, self._timed_out(exc))
-            self._drain()
-            return
-        except Exception as exc:
-            self._attempt_failed(node, exc)
-            self._drain()
-            return
-        self._task_returned(node, result)
-        self._drain()
-
-    def _deadline(self) -> Any:
-        """The per-node timeout (``anyio.fail_after``), or no limit."""
-        return anyio.fail_after(self.timeout) if self.timeout is not None else nullcontext()
-
-    def _timed_out(self, exc: TimeoutError) -> TransientEngineError:
-        """A timed-out attempt counts as transient (the retry policy may retry it)."""
-        error = TransientEngineError(f"timed out after {self.timeout} s")
-        error.__cause__ = exc
-        return error
+    async def _await_task_result(self, node: NodeInfo, returned: Any) -> None:
+        """A sync task returned an awaitable or an async generator: awaiting it is the
+        rest of its attempt, in a task of the run's task group."""
+        await self._attempt_in_task(node, _result_of(returned), partial(self._task_returned, node))
 
     def _task_returned(self, node: NodeInfo, result: Any) -> None:
         """A task's attempt returned ``result``: the spans in it join this run's graph
@@ -858,6 +859,12 @@ class Scheduler:
         self._start_soon(self._run_sampler, node)
 
     async def _run_sampler(self, node: NodeInfo) -> None:
+        """A sampler's attempt, in a task of the run's task group."""
+        await self._attempt_in_task(node, self._sample(node), partial(self._sampler_done, node))
+
+    async def _sample(self, node: NodeInfo) -> tuple[list[ModelOutputThunk[Any]], Any]:
+        """Run the sampler through an engine view that reports each of its attempts as a
+        node (``AttemptEngine``); its thunks and the one it selects."""
         from ._sample import AttemptEngine
 
         producer: Any = node.span.producer  # a spangraph.sampling.SamplerProducer
@@ -866,18 +873,15 @@ class Scheduler:
             engine = producer.state(engine)
         attempts_engine = AttemptEngine(engine, node.id, self.graph.path_of(node.id), self._emit)
         try:
-            with self._deadline():
-                thunks = await producer.sampler(attempts_engine, producer.action)
-            chosen = (producer.select or producer.sampler.select)(thunks)
-        except anyio.get_cancelled_exc_class():
-            self._cancel_node(node)
-            raise
-        except Exception as exc:
-            attempts_engine.finish()
-            self._attempt_failed(node, exc)
-            self._drain()
-            return
-        attempts_engine.finish()
+            thunks = await producer.sampler(attempts_engine, producer.action)
+            return thunks, (producer.select or producer.sampler.select)(thunks)
+        finally:
+            attempts_engine.finish()  # the attempts' ends, with their validations
+
+    def _sampler_done(
+        self, node: NodeInfo, sampled: tuple[list[ModelOutputThunk[Any]], Any]
+    ) -> None:
+        thunks, chosen = sampled
         for thunk in node.thunks:
             thunk._copy_result(chosen)
             thunk.meta["attempts"] = list(thunks)
@@ -887,7 +891,6 @@ class Scheduler:
         self._other_nodes += 1
         self.cache_hits += sum(1 for t in thunks if t.cache_hit)
         self._finish(node)
-        self._drain()
 
     # -- finishing -------------------------------------------------------------------
 
@@ -938,15 +941,11 @@ class Scheduler:
                             pure = [user]
                         else:
                             pure.append(user)
-                    elif dynamic_wait and user.id in dynamic_wait:
-                        del dynamic_wait[user.id]
-                        self._done = done
-                        self._finish_task(user)
-                        done = self._done
                     else:
                         status[order] = READY
                         push(ready, order)
                 elif dynamic_wait and status[order] is RUNNING and user.id in dynamic_wait:
+                    # a task waiting for the spans it returned (only a running one waits)
                     left = waiting[order] - 1
                     waiting[order] = left
                     if left == 0:
@@ -1046,6 +1045,21 @@ class Scheduler:
                 thunk._release()  # a pending thunk's waiters learn that no run holds it
             if state == RUNNING:
                 status[node._order] = CANCELLED
+
+
+async def _call_task(producer: TaskProducer, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Call an async task's function (or a thread task's, in a worker thread) and
+    return what it gives."""
+    if producer.thread:
+        return await anyio.to_thread.run_sync(partial(producer.fn, *args, **kwargs))
+    return await _result_of(producer.fn(*args, **kwargs))
+
+
+async def _result_of(returned: Any) -> Any:
+    """What an awaitable gives, or every item of an async generator, as a list."""
+    if inspect.isasyncgen(returned):
+        return [item async for item in returned]
+    return await returned
 
 
 def _lone_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

@@ -748,3 +748,38 @@ def test_generations_inline_handed_off_and_whole_agree() -> None:
     assert inline[0][3] > 0 and inline[1][2] > 0  # misses, then hits
     assert outcome("asyncio", 0.002) == inline
     assert outcome("trio", 0.0) == inline
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_timeout_fails_generations_tasks_and_samplers_alike(backend: str) -> None:
+    """Every attempt that waits in a task ends through one rule: a timed-out one is
+    a transient failure, whatever kind of node it is, on either backend."""
+    if backend == "trio":
+        pytest.importorskip("trio")
+    from spangraph import Instruction, Requirement, sample
+    from spangraph.sampling import RejectionSampler
+
+    @task
+    async def slow_task(text: str) -> str:
+        await anyio.sleep(5.0)
+        return text
+
+    engine = ScriptedEngine("ok", latency=lambda r: 5.0 if "slow" in r.text else 0.0)
+    generation = generate(Op(inputs=["x"], label="slow"))
+    sampler = sample(Instruction("slow"), RejectionSampler([Requirement("Any.", validate=bool)]))
+    call = partial(
+        arun,
+        generation,
+        slow_task("y"),
+        sampler,
+        engine=engine,
+        timeout=0.2,
+        retry=RetryPolicy(attempts=1),
+        on_error="continue",
+        progress=False,
+    )
+    result = anyio.run(call, backend=backend)
+    assert len(result.failed) == 3
+    for outcome in result.failed:
+        assert isinstance(outcome.error, TransientEngineError), outcome
+        assert str(outcome.error) == "timed out after 0.2 s"
