@@ -320,7 +320,7 @@ def _walk(
         label = span_label(root) if len(roots) == 1 else f"roots[{index}]:{span_label(root)}"
         label = prefix + label
         try:
-            found = ids.get(root) or known(root)
+            found = ids.get(id(root)) or known(root)
         except SpanError as exc:  # a block's id, computed on first use, found it bad
             raise exc.at(label) from None
         if found is None:

@@ -20,11 +20,10 @@ What the fast path saves is in ``docs/design/rendering.md``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from operator import itemgetter
 from typing import Any
 
 from ._cblock import CBlock
-from ._prompt import Prompt, segment_source
+from ._prompt import Prompt, segment_source, segment_text
 from ._span import STEP_LIST, STEP_NONE, STEP_PART, span_id
 from ._thunk import ModelOutputThunk, ThunkState
 
@@ -43,7 +42,7 @@ def compile_render(qualname: str, steps: Steps, *, own_role: bool) -> Render:
         "_alloc": object.__new__,
         "_Prompt": Prompt,
         "_join": "".join,
-        "_text": itemgetter(0),
+        "_text": segment_text,
         "span_id": span_id,
     }
     for index, (literal, field, _, spec) in enumerate(steps):

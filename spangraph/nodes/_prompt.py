@@ -62,7 +62,8 @@ def segment_source(**fields: str) -> str:
     return f"({', '.join(values)},)"
 
 
-_TEXT = itemgetter(0)  # Segment.text, read in C
+#: A segment's text, or its plain tuple's (read in C).
+segment_text = itemgetter(Segment._fields.index("text"))
 
 
 class Prompt:
@@ -81,7 +82,7 @@ class Prompt:
         self._raw: tuple[tuple[Any, ...], ...] = segments
         self._segments: tuple[Segment, ...] | None = segments
         #: The segments' text, joined (made with the prompt: engines read it per call).
-        self.text: str = "".join(map(_TEXT, segments))
+        self.text: str = "".join(map(segment_text, segments))
 
     @property
     def segments(self) -> tuple[Segment, ...]:

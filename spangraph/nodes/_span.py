@@ -173,8 +173,10 @@ def node_kind(span: object) -> str:
 # -- content ids -------------------------------------------------------------------------
 
 
-def node_digest(span: Any, part_ids: Sequence[str]) -> str:
-    """The content id of ``span`` given the ids of its parts.
+def id_from_parts(span: Any, part_ids: Sequence[str]) -> str:
+    """The content id of ``span`` given the ids of its parts: the id cached on the
+    span, else computed and cached there (custom components are never cached: they
+    may be mutable).
 
     A ``SpanError`` raised here has no path yet; the walk adds it (``.at``).
     """
@@ -183,10 +185,19 @@ def node_digest(span: Any, part_ids: Sequence[str]) -> str:
         block_id: str = span.id
         return block_id
     if kind == THUNK:
-        producer = span.producer
-        return digest(producer.kind, "thunk", producer.params(), part_ids)
-    params = span._sg_params_json() if kind == MODEL else _params_json(span)
-    return digest("component", _class_key(type(span)), params, part_ids)
+        value: str | None = span._id
+        if value is None:
+            producer = span.producer
+            value = span._id = digest(producer.kind, "thunk", producer.params(), part_ids)
+        return value
+    if kind == MODEL:
+        private = span.__pydantic_private__
+        value = private["_id"]
+        if value is None:
+            params = span._sg_params_json()
+            value = private["_id"] = digest("component", _class_key(type(span)), params, part_ids)
+        return value
+    return digest("component", _class_key(type(span)), _params_json(span), part_ids)
 
 
 _CLASS_KEYS: dict[type, str] = {}
@@ -228,34 +239,22 @@ def cached_id(span: Any) -> str | None:
     return value
 
 
-def _store_id(span: Any, value: str) -> None:
-    kind = span_type(span)
-    if kind == THUNK:
-        span._id = value
-    elif kind == MODEL:
-        span.__pydantic_private__["_id"] = value
+class SpanIds(dict[int, str]):
+    """The content ids a walk has found, by ``id()`` of the span (a span need not be
+    hashable: a custom component may not be).
 
-
-class SpanIds:
-    """The content ids a walk has found, by span object.
-
-    Keyed by ``id()``, since a span need not be hashable (a custom component
-    may not be), and holding every span it has an id for, so that no ``id()``
-    is reused while the ids are kept (a custom component's ``parts()`` may
-    make new spans each time it is called).
+    ``add`` also holds the span, so that no ``id()`` is reused while the ids are
+    kept (a custom component's ``parts()`` may make new spans each time it is called).
     """
 
-    __slots__ = ("_alive", "_ids")
+    __slots__ = ("_alive",)
 
     def __init__(self) -> None:
-        self._ids: dict[int, str] = {}
+        super().__init__()
         self._alive: list[object] = []
 
-    def get(self, span: object) -> str | None:
-        return self._ids.get(id(span))
-
     def add(self, span: object, value: str) -> None:
-        self._ids[id(span)] = value
+        self[id(span)] = value
         self._alive.append(span)
 
 
@@ -296,7 +295,7 @@ def walk_ids(
         if index < len(parts):
             top[3] = index + 1
             part = parts[index]
-            if ids.get(part) is not None:
+            if id(part) in ids:
                 continue
             try:
                 found = known(part)
@@ -313,18 +312,15 @@ def walk_ids(
             continue
         stack.pop()
         on_path.discard(id(span))
-        part_ids = [cast(str, ids.get(part)) for part in parts]
-        value = cached_id(span)
-        if value is None:
-            try:
-                value = node_digest(span, part_ids)
-            except SpanError as exc:
-                raise exc.at(paths.path(frame)) from None
-            _store_id(span, value)
+        part_ids = [ids[id(part)] for part in parts]
+        try:
+            value = id_from_parts(span, part_ids)
+        except SpanError as exc:
+            raise exc.at(paths.path(frame)) from None
         ids.add(span, value)
         if visit is not None:
             visit(span, value, frame, part_ids)
-    return cast(str, ids.get(root))
+    return ids[id(root)]
 
 
 def span_id(root: object) -> str:

@@ -97,7 +97,8 @@ def pending() -> ModelOutputThunk[str]:
 texts = st.text(alphabet="ab \n{}", max_size=4)
 roles = st.sampled_from(["user", "assistant", "system"])
 blocks = st.builds(CBlock, texts, cache=st.booleans())
-leaves = st.one_of(blocks, st.builds(done, texts), st.just(pending()).map(lambda _: pending()))
+finished = st.one_of(blocks, st.builds(done, texts))
+leaves = st.one_of(finished, st.just(pending()).map(lambda _: pending()))
 
 
 def components(parts: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -128,7 +129,8 @@ def components(parts: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     )
 
 
-spans = st.recursive(leaves, components, max_leaves=12)
+#: Any span; or a component of blocks and finished thunks, the shape compiled renders take.
+spans = st.one_of(st.recursive(leaves, components, max_leaves=12), components(finished))
 
 
 def outcome(render: Any, root: Any) -> Any:
