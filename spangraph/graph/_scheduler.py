@@ -628,7 +628,7 @@ class Scheduler:
             self.generations += 1
             if thunk.cache_hit:
                 self.cache_hits += 1
-            elif thunk._meta and thunk._meta.get("cache") == "miss":
+            elif thunk._facts is not None and thunk._facts.memo == "miss":
                 self.cache_misses += 1
             self._finish(node)
         else:
@@ -669,7 +669,7 @@ class Scheduler:
         self.generations += 1
         if thunk.cache_hit:
             self.cache_hits += 1
-        elif thunk._meta and thunk._meta.get("cache") == "miss":
+        elif thunk._facts is not None and thunk._facts.memo == "miss":
             self.cache_misses += 1
         self._finish(node)
 
@@ -769,7 +769,7 @@ class Scheduler:
             return
         spans = spans_in(result)
         for thunk in node.thunks:
-            thunk.meta["result"] = result
+            thunk.facts.result = result
         if not spans:
             self._finish_task(node)
             return
@@ -800,7 +800,7 @@ class Scheduler:
             self._dynamic_users.setdefault(root.id, []).append(node)
 
     def _finish_task(self, node: NodeInfo) -> None:
-        result = node.thunks[0].meta.get("result")
+        result = node.thunks[0].facts.result
         try:
             parsed = resolve(result)
             text = task_text(result)
@@ -847,8 +847,8 @@ class Scheduler:
         attempts_engine.finish()
         for thunk in node.thunks:
             thunk._copy_result(chosen)
-            thunk.meta["attempts"] = list(thunks)
-            thunk.meta["selected"] = chosen
+            facts = thunk.facts
+            facts.attempts, facts.selected = list(thunks), chosen
         self.generations += len(thunks)
         self._sampled += len(thunks)
         self._other_nodes += 1
