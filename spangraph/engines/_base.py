@@ -1,31 +1,60 @@
 """``InferenceEngine``: the fixed generate protocol.
 
-``generate()`` is final. It runs these steps, each a method an engine may
-refine but never reorder:
+The steps
+---------
+``generate()`` is final. Every generation runs these eight steps, in this
+order (``InferenceEngine._protocol``, which reads as the list below). Each
+is a method an engine may refine, never reorder:
+
+====  ===========================  =====  =========================================
+step  method                       kind   refining it costs (per generation)
+====  ===========================  =====  =========================================
+1     ``handle_model_options``     sync   nothing more: the step always runs
+2     ``render``                   sync   nothing more: the step always runs
+3     ``handle_output_cache``      async  a coroutine; the base step is awaited
+                                          only when a memo applies (``request.memo``).
+                                          On an engine that does not complete inline
+                                          the generation goes on in a task from here
+                                          (no inline memo hits)
+4     ``handle_input_cache``       async  a coroutine on a miss (the base step does
+                                          nothing and is not awaited)
+5     ``_complete`` / ``_stream``  async  the one primitive an engine must implement
+6     ``parse``                    sync   nothing more: the step always runs
+7     ``store``,                   async  two coroutines on a miss (the base steps run
+      ``handle_cache_eviction``           only when a memo applies)
+8     ``telemetry``                sync   nothing more: the step always runs
+====  ===========================  =====  =========================================
 
 1. ``handle_model_options`` — engine defaults < execution state < call.
 2. ``render`` — the action (after the state's prefix spans) → ``Request``.
-3. ``handle_output_cache`` — look the request up in the output memo.
-4. ``handle_input_cache`` — KV reuse for ``cache=True`` prefixes.
-5. ``_complete`` / ``_stream`` — the one primitive an engine implements.
+   Then the protocol decides which output memo applies (``request.memo``:
+   store, policy, key; see ``engines/_memo.py``).
+3. ``handle_output_cache`` — look the request up in that memo; a hit skips 4, 5 and 7.
+4. ``handle_input_cache`` — KV reuse for ``cache=True`` prefixes (``request.prefix``).
+5. ``_complete`` / ``_stream`` — the primitive (``_stream`` when someone
+   streams the thunk and the engine can).
 6. ``parse`` — the action's ``parse_output``; a failure keeps the raw text.
-7. ``store`` + ``handle_cache_eviction`` — write the memo, keep budgets.
+7. ``store`` + ``handle_cache_eviction`` — write the memo, keep its budgets.
    The memo never fails or loses a generation (``engines/_memo.py``).
 8. ``telemetry`` — one ``GenerationRecord`` event, success or failure.
 
 Like httpx's transports, an engine is a primitive plus its capabilities;
 option merging, caching, parsing and telemetry are the same for all.
 
-How the steps run: ``generate()`` is ``_start()`` and, when that could not
-finish, the coroutine function it returns (``_rest``). ``_start`` runs the
-steps that never wait, synchronously: 1, 2 and (when the engine inherits
-it) 3, and for an engine that ``completes_inline`` the primitive too,
-driven by hand until it would wait. So the scheduler starts every
-generation inline and makes a task only for what really waits; a memo hit
-or an instant engine costs no coroutine of the protocol's own. Which steps
-an engine inherits is worked out once per class (``_Plan``): an inherited
-step that would do nothing is skipped, a refined one always runs. All of
-``generate``, ``_start``, ``_rest`` and their helpers are final.
+How the steps run
+-----------------
+The protocol is one coroutine. ``generate()`` awaits it. The scheduler
+instead starts it inline (``_start``): its ``InlineDriver``
+(``engines/_handoff.py``) runs the coroutine by hand until it would wait,
+so a generation that never waits (a memo hit, an instant engine) costs no
+task; what would wait is handed to a task with the rest of the coroutine.
+Inline, the engine's own asynchronous code (a refined step 3, steps 4 and
+5) runs only when the engine ``completes_inline``: else the protocol asks
+to go on in a task first (``to_task``), since that code may enter a cancel
+scope. That is the one optimisation in the protocol; the other is that an
+inherited asynchronous step that would do nothing is not awaited (the
+table above). Both have a reference path and a test that they agree:
+``docs/design/protocol.md``.
 """
 
 from __future__ import annotations
@@ -33,15 +62,13 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from functools import partial
 from time import perf_counter
 from typing import Any, ClassVar, TypeVar
 
 import anyio
 
 from .. import events
-from ..cache import AUTO
-from ..cache._internal import memo_key, run_cache
+from ..cache import Store
 from ..nodes import (
     CBlock,
     ExecutionState,
@@ -63,7 +90,7 @@ from ..nodes._internal import (
     span_label,
 )
 from . import _memo
-from ._handoff import RETURNED, InlineDriver, Resumed
+from ._handoff import InlineDriver, to_task
 from ._memo import AWAIT_ENTRY
 from ._options import check_options, merge
 from ._states import Identity
@@ -72,59 +99,34 @@ from ._types import Capabilities, Completion, Request
 T = TypeVar("T")
 _IDENTITY = Identity()
 _RUNNING = ThunkState.RUNNING
-_DONE = ThunkState.DONE
-_new = tuple.__new__
 _current_bus = events._bus.get
-#: Base steps that are synchronous underneath (3) or do nothing without a memo (4, 7):
-#: a class that inherits them runs them without awaiting a coroutine per step. Steps
-#: 1 and 8 are skipped when the base step would return at once (no state, no call
-#: options; nobody listening and no state to log to).
-_SKIPPABLE_STEPS = (
-    "handle_model_options",
-    "handle_output_cache",
-    "handle_input_cache",
-    "store",
-    "handle_cache_eviction",
-    "telemetry",
-)
-_STORE_STEPS = frozenset({"store", "handle_cache_eviction"})
 
 
-class _Plan:
-    """What an engine class's inherited protocol steps allow, decided once per class.
+class _Refined:
+    """Which of the protocol's asynchronous steps an engine class refines, and so
+    where an inline start must go on in a task: decided once per class."""
 
-    Each engine holds its class's plan in an attribute of its own (``_plan``),
-    and the protocol reads it per generation: Python 3.11 specialises reads of
-    an instance's own attributes and of slots, but not of class attributes read
-    through an instance.
-    """
+    __slots__ = ("call_in_task", "input_cache", "output_cache", "output_cache_in_task", "store")
 
-    __slots__ = (
-        "inline_call",
-        "plain_options",
-        "plain_parse",
-        "plain_telemetry",
-        "sync_lookup",
-        "sync_store",
-    )
+    def __init__(self, cls: type[InferenceEngine]) -> None:
+        def refines(name: str) -> bool:
+            return getattr(cls, name) is not getattr(InferenceEngine, name)
 
-    def __init__(self, steps: frozenset[str], completes_inline: bool, plain_parse: bool) -> None:
-        #: step 1 may be skipped when there are no state and call options;
-        self.plain_options = "handle_model_options" in steps
-        #: step 3 is synchronous underneath;
-        self.sync_lookup = "handle_output_cache" in steps
-        #: step 7 is synchronous underneath (and does nothing without a memo);
-        self.sync_store = steps >= _STORE_STEPS
-        #: step 8 does nothing when nobody listens and there is no state to log to;
-        self.plain_telemetry = "telemetry" in steps
-        #: step 5 may be driven by hand (``completes_inline``, and step 4 inherited);
-        self.inline_call = completes_inline and "handle_input_cache" in steps
-        #: step 6 is the base one: plain-text components keep the text as it is.
-        self.plain_parse = plain_parse
+        #: Step 3 is refined: it is awaited even when no memo applies.
+        self.output_cache = refines("handle_output_cache")
+        #: Step 4 is refined: it is awaited (the base step does nothing).
+        self.input_cache = refines("handle_input_cache")
+        #: Step 7 is refined: it is awaited even when no memo applies.
+        self.store = refines("store") or refines("handle_cache_eviction")
+        #: Started inline, the protocol goes on in a task before step 3 (a refined
+        #: one of an engine that does not complete inline) ...
+        self.output_cache_in_task = self.output_cache and not cls.completes_inline
+        #: ... and before steps 4 and 5 (of an engine that does not complete inline).
+        self.call_in_task = not cls.completes_inline
 
 
 #: The protocol itself: no engine may define these.
-_FINAL_METHODS = ("generate", "_start", "_rest", "_succeeded", "_failed", "_record")
+_FINAL_METHODS = ("generate", "_start", "_protocol", "_done", "_failed", "_cancelled")
 
 
 class InferenceEngine:
@@ -139,27 +141,18 @@ class InferenceEngine:
     capabilities: Capabilities = Capabilities()
     #: How many generations this engine runs at once (the scheduler's per-engine limit).
     max_concurrency: int = 8
-    #: True when steps 4-8 never enter a cancel scope (no threads, no timeouts of
-    #: their own), so the scheduler may start them inline and move them to a task
-    #: only if they wait. Engines that call ``anyio.to_thread`` leave it False.
+    #: True when the engine's own asynchronous steps (the primitive, and any of steps
+    #: 3, 4 and 7 it refines) never enter a cancel scope (no threads, no timeouts of
+    #: their own), so the scheduler may run them inline and move them to a task only
+    #: if they wait. Engines that call ``anyio.to_thread`` leave it False.
     completes_inline: ClassVar[bool] = False
 
-    #: The protocol steps this class takes from ``InferenceEngine`` unchanged.
-    _inherited_steps: ClassVar[frozenset[str]] = frozenset(_SKIPPABLE_STEPS)
-
-    #: What those steps allow (see ``_Plan``); each engine reads it as ``self._plan``.
-    _class_plan: ClassVar[_Plan] = _Plan(frozenset(_SKIPPABLE_STEPS), False, True)
+    #: Which asynchronous steps this class refines (see ``_Refined``); each engine
+    #: reads it as ``self._refined``.
+    _class_refined: ClassVar[_Refined]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._inherited_steps = frozenset(
-            name
-            for name in _SKIPPABLE_STEPS
-            if getattr(cls, name) is getattr(InferenceEngine, name)
-        )
-        cls._class_plan = _Plan(
-            cls._inherited_steps, cls.completes_inline, cls.parse is InferenceEngine.parse
-        )
         final = [name for name in _FINAL_METHODS if name in cls.__dict__]
         if final:
             raise TypeError(
@@ -168,15 +161,15 @@ class InferenceEngine:
                 "or refine one of the protocol steps (handle_model_options, render, "
                 "handle_output_cache, handle_input_cache, parse, store, telemetry)."
             )
+        cls._class_refined = _Refined(cls)
 
     def __init__(self, *, defaults: Mapping[str, Any] | None = None) -> None:
         self.defaults: dict[str, Any] = check_options(defaults or {}, where=f"{self.kind} defaults")
         self._bound_state: ExecutionState = _IDENTITY
         self._base: InferenceEngine = self
-        self._plan = type(self)._class_plan
-        #: The span cache used when neither the state nor the run gives one (an
-        #: attribute of the instance only: it is read per generation).
-        self.span_cache: Any = None
+        self._refined = type(self)._class_refined
+        #: The span cache used when neither the state nor the run gives one.
+        self.span_cache: Store | None = None
 
     # -- identity ------------------------------------------------------------------
 
@@ -237,142 +230,74 @@ class InferenceEngine:
         thunk = into if into is not None else declare(action, state, options)
         if not isinstance(thunk.producer, GenerationProducer):
             raise TypeError(f"generate(into=...) needs a generation's thunk, not {thunk!r}")
-        rest = self._start(thunk)
-        if rest is not None:
-            await rest()
-        elif thunk.state is not _DONE:
-            assert thunk.error is not None
-            raise thunk.error
+        await self._protocol(thunk)
         return thunk
 
     def _start(
-        self, thunk: ModelOutputThunk[Any], driver: InlineDriver | None = None
+        self, thunk: ModelOutputThunk[Any], driver: InlineDriver
     ) -> Callable[[], Awaitable[None]] | None:
-        """Run the protocol as far as it goes without waiting.
+        """Start the protocol inline, through ``driver``: as far as it goes without
+        waiting (see the module's docstring).
 
         Returns ``None`` when the thunk is finished (done, or failed: its
-        ``error`` says why), else the rest of the protocol as a coroutine
-        function, which finishes the thunk (and raises its error). Steps 1, 2
-        and an inherited step 3 are synchronous; an output-cache hit finishes
-        here. On a miss, an engine that ``completes_inline`` (and inherits
-        step 4) has its primitive driven by hand until it would wait; any
-        other engine stops before step 4, so that nothing which could enter a
-        cancel scope (a worker thread, a timeout) runs before the caller has
-        moved the rest into the task it belongs to. Final, like ``generate``.
+        ``error`` says why), else the rest of the protocol: ``await rest()``, in
+        the task it belongs to, finishes the thunk (and raises its error).
         """
+        try:
+            return driver.start(self._protocol(thunk, inline=True))
+        except Exception:
+            return None  # the thunk failed, and says why
+
+    async def _protocol(self, thunk: ModelOutputThunk[Any], *, inline: bool = False) -> None:
+        """The generate protocol: its eight steps, in order (see the module's table).
+
+        ``inline``: run by an ``InlineDriver``, which hands the rest to a task where
+        the protocol asks it to (``to_task``). Finishes the thunk; raises its error.
+        """
+        refined = self._refined
         started = perf_counter()
-        plan = self._plan
         request: Request | None = None
         completion: Completion | None = None
         try:
             producer: GenerationProducer = thunk.producer  # type: ignore[assignment]
-            declared = producer.state
-            effective = self._bound_state if declared is None else self._effective_state(declared)
+            state = self._effective_state(producer.state)
             thunk.state = _RUNNING
-            if effective is _IDENTITY and not producer.options and plan.plain_options:
-                opts: Mapping[str, Any] = self.defaults  # 1, as the base step has it
-            else:
-                opts = self.handle_model_options(effective, producer.options)  # 1
-            action = producer.action
-            request = self.render(action, effective, opts, producer.sample_index)  # 2
+            options = self.handle_model_options(state, producer.options)  # 1
+            request = self.render(producer.action, state, options, producer.sample_index)  # 2
             request.thunk = thunk
-            if not plan.sync_lookup:
-                return partial(self._rest, thunk, request, started, None, None, False)
-            completion = self._lookup_output(request)  # 3
-            if completion is not None:
-                if completion is AWAIT_ENTRY:  # another generation is making it: wait in a task
-                    return partial(self._rest, thunk, request, started, completion, None, True)
-                # a hit: 6 and 8 (7 has nothing to store)
-                self._succeeded(
-                    thunk, request, completion, self.parse(action, completion), True, started
-                )
-                return None
-            if not plan.inline_call or (thunk._meta and self._streams(thunk)):
-                return partial(self._rest, thunk, request, started, None, None, True)
-            call = self._complete(request)  # 5, driven by hand
-            if driver is not None:
-                waiting = driver.send(call)
-                if waiting is not RETURNED:
-                    finish = driver.hand_off(waiting)
-                    return partial(self._rest, thunk, request, started, None, finish, True)
-                completion = driver.out[0]
-            else:
-                try:
-                    waiting = call.send(None)
-                except StopIteration as stop:
-                    completion = stop.value
-                else:
-                    resume = Resumed(call, waiting)
-                    return partial(self._rest, thunk, request, started, None, resume, True)
-            if not plan.sync_store:
-                return partial(self._rest, thunk, request, started, completion, None, True)
-            if plan.plain_parse and type(action) in TEXT_OUTPUT:
-                parsed = completion.text  # 6, as the base step does it
-            else:
-                parsed = self.parse(action, completion)  # 6
-            if request.route and "memo" in request.route:  # 7, as the base steps do it
-                self._put(request, completion)
-                self._evict(request)
-            self._succeeded(thunk, request, completion, parsed, False, started)  # 8
-        except BaseException as exc:
-            if driver is not None:
-                driver.renew()  # (it is over if the primitive raised in it)
-            self._failed(thunk, request, completion, exc, started)
-            if not isinstance(exc, Exception):
-                raise
-        return None
-
-    def _streams(self, thunk: ModelOutputThunk[Any]) -> bool:
-        """Whether step 5 streams (someone asked the thunk to, and the engine can)."""
-        meta = thunk._meta
-        return bool(self.capabilities.streaming and meta and meta.get("stream"))
-
-    async def _rest(
-        self,
-        thunk: ModelOutputThunk[Any],
-        request: Request,
-        started: float,
-        completion: Completion | None,
-        call: Awaitable[Completion] | None,
-        looked_up: bool,
-    ) -> None:
-        """The protocol from where ``_start`` stopped: step 3 unless ``looked_up``
-        (or its wait, when ``completion`` is ``AWAIT_ENTRY``); then the primitive
-        (``call``: the rest of the one ``_start`` began); 6-8."""
-        cache_hit = False
-        try:
-            if not looked_up:
+            request.memo = _memo.memo_for(request, self._memo_fingerprint, self.span_cache)
+            if request.memo is not None or refined.output_cache:
+                if inline and refined.output_cache_in_task:
+                    await to_task()
                 completion = await self.handle_output_cache(request)  # 3
-                cache_hit = completion is not None
-            elif completion is AWAIT_ENTRY:  # 3: another generation holds the key's lease
-                completion = await _memo.await_entry(request)
-                cache_hit = completion is not None
+            hit = completion is not None
             if completion is None:
-                if call is not None:
-                    completion = await call  # 5, where _start left it
+                if inline and refined.call_in_task:
+                    await to_task()
+                if refined.input_cache:
+                    request = await self.handle_input_cache(request)  # 4
+                facts = thunk._facts
+                if facts is not None and facts.stream and self.capabilities.streaming:
+                    completion = await self._stream_into(request, thunk)  # 5, streamed
                 else:
-                    if "handle_input_cache" not in self._inherited_steps:  # 4
-                        request = await self.handle_input_cache(request)
-                    if self._streams(thunk):  # 5
-                        completion = await self._stream_into(request, thunk)
-                    else:
-                        completion = await self._complete(request)
-            parsed = self.parse(thunk.producer.action, completion)  # type: ignore[union-attr]  # 6
-            # 7 (the base steps do nothing unless step 3 found a memo for the request)
-            if not cache_hit and ("memo" in request.route or not self._plan.sync_store):
-                await self.store(request, completion)
+                    completion = await self._complete(request)  # 5
+            parsed = self.parse(producer.action, completion)  # 6
+            if not hit and (request.memo is not None or refined.store):
+                await self.store(request, completion)  # 7
                 await self.handle_cache_eviction(request)
         except anyio.get_cancelled_exc_class():
-            thunk._set_cancelled()
-            _memo.release(request)  # the key's lease, if step 3 took one
-            self._record(thunk, request, completion, cache_hit, None, started)  # 8
+            self._cancelled(thunk, request, completion, started)  # 8
             raise
-        except BaseException as exc:
-            self._failed(thunk, request, completion, exc, started)
+        except BaseException as error:
+            self._failed(thunk, request, completion, error, started)  # 8
             raise
-        self._succeeded(thunk, request, completion, parsed, cache_hit, started)  # 8
+        self._done(thunk, request, completion, parsed, hit, started)  # 8
 
-    def _succeeded(
+    def _memo_fingerprint(self) -> dict[str, Any]:
+        """What the memo key holds of the engine (``engines/_memo.py``)."""
+        return {**self.fingerprint(), "mode": self.capabilities.mode}
+
+    def _done(
         self,
         thunk: ModelOutputThunk[Any],
         request: Request,
@@ -382,31 +307,14 @@ class InferenceEngine:
         started: float,
     ) -> None:
         """The thunk is done (with the protocol's own total time); then step 8."""
-        # Read by unpacking, and Timings made without its Python-level __new__: this
-        # runs per generation, and a named tuple's fields are read through descriptors.
         text, _, usage, timings, _ = completion
         queue_ms, prefill_ms, decode_ms, _ = timings
         total_ms = (perf_counter() - started) * 1000
         thunk._set_done(
-            text,
-            parsed,
-            usage,
-            _new(Timings, (queue_ms, prefill_ms, decode_ms, total_ms)),
-            cache_hit,
+            text, parsed, usage, Timings(queue_ms, prefill_ms, decode_ms, total_ms), cache_hit
         )
-        state = request.state
-        if state is _IDENTITY and self._plan.plain_telemetry:
-            bus = _current_bus()
-            if bus is None or not bus.records:
-                return  # what the base step would do: nothing
         self.telemetry(
-            thunk,
-            state if state is not None else _IDENTITY,
-            request,
-            completion,
-            cache_hit,
-            None,
-            started,
+            thunk, request.state or _IDENTITY, request, completion, cache_hit, None, started
         )
 
     def _failed(
@@ -419,7 +327,7 @@ class InferenceEngine:
     ) -> None:
         """The thunk failed (a parse failure keeps the raw text, and the tokens the
         completion spent); then step 8."""
-        if request is not None and request.route:
+        if request is not None:
             _memo.release(request)  # the key's lease, if step 3 took one
         if completion is not None and not thunk.state.finished:
             thunk.usage, thunk.timings = completion.usage, completion.timings
@@ -427,30 +335,35 @@ class InferenceEngine:
             thunk._set_failed(error, raw=error.raw)
         else:
             thunk._set_failed(error)
-        self._record(thunk, request, completion, False, error, started)
+        self._record(thunk, request, completion, error, started)
+
+    def _cancelled(
+        self,
+        thunk: ModelOutputThunk[Any],
+        request: Request | None,
+        completion: Completion | None,
+        started: float,
+    ) -> None:
+        """The generation was cancelled; then step 8."""
+        thunk._set_cancelled()
+        if request is not None:
+            _memo.release(request)  # the key's lease, if step 3 took one
+        self._record(thunk, request, completion, None, started)
 
     def _record(
         self,
         thunk: ModelOutputThunk[Any],
         request: Request | None,
         completion: Completion | None,
-        cache_hit: bool,
         error: BaseException | None,
         started: float,
     ) -> None:
-        """Step 8, unless the base step would do nothing (nobody listening, no state)."""
+        """Step 8 for a generation that did not finish."""
         if request is not None:
-            state = request.state if request.state is not None else _IDENTITY
+            state = request.state or _IDENTITY
         else:
-            declared = getattr(thunk.producer, "state", None)
-            state = self._bound_state if declared is None else self._effective_state(declared)
-        bus = _current_bus()
-        if (
-            state is not _IDENTITY
-            or not self._plan.plain_telemetry
-            or (bus is not None and bus.records)
-        ):
-            self.telemetry(thunk, state, request, completion, cache_hit, error, started)
+            state = self._effective_state(getattr(thunk.producer, "state", None))
+        self.telemetry(thunk, state, request, completion, False, error, started)
 
     def _effective_state(self, declared: Any) -> ExecutionState:
         """The engine view's bound state, then the declared one."""
@@ -466,7 +379,7 @@ class InferenceEngine:
     ) -> AsyncIterator[str]:
         """Generate from ``action``, yielding text as it is produced."""
         thunk = declare(action, state, options, where="stream()")
-        thunk.meta["stream"] = True
+        thunk.facts.stream = True
 
         async def produce() -> None:
             # A failure is recorded on the thunk, and _follow() re-raises it.
@@ -511,59 +424,34 @@ class InferenceEngine:
         else:
             make_schema = getattr(action, "output_schema", None)
             schema = make_schema() if callable(make_schema) else None
-        return Request(  # positional (prompt, options, schema, mode, action, state, index)
-            prompt,
-            options,
-            schema,
-            self.capabilities.mode,
-            action,
-            state,
-            sample_index,
+        return Request(
+            prompt=prompt,
+            options=options,
+            schema=schema,
+            mode=self.capabilities.mode,
+            action=action,
+            state=state,
+            sample_index=sample_index,
         )
 
     # 3
     async def handle_output_cache(self, request: Request) -> Completion | None:
         """Return the memoised completion for ``request``, or ``None``.
 
-        The store is the state's span cache, else the run's, else the
-        engine's; the policy is the node's, else the state's, else the run's,
-        else ``CachePolicy("auto")`` (deterministic generations only). The
-        key is ``spangraph.cache.memo_key`` (see its module for what is in it).
-        When another generation (of this process or another) holds the key's
-        in-flight lease, this waits for its entry. The memo never fails a
-        generation: see ``engines/_memo.py`` for what happens when it fails.
+        ``request.memo`` is the memo that applies (``None``: none does; the
+        protocol then skips this base step): see ``engines/_memo.py`` for
+        which store, policy and key it holds. When another generation (of
+        this process or another) holds the key's in-flight lease, this waits
+        for its entry. The memo never fails a generation: see
+        ``engines/_memo.py`` for what happens when it fails.
         """
-        completion = self._lookup_output(request)
-        if completion is AWAIT_ENTRY:
-            completion = await _memo.await_entry(request)
-        return completion
-
-    def _lookup_output(self, request: Request) -> Completion | None:
-        run_store, run_policy = run_cache()
-        state = request.state
-        # Explicit None checks throughout: an empty store is falsy (it has a length).
-        store = state.span_cache if state is not _IDENTITY and state is not None else None
-        if store is None:
-            store = run_store if run_store is not None else self.span_cache
-            if store is None:
-                return None  # no store anywhere: the policy does not matter
-        producer = request.thunk.producer if request.thunk is not None else None
-        policy = getattr(producer, "cache", None)
-        if policy is None and state is not None:
-            policy = state.cache_policy
-        if policy is None:
-            policy = run_policy if run_policy is not None else AUTO
-        if not policy.applies(request.options):
+        memo = request.memo
+        if memo is None:
             return None
-        key = memo_key(
-            {**self.fingerprint(), "mode": self.capabilities.mode},
-            request.prompt,
-            request.schema,
-            request.options,
-            request.sample_index,
-        )
-        request.key = key
-        return _memo.look_up(request, store, policy, key)
+        completion = _memo.look_up(request, memo)
+        if completion is AWAIT_ENTRY:
+            completion = await _memo.await_entry(request, memo)
+        return completion
 
     # 4
     async def handle_input_cache(self, request: Request) -> Request:
@@ -608,19 +496,17 @@ class InferenceEngine:
 
     # 7
     async def store(self, request: Request, completion: Completion) -> None:
-        """Write the memo entry for ``request`` (when step 3 looked it up)."""
-        self._put(request, completion)
+        """Write the memo entry for ``request`` (in ``request.memo``, when one applies).
 
-    def _put(self, request: Request, completion: Completion) -> None:
-        _memo.write(request, completion)  # a failed write is reported, never raised
+        A failed write is reported, never raised."""
+        _memo.write(request, completion)
 
     async def handle_cache_eviction(self, request: Request | None = None) -> None:
-        """Keep the memo within its budgets and drop expired entries."""
-        if request is not None:
-            self._evict(request)
+        """Keep the memo within its budgets and drop expired entries.
 
-    def _evict(self, request: Request) -> None:
-        _memo.evict(request)  # a failed eviction is reported, never raised
+        A failed eviction is reported, never raised."""
+        if request is not None:
+            _memo.evict(request)
 
     # 8
     def telemetry(
@@ -641,43 +527,40 @@ class InferenceEngine:
         emit = bus.emit_record if bus is not None else None
         if emit is None and state is _IDENTITY:
             return
-        text: str | None = None
-        finish_reason: str | None = None
         response_model: str | None = None
         if completion is not None:
-            text, finish_reason, _, _, raw = completion
             response_model = self.model
+            raw = completion.raw
             if raw is not None and type(raw) is not dict:
                 # An OpenAI-compatible response names the model that answered.
                 named = getattr(raw, "model", None)
                 if type(named) is str and named:
                     response_model = named
-        # Positional, in field order: with keywords, binding the arguments cost more
-        # than building the record. The options are the request's mapping, not a copy
-        # (requests share their engine's defaults; nothing changes them once merged).
+        # The options are the request's mapping, not a copy (requests share their
+        # engine's defaults; nothing changes them once merged).
         record = events.GenerationRecord(
             thunk._id or "",
-            self.kind,
-            self.provider,
-            self.model,
-            self.capabilities.mode,
-            request.options if request is not None else {},
-            request.text if request is not None else "",
-            text,
-            finish_reason,
-            thunk.usage,
-            thunk.timings,
-            cache_hit,
-            error if error is not None and thunk.state is ThunkState.FAILED else None,
-            self.server_address(),
-            started,
+            engine=self.kind,
+            provider=self.provider,
+            model=self.model,
+            mode=self.capabilities.mode,
+            options=request.options if request is not None else {},
+            prompt=request.text if request is not None else "",
+            output=completion.text if completion is not None else None,
+            finish_reason=completion.finish_reason if completion is not None else None,
+            usage=thunk.usage,
+            timings=thunk.timings,
+            cache_hit=cache_hit,
+            error=error if error is not None and thunk.state is ThunkState.FAILED else None,
+            server=self.server_address(),
+            started=started,
             # gen_ai.output.type: what the request asked for (a schema: JSON)
-            None if request is None else "text" if request.schema is None else "json",
-            response_model,
+            output_type=None if request is None else "text" if request.schema is None else "json",
+            response_model=response_model,
         )
         if state is not _IDENTITY:  # the shared no-state state keeps no logs (they would pile up)
             state._record(thunk, record)
-            thunk.meta["logged_states"] = state._logged_states()
+            thunk.facts.logged_states = state._logged_states()
         if emit is not None:
             emit(record)
 
@@ -697,6 +580,9 @@ class InferenceEngine:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r})"
+
+
+InferenceEngine._class_refined = _Refined(InferenceEngine)
 
 
 def declare(

@@ -1,121 +1,125 @@
-"""The hand-off: where a generation stops running inline and becomes a task.
+"""How far a generation runs without waiting: the inline start and the hand-off.
 
-The scheduler starts a generation inline (``InferenceEngine._start``): the
-protocol's synchronous steps run in the scheduler's own loop, so work that
-never waits (an instant engine, an output-cache hit) costs no task and no
-channel hop. An engine that ``completes_inline`` has its primitive's
-coroutine driven by hand too, by the scheduler's ``InlineDriver`` (or, for a
-direct ``generate()``, by ``send``); if that coroutine waits on the event
-loop, it is moved, with what it waits on, into a task, where ``Resumed`` (or
-the driver's ``hand_off``) finishes it.
+The scheduler starts every generation inline, in its own loop: it gives the
+protocol's coroutine (``InferenceEngine._protocol``) to its ``InlineDriver``,
+which runs it by hand until it would wait. A generation that never waits
+(an instant engine, an output-memo hit) is then finished, and cost no task
+and no channel hop. One that would wait stops there, and the driver hands
+the rest of it over (``Rest``): the scheduler awaits ``rest.finish()`` in a
+task of its own, which finishes the coroutine from where it stopped.
+
+A coroutine stops for one of two reasons:
+
+- it waits on the event loop (it yields a future): ``Rest.finish`` yields
+  that future to its task first, then goes on;
+- it asks to go on in a task (``await to_task()``): the protocol does
+  that before running an engine's own code that might enter a cancel scope
+  (a worker thread, a timeout), since a cancel scope entered inline would
+  be left from another task. ``Rest.finish`` just goes on.
+
+Why a generator drives the coroutine rather than ``coro.send(None)``:
+``send`` hands a returning coroutine's value back as a ``StopIteration``,
+an exception per generation; the driver's one generator awaits each
+coroutine with ``yield from``, which hands the value over directly
+(``docs/design/protocol.md`` has the figures).
 """
 
 from __future__ import annotations
 
 import types
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
-
-class Resumed:
-    """Awaitable that finishes a coroutine that was started by hand.
-
-    ``first`` is what the coroutine yielded when it stopped (the event-loop
-    future it waits on): it is yielded to the task first, then the coroutine
-    is resumed with what the task sends back, to the end.
-    """
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Any, first: Any) -> None:
-        self._coro = coro
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self._coro
-        try:
-            pending = self._first
-            while True:
-                try:
-                    sent = yield pending
-                except BaseException as exc:  # delivered into the coroutine (cancellation)
-                    pending = coro.throw(exc)
-                else:
-                    pending = coro.send(sent)
-        except StopIteration as stop:
-            return stop.value
-
-
-#: What ``_drive`` yields when the coroutine it was sent has returned.
+#: What the driver's generator yields when the coroutine it was sent has returned.
 RETURNED: Any = object()
+#: What a coroutine yields (``await to_task()``) to go on in a task, not inline.
+TO_TASK: Any = object()
 
 
 @types.coroutine
-def _drive(out: list[Any]) -> Generator[Any, Any, None]:
-    """Await each coroutine sent in; when one returns, its value goes in ``out[0]``
-    and ``RETURNED`` is yielded (``yield from`` hands a return value over directly)."""
+def to_task() -> Generator[Any, Any, None]:
+    """Go on in a task: driven inline, the coroutine stops here and is handed off.
+
+    Only a coroutine run by an ``InlineDriver`` (and finished by its ``Rest``)
+    may await this; ``Rest.finish`` resumes it at once, without yielding to
+    the event loop.
+    """
+    yield TO_TASK
+
+
+@types.coroutine
+def _drive() -> Generator[Any, Any, None]:
+    """Await each coroutine sent in, and yield ``RETURNED`` when it has returned
+    (``yield from`` takes a coroutine's return without a ``StopIteration``)."""
     coro = yield RETURNED
     while True:
-        out[0] = yield from coro
+        yield from coro
         coro = yield RETURNED
 
 
 class InlineDriver:
-    """Drives coroutines by hand, reading each one's return value without an exception.
+    """Runs coroutines by hand until they would wait (see the module's docstring).
 
-    ``coro.send(None)`` hands a returning coroutine's value back as a
-    ``StopIteration``: an exception (and a traceback entry) per call, which
-    costs more than all an instant engine's call does. The driver is one
-    generator that awaits (``yield from``) each coroutine it is sent:
-    ``send(coro)`` returns ``RETURNED`` when the coroutine returned without
-    waiting (its value is then ``out[0]``), else what it waits on (an
-    event-loop future); ``hand_off(first)`` then gives the awaitable that
-    finishes that call in a task, and the driver starts afresh for its next
-    call. If the coroutine raises, ``send`` raises, the generator is over, and
-    whoever caught it calls ``renew()``.
+    The coroutines are run for what they do (the protocol finishes its thunk),
+    not for a value. ``start(coro)`` returns ``None`` when the coroutine
+    returned without stopping, else the function that finishes it (``await rest()``, in the
+    caller's task: ``Rest.finish``); if the coroutine raises, ``start``
+    raises it. The driver is ready for the next coroutine either way.
 
     One per scheduler (one thread, one event loop). It is not re-entrant: a
-    coroutine it drives must not be sent another through the same driver (the
+    coroutine it drives must not be started through the same driver (the
     scheduler starts generations from its own loop, never inside an engine call).
     """
 
-    __slots__ = ("_gen", "out", "send")
+    __slots__ = ("_gen", "_send")
 
     def __init__(self) -> None:
-        self.renew()
+        self._renew()
 
-    def renew(self) -> None:
-        """Start a new generator (after one ended in an exception, or was handed off)."""
-        out: list[Any] = [None]
-        gen = _drive(out)
+    def _renew(self) -> None:
+        """A new generator: after one was handed off, or ended in an exception."""
+        gen = _drive()
         gen.send(None)  # to its first yield
-        self._gen, self.out, self.send = gen, out, gen.send
+        self._gen, self._send = gen, gen.send
 
-    def hand_off(self, first: Any) -> _Finishing:
-        finishing = _Finishing(self._gen, self.out, first)
-        self.renew()
-        return finishing
+    def start(self, coro: Coroutine[Any, Any, None]) -> Callable[[], Awaitable[None]] | None:
+        """Run ``coro`` until it returns (``None``) or stops (its ``Rest.finish``)."""
+        try:
+            stopped_at = self._send(coro)
+        except BaseException:
+            self._renew()
+            raise
+        if stopped_at is RETURNED:
+            return None
+        rest = Rest(self._gen, stopped_at)
+        self._renew()
+        return rest.finish
 
 
-class _Finishing:
-    """The rest of a call the driver started, as an awaitable for the task it moves to.
+class Rest:
+    """The rest of a coroutine an ``InlineDriver`` stopped: ``await rest.finish()``
+    finishes it, in the task that awaits it.
 
-    ``Resumed``'s loop, but over the driver's generator, which yields ``RETURNED``
-    instead of returning (the value is in ``out``): no ``StopIteration`` to catch.
+    ``gen`` is the driver's generator, which was awaiting the coroutine and
+    yields ``RETURNED`` when it returns; ``stopped_at`` is what the coroutine
+    yielded when it stopped (a future it waits on, or ``TO_TASK``).
     """
 
-    __slots__ = ("_first", "_gen", "_out")
+    __slots__ = ("_gen", "_stopped_at")
 
-    def __init__(self, gen: Any, out: list[Any], first: Any) -> None:
-        self._gen, self._out, self._first = gen, out, first
+    def __init__(self, gen: Generator[Any, Any, None], stopped_at: Any) -> None:
+        self._gen, self._stopped_at = gen, stopped_at
 
-    def __await__(self) -> Generator[Any, Any, Any]:
-        gen, pending = self._gen, self._first
+    @types.coroutine
+    def finish(self) -> Generator[Any, Any, None]:
+        gen, pending = self._gen, self._stopped_at
         while pending is not RETURNED:
+            if pending is TO_TASK:  # it is in a task now: go on
+                pending = gen.send(None)
+                continue
             try:
                 sent = yield pending
             except BaseException as exc:  # delivered into the coroutine (cancellation)
                 pending = gen.throw(exc)
             else:
                 pending = gen.send(sent)
-        return self._out[0]

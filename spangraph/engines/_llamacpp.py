@@ -55,7 +55,7 @@ from ._errors import (
 from ._options import EXTRA_PREFIX
 from ._schema import compact_schema
 from ._secret import Secret
-from ._types import Capabilities, Completion, Request
+from ._types import CachedPrefix, Capabilities, Completion, Request
 
 if TYPE_CHECKING:
     from ._openai import OpenAIEngine
@@ -540,14 +540,14 @@ class LlamaCppEngine(InferenceEngine):
 
     # -- KV prefix reuse -------------------------------------------------------------------
 
-    def _prefix_of(self, request: Request) -> tuple[str, str] | None:
-        """``(digest, text)`` of the prompt's leading ``cache=True`` segments."""
+    def _prefix_of(self, request: Request) -> CachedPrefix | None:
+        """The prompt's leading ``cache=True`` segments (with the system text)."""
         segments = request.prompt.cached_prefix()
         if not segments:
             return None
         system = request.system
         text = (f"{system}\n\n" if system else "") + "".join(seg.text for seg in segments)
-        return prefix_key(self.fingerprint(), [text]), text
+        return CachedPrefix(digest=prefix_key(self.fingerprint(), [text]), text=text)
 
     def prefix_key(self, action: Any, state: Any) -> str | None:
         """The cached-prefix digest a generation of ``action`` would use (for scheduling)."""
@@ -555,7 +555,7 @@ class LlamaCppEngine(InferenceEngine):
             return None
         request = self.render(action, state, self.handle_model_options(state, {}))
         prefix = self._prefix_of(request)
-        return prefix[0] if prefix else None
+        return prefix.digest if prefix else None
 
     def prefix_ready(self, digest: str) -> bool:
         """True when a slot holds the prefix or its KV state is saved on disk."""
@@ -567,14 +567,10 @@ class LlamaCppEngine(InferenceEngine):
         """Find the prompt's cached prefix; the call then routes it to a slot that
         holds it, restores its saved KV state, or prefills and saves it once."""
         if self.kv_cache:
-            prefix = self._prefix_of(request)
-            if prefix is not None:
-                request.route["prefix"] = prefix
+            request.prefix = self._prefix_of(request)
         return request
 
-    def _prepare_slot(
-        self, shared: _Shared, slot: int, prefix: tuple[str, str]
-    ) -> tuple[int, float]:
+    def _prepare_slot(self, shared: _Shared, slot: int, prefix: CachedPrefix) -> tuple[int, float]:
         """Make ``slot`` hold the prefix; return the prompt tokens and milliseconds that took.
 
         A saved file is restored only once the store has verified it (size,
@@ -686,14 +682,14 @@ class LlamaCppEngine(InferenceEngine):
                 return True
 
         shared.used = True
-        prefix: tuple[str, str] | None = request.route.get("prefix")
-        slot = shared.slots.acquire(prefix[0] if prefix else None)
+        prefix = request.prefix
+        slot = shared.slots.acquire(prefix.digest if prefix else None)
         holds = shared.slots.holds[slot]
         warmed, warm_ms = 0, 0.0
         try:
             if prefix is not None:
                 warmed, warm_ms = self._prepare_slot(shared, slot, prefix)
-                holds = prefix[0]
+                holds = prefix.digest
             elif not self.kv_cache:
                 holds = None
             shared.server.handle_completions({**payload, "stream": True, "id_slot": slot}, on_chunk)

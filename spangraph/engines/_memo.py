@@ -27,20 +27,25 @@ computes).
 
 **Step 7** (``write``, ``evict``): the entry is ``MemoEntry.to_json()``.
 
-What step 3 leaves for step 7 is a ``MemoRoute`` in ``request.route["memo"]``.
+Which memo a generation is kept in (store, policy, key) is decided before
+step 3 (``memo_for``): it is the ``MemoRoute`` in ``request.memo``, which
+step 3 reads, step 7 writes, and a failure releases. What the memo
+answered is on the thunk: ``thunk.facts.memo`` (``"hit"`` or ``"miss"``)
+and, on a hit, ``thunk.facts.memo_usage``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 
 from .. import events
-from ..cache import CachePolicy, MemoEntry, Store
-from ..cache._internal import describe_bad_entries, describe_failure
+from ..cache import AUTO, CachePolicy, MemoEntry, Store
+from ..cache._internal import describe_bad_entries, describe_failure, memo_key, run_cache
 from ..nodes import Timings, Usage
 from ._types import Completion, Request
 
@@ -71,22 +76,58 @@ class MemoRoute:
         self.bad = False
 
 
-def look_up(request: Request, store: Store, policy: CachePolicy, key: str) -> Completion | None:
-    """Step 3 in ``store``: the hit's completion, ``None`` (compute it), or
+def memo_for(
+    request: Request, fingerprint: Callable[[], dict[str, Any]], engine_store: Store | None
+) -> MemoRoute | None:
+    """The memo ``request``'s generation is kept in, or ``None`` (no memo applies).
+
+    The store is the state's span cache, else the run's, else the engine's
+    (``engine_store``); the policy is the generation's, else the state's,
+    else the run's, else ``CachePolicy("auto")`` (deterministic generations
+    only). The key is ``spangraph.cache.memo_key`` of the engine's
+    ``fingerprint()`` (with its mode), the prompt, schema, options and sample index.
+    """
+    run_store, run_policy = run_cache()
+    state = request.state
+    # Explicit None checks throughout: an empty store is falsy (it has a length).
+    store = state.span_cache if state is not None else None
+    if store is None:
+        store = run_store if run_store is not None else engine_store
+        if store is None:
+            return None  # no store anywhere: the policy does not matter
+    thunk = request.thunk
+    policy = getattr(thunk.producer, "cache", None) if thunk is not None else None
+    if policy is None and state is not None:
+        policy = state.cache_policy
+    if policy is None:
+        policy = run_policy if run_policy is not None else AUTO
+    if not policy.applies(request.options):
+        return None
+    key = memo_key(
+        fingerprint(),
+        request.prompt,
+        request.schema,
+        request.options,
+        request.sample_index,
+    )
+    request.key = key
+    return MemoRoute(store, policy, key)
+
+
+def look_up(request: Request, route: MemoRoute) -> Completion | None:
+    """Step 3 in ``route``'s store: the hit's completion, ``None`` (compute it), or
     ``AWAIT_ENTRY`` (another generation is computing it)."""
-    route = MemoRoute(store, policy, key)
-    request.route["memo"] = route
     completion = _read(request, route)
     if completion is not None:
         return completion
     thunk = request.thunk
     if thunk is not None:
-        thunk.meta["cache"] = "miss"
-    claim = getattr(store, "claim", None)
+        thunk.facts.memo = "miss"
+    claim = getattr(route.store, "claim", None)
     if claim is None:
         return None
     try:
-        found = claim(key)
+        found = claim(route.key)
     except Exception:
         return None  # no lease: compute (a duplicate at worst), and put reports a broken store
     route.claimed = found.leased
@@ -95,10 +136,9 @@ def look_up(request: Request, store: Store, policy: CachePolicy, key: str) -> Co
     return AWAIT_ENTRY if found.wait else None
 
 
-async def await_entry(request: Request) -> Completion | None:
+async def await_entry(request: Request, route: MemoRoute) -> Completion | None:
     """Step 3 for a key another generation holds: poll until its entry is there
     (the hit's completion) or its lease is free (``None``: compute it)."""
-    route: MemoRoute = request.route["memo"]
     claim = route.store.claim  # type: ignore[attr-defined]
     delay = FIRST_POLL
     while True:
@@ -146,16 +186,17 @@ def _serve(request: Request, route: MemoRoute, value: Any) -> Completion | None:
         return None
     thunk = request.thunk
     if thunk is not None:
-        thunk.meta["cache"] = "hit"
-        thunk.meta["memo_usage"] = entry.usage
+        facts = thunk.facts
+        facts.memo = "hit"
+        facts.memo_usage = entry.usage
         events.emit(events.CacheHit(thunk._id or "", key=route.key, store=route.store.name))
-    # A hit spends no tokens; the original usage is in thunk.meta["memo_usage"].
+    # A hit spends no tokens; the original usage is in thunk.facts.memo_usage.
     return Completion(entry.text, entry.finish_reason, _NO_USAGE, _NO_TIMINGS, None)
 
 
 def write(request: Request, completion: Completion) -> None:
     """Step 7: store the completion's entry (which gives back the key's lease)."""
-    route: MemoRoute | None = request.route.get("memo")
+    route = request.memo
     if route is None:
         return
     text, finish_reason, usage, timings, _ = completion
@@ -171,7 +212,7 @@ def write(request: Request, completion: Completion) -> None:
 
 def evict(request: Request) -> None:
     """Step 7: keep the store within its budgets."""
-    route: MemoRoute | None = request.route.get("memo")
+    route = request.memo
     if route is None:
         return
     try:
@@ -183,7 +224,7 @@ def evict(request: Request) -> None:
 def release(request: Request) -> None:
     """Give back the key's lease, if step 3 took one (the generation failed or was
     cancelled); a no-op for a request that no memo looked up."""
-    route: MemoRoute | None = request.route.get("memo")
+    route = request.memo
     if route is None or not route.claimed:
         return
     try:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ..nodes import ChatTurn, ExecutionState, ModelOutputThunk, Prompt, Timings, Usage
+
+if TYPE_CHECKING:
+    from ._memo import MemoRoute
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,13 +23,23 @@ class Capabilities:
     mode: Literal["completion", "chat"] = "completion"
 
 
+class CachedPrefix(NamedTuple):
+    """The leading ``cache=True`` segments of a prompt, whose KV state an engine keeps."""
+
+    #: Their digest (``spangraph.cache.prefix_key``): the KV store's key.
+    digest: str
+    #: Their text, as the engine prefills it.
+    text: str
+
+
 @dataclass(slots=True)
 class Request:
-    """One generation request, in canonical form.
+    """One generation request, in canonical form (step 2, ``render``, makes it).
 
     ``options`` holds canonical names (and ``extra:`` pass-throughs); an
     engine maps them with ``wire_options()``. ``schema`` is the JSON schema
-    the output must follow (``None`` for plain text).
+    the output must follow (``None`` for plain text). The fields after
+    ``sample_index`` are filled in by the protocol's later steps.
     """
 
     prompt: Prompt
@@ -36,13 +49,15 @@ class Request:
     action: Any = None
     state: ExecutionState | None = None
     sample_index: int = 0
-    #: The output-memo key (set by handle_output_cache when a cache is in use).
-    key: str | None = None
-    #: Digest of the leading cache=True segments (set by handle_input_cache).
-    prefix_digest: str | None = None
-    #: Engine-specific routing decided by handle_input_cache (a llama.cpp slot, say).
-    route: dict[str, Any] = field(default_factory=dict)
+    #: The thunk the request generates (set by the protocol after step 2).
     thunk: ModelOutputThunk[Any] | None = None
+    #: The output memo the generation is kept in (store, policy, key), when one
+    #: applies: set before step 3, which looks it up, and step 7 writes it.
+    memo: MemoRoute | None = None
+    #: The output-memo key (``memo.key``, for engines that log it).
+    key: str | None = None
+    #: The cached prefix whose KV state step 5 reuses (set by ``handle_input_cache``).
+    prefix: CachedPrefix | None = None
 
     @property
     def system(self) -> str | None:

@@ -108,8 +108,9 @@ class AttemptEngine:
         if self._emit is None:
             return
         for node_id, (thunk, ended) in self._shared.pending.items():
-            attributes: dict[str, Any] = {sc.SAMPLE_INDEX: thunk.meta.get("sample_index", 0)}
-            results = thunk.meta.get("validation")
+            facts = thunk.facts
+            attributes: dict[str, Any] = {sc.SAMPLE_INDEX: facts.sample_index}
+            results = facts.validation
             if results is not None:
                 attributes[sc.VALIDATION_PASSED] = all(v.passed for _, v in results)
                 # Free text (it may quote the output): the tracer records it, or its

@@ -692,7 +692,7 @@ class Scheduler:
         self.generations += 1
         if thunk.cache_hit:
             self.cache_hits += 1
-        elif thunk._meta and thunk._meta.get("cache") == "miss":
+        elif thunk._facts is not None and thunk._facts.memo == "miss":
             self.cache_misses += 1
         self._finish(node)
 
@@ -803,7 +803,7 @@ class Scheduler:
             return
         spans = spans_in(result)
         for thunk in node.thunks:
-            thunk.meta["result"] = result
+            thunk.facts.result = result
         if not spans:
             self._finish_task(node)
             return
@@ -834,7 +834,7 @@ class Scheduler:
             self._dynamic_users.setdefault(root.id, []).append(node)
 
     def _finish_task(self, node: NodeInfo) -> None:
-        result = node.thunks[0].meta.get("result")
+        result = node.thunks[0].facts.result
         try:
             parsed = resolve(result)
             text = task_text(result)
@@ -884,8 +884,8 @@ class Scheduler:
         thunks, chosen = sampled
         for thunk in node.thunks:
             thunk._copy_result(chosen)
-            thunk.meta["attempts"] = list(thunks)
-            thunk.meta["selected"] = chosen
+            facts = thunk.facts
+            facts.attempts, facts.selected = list(thunks), chosen
         self.generations += len(thunks)
         self._sampled += len(thunks)
         self._other_nodes += 1

@@ -78,8 +78,8 @@ def finish_tracing(
         log = traced.finish("done", None)
     for node_id, info in scheduler.graph._nodes.items():
         for thunk in info.thunks:
-            meta = thunk._meta  # read directly: ``meta`` would make one per thunk
-            if meta:
-                for state in meta.get("logged_states", ()):
+            facts = thunk._facts  # read directly: ``facts`` would make one per thunk
+            if facts is not None:
+                for state in facts.logged_states:
                     state._record(thunk, log.of(node_id))
     return log

@@ -6,7 +6,16 @@ import enum
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    NamedTuple,
+    Protocol,
+    TypeVar,
+    runtime_checkable,
+)
 
 import anyio
 import anyio.lowlevel
@@ -17,6 +26,7 @@ from ._errors import ThunkNotDoneError
 
 if TYPE_CHECKING:
     from ._component import Span
+    from ._standard import Requirement
 
 T = TypeVar("T")
 
@@ -112,6 +122,75 @@ class StateLike(Protocol):
     def prefix_spans(self) -> Sequence[Span]: ...
 
 
+class Verdict(Protocol):
+    """A requirement's verdict on an output (``spangraph.sampling.ValidationResult``)."""
+
+    @property
+    def passed(self) -> bool: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+    @property
+    def score(self) -> float | None: ...
+
+
+class ThunkFacts:
+    """What spangraph records about how a thunk was made: typed fields, each
+    written by one part of the framework (``thunk.facts``; ``thunk.meta`` is the
+    user's own). A field nobody wrote keeps its default.
+    """
+
+    __slots__ = (
+        "attempts",
+        "logged_states",
+        "memo",
+        "memo_usage",
+        "options",
+        "result",
+        "sample_index",
+        "score",
+        "selected",
+        "stream",
+        "validation",
+        "validation_passed",
+        "votes",
+    )
+
+    def __init__(self) -> None:
+        # -- a generation (the generate protocol) --
+        #: What the output memo answered: ``"hit"``, ``"miss"``, or ``None`` (not looked up).
+        self.memo: Literal["hit", "miss"] | None = None
+        #: On a memo hit, the tokens the memoised generation spent (the hit spends none).
+        self.memo_usage: Usage | None = None
+        #: The states that keep this generation's logs (``ExecutionState.logs()``).
+        self.logged_states: tuple[Any, ...] = ()
+        #: Someone asked for the generation's deltas (``thunk.stream()``): the engine
+        #: streams it, if it can.
+        self.stream = False
+        # -- a task (the scheduler) --
+        #: What the task returned, as it returned it (its spans run before it is done).
+        self.result: Any = None
+        # -- a sampler node (the scheduler) --
+        #: Every attempt the sampler made, in order.
+        self.attempts: list[ModelOutputThunk[Any]] = []
+        #: The attempt whose result the node's thunk took.
+        self.selected: ModelOutputThunk[Any] | None = None
+        # -- a sampler's attempt (the sampler) --
+        #: The attempt's sample index (part of its memo key).
+        self.sample_index = 0
+        #: Each requirement with its verdict on the attempt (``None``: not validated).
+        self.validation: list[tuple[Requirement, Verdict]] | None = None
+        #: Whether every requirement passed (``None``: not validated).
+        self.validation_passed: bool | None = None
+        #: ``BestOfN``'s score of the attempt.
+        self.score: float | None = None
+        #: ``MajorityVote``: how many attempts gave the same (normalised) answer.
+        self.votes: int | None = None
+        #: ``HyperParamSweep``: the options of the attempt's grid point.
+        self.options: dict[str, Any] | None = None
+
+
 class ModelOutputThunk(Generic[T]):
     """The future output of one generation.
 
@@ -130,6 +209,7 @@ class ModelOutputThunk(Generic[T]):
         "_claimed",
         "_deltas",
         "_done_event",
+        "_facts",
         "_id",
         "_meta",
         "_parsed",
@@ -155,6 +235,7 @@ class ModelOutputThunk(Generic[T]):
         self.error: BaseException | None = None
         self.skip_reason: str | None = None
         self._meta: dict[str, Any] | None = None
+        self._facts: ThunkFacts | None = None
         # Streamed text, in the order it came; the shared empty tuple until the first
         # delta (most thunks never stream, and a graph holds one thunk per generation).
         self._deltas: list[str] | tuple[()] = ()
@@ -167,13 +248,22 @@ class ModelOutputThunk(Generic[T]):
 
     @property
     def meta(self) -> dict[str, Any]:
-        """Free-form facts about how the thunk was made (cache outcome, a task's result,
-        a sampler's attempts...). Made on first use: most thunks never need one, and a
-        run reads ``_meta`` (``None`` until then) per generation."""
+        """The user's own notes on the thunk: spangraph never reads or writes it (what
+        spangraph records is in ``facts``). Made on first use."""
         meta = self._meta
         if meta is None:
             meta = self._meta = {}
         return meta
+
+    @property
+    def facts(self) -> ThunkFacts:
+        """What spangraph recorded about how the thunk was made (memo outcome, a
+        sampler's attempts, an attempt's validation...): see ``ThunkFacts``. Made on
+        first use; the framework reads ``_facts`` (``None`` for most thunks)."""
+        facts = self._facts
+        if facts is None:
+            facts = self._facts = ThunkFacts()
+        return facts
 
     @property
     def id(self) -> str:
@@ -189,9 +279,8 @@ class ModelOutputThunk(Generic[T]):
 
     @property
     def attempts(self) -> list[ModelOutputThunk[Any]]:
-        """For a sampler's thunk: every attempt, with ``meta["validation"]`` results."""
-        attempts: list[ModelOutputThunk[Any]] = self.meta.get("attempts", [])
-        return attempts
+        """For a sampler's thunk: every attempt, each with its ``facts.validation``."""
+        return self._facts.attempts if self._facts is not None else []
 
     @property
     def done(self) -> bool:
@@ -256,7 +345,7 @@ class ModelOutputThunk(Generic[T]):
         ``arun()`` first, e.g. as a task, then stream). Asked before the
         generation has started, the engine streams it (if it can).
         """
-        self.meta["stream"] = True  # ask the engine to stream, if it has not started yet
+        self.facts.stream = True  # ask the engine to stream, if it has not started yet
         await self._check_held()
         async for delta in self._follow():
             yield delta

@@ -56,7 +56,7 @@ def sample(
 ) -> ModelOutputThunk[Any]:
     """Declare a sampler node. Its thunk is the selected result (``select``, else the
     sampler's own ``select``); ``thunk.attempts`` lists every attempt, each with
-    its ``meta["validation"]``. The run's scheduler executes it."""
+    its ``facts.validation``. The run's scheduler executes it."""
     if not isinstance(sampler, Sampler):
         raise TypeError(f"sample() needs a Sampler, got {type(sampler).__name__}")
     outer = current_state()

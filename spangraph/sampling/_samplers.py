@@ -4,8 +4,10 @@ A sampler's ``__call__`` is fixed: it asks ``_hyper_param_sampler()`` for
 execution states (default ``[Identity()]``), runs ``_sampler`` under each one
 concurrently (``state(engine)``), and returns every thunk. Each attempt is a
 generation with its own sample index (so ``CachePolicy("always")`` keeps
-samples apart and reproduces them on a re-run); ``thunk.meta`` holds its
-``sample_index``, its ``validation`` results and, for sweeps, its ``options``.
+samples apart and reproduces them on a re-run); ``thunk.facts`` holds its
+``sample_index``, its ``validation`` results (and whether they all
+``validation_passed``), and per sampler its ``score``, ``votes`` or
+``options``.
 ``select(thunks)`` picks the result.
 """
 
@@ -78,7 +80,7 @@ class Sampler(abc.ABC):
         """The result: the first attempt that passed validation, else the first attempt."""
         done = [t for t in thunks if t.state is ThunkState.DONE]
         for thunk in done:
-            if thunk.meta.get("validation_passed", True):
+            if thunk.facts.validation_passed is not False:
                 return thunk
         if done:
             return done[0]
@@ -92,7 +94,7 @@ class Sampler(abc.ABC):
             GenerationProducer(as_span(action), state, {}, index)
         )
         thunk._claimed = True
-        thunk.meta["sample_index"] = index
+        thunk.facts.sample_index = index
         await engine.generate(None, into=thunk)
         return thunk
 
@@ -166,9 +168,9 @@ class RejectionSampler(Sampler):
                     (r, await validate(r, thunk, engine, judge=self.judge))
                     for r in self.requirements
                 ]
-                thunk.meta["validation"] = results
                 passed = all(v.passed for _, v in results)
-                thunk.meta["validation_passed"] = passed
+                facts = thunk.facts
+                facts.validation, facts.validation_passed = list(results), passed
                 if passed:
                     success.append(index)
                     scope.cancel()
@@ -190,7 +192,7 @@ class RejectionSampler(Sampler):
 
     def select(self, thunks: Sequence[ModelOutputThunk[Any]]) -> ModelOutputThunk[Any]:
         for thunk in thunks:
-            if thunk.meta.get("validation_passed"):
+            if thunk.facts.validation_passed:
                 return thunk
         if not thunks:
             raise RuntimeError("RejectionSampler: no attempt produced a result")
@@ -253,7 +255,7 @@ class BestOfN(Sampler):
 
         async def one(i: int) -> None:
             thunk = await self._attempt(engine, action, i)
-            thunk.meta["score"] = await self._score(thunk, engine)
+            thunk.facts.score = await self._score(thunk, engine)
             thunks[i] = thunk
 
         async with anyio.create_task_group() as tg:
@@ -264,7 +266,7 @@ class BestOfN(Sampler):
     async def _score(self, thunk: ModelOutputThunk[Any], engine: Any) -> float:
         if isinstance(self.scorer, Requirement):
             verdict = await validate(self.scorer, thunk, engine, judge=self.judge)
-            thunk.meta["validation"] = [(self.scorer, verdict)]
+            thunk.facts.validation = [(self.scorer, verdict)]
             return verdict.score if verdict.score is not None else float(verdict.passed)
         value = self.scorer(thunk.value)
         if inspect.isawaitable(value):
@@ -276,9 +278,15 @@ class BestOfN(Sampler):
             raise RuntimeError("BestOfN: no sample produced a result")
         best = thunks[0]
         for thunk in thunks[1:]:
-            if thunk.meta["score"] > best.meta["score"]:
+            if _score(thunk) > _score(best):
                 best = thunk
         return best
+
+
+def _score(thunk: ModelOutputThunk[Any]) -> float:
+    score = thunk.facts.score
+    assert score is not None, "BestOfN scores every sample it keeps"
+    return score
 
 
 class MajorityVote(Sampler):
@@ -309,7 +317,7 @@ class MajorityVote(Sampler):
         top = max(counts.values())
         winner = next(k for k in keys if counts[k] == top)  # earliest among the tied
         for thunk, key in zip(thunks, keys, strict=True):
-            thunk.meta["votes"] = counts[key]
+            thunk.facts.votes = counts[key]
         return thunks[keys.index(winner)]
 
 
@@ -342,5 +350,5 @@ class HyperParamSweep(Sampler):
     async def _sampler(self, engine: Any, action: Any) -> list[ModelOutputThunk[Any]]:
         state = engine._bound_state
         thunk = await self._attempt(engine, action, 0)
-        thunk.meta["options"] = dict(state.model_options())
+        thunk.facts.options = dict(state.model_options())
         return [thunk]

@@ -187,7 +187,8 @@ def test_cache_hit_is_on_the_thunk_and_in_the_events() -> None:
     hits = [e for e in result.events if isinstance(e, CacheHit)]
     assert len(hits) == 5 == result.cache_hits == result.generations_avoided
     assert all(t.cache_hit and t.usage.input_tokens == 0 for t in nodes.values())
-    assert nodes["d"].meta["memo_usage"].input_tokens > 0
+    memo_usage = nodes["d"].facts.memo_usage
+    assert memo_usage is not None and memo_usage.input_tokens > 0
     assert engine.calls == 5
 
 

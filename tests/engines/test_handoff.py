@@ -1,60 +1,95 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 from spangraph import CBlock, Component, Span, generate, run
 from spangraph.engines import EngineRequestError, Request, ScriptedEngine
-from spangraph.engines._handoff import RETURNED, InlineDriver
+from spangraph.engines._handoff import InlineDriver, to_task
 
 
-async def returns(value: Any) -> Any:
-    return value
+async def appends(log: list[str], value: str) -> None:
+    log.append(value)
 
 
 async def raises() -> None:
     raise ValueError("boom")
 
 
-def test_driver_reads_a_returned_value() -> None:
-    driver = InlineDriver()
-    for value in ("a", 2, None):
-        assert driver.send(returns(value)) is RETURNED
-        assert driver.out[0] == value
+def test_driver_finishes_a_coroutine_that_does_not_wait() -> None:
+    driver, log = InlineDriver(), []
+    for value in ("a", "b"):
+        assert driver.start(appends(log, value)) is None
+    assert log == ["a", "b"]
 
 
-def test_driver_raises_and_is_renewed() -> None:
-    driver = InlineDriver()
+def test_driver_raises_and_is_ready_again() -> None:
+    driver, log = InlineDriver(), []
     with pytest.raises(ValueError, match="boom"):
-        driver.send(raises())
-    driver.renew()
-    assert driver.send(returns("after")) is RETURNED and driver.out[0] == "after"
+        driver.start(raises())
+    assert driver.start(appends(log, "after")) is None and log == ["after"]
 
 
-def test_driver_hands_a_waiting_call_off_to_a_task() -> None:
+def test_driver_hands_a_waiting_coroutine_off_to_a_task() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
+        log: list[str] = []
 
-        async def waits() -> str:
-            return (await future) + "!"
+        async def waits() -> None:
+            log.append(await future + "!")
 
         driver = InlineDriver()
-        waiting = driver.send(waits())
-        assert waiting is not RETURNED
-        finishing = driver.hand_off(waiting)
-        assert driver.send(returns("free")) is RETURNED  # a fresh generator meanwhile
-        task = asyncio.ensure_future(_await(finishing))
+        rest = driver.start(waits())
+        assert rest is not None and log == []
+        assert driver.start(appends(log, "free")) is None  # a fresh generator meanwhile
+        task = asyncio.ensure_future(rest())
         loop.call_soon(future.set_result, "done")
-        assert await task == "done!"
+        await task
+        assert log == ["free", "done!"]
 
     asyncio.run(main())
 
 
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
+def test_to_task_stops_the_inline_start_and_the_rest_goes_on_in_the_task() -> None:
+    async def main() -> None:
+        log: list[str] = []
+
+        async def two_halves() -> None:
+            log.append("inline")
+            await to_task()
+            log.append(f"in a task: {asyncio.current_task() is not None}")
+
+        rest = InlineDriver().start(two_halves())
+        assert rest is not None and log == ["inline"]
+        await asyncio.ensure_future(rest())
+        assert log == ["inline", "in a task: True"]
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_rest_delivers_the_cancellation_into_the_coroutine() -> None:
+    async def main() -> None:
+        log: list[str] = []
+
+        async def sleeps() -> None:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                log.append("cancelled")
+                raise
+
+        rest = InlineDriver().start(sleeps())
+        assert rest is not None
+        task = asyncio.ensure_future(rest())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert log == ["cancelled"]
+
+    asyncio.run(main())
 
 
 class Pair(Component[str]):

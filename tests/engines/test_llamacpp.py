@@ -64,7 +64,7 @@ def test_stream_deltas_concatenate_to_value(llama: LlamaCppEngine) -> None:
                 deltas.append(delta)
 
         thunk._claimed = True  # this test drives the engine itself, not a run
-        thunk.meta["stream"] = True
+        thunk.facts.stream = True
         async with anyio.create_task_group() as tg:
             tg.start_soon(consume)
             await llama.generate(None, into=thunk)

@@ -58,7 +58,7 @@ def test_streaming_with_usage_from_the_final_chunk(engine: OpenAIEngine) -> None
     async def main() -> tuple[list[str], str, int]:
         thunk = generate(CBlock("Once upon a time"), options={"max_tokens": 8, "temperature": 0})
         thunk._claimed = True
-        thunk.meta["stream"] = True
+        thunk.facts.stream = True
         deltas: list[str] = []
 
         async def consume() -> None:

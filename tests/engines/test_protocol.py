@@ -338,5 +338,6 @@ def test_refined_steps_run_even_where_the_base_steps_would_do_nothing() -> None:
     thunk = anyio.run(Refined("x").generate, CBlock("q"))
     assert thunk.value == "x"
     assert calls == ["options", "output", "input", "store", "evict", "telemetry"]
-    assert Refined._inherited_steps == frozenset()
-    assert ScriptedEngine._inherited_steps >= {"handle_input_cache", "store"}
+    refined, plain = Refined("x")._refined, ScriptedEngine("x")._refined
+    assert refined.output_cache and refined.input_cache and refined.store
+    assert not (plain.output_cache or plain.input_cache or plain.store)

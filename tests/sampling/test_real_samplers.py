@@ -35,7 +35,8 @@ def test_regex_requirement_met_within_the_budget(llama: Any) -> None:
             RejectionSampler([matches(r'\{\s*"legs"\s*:\s*\d{1,2}\s*\}')], loop_budget=3),
         )
     result = run(chosen, engine=llama, progress=False)
-    assert chosen.meta["selected"].meta["validation_passed"] is True
+    selected = chosen.facts.selected
+    assert selected is not None and selected.facts.validation_passed is True
     assert isinstance(chosen.parsed, Legs)
     assert 1 <= len(chosen.attempts) <= 3
     assert result.log is not None and result.log.filter(kind="sampler")
@@ -48,7 +49,7 @@ def test_llm_judged_requirement_verdict_is_in_the_trace(llama: Any) -> None:
             RejectionSampler([Requirement("The answer is a number.")], loop_budget=1),
         )
     result = run(chosen, engine=llama, progress=False)
-    ((_, verdict),) = chosen.attempts[0].meta["validation"]
+    ((_, verdict),) = chosen.attempts[0].facts.validation or ()
     assert verdict.reason is not None and verdict.reason.startswith("judge: ")
     dag = result.log
     assert dag is not None

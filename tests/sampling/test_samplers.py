@@ -100,7 +100,7 @@ def test_first_or_last_returned_on_failure(repair: str, expected: str) -> None:
     sampler.requirements[0] = Requirement("A number.", validate=is_digit)
     thunks = anyio.run(sampler, engine, Instruction("Give a number."))
     chosen = sampler.select(thunks)
-    assert chosen.value == expected and chosen.meta["validation_passed"] is False
+    assert chosen.value == expected and chosen.facts.validation_passed is False
 
 
 def test_multi_turn_continues_the_chat() -> None:
@@ -119,7 +119,7 @@ def test_early_stop_with_concurrency() -> None:
             [Requirement("A number.", validate=is_digit)], loop_budget=8, concurrency=concurrency
         )
         thunks = anyio.run(sampler, engine, Instruction("n?"))
-        success = next(i for i, t in enumerate(thunks) if t.meta["validation_passed"])
+        success = next(i for i, t in enumerate(thunks) if t.facts.validation_passed)
         assert success <= len(engine.prompts) - 1 <= success + concurrency
 
 
@@ -137,7 +137,7 @@ def test_validator_that_raises_is_a_failed_validation() -> None:
     engine = Sequence_(["1", "2"])
     sampler = RejectionSampler([Requirement("x", validate=broken)], loop_budget=2)
     thunks = anyio.run(sampler, engine, Instruction("n?"))
-    ((_, verdict),) = thunks[0].meta["validation"]
+    ((_, verdict),) = thunks[0].facts.validation or ()
     assert not verdict.passed and "RuntimeError: validator bug" in (verdict.reason or "")
 
 
@@ -184,7 +184,7 @@ def test_majority_and_best_of_n_tie_breaking() -> None:
     best = BestOfN(4, scorer=len)
     thunks = anyio.run(best, Sequence_(["xx", "yyy", "zzz", "w"]), CBlock("q"))
     assert best.select(thunks).value == "yyy"  # tie at 3: the earliest
-    assert [t.meta["sample_index"] for t in thunks] == [0, 1, 2, 3]
+    assert [t.facts.sample_index for t in thunks] == [0, 1, 2, 3]
 
 
 def test_sweep_one_thunk_per_grid_point_with_its_options() -> None:
@@ -192,7 +192,8 @@ def test_sweep_one_thunk_per_grid_point_with_its_options() -> None:
     engine = ScriptedEngine(lambda r: seen.append(dict(r.options)) or "ok")
     sweep = HyperParamSweep({"temperature": [0.0, 0.7], "top_k": [5, 40]})
     thunks = anyio.run(sweep, engine, CBlock("q"))
-    labels = sorted((t.meta["options"]["temperature"], t.meta["options"]["top_k"]) for t in thunks)
+    points = [t.facts.options or {} for t in thunks]
+    labels = sorted((o["temperature"], o["top_k"]) for o in points)
     assert labels == [(0.0, 5), (0.0, 40), (0.7, 5), (0.7, 40)]
     assert sorted((o["temperature"], o["top_k"]) for o in seen) == labels
 
@@ -261,7 +262,7 @@ def test_sampler_node_in_a_graph_and_its_logdag() -> None:
     result = run(chosen, engine=engine, progress=False)
     # attempts: "no" (judge not asked? both requirements run) ...
     assert chosen.value in ("no", "maybe", "42")
-    assert chosen.attempts and all("validation" in t.meta for t in chosen.attempts)
+    assert chosen.attempts and all(t.facts.validation is not None for t in chosen.attempts)
     dag = result.log
     assert dag is not None
     (sampler_node,) = dag.filter(kind="sampler")

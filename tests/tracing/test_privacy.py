@@ -342,7 +342,7 @@ def test_capture_off_no_canary_in_any_artifact(
     assert any(CANARY["task"] in o.reason for o in result.skipped)
     assert any(CANARY["parse"] in o.reason for o in result.failed)
     sampled = result.outputs[0]
-    reasons_kept = [v.reason or "" for a in sampled.attempts for _, v in a.meta["validation"]]
+    reasons_kept = [v.reason or "" for a in sampled.attempts for _, v in a.facts.validation or ()]
     assert any(CANARY["reason"] in r for r in reasons_kept)
     assert any(CANARY["judge"] in r for r in reasons_kept)
 
