@@ -326,6 +326,10 @@ class InferenceEngine:
                 await self.handle_cache_eviction(request)
 
         # 8. telemetry, however the generation ended
+        except GeneratorExit:  # dropped unfinished (a hand-off its stopped run never ran)
+            if request is not None:
+                _memo.release(request)  # the key's lease, if step 3 took one
+            raise  # and the run settles the thunk
         except anyio.get_cancelled_exc_class():
             self._cancelled(thunk, request, completion, started)
             raise
