@@ -351,19 +351,12 @@ class InferenceEngine:
         text, _, usage, timings, _ = completion
         queue_ms, prefill_ms, decode_ms, _ = timings
         total_ms = (perf_counter() - started) * 1000
-        thunk._set_done(
-            text,
-            parsed,
-            usage,
-            _new(Timings, (queue_ms, prefill_ms, decode_ms, total_ms)),
-            cache_hit,
-        )
+        # Timings made as the tuple it is (a named tuple's own __new__ is a Python call).
+        timings = _new(Timings, (queue_ms, prefill_ms, decode_ms, total_ms))
+        thunk._set_done(text, parsed, usage, timings, cache_hit)
         state = request.state or _IDENTITY
-        if self._refined.telemetry or state is not _IDENTITY:
-            self.telemetry(thunk, state, request, completion, cache_hit, None, started)
-            return
         bus = _current_bus()
-        if bus is not None and bus.records:
+        if self._refined.telemetry or state is not _IDENTITY or (bus is not None and bus.records):
             self.telemetry(thunk, state, request, completion, cache_hit, None, started)
 
     def _failed(

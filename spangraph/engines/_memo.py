@@ -139,7 +139,9 @@ def look_up(request: Request, route: MemoRoute) -> Completion | None:
 async def await_entry(request: Request, route: MemoRoute) -> Completion | None:
     """Step 3 for a key another generation holds: poll until its entry is there
     (the hit's completion) or its lease is free (``None``: compute it)."""
-    claim = route.store.claim  # type: ignore[attr-defined]
+    claim = getattr(route.store, "claim", None)
+    if claim is None:
+        return None  # (only a store that offers leases has another generation to wait for)
     delay = FIRST_POLL
     while True:
         await anyio.sleep(delay)
