@@ -172,6 +172,47 @@ class GenerationRecord(Event):
     #: The model that answered, as the response names it (``None``: no response).
     response_model: str | None = None
 
+    @classmethod
+    def of(
+        cls,
+        node_id: str,
+        *,
+        engine: str,
+        provider: str,
+        model: str,
+        mode: str,
+        options: Mapping[str, Any],
+        prompt: str,
+        output: str | None,
+        finish_reason: str | None,
+        usage: Usage,
+        timings: Timings,
+        cache_hit: bool,
+        error: BaseException | None,
+        server: tuple[str, int] | None,
+        started: float,
+    ) -> GenerationRecord:
+        """The record of one generation, every field named (keyword-only: none can be
+        swapped). It calls the class positionally: a class called with keywords
+        builds a dict of them first, and a traced run builds a record per generation."""
+        return cls(
+            node_id,
+            engine,
+            provider,
+            model,
+            mode,
+            options,
+            prompt,
+            output,
+            finish_reason,
+            usage,
+            timings,
+            cache_hit,
+            error,
+            server,
+            started,
+        )
+
 
 #: What ``run(listeners=...)`` takes: a function called with each event.
 Listener = Callable[[Event], None]

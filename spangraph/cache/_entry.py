@@ -32,7 +32,7 @@ _NO_TIMINGS = Timings()
 class MemoEntry:
     """What the memo keeps of a generation: its text, why it stopped, and the
     usage and timings of the call that made it (a hit reports them in
-    ``thunk.meta["memo_usage"]``; the hit itself spends no tokens)."""
+    ``thunk.facts.memo_usage``; the hit itself spends no tokens)."""
 
     text: str
     finish_reason: str | None = None

@@ -6,24 +6,28 @@ The steps
 order (``InferenceEngine._protocol``, which reads as the list below). Each
 is a method an engine may refine, never reorder:
 
-====  ===========================  =====  =========================================
-step  method                       kind   refining it costs (per generation)
-====  ===========================  =====  =========================================
-1     ``handle_model_options``     sync   nothing more: the step always runs
-2     ``render``                   sync   nothing more: the step always runs
-3     ``handle_output_cache``      async  a coroutine; the base step is awaited
-                                          only when a memo applies (``request.memo``).
-                                          On an engine that does not complete inline
-                                          the generation goes on in a task from here
-                                          (no inline memo hits)
-4     ``handle_input_cache``       async  a coroutine on a miss (the base step does
-                                          nothing and is not awaited)
-5     ``_complete`` / ``_stream``  async  the one primitive an engine must implement
-6     ``parse``                    sync   nothing more: the step always runs
-7     ``store``,                   async  two coroutines on a miss (the base steps run
-      ``handle_cache_eviction``           only when a memo applies)
-8     ``telemetry``                sync   nothing more: the step always runs
-====  ===========================  =====  =========================================
+====  =========================  =====  =======================  ===========================
+step  method                     kind   the base step is         refining it costs, per
+                                        skipped when             generation
+====  =========================  =====  =======================  ===========================
+1     handle_model_options       sync   no state, no call        a call
+                                        options (the defaults)
+2     render                     sync   never                    nothing more
+3     handle_output_cache        async  no memo applies          a coroutine; and on an
+                                                                 engine that does not
+                                                                 complete inline, a task
+                                                                 from step 3 on (no memo
+                                                                 hit finishes inline)
+4     handle_input_cache         async  always (it does          a coroutine, on a miss
+                                        nothing)
+5     _complete / _stream        async  (the primitive: an engine must implement _complete)
+6     parse                      sync   plain-text output        a call
+                                        (the text as it is)
+7     store,                     async  no memo applies          two coroutines, on a miss
+      handle_cache_eviction
+8     telemetry                  sync   no state, nobody         a call
+                                        takes the records
+====  =========================  =====  =======================  ===========================
 
 1. ``handle_model_options`` — engine defaults < execution state < call.
 2. ``render`` — the action (after the state's prefix spans) → ``Request``.
@@ -51,10 +55,10 @@ task; what would wait is handed to a task with the rest of the coroutine.
 Inline, the engine's own asynchronous code (a refined step 3, steps 4 and
 5) runs only when the engine ``completes_inline``: else the protocol asks
 to go on in a task first (``to_task``), since that code may enter a cancel
-scope. That is the one optimisation in the protocol; the other is that an
-inherited asynchronous step that would do nothing is not awaited (the
-table above). Both have a reference path and a test that they agree:
-``docs/design/protocol.md``.
+scope. That is the one mechanism for speed in the protocol; the other
+optimisation is that an inherited step that would do nothing is not
+called (the table above, ``_Refined``). Both have a reference path and a
+test that they agree: ``docs/design/protocol.md``.
 """
 
 from __future__ import annotations
@@ -100,18 +104,34 @@ T = TypeVar("T")
 _IDENTITY = Identity()
 _RUNNING = ThunkState.RUNNING
 _current_bus = events._bus.get
+_new = tuple.__new__
 
 
 class _Refined:
-    """Which of the protocol's asynchronous steps an engine class refines, and so
-    where an inline start must go on in a task: decided once per class."""
+    """Which protocol steps an engine class refines (a refined step is always called;
+    an inherited one is skipped where it would do nothing), and so where an inline
+    start must go on in a task: decided once per class."""
 
-    __slots__ = ("call_in_task", "input_cache", "output_cache", "output_cache_in_task", "store")
+    __slots__ = (
+        "call_in_task",
+        "input_cache",
+        "model_options",
+        "output_cache",
+        "output_cache_in_task",
+        "parse",
+        "store",
+        "telemetry",
+    )
 
     def __init__(self, cls: type[InferenceEngine]) -> None:
         def refines(name: str) -> bool:
             return getattr(cls, name) is not getattr(InferenceEngine, name)
 
+        #: Steps 1, 6 and 8 are refined: each is called even where the base step would
+        #: do nothing (no state or call options; a plain-text action; nobody listening).
+        self.model_options = refines("handle_model_options")
+        self.parse = refines("parse")
+        self.telemetry = refines("telemetry")
         #: Step 3 is refined: it is awaited even when no memo applies.
         self.output_cache = refines("handle_output_cache")
         #: Step 4 is refined: it is awaited (the base step does nothing).
@@ -230,7 +250,7 @@ class InferenceEngine:
         thunk = into if into is not None else declare(action, state, options)
         if not isinstance(thunk.producer, GenerationProducer):
             raise TypeError(f"generate(into=...) needs a generation's thunk, not {thunk!r}")
-        await self._protocol(thunk)
+        await self._protocol(thunk, False)
         return thunk
 
     def _start(
@@ -244,15 +264,17 @@ class InferenceEngine:
         the task it belongs to, finishes the thunk (and raises its error).
         """
         try:
-            return driver.start(self._protocol(thunk, inline=True))
+            return driver.start(self._protocol(thunk, True))
         except Exception:
             return None  # the thunk failed, and says why
 
-    async def _protocol(self, thunk: ModelOutputThunk[Any], *, inline: bool = False) -> None:
+    async def _protocol(self, thunk: ModelOutputThunk[Any], inline: bool) -> None:
         """The generate protocol: its eight steps, in order (see the module's table).
 
-        ``inline``: run by an ``InlineDriver``, which hands the rest to a task where
-        the protocol asks it to (``to_task``). Finishes the thunk; raises its error.
+        Finishes the thunk, and raises its error. ``inline``: run by an
+        ``InlineDriver``, which hands the rest to a task where the protocol asks
+        it to (``to_task``). A step an engine inherits is skipped where it would
+        do nothing (``_Refined``).
         """
         refined = self._refined
         started = perf_counter()
@@ -260,42 +282,64 @@ class InferenceEngine:
         completion: Completion | None = None
         try:
             producer: GenerationProducer = thunk.producer  # type: ignore[assignment]
-            state = self._effective_state(producer.state)
+            action, declared = producer.action, producer.state
+            state = self._bound_state if declared is None else self._effective_state(declared)
             thunk.state = _RUNNING
-            options = self.handle_model_options(state, producer.options)  # 1
-            request = self.render(producer.action, state, options, producer.sample_index)  # 2
+
+            # 1. handle_model_options
+            if refined.model_options or state is not _IDENTITY or producer.options:
+                options = self.handle_model_options(state, producer.options)
+            else:
+                options = self.defaults  # what the base step returns
+
+            # 2. render; then which output memo applies
+            request = self.render(action, state, options, producer.sample_index)
             request.thunk = thunk
-            request.memo = _memo.memo_for(request, self._memo_fingerprint, self.span_cache)
+            request.memo = _memo.memo_for(request, self)
+
+            # 3. handle_output_cache
             if request.memo is not None or refined.output_cache:
                 if inline and refined.output_cache_in_task:
                     await to_task()
-                completion = await self.handle_output_cache(request)  # 3
+                completion = await self.handle_output_cache(request)
             hit = completion is not None
+
             if completion is None:
                 if inline and refined.call_in_task:
                     await to_task()
+                # 4. handle_input_cache
                 if refined.input_cache:
-                    request = await self.handle_input_cache(request)  # 4
+                    request = await self.handle_input_cache(request)
+                # 5. the primitive: _stream when the thunk is streamed (and can be)
                 facts = thunk._facts
                 if facts is not None and facts.stream and self.capabilities.streaming:
-                    completion = await self._stream_into(request, thunk)  # 5, streamed
+                    completion = await self._stream_into(request, thunk)
                 else:
-                    completion = await self._complete(request)  # 5
-            parsed = self.parse(producer.action, completion)  # 6
+                    completion = await self._complete(request)
+
+            # 6. parse
+            if refined.parse or type(action) not in TEXT_OUTPUT:
+                parsed = self.parse(action, completion)
+            else:
+                parsed = completion.text  # what the base step returns
+
+            # 7. store, handle_cache_eviction
             if not hit and (request.memo is not None or refined.store):
-                await self.store(request, completion)  # 7
+                await self.store(request, completion)
                 await self.handle_cache_eviction(request)
+
+        # 8. telemetry, however the generation ended
+        except GeneratorExit:  # dropped unfinished (a hand-off its stopped run never ran)
+            if request is not None:
+                _memo.release(request)  # the key's lease, if step 3 took one
+            raise  # and the run settles the thunk
         except anyio.get_cancelled_exc_class():
-            self._cancelled(thunk, request, completion, started)  # 8
+            self._cancelled(thunk, request, completion, started)
             raise
         except BaseException as error:
-            self._failed(thunk, request, completion, error, started)  # 8
+            self._failed(thunk, request, completion, error, started)
             raise
-        self._done(thunk, request, completion, parsed, hit, started)  # 8
-
-    def _memo_fingerprint(self) -> dict[str, Any]:
-        """What the memo key holds of the engine (``engines/_memo.py``)."""
-        return {**self.fingerprint(), "mode": self.capabilities.mode}
+        self._done(thunk, request, completion, parsed, hit, started)
 
     def _done(
         self,
@@ -310,12 +354,13 @@ class InferenceEngine:
         text, _, usage, timings, _ = completion
         queue_ms, prefill_ms, decode_ms, _ = timings
         total_ms = (perf_counter() - started) * 1000
-        thunk._set_done(
-            text, parsed, usage, Timings(queue_ms, prefill_ms, decode_ms, total_ms), cache_hit
-        )
-        self.telemetry(
-            thunk, request.state or _IDENTITY, request, completion, cache_hit, None, started
-        )
+        # Timings made as the tuple it is (a named tuple's own __new__ is a Python call).
+        timings = _new(Timings, (queue_ms, prefill_ms, decode_ms, total_ms))
+        thunk._set_done(text, parsed, usage, timings, cache_hit)
+        state = request.state or _IDENTITY
+        bus = _current_bus()
+        if self._refined.telemetry or state is not _IDENTITY or (bus is not None and bus.records):
+            self.telemetry(thunk, state, request, completion, cache_hit, None, started)
 
     def _failed(
         self,
@@ -424,7 +469,7 @@ class InferenceEngine:
         else:
             make_schema = getattr(action, "output_schema", None)
             schema = make_schema() if callable(make_schema) else None
-        return Request(
+        return Request.of(
             prompt=prompt,
             options=options,
             schema=schema,
@@ -538,7 +583,7 @@ class InferenceEngine:
                     response_model = named
         # The options are the request's mapping, not a copy (requests share their
         # engine's defaults; nothing changes them once merged).
-        record = events.GenerationRecord(
+        record = events.GenerationRecord.of(
             thunk._id or "",
             engine=self.kind,
             provider=self.provider,

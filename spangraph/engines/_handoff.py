@@ -62,9 +62,10 @@ class InlineDriver:
 
     The coroutines are run for what they do (the protocol finishes its thunk),
     not for a value. ``start(coro)`` returns ``None`` when the coroutine
-    returned without stopping, else the function that finishes it (``await rest()``, in the
-    caller's task: ``Rest.finish``); if the coroutine raises, ``start``
-    raises it. The driver is ready for the next coroutine either way.
+    returned without stopping, else the function that finishes it
+    (``await rest()``, in the caller's task: ``Rest.finish``); if the
+    coroutine raises, ``start`` raises it. The driver is ready for the next
+    coroutine either way.
 
     One per scheduler (one thread, one event loop). It is not re-entrant: a
     coroutine it drives must not be started through the same driver (the
@@ -102,7 +103,8 @@ class Rest:
 
     ``gen`` is the driver's generator, which was awaiting the coroutine and
     yields ``RETURNED`` when it returns; ``stopped_at`` is what the coroutine
-    yielded when it stopped (a future it waits on, or ``TO_TASK``).
+    yielded when it stopped (a future it waits on, or ``TO_TASK``). A rest
+    that is dropped unfinished closes the coroutine (``GeneratorExit``).
     """
 
     __slots__ = ("_gen", "_stopped_at")

@@ -38,8 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -48,6 +47,9 @@ from ..cache import AUTO, CachePolicy, MemoEntry, Store
 from ..cache._internal import describe_bad_entries, describe_failure, memo_key, run_cache
 from ..nodes import Timings, Usage
 from ._types import Completion, Request
+
+if TYPE_CHECKING:
+    from ._base import InferenceEngine
 
 #: What step 3 returns when another generation holds the key's lease: the
 #: protocol then awaits ``await_entry`` (compared by identity; never a result).
@@ -76,23 +78,21 @@ class MemoRoute:
         self.bad = False
 
 
-def memo_for(
-    request: Request, fingerprint: Callable[[], dict[str, Any]], engine_store: Store | None
-) -> MemoRoute | None:
+def memo_for(request: Request, engine: InferenceEngine) -> MemoRoute | None:
     """The memo ``request``'s generation is kept in, or ``None`` (no memo applies).
 
     The store is the state's span cache, else the run's, else the engine's
-    (``engine_store``); the policy is the generation's, else the state's,
+    (``engine.span_cache``); the policy is the generation's, else the state's,
     else the run's, else ``CachePolicy("auto")`` (deterministic generations
     only). The key is ``spangraph.cache.memo_key`` of the engine's
-    ``fingerprint()`` (with its mode), the prompt, schema, options and sample index.
+    engine's fingerprint (with its mode), the prompt, schema, options and sample index.
     """
     run_store, run_policy = run_cache()
     state = request.state
     # Explicit None checks throughout: an empty store is falsy (it has a length).
     store = state.span_cache if state is not None else None
     if store is None:
-        store = run_store if run_store is not None else engine_store
+        store = run_store if run_store is not None else engine.span_cache
         if store is None:
             return None  # no store anywhere: the policy does not matter
     thunk = request.thunk
@@ -104,7 +104,7 @@ def memo_for(
     if not policy.applies(request.options):
         return None
     key = memo_key(
-        fingerprint(),
+        {**engine.fingerprint(), "mode": engine.capabilities.mode},
         request.prompt,
         request.schema,
         request.options,
@@ -139,7 +139,9 @@ def look_up(request: Request, route: MemoRoute) -> Completion | None:
 async def await_entry(request: Request, route: MemoRoute) -> Completion | None:
     """Step 3 for a key another generation holds: poll until its entry is there
     (the hit's completion) or its lease is free (``None``: compute it)."""
-    claim = route.store.claim  # type: ignore[attr-defined]
+    claim = getattr(route.store, "claim", None)
+    if claim is None:
+        return None  # (only a store that offers leases has another generation to wait for)
     delay = FIRST_POLL
     while True:
         await anyio.sleep(delay)

@@ -59,6 +59,23 @@ class Request:
     #: The cached prefix whose KV state step 5 reuses (set by ``handle_input_cache``).
     prefix: CachedPrefix | None = None
 
+    @classmethod
+    def of(
+        cls,
+        *,
+        prompt: Prompt,
+        options: Mapping[str, Any],
+        schema: dict[str, Any] | None,
+        mode: Literal["completion", "chat"],
+        action: Any,
+        state: ExecutionState | None,
+        sample_index: int,
+    ) -> Request:
+        """The request ``render`` works out, every field named (keyword-only: none can
+        be swapped). It calls the class positionally: a class called with keywords
+        builds a dict of them first (``docs/design/protocol.md``)."""
+        return cls(prompt, options, schema, mode, action, state, sample_index)
+
     @property
     def system(self) -> str | None:
         value = self.options.get("system")

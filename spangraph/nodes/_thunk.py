@@ -62,7 +62,7 @@ class Usage(NamedTuple):
 
     ``Usage``, ``Timings`` and ``Completion`` are named tuples: immutable
     values, one of each made per generation, and a tuple is the cheapest
-    such record to build (figures: ``docs/README.md``).
+    such record to build (``docs/design/protocol.md``).
     """
 
     input_tokens: int = 0
@@ -493,6 +493,24 @@ class ModelOutputThunk(Generic[T]):
 _PENDING = ThunkState.PENDING
 _RUNNING = ThunkState.RUNNING
 
+
+class EngineLike(Protocol):
+    """What a generation's producer needs of the engine it is pinned to
+    (``spangraph.engines.InferenceEngine``): what identifies its outputs."""
+
+    def fingerprint(self) -> dict[str, Any]: ...
+
+
+class MemoPolicy(Protocol):
+    """What the output memo needs of a generation's cache policy
+    (``spangraph.cache.CachePolicy``)."""
+
+    @property
+    def ttl(self) -> float | None: ...
+
+    def applies(self, options: Mapping[str, Any]) -> bool: ...
+
+
 #: The options of a generation declared without any (one shared, read-only mapping).
 NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
 
@@ -506,10 +524,10 @@ class GenerationProducer:
     options: Mapping[str, Any] = field(default_factory=lambda: NO_OPTIONS)
     sample_index: int = 0
     #: The engine to run on (``None``: the run's engine).
-    engine: Any = None
+    engine: EngineLike | None = None
     #: This generation's ``CachePolicy`` (``None``: the state's, then the run's).
     #: Not part of the node's identity: it changes where the result comes from, not what it is.
-    cache: Any = None
+    cache: MemoPolicy | None = None
 
     @property
     def kind(self) -> str:

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
 from spangraph import CBlock, Component, Span, generate, run
 from spangraph.engines import EngineRequestError, Request, ScriptedEngine
+from spangraph.engines._base import declare
 from spangraph.engines._handoff import InlineDriver, to_task
+from spangraph.events import EventBus, GenerationRecord, use_bus
+from spangraph.nodes import ThunkState
 
 
 async def appends(log: list[str], value: str) -> None:
@@ -116,3 +120,23 @@ def test_a_failed_inline_primitive_leaves_the_next_generations_running() -> None
     assert [f.node_id for f in result.failed] == [bad._id]
     assert after.value == "G0+X+G4+X"
     assert result.generations == 6
+
+
+def test_a_rest_never_awaited_leaves_the_thunk_to_its_run() -> None:
+    """A hand-off that a stopped run drops: the protocol's coroutine is closed, the
+    thunk is left as it was (the run settles it), and nothing is reported."""
+    records: list[GenerationRecord] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: records.append(e) if isinstance(e, GenerationRecord) else None)
+    engine = ScriptedEngine("late", latency=10.0)
+    thunk = declare(CBlock("q"), None, {})
+
+    async def main() -> None:
+        with use_bus(bus):
+            rest = engine._start(thunk, InlineDriver())
+            assert rest is not None and thunk.state is ThunkState.RUNNING
+            del rest
+            gc.collect()
+
+    asyncio.run(main())
+    assert thunk.state is ThunkState.RUNNING and records == []

@@ -341,3 +341,53 @@ def test_refined_steps_run_even_where_the_base_steps_would_do_nothing() -> None:
     refined, plain = Refined("x")._refined, ScriptedEngine("x")._refined
     assert refined.output_cache and refined.input_cache and refined.store
     assert not (plain.output_cache or plain.input_cache or plain.store)
+
+
+def test_render_names_each_field_of_the_request() -> None:
+    """Step 2 builds the ``Request`` by keyword: each field holds what it is named for."""
+    seen: list[Request] = []
+    engine = ScriptedEngine(lambda r: seen.append(r) or "6", defaults={"max_tokens": 9})
+    state = options(temperature=0.0)
+    action = Ask(q="two times three?")
+    thunk = generate(action, state=state, sample_index=3)
+    thunk._claimed = True
+    anyio.run(lambda: engine.generate(None, into=thunk))
+    (request,) = seen
+    assert request.prompt.text == "Q: two times three?\nA:"
+    assert dict(request.options) == {"max_tokens": 9, "temperature": 0.0}
+    assert request.schema == Ask.output_schema()
+    assert request.mode == "completion"
+    assert request.action is action
+    assert request.state is state
+    assert request.sample_index == 3
+    assert request.thunk is thunk
+    assert request.memo is None and request.key is None and request.prefix is None
+
+
+def test_the_telemetry_record_names_each_field() -> None:
+    """Step 8 builds the ``GenerationRecord`` by keyword: each field holds what it is
+    named for."""
+    records: list[GenerationRecord] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: records.append(e) if isinstance(e, GenerationRecord) else None)
+    engine = ScriptedEngine("42", name="model-name")
+    thunk = generate(Ask(q="six times seven?"), options={"temperature": 0.5})
+    thunk._claimed = True
+    thunk._id = "the-node"
+
+    async def main() -> None:
+        with use_bus(bus):
+            await engine.generate(None, into=thunk)
+
+    anyio.run(main)
+    (record,) = records
+    assert record.node_id == "the-node"
+    assert (record.engine, record.provider, record.model) == ("scripted", "spangraph", "model-name")
+    assert record.mode == "completion"
+    assert dict(record.options) == {"temperature": 0.5}
+    assert record.prompt == "Q: six times seven?\nA:"
+    assert (record.output, record.finish_reason) == ("42", "stop")
+    assert record.usage == thunk.usage and record.usage.output_tokens == 1
+    assert record.timings == thunk.timings
+    assert record.cache_hit is False and record.error is None and record.server is None
+    assert 0 < record.started <= record.time
