@@ -111,31 +111,27 @@ def span_label(span: object) -> str:
 
 
 def children_of(span: Any, path: str | Callable[[], str] = "") -> Sequence[Any]:
-    """The parts of ``span``, checked to be spans. ``path`` (or a function that
-    builds it, called only for an error) names where ``span`` is."""
+    """The parts of ``span``. ``path`` (or a function that builds it, called only for
+    an error) names where ``span`` is. A part that is not a span is refused when it is
+    walked in turn (``NotASpanError``, at its own path)."""
     kind = span_type(span)
-    parts: Sequence[Any] = ()
     if kind == BLOCK:
-        return parts
+        return ()
     if kind == THUNK:
         if span.producer is None:
             raise MissingProducerError(
                 "thunk has no producer; declare generations with spangraph.generate(action)",
                 path=_resolve(path) or span_label(span),
             )
-        parts = span.producer.inputs()
-    elif kind != NOT_SPAN:
-        parts = span.parts()
-    else:
-        raise NotASpanError(f"not a span: {type(span).__name__}", path=_resolve(path))
-    for i, part in enumerate(parts):
-        if span_type(part) == NOT_SPAN:
-            where = f"{_resolve(path) or span_label(span)}{_step(span, i, len(parts))}"
-            raise NotASpanError(
-                f"{type(part).__name__} is not a span (expected CBlock, Component or "
-                "ModelOutputThunk; wrap text in CBlock)",
-                path=where,
-            )
+        parts: Sequence[Any] = span.producer.inputs()
+        return parts
+    if kind == NOT_SPAN:
+        raise NotASpanError(
+            f"{type(span).__name__} is not a span (expected CBlock, Component or "
+            "ModelOutputThunk; wrap text in CBlock)",
+            path=_resolve(path),
+        )
+    parts = span.parts()
     return parts
 
 
