@@ -371,10 +371,11 @@ class PathTracker:
         return frame
 
     def add(self, parent: int, parent_span: object, index: int) -> int:
+        frame = len(self.parents)
         self.parents.append(parent)
         self.spans.append(parent_span)
         self.indexes.append(index)
-        return len(self.parents) - 1
+        return frame
 
     def path(self, frame: int, limit: int | None = None) -> str:
         """The path to ``frame``; with ``limit``, only its last ``limit`` steps after ``…``."""
