@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from ._cblock import CBlock
@@ -110,37 +109,26 @@ def span_label(span: object) -> str:
     return type(span).__name__
 
 
-def children_of(span: Any, path: str | Callable[[], str] = "") -> Sequence[Any]:
-    """The parts of ``span``, checked to be spans. ``path`` (or a function that
-    builds it, called only for an error) names where ``span`` is."""
+def children_of(span: Any) -> Sequence[Any]:
+    """The parts of ``span`` (a part that is not a span is refused when it is walked
+    in turn). A ``SpanError`` raised here has no path yet; the walk adds it (``.at``)."""
     kind = span_type(span)
-    parts: Sequence[Any] = ()
     if kind == BLOCK:
-        return parts
+        return ()
     if kind == THUNK:
         if span.producer is None:
             raise MissingProducerError(
-                "thunk has no producer; declare generations with spangraph.generate(action)",
-                path=_resolve(path) or span_label(span),
+                "thunk has no producer; declare generations with spangraph.generate(action)"
             )
-        parts = span.producer.inputs()
-    elif kind != NOT_SPAN:
-        parts = span.parts()
-    else:
-        raise NotASpanError(f"not a span: {type(span).__name__}", path=_resolve(path))
-    for i, part in enumerate(parts):
-        if span_type(part) == NOT_SPAN:
-            where = f"{_resolve(path) or span_label(span)}{_step(span, i, len(parts))}"
-            raise NotASpanError(
-                f"{type(part).__name__} is not a span (expected CBlock, Component or "
-                "ModelOutputThunk; wrap text in CBlock)",
-                path=where,
-            )
+        parts: Sequence[Any] = span.producer.inputs()
+        return parts
+    if kind == NOT_SPAN:
+        raise NotASpanError(
+            f"{type(span).__name__} is not a span (expected CBlock, Component or "
+            "ModelOutputThunk; wrap text in CBlock)"
+        )
+    parts = span.parts()
     return parts
-
-
-def _resolve(path: str | Callable[[], str]) -> str:
-    return path if isinstance(path, str) else path()
 
 
 def _step(parent: object, index: int, count: int) -> str:
@@ -291,7 +279,10 @@ def walk_ids(
         top = stack[-1]
         span, frame, parts, index = top
         if parts is None:
-            parts = top[2] = children_of(span, partial(paths.path, frame))
+            try:
+                parts = top[2] = children_of(span)
+            except SpanError as exc:
+                raise exc.at(paths.path(frame)) from None
         if index < len(parts):
             top[3] = index + 1
             part = parts[index]
@@ -386,10 +377,11 @@ class PathTracker:
         return frame
 
     def add(self, parent: int, parent_span: object, index: int) -> int:
+        frame = len(self.parents)
         self.parents.append(parent)
         self.spans.append(parent_span)
         self.indexes.append(index)
-        return len(self.parents) - 1
+        return frame
 
     def path(self, frame: int, limit: int | None = None) -> str:
         """The path to ``frame``; with ``limit``, only its last ``limit`` steps after ``…``."""
