@@ -191,6 +191,8 @@ class GenerationRecord(Event):
         error: BaseException | None,
         server: tuple[str, int] | None,
         started: float,
+        output_type: str | None,
+        response_model: str | None,
     ) -> GenerationRecord:
         """The record of one generation, every field named (keyword-only: none can be
         swapped). It calls the class positionally: a class called with keywords
@@ -211,6 +213,8 @@ class GenerationRecord(Event):
             error,
             server,
             started,
+            output_type,
+            response_model,
         )
 
 
