@@ -23,12 +23,15 @@ from spangraph.engines import LlamaCppEngine
 
 HERE = pathlib.Path(__file__).parent
 OUT = pathlib.Path("out")
-QUESTIONS = [
-    "Which version of the License is this?",
-    "Does the License grant a patent license?",
-    "Is the Work provided with a warranty?",
-    "Must a redistribution include a copy of the License?",
-]
+#: Each question, by its label: the label names its node in the drawings and the trace
+#: (without labels, four "generate(Answer)" nodes would look alike unless content capture
+#: is on, when each label carries the first words of its question).
+QUESTIONS = {
+    "version?": "Which version of the License is this?",
+    "patent license?": "Does the License grant a patent license?",
+    "warranty?": "Is the Work provided with a warranty?",
+    "copy of the License?": "Must a redistribution include a copy of the License?",
+}
 
 
 class Reply(BaseModel):
@@ -53,8 +56,11 @@ class Combine(Component[Reply]):
 def build() -> Span:
     document = CBlock((HERE / "apache-2.0.txt").read_text(), cache=True)
     with options(temperature=0, max_tokens=60):
-        answers = [generate(Answer(document=document, question=q)) for q in QUESTIONS]
-        return generate(Combine(answers=answers))
+        answers = [
+            generate(Answer(document=document, question=question), label=label)
+            for label, question in QUESTIONS.items()
+        ]
+        return generate(Combine(answers=answers), label="one-sentence summary")
 
 
 def main() -> int:
@@ -68,7 +74,7 @@ def main() -> int:
     finally:
         engine.close()
     answers = summary.action.answers  # type: ignore[union-attr]
-    for question, answer in zip(QUESTIONS, answers, strict=True):
+    for question, answer in zip(QUESTIONS.values(), answers, strict=True):
         print(f"Q: {question}\nA: {answer.parsed.answer}\n")
     print(f"Summary: {summary.parsed.answer}\n")  # type: ignore[union-attr]
     log = result.log

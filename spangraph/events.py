@@ -60,6 +60,8 @@ class NodeDeclared(Event):
     label: str = ""
     path: str = ""
     parent: str | None = None
+    #: The declared nodes it reads (a judge call: the attempt it judges).
+    upstream: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from ..nodes._internal import structural_part
 from ..tracing import LogDAG, LogNode
 from ..tracing._internal import semconv as sc
 from ._common import fail
@@ -32,7 +33,8 @@ CAPTURE_HINT = (
     "--node",
     "wanted",
     metavar="ID|LABEL",
-    help="Show one node: a span id, a node id (or its first 6+ digits) or a label; its "
+    help="Show one node: a span id, a node id (or its first 6+ digits) or a label (with or "
+    "without its hint); its "
     "attributes, error, and prompt and output when they were captured.",
 )
 @click.option(
@@ -177,6 +179,7 @@ def _find(dag: LogDAG, wanted: str) -> list[LogNode]:
         or n.node_id == text
         or (len(text) >= 6 and n.node_id.startswith(text))
         or n.label == wanted
+        or structural_part(n.label) == wanted
     ]
     if not found:
         raise click.BadParameter(

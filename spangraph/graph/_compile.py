@@ -18,12 +18,13 @@ from typing import Any
 
 import networkx as nx
 
-from ..nodes import CBlock, ModelOutputThunk, SpanError
+from ..nodes import ModelOutputThunk, SpanError
 from ..nodes._internal import (
     WORK_KINDS,
     PathTracker,
     SpanIds,
     cached_id,
+    display_label,
     fresh_copies,
     node_kind,
     span_label,
@@ -71,15 +72,10 @@ class NodeInfo:
 
 
 def node_label(span: Any, kind: str) -> str:
-    """A node's label in drawings: its class or producer, and for a block its text's
-    start when content capture is on (``spangraph.tracing.capture_content``), else only
-    its length, like the run's spans."""
-    if isinstance(span, CBlock):
-        if capture_mode() != "SPAN_ONLY":
-            return f"CBlock ({len(span.text)} chars)"
-        text = " ".join(span.text.split())
-        return repr(text if len(text) <= 28 else text[:25] + "...")
-    return span_label(span)
+    """A node's label in drawings: the user's ``label=``, else its class or producer,
+    with a hint of its content only when content capture is on
+    (``spangraph.tracing.capture_content``), like the run's spans (``nodes._label``)."""
+    return display_label(span, captured=capture_mode() == "SPAN_ONLY")
 
 
 class SpanGraph:
@@ -239,9 +235,12 @@ class SpanGraph:
                     todo.append(user)
         return out
 
-    def render(self, path: str | os.PathLike[str], format: str = "svg") -> pathlib.Path:
-        """Draw to ``path`` (svg, png or pdf); without graphviz's ``dot``, write DOT source
-        (as ``LogDAG.render`` draws a run)."""
+    def render(self, path: str | os.PathLike[str], format: str | None = None) -> pathlib.Path:
+        """Draw the graph to ``path`` and return the path written. ``format``: ``svg``,
+        ``png``, ``pdf`` or ``dot`` (DOT source); by default the path's suffix says
+        (else ``svg``). Without graphviz's ``dot`` program, the DOT source is written
+        beside ``path`` (``.dot``) instead, as ``LogDAG.render`` does. Labels follow
+        the content-capture rule of the run's spans (``generate(label=)``)."""
         from ._render import render_file
 
         return render_file(self.to_graphviz(), pathlib.Path(path), format)

@@ -23,6 +23,7 @@ def generate(
     sample_index: int = 0,
     engine: InferenceEngine | None = None,
     cache: CachePolicy | None = None,
+    label: str | None = None,
 ) -> ModelOutputThunk[T]: ...
 
 
@@ -35,6 +36,7 @@ def generate(
     sample_index: int = 0,
     engine: InferenceEngine | None = None,
     cache: CachePolicy | None = None,
+    label: str | None = None,
 ) -> ModelOutputThunk[Any]: ...
 
 
@@ -46,6 +48,7 @@ def generate(
     sample_index: int = 0,
     engine: InferenceEngine | None = None,
     cache: CachePolicy | None = None,
+    label: str | None = None,
 ) -> ModelOutputThunk[Any]:
     """Declare a generation of ``action`` and return its (pending) thunk.
 
@@ -54,6 +57,11 @@ def generate(
     the state's). ``sample_index`` tells repeated samples of the same action
     apart. ``engine`` pins the generation to an engine (default: the run's);
     ``cache`` is this generation's ``CachePolicy`` (default: the state's, then the run's).
+    ``label`` names the node in drawings, the LogDAG and its span
+    (``spangraph.node.label``), shown as given whatever the capture mode; without
+    it the label is ``generate(<class>)``, plus, with content capture on, a short
+    hint from the action's parameters or leading text (never with capture off: it
+    is prompt text). Equal declarations share one node, and the first one's label.
     The thunk can be a part of other components; ``run()`` executes it.
     Options are checked here, so a typo fails where it is written.
     """
@@ -68,4 +76,16 @@ def generate(
     checked = check_options(options, where="generate()") if options else NO_OPTIONS
     if cache is not None and not isinstance(cache, CachePolicy):
         raise TypeError(f"generate(cache=...) takes a CachePolicy, got {type(cache).__name__}")
-    return ModelOutputThunk(GenerationProducer(span, state, checked, sample_index, engine, cache))
+    if label is not None and not isinstance(label, str):
+        raise TypeError(f"generate(label=...) takes a str, got {type(label).__name__}")
+    return ModelOutputThunk(
+        GenerationProducer(
+            span,
+            state=state,
+            options=checked,
+            sample_index=sample_index,
+            engine=engine,
+            cache=cache,
+            given_label=label or None,
+        )
+    )

@@ -8,6 +8,7 @@ import graphviz
 
 from ..tracing._internal import mimebundle as mimebundle
 from ..tracing._internal import render_file as render_file
+from ..tracing._internal import wrap_label
 
 if TYPE_CHECKING:
     from ._compile import SpanGraph
@@ -29,11 +30,7 @@ def graph_to_graphviz(graph: SpanGraph, **graph_attr: str) -> graphviz.Digraph:
         style = info.kind
         if info.kind == "block" and getattr(info.span, "cache", False):
             style = "cached-block"
-        label = info.label
-        if info.kind == "generation":
-            action = getattr(info.span.producer, "action", None)
-            label = f"generate\n{type(action).__name__}"
-        dot.node(info.id[:12], label, **_STYLE.get(style, {}))
+        dot.node(info.id[:12], "\\n".join(wrap_label(info.label)), **_STYLE.get(style, {}))
     for info in graph.nodes():
         for src in info.inputs:
             dot.edge(src[:12], info.id[:12])

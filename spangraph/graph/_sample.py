@@ -21,6 +21,8 @@ class _Shared:
     counter: itertools.count[int] = field(default_factory=itertools.count)
     pending: dict[str, tuple[ModelOutputThunk[Any], float]] = field(default_factory=dict)
     ids: set[str] = field(default_factory=set)
+    #: Each attempt's node id and label, by the id of its thunk (what a judge call links to).
+    attempts: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 class AttemptEngine:
@@ -28,7 +30,10 @@ class AttemptEngine:
 
     It declares each call to the run's event stream as a node of its own,
     under the sampler's node, so every attempt is in the LogDAG; attempts end
-    there once the sampler has validated them.
+    there once the sampler has validated them and chosen one, and their spans
+    say so (``spangraph.validation.passed``, ``spangraph.sample.chosen``,
+    ``spangraph.sample.score``). A judge call (``JudgeQuestion``) is labelled
+    with the attempt it judges, and that attempt is its upstream node.
     """
 
     def __init__(
@@ -77,7 +82,13 @@ class AttemptEngine:
         into._id = node_id
         judge = getattr(attempt_action, "sampling_role", None) == "judge"
         index = getattr(producer, "sample_index", 0)
-        label = "judge" if judge else f"attempt {index}"
+        judged = None
+        if judge:
+            judged = self._shared.attempts.get(id(getattr(attempt_action, "_judged", None)))
+            label = f"judge of {judged[1]}" if judged is not None else "judge"
+        else:
+            label = f"attempt {index}"
+            self._shared.attempts[id(into)] = (node_id, label)
         emit = self._emit
         if emit is not None:
             emit(
@@ -87,6 +98,7 @@ class AttemptEngine:
                     label=label,
                     path=f"{self._path}.attempts[{number}]",
                     parent=self._sampler_id,
+                    upstream=(judged[0],) if judged is not None else (),
                 )
             )
             emit(ev.NodeStarted(node_id))
@@ -103,13 +115,19 @@ class AttemptEngine:
                 self._shared.pending[node_id] = (into, time.perf_counter())
         return into
 
-    def finish(self) -> None:
-        """End the attempts' spans, now that their validation is known."""
+    def finish(self, chosen: ModelOutputThunk[Any] | None) -> None:
+        """End the attempts' spans, now that their validation is known, and which one the
+        sampler chose (``None``: it chose none)."""
         if self._emit is None:
             return
         for node_id, (thunk, ended) in self._shared.pending.items():
             facts = thunk.facts
-            attributes: dict[str, Any] = {sc.SAMPLE_INDEX: facts.sample_index}
+            attributes: dict[str, Any] = {
+                sc.SAMPLE_INDEX: facts.sample_index,
+                sc.SAMPLE_CHOSEN: thunk is chosen,
+            }
+            if facts.score is not None:
+                attributes[sc.SAMPLE_SCORE] = facts.score
             results = facts.validation
             if results is not None:
                 attributes[sc.VALIDATION_PASSED] = all(v.passed for _, v in results)

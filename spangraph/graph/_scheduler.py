@@ -872,11 +872,13 @@ class Scheduler:
         if producer.state is not None:
             engine = producer.state(engine)
         attempts_engine = AttemptEngine(engine, node.id, self.graph.path_of(node.id), self._emit)
+        chosen = None
         try:
             thunks = await producer.sampler(attempts_engine, producer.action)
-            return thunks, (producer.select or producer.sampler.select)(thunks)
+            chosen = (producer.select or producer.sampler.select)(thunks)
+            return thunks, chosen
         finally:
-            attempts_engine.finish()  # the attempts' ends, with their validations
+            attempts_engine.finish(chosen)  # the attempts' ends: validations, the chosen one
 
     def _sampler_done(
         self, node: NodeInfo, sampled: tuple[list[ModelOutputThunk[Any]], Any]

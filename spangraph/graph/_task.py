@@ -24,7 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 from pydantic import BaseModel
 
 from ..nodes import ModelOutputThunk, render_span
-from ..nodes._internal import canonical_json, is_span
+from ..nodes._internal import canonical_json, is_span, value_hint
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,6 +38,8 @@ class TaskProducer:
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
     thread: bool = False
+    #: The user's label for the node (``@task(label=)``): presentation only.
+    given_label: str | None = None
 
     @property
     def kind(self) -> str:
@@ -52,6 +54,15 @@ class TaskProducer:
         """The function's name: it is the node's label on spans, so it names code,
         never arguments (a ``functools.partial``'s repr would quote them)."""
         return _code_name(self.fn)
+
+    def hint(self) -> str | None:
+        """What tells this call apart from the task's other calls: its first scalar
+        argument (content: shown only with capture on, see ``nodes._label``)."""
+        for value in (*self.args, *self.kwargs.values()):
+            hint = value_hint(value)
+            if hint:
+                return hint
+        return None
 
     @property
     def is_async(self) -> bool:
@@ -228,24 +239,36 @@ def task_text(result: Any) -> str:
 class Task:
     """A function that, called, declares a task node and returns its thunk."""
 
-    def __init__(self, fn: Callable[..., Any], *, thread: bool = False) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], *, thread: bool = False, label: str | None = None
+    ) -> None:
         self.fn = fn
         self.thread = thread
+        self.label = label
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> ModelOutputThunk[Any]:
-        return ModelOutputThunk(TaskProducer(self.fn, args, kwargs, self.thread))
+        return ModelOutputThunk(
+            TaskProducer(self.fn, args, kwargs, thread=self.thread, given_label=self.label)
+        )
 
     def __repr__(self) -> str:
         return f"<task {getattr(self.fn, '__qualname__', self.fn)}>"
 
 
-def task(fn: Callable[..., Any] | None = None, *, thread: bool = False) -> Any:
+def task(
+    fn: Callable[..., Any] | None = None, *, thread: bool = False, label: str | None = None
+) -> Any:
     """Make ``fn`` (sync or async) a graph node: calling it declares the node.
 
     ``thread=True`` runs a sync function in a worker thread (for CPU-heavy or
     blocking work); otherwise sync functions run inline in the scheduler.
+    ``label`` names every node of this task in drawings, the LogDAG and spans,
+    whatever the capture mode; without it the label is ``task(<function>)``,
+    plus, with content capture on only, the call's first scalar argument.
     """
+    if label is not None and not isinstance(label, str):
+        raise TypeError(f"task(label=...) takes a str, got {type(label).__name__}")
     if fn is None:
-        return lambda f: Task(f, thread=thread)
-    return Task(fn, thread=thread)
+        return lambda f: Task(f, thread=thread, label=label or None)
+    return Task(fn, thread=thread, label=label or None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..nodes import CBlock, ModelOutputThunk
-from ..nodes._internal import is_span
+from ..nodes._internal import display_label, is_span
 from ..tracing._internal import RunLog, TracedRun
 from ._compile import NodeInfo, SpanGraph
 from ._task import _map_spans, task_text
@@ -27,10 +27,8 @@ class TracedSpanGraph:
         #: ``SpanGraph.path_tail``'s memo for this run (the tail of every frame walked).
         self._tails: dict[int, tuple[str, bool]] = {}
 
-    def label(self, node_id: str) -> str:
-        info = self.nodes[node_id]
-        producer = getattr(info.span, "producer", None)
-        return producer.label if producer is not None else info.label
+    def label(self, node_id: str, captured: bool) -> str:
+        return display_label(self.nodes[node_id].span, captured=captured)
 
     def path_tail(self, node_id: str, limit: int) -> str:
         return self._graph.path_tail(node_id, limit, self._tails)

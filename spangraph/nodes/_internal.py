@@ -12,6 +12,11 @@ from ._component import TEXT_OUTPUT as TEXT_OUTPUT
 from ._copy import fresh_copies as fresh_copies
 from ._digest import canonical_json as canonical_json
 from ._digest import digest as digest
+from ._label import action_hint as action_hint
+from ._label import display_label as display_label
+from ._label import shorten as shorten
+from ._label import structural_part as structural_part
+from ._label import value_hint as value_hint
 from ._span import FAST_RENDERS as FAST_RENDERS
 from ._span import WORK_KINDS as WORK_KINDS
 from ._span import PathTracker as PathTracker
@@ -40,16 +45,21 @@ __all__ = [
     "Producer",
     "SpanIds",
     "StateLike",
+    "action_hint",
     "as_span",
     "cached_id",
     "canonical_json",
     "compose",
     "current_state",
     "digest",
+    "display_label",
     "fresh_copies",
     "is_span",
     "node_kind",
+    "shorten",
     "span_id",
     "span_label",
+    "structural_part",
+    "value_hint",
     "walk_ids",
 ]

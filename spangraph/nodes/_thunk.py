@@ -528,6 +528,9 @@ class GenerationProducer:
     #: This generation's ``CachePolicy`` (``None``: the state's, then the run's).
     #: Not part of the node's identity: it changes where the result comes from, not what it is.
     cache: MemoPolicy | None = None
+    #: The user's label for the node (``generate(label=)``): presentation only, not part
+    #: of its identity (equal declarations share one node, and the first one's label).
+    given_label: str | None = None
 
     @property
     def kind(self) -> str:
@@ -535,7 +538,14 @@ class GenerationProducer:
 
     @property
     def label(self) -> str:
+        """The structural label (span paths, errors): ``generate(<action class>)``."""
         return f"generate({type(self.action).__name__})"
+
+    def hint(self) -> str | None:
+        """What tells this node apart from its siblings (content: see ``_label``)."""
+        from ._label import action_hint
+
+        return action_hint(self.action)
 
     def inputs(self) -> Sequence[Span]:
         prefix = self.state.prefix_spans() if self.state is not None else ()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..nodes import ExecutionState, ModelOutputThunk
-from ..nodes._internal import as_span, current_state
+from ..nodes._internal import action_hint, as_span, current_state
 from ._samplers import Sampler
 
 Select = Callable[[Sequence[ModelOutputThunk[Any]]], ModelOutputThunk[Any]]
@@ -22,6 +22,8 @@ class SamplerProducer:
     select: Select | None = None
     state: ExecutionState | None = None
     engine: Any = None
+    #: The user's label for the node (``sample(label=)``): presentation only.
+    given_label: str | None = None
 
     @property
     def kind(self) -> str:
@@ -30,6 +32,10 @@ class SamplerProducer:
     @property
     def label(self) -> str:
         return f"{type(self.sampler).__name__}({type(self.action).__name__})"
+
+    def hint(self) -> str | None:
+        """What tells this node apart from its siblings (content: see ``nodes._label``)."""
+        return action_hint(self.action)
 
     def inputs(self) -> Sequence[Any]:
         prefix = self.state.prefix_spans() if self.state is not None else ()
@@ -53,10 +59,13 @@ def sample(
     select: Select | None = None,
     state: ExecutionState | None = None,
     engine: Any = None,
+    label: str | None = None,
 ) -> ModelOutputThunk[Any]:
     """Declare a sampler node. Its thunk is the selected result (``select``, else the
-    sampler's own ``select``); ``thunk.attempts`` lists every attempt, each with
-    its ``facts.validation``. The run's scheduler executes it."""
+    sampler's own ``select``); ``thunk.facts.attempts`` lists every attempt, each with
+    its ``facts.validation``. The run's scheduler executes it. ``label`` names the
+    node as ``generate(label=)`` does (default: ``<Sampler>(<class>)``, plus a hint
+    with content capture on)."""
     if not isinstance(sampler, Sampler):
         raise TypeError(f"sample() needs a Sampler, got {type(sampler).__name__}")
     outer = current_state()
@@ -64,5 +73,11 @@ def sample(
         state = outer | state
     elif state is None:
         state = outer
+    if label is not None and not isinstance(label, str):
+        raise TypeError(f"sample(label=...) takes a str, got {type(label).__name__}")
     span = as_span(action, path="sample(action)")
-    return ModelOutputThunk(SamplerProducer(span, sampler, select, state, engine))
+    return ModelOutputThunk(
+        SamplerProducer(
+            span, sampler, select=select, state=state, engine=engine, given_label=label or None
+        )
+    )

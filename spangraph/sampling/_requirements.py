@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from ..engines import InferenceEngine
 from ..nodes import CBlock, Component, ModelOutputThunk, ParseError, Requirement, Span
@@ -38,6 +38,9 @@ class JudgeQuestion(Component[Literal["yes", "no"]]):
     )
     output: Span
     requirement: str
+    #: The attempt being judged (not a field: it changes no prompt and no cache key).
+    #: A sampler's engine view links the judge call to it in the run's LogDAG.
+    _judged: Any = PrivateAttr(default=None)
 
 
 async def validate(
@@ -69,6 +72,7 @@ async def validate(
         return ValidationResult(bool(verdict), None if verdict else requirement.description)
     asked = judge if judge is not None else engine
     question = JudgeQuestion(output=CBlock(text), requirement=requirement.description)
+    question._judged = output
     try:
         answer = await asked.generate(question, options={"temperature": 0.0, "max_tokens": 8})
     except ParseError as exc:

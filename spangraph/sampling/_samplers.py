@@ -264,14 +264,22 @@ class BestOfN(Sampler):
         return [t for t in thunks if t is not None]
 
     async def _score(self, thunk: ModelOutputThunk[Any], engine: Any) -> float:
+        """The sample's score; its ``facts.validation`` records how it was scored: the
+        judge's verdict on the requirement, or the scorer's score (a sample a
+        callable scored passes: BestOfN rejects none, it picks the best)."""
+        facts = thunk.facts
         if isinstance(self.scorer, Requirement):
             verdict = await validate(self.scorer, thunk, engine, judge=self.judge)
-            thunk.facts.validation = [(self.scorer, verdict)]
+            facts.validation, facts.validation_passed = [(self.scorer, verdict)], verdict.passed
             return verdict.score if verdict.score is not None else float(verdict.passed)
         value = self.scorer(thunk.value)
         if inspect.isawaitable(value):
             value = await value
-        return float(value)
+        score = float(value)
+        scored = Requirement(f"Scored by {_name_of(self.scorer)}.")
+        facts.validation = [(scored, ValidationResult(True, None, score))]
+        facts.validation_passed = True
+        return score
 
     def select(self, thunks: Sequence[ModelOutputThunk[Any]]) -> ModelOutputThunk[Any]:
         if not thunks:
@@ -281,6 +289,10 @@ class BestOfN(Sampler):
             if _score(thunk) > _score(best):
                 best = thunk
         return best
+
+
+def _name_of(fn: Any) -> str:
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
 
 
 def _score(thunk: ModelOutputThunk[Any]) -> float:

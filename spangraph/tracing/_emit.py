@@ -12,7 +12,9 @@ Mapping:
   ``spangraph.edge.kind`` (``part``, ``dynamic``, ``retry``, ``sample``); the
   upstream node ids (and edge kinds) are also in ``spangraph.node.upstream``
   (``spangraph.node.upstream_kinds``), since some viewers drop links and the
-  SDK keeps at most 128 links per span;
+  SDK keeps at most 128 links per span, and their span ids (hex, as trace
+  viewers show them; ``""`` for one that has no span yet, e.g. the attempt a
+  judge is judging) in ``spangraph.node.upstream_span_ids``;
 - nodes skipped after a failure → zero-length spans with status ``skipped``.
 
 Spans are created when a node's attempt ends, with the start and end times
@@ -54,10 +56,12 @@ A digest is ``text_digest`` of the text (blake2b, 16 hex digits), so a
 caller who holds the text (an exception, ``Run.failed``) can find its
 span. ``system`` is never in ``spangraph.request.options``: it is part of
 the prompt. Every other attribute is structural in both modes: ids,
-kinds, statuses, counts, engine and model names, numeric options, and
-labels and span paths (class names, function names and part indexes,
-never parameters). No span gets an exception event. Secrets are never
-recorded: engines do not put them in their records.
+kinds, statuses, counts, engine and model names, numeric options, span
+paths (class names, function names and part indexes, never parameters),
+and labels: the user's ``label=``, else structural, with a hint of the
+node's content only with capture on (``nodes._label``). No span gets an
+exception event. Secrets are never recorded: engines do not put them in
+their records.
 """
 
 from __future__ import annotations
@@ -189,7 +193,9 @@ class RunTracer:
     # -- events ------------------------------------------------------------------------
 
     def _facts(self, node_id: str) -> NodeFacts:
-        return self._declared.get(node_id) or NodeFacts.of(self.graph, node_id)
+        return self._declared.get(node_id) or NodeFacts.of(
+            self.graph, node_id, captured=self._text.captured
+        )
 
     def __call__(self, event: ev.Event) -> None:
         handler = _HANDLERS.get(type(event))
@@ -205,7 +211,11 @@ class RunTracer:
 
     def _on_declared(self, event: ev.NodeDeclared) -> None:
         self._declared[event.node_id] = NodeFacts.declared(
-            kind=event.kind, path=event.path, label=event.label, sampler=event.parent
+            kind=event.kind,
+            path=event.path,
+            label=event.label,
+            sampler=event.parent,
+            upstream=event.upstream,
         )
         sampler = event.parent
         if sampler is not None and sampler not in self._span_of_node:
@@ -263,7 +273,7 @@ class RunTracer:
                 self._text.values(attributes, given=given, result=result)
             else:
                 self._text.values(attributes, given=given)
-        links = self._links_of(node_id, facts)
+        links, attributes[sc.NODE_UPSTREAM_SPAN_IDS] = self._links_of(node_id, facts)
         end = self._ns(ended.time)
         start = self._ns(started.time) if started is not None else end
         span = self._span_of_node.pop(node_id, None) if facts.kind == "sampler" else None
@@ -354,20 +364,25 @@ class RunTracer:
                 return self._text.error(attributes, failure)
         return _UNSET
 
-    def _links_of(self, node_id: str, facts: NodeFacts) -> list[Link]:
+    def _links_of(self, node_id: str, facts: NodeFacts) -> tuple[list[Link], tuple[str, ...]]:
         """A link to the span of each upstream node (each that has one by now), and to
-        the attempt this one retries."""
+        the attempt this one retries; and each upstream node's span id (16 hex digits,
+        ``""`` for one without a span yet), in the order of ``facts.upstream``."""
         links: list[Link] = []
+        ids: list[str] = []
         finished = self._links
         for source, edge in zip(facts.upstream, facts.upstream_kinds, strict=True):
             link = finished.get(source)
             if link is not None:
                 links.append(link if edge == "part" else Link(link.context, _edge_attributes(edge)))
+                ids.append(f"{link.context.span_id:016x}")
+            else:
+                ids.append("")
         if self._previous:
             retried = self._previous.get(node_id)
             if retried is not None:
                 links.append(retried)
-        return links
+        return links, tuple(ids)
 
     def _base(self, kind: str) -> dict[str, Any]:
         """The attributes every span of a node of ``kind`` starts from (made once)."""

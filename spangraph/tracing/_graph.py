@@ -6,8 +6,10 @@ over the compiled ``SpanGraph``. Once per span, when the node's attempt has
 ended (so the spans a task returned are known), ``NodeFacts.of`` reads from
 it what the span states about its node:
 
-- ``kind`` and ``label`` (a generation's label is its producer's, e.g. the
-  component's class name: structural, never a parameter);
+- ``kind`` and ``label``: the user's ``label=``, else the producer's
+  structural label (``generate(Answer)``), with a hint of the node's content
+  (a parameter, the first words of its leading text) only when the run
+  captures content (``nodes._label``);
 - ``path``, the end of the node's span path (``TRACE_PATH_CHARS``);
 - ``upstream``, the nearest *executed* nodes above it (generations, tasks,
   samplers: the nodes that have spans), reached through the pure nodes in
@@ -77,8 +79,9 @@ class TracedGraph(Protocol):
     def nodes(self) -> Mapping[str, GraphNode]:
         """Every node by id; it grows as the run adds the spans a task returns."""
 
-    def label(self, node_id: str) -> str:
-        """The label of an executed node's span (its producer's)."""
+    def label(self, node_id: str, captured: bool) -> str:
+        """The label of an executed node's span; ``captured``: the run captures content,
+        so the label may carry a hint of it."""
 
     def path_tail(self, node_id: str, limit: int) -> str:
         """The end of the node's span path: at most ``limit`` characters after ``…``,
@@ -110,8 +113,8 @@ class NodeFacts:
     sampler: str | None = None
 
     @classmethod
-    def of(cls, graph: TracedGraph, node_id: str) -> NodeFacts:
-        """The facts of a node of ``graph``."""
+    def of(cls, graph: TracedGraph, node_id: str, *, captured: bool = False) -> NodeFacts:
+        """The facts of a node of ``graph`` (``captured``: the run captures content)."""
         nodes = graph.nodes
         node = nodes[node_id]
         ids = None if node.dynamic_inputs else _producers(nodes, node.inputs)
@@ -122,17 +125,31 @@ class NodeFacts:
         return cls(
             kind=node.kind,
             path=graph.path_tail(node_id, TRACE_PATH_CHARS),
-            label=graph.label(node_id),
+            label=graph.label(node_id, captured),
             upstream=ids,
             upstream_kinds=kinds,
         )
 
     @classmethod
-    def declared(cls, *, kind: str, path: str, label: str, sampler: str | None) -> NodeFacts:
+    def declared(
+        cls,
+        *,
+        kind: str,
+        path: str,
+        label: str,
+        sampler: str | None,
+        upstream: tuple[str, ...] = (),
+    ) -> NodeFacts:
         """The facts of a node that is not in the graph (a sampler's attempt, a judge
-        call: ``NodeDeclared``): no upstream of its own; its sampler's span is its parent."""
+        call: ``NodeDeclared``); its sampler's span is its parent. Its upstream is what
+        it declared (a judge call's: the attempt it judges, a ``judge`` edge)."""
         return cls(
-            kind=kind, path=path, label=label, upstream=(), upstream_kinds=(), sampler=sampler
+            kind=kind,
+            path=path,
+            label=label,
+            upstream=upstream,
+            upstream_kinds=("judge",) * len(upstream),
+            sampler=sampler,
         )
 
 

@@ -12,6 +12,7 @@ from . import _semconv as semconv
 from ._emit import capture_mode as capture_mode
 from ._render import mimebundle as mimebundle
 from ._render import render_file as render_file
+from ._render import wrap_label as wrap_label
 from ._traced_run import RunLog as RunLog
 from ._traced_run import TracedRun as TracedRun
 
@@ -22,4 +23,5 @@ __all__ = [
     "mimebundle",
     "render_file",
     "semconv",
+    "wrap_label",
 ]

@@ -123,7 +123,8 @@ class LogNode:
 @dataclass(frozen=True)
 class LogEdge:
     """An edge of the run's DAG, ``source`` to ``target`` (span ids); ``kind`` is
-    ``"part"``, ``"dynamic"``, ``"retry"`` or ``"sample"`` (a sampler to an attempt)."""
+    ``"part"``, ``"dynamic"``, ``"retry"``, ``"sample"`` (a sampler to an attempt) or
+    ``"judge"`` (an attempt to the judge call that judged it)."""
 
     source: str  # span id of the upstream node
     target: str
@@ -299,16 +300,40 @@ class LogDAG:
 
     # -- rendering ---------------------------------------------------------------------
 
-    def to_graphviz(self, **style: Any) -> Any:
-        from ._render import logdag_to_graphviz
+    def to_graphviz(
+        self,
+        *,
+        timings: bool = True,
+        collapse: int | None = None,
+        rankdir: str = "LR",
+        critical_path: bool = True,
+        legend: bool = True,
+    ) -> Any:
+        """The drawing as a ``graphviz.Digraph``: ``timings`` (durations in labels),
+        ``collapse`` (sibling groups larger than this are one node; default
+        ``COLLAPSE_THRESHOLD``), ``rankdir``, ``critical_path`` (highlight it),
+        ``legend`` (a key to the styles used)."""
+        from ._render import COLLAPSE_THRESHOLD, logdag_to_graphviz
 
-        return logdag_to_graphviz(self, **style)
+        return logdag_to_graphviz(
+            self,
+            timings=timings,
+            collapse=COLLAPSE_THRESHOLD if collapse is None else collapse,
+            rankdir=rankdir,
+            critical_path=critical_path,
+            legend=legend,
+        )
 
-    def render(self, path: str | os.PathLike[str], format: str = "svg") -> pathlib.Path:
-        """Draw to ``path`` (svg, png or pdf); without graphviz's ``dot``, write DOT source."""
+    def render(
+        self, path: str | os.PathLike[str], format: str | None = None, *, legend: bool = True
+    ) -> pathlib.Path:
+        """Draw the run to ``path`` and return the path written. ``format``: ``svg``,
+        ``png``, ``pdf`` or ``dot`` (DOT source); by default the path's suffix says
+        (else ``svg``). Without graphviz's ``dot`` program, the DOT source is written
+        beside ``path`` (``.dot``) instead. ``legend``: a key to the styles used."""
         from ._render import render_file
 
-        return render_file(self.to_graphviz(), pathlib.Path(path), format)
+        return render_file(self.to_graphviz(legend=legend), pathlib.Path(path), format)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         from ._render import mimebundle

@@ -64,6 +64,7 @@ NODE_LABEL = "spangraph.node.label"
 NODE_STATUS = "spangraph.node.status"
 NODE_UPSTREAM = "spangraph.node.upstream"
 NODE_UPSTREAM_KINDS = "spangraph.node.upstream_kinds"
+NODE_UPSTREAM_SPAN_IDS = "spangraph.node.upstream_span_ids"
 NODE_ATTEMPT = "spangraph.node.attempt"
 SPAN_PATH = "spangraph.span.path"
 CACHE_HIT = "spangraph.cache.hit"
@@ -71,6 +72,8 @@ EDGE_KIND = "spangraph.edge.kind"
 OPTIONS = "spangraph.request.options"
 VALIDATION_PASSED = "spangraph.validation.passed"
 SAMPLE_INDEX = "spangraph.sample.index"
+SAMPLE_CHOSEN = "spangraph.sample.chosen"
+SAMPLE_SCORE = "spangraph.sample.score"
 
 # Free text (see ``_text``): with content capture off, an attribute ``X`` that would
 # hold free text is left out, and ``X_length`` (characters) and ``X_digest`` stand in

@@ -8,9 +8,11 @@ a pydantic ``ValidationError`` its input, a task's own error anything) and
 skip reasons built from them. *Structural* text is made of the program's
 shape and nothing else: ids, kinds, statuses, class names and function
 names, span paths (class names and part indexes), engine and model names,
-option names and numeric option values, error type names. Labels and span
-paths on spans are structural by construction (``TaskProducer.name`` names
-the function, never its arguments).
+option names and numeric option values, error type names. Span paths on
+spans are structural by construction (``TaskProducer.name`` names the
+function, never its arguments); so are labels with capture off (with it
+on, a label may carry a short hint of the node's content: ``nodes._label``),
+except a label the user gave (``label=``), which is theirs and always shown.
 
 A run decides once, from its capture mode (``capture_mode()``), how its
 spans carry free text, and every span attribute and status that could hold

@@ -270,10 +270,16 @@ def test_sampler_node_in_a_graph_and_its_logdag() -> None:
     sample_edges = [e for e in dag.edges if e.kind == "sample" and e.source == sampler_node.key]
     assert len(sample_edges) == len(attempts) >= 2
     labelled = [n for n in attempts if n.label.startswith("attempt")]
-    judges = [n for n in attempts if n.label == "judge"]
+    judges = [n for n in attempts if n.label.startswith("judge of attempt ")]
     assert len(labelled) == len(chosen.attempts) and judges
     assert all("spangraph.validation.passed" in n.attributes for n in labelled)
     assert all(n.kind == "generation" for n in judges)
+    # Each judge call is linked to the attempt it judged, and labelled with it.
+    by_key = dag.nodes
+    judged = {e.target: by_key[e.source] for e in dag.edges if e.kind == "judge"}
+    assert set(judged) == {n.key for n in judges}
+    for judge in judges:
+        assert judge.label == f"judge of {judged[judge.key].label}"
 
 
 def test_a_sampler_downstream_of_a_failure_is_reported_skipped() -> None:
