@@ -1,5 +1,6 @@
 """The conventions spangraph's spans follow, pinned: each attribute a span may carry
-that is not spangraph's own (``spangraph.*``), with its type and the spans that carry it.
+that is not spangraph's own (``spangraph.*``), with its type and the spans that carry it
+(``TABLE``); and spangraph's own attributes, the same way (``OWN``).
 
 Sources, read when this table was written:
 
@@ -14,8 +15,8 @@ Sources, read when this table was written:
 
 Span sorts: ``run`` (the run span), ``inference`` (a generation's attempt that reached
 the engine: ``done``, ``failed`` or ``retried``), ``task`` and ``sampler``. A skipped or
-cancelled generation never reached its engine: its span is none of these, and carries
-no ``gen_ai.*`` attribute.
+cancelled generation never reached its engine: its span is none of these (``unrun``),
+and carries no ``gen_ai.*`` attribute.
 
 Presence:
 
@@ -78,6 +79,45 @@ TABLE: dict[str, Convention] = {
         Convention("input.mime_type", "string", WITH_IO, "opt-in"),
         Convention("output.value", "string", WITH_IO, "opt-in"),
         Convention("output.mime_type", "string", WITH_IO, "opt-in"),
+    )
+}
+
+UNRUN = frozenset({"unrun"})
+NODES = frozenset({"inference", "task", "sampler"}) | UNRUN
+
+#: spangraph's own attributes (``spangraph/tracing/_semconv.py``; ``_emit`` says what
+#: each means). Content (``opt-in``) has a ``_length`` and ``_digest`` stand-in with
+#: capture off.
+OWN: dict[str, Convention] = {
+    c.name: c
+    for c in (
+        Convention("spangraph.run.id", "string", ALL | UNRUN, "required"),
+        Convention("spangraph.node.kind", "string", ALL | UNRUN, "required"),
+        Convention("spangraph.node.status", "string", ALL | UNRUN, "required"),
+        Convention("spangraph.node.id", "string", NODES, "required"),
+        Convention("spangraph.node.label", "string", NODES, "required"),
+        Convention("spangraph.node.attempt", "int", NODES, "required"),
+        Convention("spangraph.span.path", "string", NODES, "required"),
+        Convention("spangraph.cache.hit", "boolean", NODES, "required"),
+        # The nearest executed nodes upstream: their node ids, edge kinds, and span ids
+        # (16 hex digits; "" for one without a span yet), in one order.
+        Convention("spangraph.node.upstream", "string[]", NODES, "required"),
+        Convention("spangraph.node.upstream_kinds", "string[]", NODES, "required"),
+        Convention("spangraph.node.upstream_span_ids", "string[]", NODES, "required"),
+        Convention("spangraph.request.options", "string", INFERENCE, "required"),
+        # A sampler's attempts.
+        Convention("spangraph.sample.index", "int", INFERENCE, "recommended"),
+        Convention("spangraph.sample.chosen", "boolean", INFERENCE, "recommended"),
+        Convention("spangraph.sample.score", "double", INFERENCE, "recommended"),
+        Convention("spangraph.validation.passed", "boolean", INFERENCE, "recommended"),
+        Convention("spangraph.validation.reason", "string", INFERENCE, "opt-in"),
+        Convention("spangraph.validation.reason_length", "int", INFERENCE, "recommended"),
+        Convention("spangraph.validation.reason_digest", "string", INFERENCE, "recommended"),
+        # Errors and skips.
+        Convention("spangraph.error.message", "string", ALL | UNRUN, "opt-in"),
+        Convention("spangraph.error.message_length", "int", ALL | UNRUN, "recommended"),
+        Convention("spangraph.error.message_digest", "string", ALL | UNRUN, "recommended"),
+        Convention("spangraph.skip.reason", "string", NODES, "recommended"),
     )
 }
 

@@ -23,7 +23,7 @@ from spangraph.tracing import LogDAG, SpanRecord
 from spangraph.tracing import _provider as provider_module
 from spangraph.tracing import _semconv as sc
 
-from .semconv_table import TABLE, VALUES
+from .semconv_table import OWN, TABLE, VALUES
 from .workflow import program, scripted_reply
 
 CAPTURE = pytest.mark.parametrize("captured", [False, True], ids=["capture-off", "capture-on"])
@@ -77,15 +77,15 @@ def check_against_table(spans: list[ReadableSpan], captured: bool) -> dict[str, 
         attributes = dict(span.attributes or {})
         sort = sort_of(attributes)
         by_sort.setdefault(str(sort), []).append(span)
+        own_sort = sort or "unrun"
         for name, value in attributes.items():
-            if name.startswith("spangraph."):
-                continue
-            where = f"{span.name!r} ({sort}): {name}"
-            convention = TABLE.get(name)
+            own = name.startswith("spangraph.")
+            where = f"{span.name!r} ({own_sort if own else sort}): {name}"
+            convention = (OWN if own else TABLE).get(name)
             if convention is None:
                 problems.append(f"{where} is not in the table")
                 continue
-            if sort not in convention.sorts:
+            if (own_sort if own else sort) not in convention.sorts:
                 problems.append(f"{where} is not carried by {sort} spans")
             if type_of(value) != convention.type:
                 problems.append(f"{where} is {type_of(value)}, not {convention.type}")
@@ -98,6 +98,14 @@ def check_against_table(spans: list[ReadableSpan], captured: bool) -> dict[str, 
             for c in TABLE.values()
             if c.presence == "required" and sort in c.sorts and c.name not in attributes
         )
+        problems.extend(
+            f"{span.name!r} ({own_sort}) lacks {c.name}"
+            for c in OWN.values()
+            if c.presence == "required" and own_sort in c.sorts and c.name not in attributes
+        )
+        ids = attributes.get(sc.NODE_UPSTREAM_SPAN_IDS)
+        if ids is not None and len(ids) != len(attributes[sc.NODE_UPSTREAM]):
+            problems.append(f"{span.name!r}: upstream_span_ids is not one per upstream node")
     assert problems == []
     return by_sort
 
