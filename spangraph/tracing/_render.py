@@ -169,9 +169,13 @@ def _legend(dot: graphviz.Digraph, used: set[str]) -> None:
             )
         )
     if "cache hit" in used:
-        rows.append(_legend_row('BORDER="1"', "✓", "cache hit: output from the span cache"))
+        rows.append(
+            _legend_row('BORDER="1"', "✓", "cache hit (double outline): output from the span cache")
+        )
     if "kv" in used:
-        rows.append(_legend_row('BORDER="1"', "KV", "KV n tok: prompt tokens reused (prefix)"))
+        rows.append(
+            _legend_row('BORDER="1"', "KV", "KV n tok: prompt tokens reused from a cached prefix")
+        )
     if "critical" in used:
         rows.append(
             _legend_row(
