@@ -53,7 +53,9 @@ def test_llm_judged_requirement_verdict_is_in_the_trace(llama: Any) -> None:
     assert verdict.reason is not None and verdict.reason.startswith("judge: ")
     dag = result.log
     assert dag is not None
-    judges = [n for n in dag.nodes.values() if n.label == "judge"]
+    judges = [n for n in dag.nodes.values() if n.label == "judge of attempt 0"]
     assert len(judges) == 1 and judges[0].input_tokens > 0
     attempt = next(n for n in dag.nodes.values() if n.label.startswith("attempt"))
     assert attempt.attributes["spangraph.validation.passed"] is verdict.passed
+    judged = [e.source for e in dag.edges if e.kind == "judge" and e.target == judges[0].key]
+    assert judged == [attempt.key]
