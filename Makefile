@@ -10,7 +10,7 @@ setup: $(STAMP) graphviz
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,openai,dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,openai,dev,notebook]'
 	@touch $(STAMP)
 
 # Arize Phoenix, the trace viewer of the live viewer test (the viewer extra). It is big

@@ -1,8 +1,10 @@
 """A progress bar that listens to the run's events (tqdm).
 
-tqdm rather than rich: ``tqdm.auto`` picks a notebook widget or a terminal
-bar by itself, it is a small pure-Python dependency, and it writes to
-stderr, leaving the program's own output alone.
+tqdm rather than rich: it has a notebook widget and a terminal bar, it is a
+small pure-Python dependency, and it writes to stderr, leaving the
+program's own output alone. In a notebook the widget needs ipywidgets (the
+``notebook`` extra); without it, the text bar is used, rather than
+``tqdm.auto``'s fallback, which warns "IProgress not found" in every run.
 """
 
 from __future__ import annotations
@@ -33,13 +35,29 @@ def _in_notebook() -> bool:
     return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
 
 
+def _bar_class() -> Any:
+    """tqdm's notebook widget in a notebook that has ipywidgets, else its text bar."""
+    if _in_notebook():
+        try:
+            import ipywidgets  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            from tqdm.notebook import tqdm as widget
+
+            return widget
+    from tqdm.std import tqdm as text
+
+    return text
+
+
 class ProgressBar:
     """Counts generation and task nodes: done / total, and running generations."""
 
     def __init__(self, bus: ev.EventBus, *, desc: str = "spangraph") -> None:
-        from tqdm.auto import tqdm
-
-        self._bar: Any = tqdm(total=0, desc=desc, unit="node", leave=True, dynamic_ncols=True)
+        self._bar: Any = _bar_class()(
+            total=0, desc=desc, unit="node", leave=True, dynamic_ncols=True
+        )
         self._kinds: dict[str, str] = {}
         self._running: set[str] = set()
         self._unsubscribe = bus.subscribe(self._on_event)
