@@ -61,7 +61,8 @@ def generate(
     (``spangraph.node.label``), shown as given whatever the capture mode; without
     it the label is ``generate(<class>)``, plus, with content capture on, a short
     hint from the action's parameters or leading text (never with capture off: it
-    is prompt text). Equal declarations share one node, and the first one's label.
+    is prompt text). Equal declarations share one node, with the label of the first
+    one ``compile()`` meets.
     The thunk can be a part of other components; ``run()`` executes it.
     Options are checked here, so a typo fails where it is written.
     """
