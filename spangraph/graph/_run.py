@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import threading
 import time
 import warnings
@@ -24,7 +25,7 @@ from ..engines import InferenceEngine
 from ..nodes import ThunkState
 from ..nodes._internal import WORK_KINDS
 from ..tracing import LogDAG
-from ..tracing._internal import RunLog, TracedRun
+from ..tracing._internal import RunLog, TracedRun, mimebundle
 from ._compile import CANCELLED, DONE, FAILED, SKIPPED, SpanGraph, compile
 from ._errors import NodeFailedError
 from ._gcfreeze import gc_scope
@@ -111,6 +112,19 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<Run {self.summary()}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """In a notebook: the summary above the LogDAG's drawing (HTML), the drawing
+        alone (SVG), and the summary as text; only text without a trace or graphviz."""
+        bundle = {"text/plain": repr(self)}
+        log = self.log
+        if log is None:
+            return bundle
+        svg = mimebundle(log.to_graphviz()).get("image/svg+xml")
+        if svg is not None:
+            bundle["image/svg+xml"] = svg
+            bundle["text/html"] = f"<p><code>{html.escape(self.summary())}</code></p>{svg}"
+        return bundle
 
 
 def _graph_of(roots: Sequence[Any]) -> SpanGraph:

@@ -436,3 +436,14 @@ def test_the_demo_uses_only_public_names() -> None:
 def _line_of(source: str, key: str) -> str:
     (line,) = [line for line in source.splitlines() if line.strip().startswith(f"n_{key} [")]
     return line
+
+
+def test_a_run_shows_its_summary_and_drawing_in_a_notebook(tmp_path: pathlib.Path) -> None:
+    result = run(demo_shaped(), engine=ScriptedEngine(lambda r: REPLY), progress=False)
+    bundle = result._repr_mimebundle_()
+    assert bundle["text/plain"] == repr(result)
+    if shutil.which("dot") is not None:
+        assert bundle["image/svg+xml"].lstrip().startswith(("<?xml", "<svg", "<!DOCTYPE"))
+        assert result.summary() in bundle["text/html"] and "<svg" in bundle["text/html"]
+    untraced = run(generate(CBlock("x")), engine=ScriptedEngine("y"), trace=False, progress=False)
+    assert set(untraced._repr_mimebundle_()) == {"text/plain"}
