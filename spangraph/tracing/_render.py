@@ -154,6 +154,15 @@ _LEGEND_FILLS = (
 )
 
 
+#: What a dashed edge of each kind means (a solid edge is a data part).
+_DASHED = {
+    "sample": "sampler to its attempt",
+    "judge": "attempt to its judge",
+    "retry": "failed attempt to its retry",
+    "dynamic": "task to the spans it returned",
+}
+
+
 def _legend(dot: graphviz.Digraph, used: set[str]) -> None:
     """A legend node (an HTML table) with an entry for each style the drawing uses."""
     rows = []
@@ -182,12 +191,9 @@ def _legend(dot: graphviz.Digraph, used: set[str]) -> None:
                 f'BORDER="3" COLOR="{CRITICAL_COLOUR}"', "", "critical path (longest chain)"
             )
         )
-    if "dashed" in used:
-        rows.append(
-            _legend_row(
-                'BORDER="0"', "- - ›", "sampler to attempt, attempt to its judge, retry, dynamic"
-            )
-        )
+    kinds = [text for kind, text in _DASHED.items() if f"edge:{kind}" in used]
+    if kinds:
+        rows.append(_legend_row('BORDER="0"', "- - ›", "; ".join(kinds)))
     if "ellipse" in used:
         rows.append(_legend_row('BORDER="0"', "( )", "generation (box: task, sampler)"))
     if not rows:
@@ -321,7 +327,7 @@ def logdag_to_graphviz(
         if e.kind != "part":
             attrs["label"] = e.kind
             attrs["style"] = "dashed"
-            used.add("dashed")
+            used.add(f"edge:{e.kind}")
         dot.edge(a, b, **attrs)
     if legend:
         _legend(dot, used)
