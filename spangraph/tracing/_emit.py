@@ -119,7 +119,8 @@ class RunTracer:
     State, per node id: ``_starts`` holds the start event of each attempt under
     way, ``_records`` the generation record of such an attempt, ``_links`` the
     span of each finished node as a ``part`` link (one ``Link`` per span,
-    shared by all its users: links are immutable), ``_previous`` the span of
+    shared by all its users: links are immutable) and ``_hex_ids`` its span id
+    in hex (formatted once, however many users it has), ``_previous`` the span of
     an attempt that was retried, and ``_declared`` the facts of the nodes that
     are not in the graph (a sampler's attempts). Each span's attributes are a
     copy of a base dict made once per run and node kind (and, for
@@ -144,6 +145,8 @@ class RunTracer:
     _starts: dict[str, ev.NodeStarted] = field(default_factory=dict)
     _records: dict[str, ev.GenerationRecord] = field(default_factory=dict)
     _links: dict[str, Link] = field(default_factory=dict)
+    #: The span id of each of those spans, as 16 hex digits (``upstream_span_ids``).
+    _hex_ids: dict[str, str] = field(default_factory=dict)
     _previous: dict[str, Link] = field(default_factory=dict)
     _span_of_node: dict[str, Any] = field(default_factory=dict)
     _declared: dict[str, NodeFacts] = field(default_factory=dict)
@@ -307,6 +310,7 @@ class RunTracer:
             self._previous[node_id] = Link(link.context, _RETRY)
         else:
             self._links[node_id] = link
+            self._hex_ids[node_id] = f"{link.context.span_id:016x}"
             if self._previous:
                 self._previous.pop(node_id, None)
 
@@ -370,12 +374,12 @@ class RunTracer:
         ``""`` for one without a span yet), in the order of ``facts.upstream``."""
         links: list[Link] = []
         ids: list[str] = []
-        finished = self._links
+        finished, hex_ids = self._links, self._hex_ids
         for source, edge in zip(facts.upstream, facts.upstream_kinds, strict=True):
             link = finished.get(source)
             if link is not None:
                 links.append(link if edge == "part" else Link(link.context, _edge_attributes(edge)))
-                ids.append(f"{link.context.span_id:016x}")
+                ids.append(hex_ids[source])
             else:
                 ids.append("")
         if self._previous:
