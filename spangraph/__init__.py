@@ -16,6 +16,7 @@ from .graph import RetryPolicy as RetryPolicy
 from .graph import Run as Run
 from .graph import SpanGraph as SpanGraph
 from .graph import arun as arun
+from .graph import ask as ask
 from .graph import compile as compile
 from .graph import generate as generate
 from .graph import run as run
@@ -57,6 +58,7 @@ __all__ = [
     "SpanGraph",
     "ThunkState",
     "arun",
+    "ask",
     "compile",
     "generate",
     "options",

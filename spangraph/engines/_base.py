@@ -651,18 +651,22 @@ def declare(
 
 
 def _as_user(prompt: Prompt) -> Prompt:
-    """After a chat history, the action is the user's turn (and then the assistant's)."""
-    segments = [
-        s if s.role else Segment(s.text, s.span_id, s.cache, "user", s.label)
-        for s in prompt.segments
-    ]
-    if not segments:
+    """After a chat history, the action is the user's turn, then the assistant's.
+
+    An action with roles of its own (a ``Message``) keeps them and its own labels;
+    the segments of one without roles (plain text, a component) become the user's
+    turn, labelled ``user:`` once. Either way the prompt ends with the assistant's
+    label, which completion-mode engines show and chat templates replace.
+    """
+    if not prompt.segments:
         return prompt
-    owner = segments[0].span_id
-    return Prompt(
-        (
+    owner = prompt.segments[0].span_id
+    if prompt.is_chat:
+        turn = prompt.segments
+    else:
+        turn = (
             Segment("user: ", owner, role="user", label=True),
-            *segments,
-            Segment("\nassistant:", owner, role="user", label=True),
+            *(s._replace(role="user") for s in prompt.segments),
+            Segment("\n", owner, role="user", label=True),
         )
-    )
+    return Prompt((*turn, Segment("assistant:", owner, role="assistant", label=True)))

@@ -44,7 +44,7 @@ import anyio.to_thread
 
 from ..cache import KVPrefixStore
 from ..cache._internal import prefix_key, private_dir
-from ..nodes import Timings, Usage
+from ..nodes import ChatTurn, Prompt, Segment, Timings, Usage
 from ._base import InferenceEngine
 from ._errors import (
     ContextLengthError,
@@ -54,7 +54,13 @@ from ._errors import (
     SpangraphHomeError,
     TransientEngineError,
 )
-from ._models import DEFAULT_MODEL, packaged_model, place_model, verify_model
+from ._models import (
+    DEFAULT_MODEL,
+    has_chat_template,
+    packaged_model,
+    place_model,
+    verify_model,
+)
 from ._options import EXTRA_PREFIX
 from ._schema import compact_schema
 from ._secret import Secret
@@ -64,6 +70,8 @@ if TYPE_CHECKING:
     from ._openai import OpenAIEngine
 
 DEFAULT_MAX_TOKENS = 256
+#: Marks where a chat's cached prefix ends while the chat template renders it.
+_PREFIX_END = "\x00spangraph:prefix-end\x00"
 #: The environment variable naming spangraph's folder (models, KV slot files).
 HOME_VARIABLE = "SPANGRAPH_HOME"
 
@@ -340,12 +348,19 @@ class LlamaCppEngine(InferenceEngine):
                 f"GGUF file's path (model_path={os.fspath(model_path)!r}), not both"
             )
         if model_path is None:
-            path, digest = place_model(packaged_model(model or DEFAULT_MODEL), self.home / "models")
+            packaged = packaged_model(model or DEFAULT_MODEL)
+            path, digest = place_model(packaged, self.home / "models")
+            chat_template = packaged.chat
         else:
             path = pathlib.Path(model_path).expanduser().resolve()
             digest = verify_model(path, sha256)
+            chat_template = has_chat_template(path)
         self.model_path = path
         self.model_sha256 = digest
+        #: Whether the model has its own chat template: chats (prompts with roles) then
+        #: go through it (llama.cpp's ``/apply-template``); otherwise they are plain
+        #: transcripts (``user: ...`` / ``assistant:``) that stop at the next role label.
+        self.chat_template = chat_template
         self.max_concurrency = n_parallel
         self.config = LlamaConfig(
             str(path),
@@ -501,6 +516,10 @@ class LlamaCppEngine(InferenceEngine):
 
     def _payload(self, request: Request) -> dict[str, Any]:
         payload: dict[str, Any] = {"prompt": request.text, "cache_prompt": self.kv_cache}
+        if not self.chat_template and "stop" not in request.options:
+            stops = request.transcript_stops()
+            if stops:
+                payload["stop"] = stops
         for name, value in request.options.items():
             if name.startswith(EXTRA_PREFIX):
                 payload[name[len(EXTRA_PREFIX) :]] = value
@@ -510,9 +529,34 @@ class LlamaCppEngine(InferenceEngine):
             payload["json_schema"] = compact_schema(request.schema)
         return payload
 
+    def _chat_prompt(self, shared: _Shared, request: Request) -> tuple[str, str | None]:
+        """A chat's prompt through the model's own chat template (llama.cpp's
+        ``/apply-template``), and the start of it that the cached prefix covers
+        (``None``: no cached prefix, or the template does not keep it whole).
+
+        The template renders the messages once, with a marker where the cached
+        prefix ends; what comes before the marker is what a slot prefills and saves.
+        A template that reorders or drops text there only costs the reuse: llama.cpp
+        compares tokens, so a restored state never changes an output.
+        """
+        segments = request.prompt.segments
+        cut = len(request.prompt.cached_prefix()) if request.prefix is not None else 0
+        if cut:
+            marker = Segment(_PREFIX_END, "", role=segments[cut - 1].role)
+            segments = (*segments[:cut], marker, *segments[cut:])
+        turns = Prompt(segments).as_messages()
+        if request.system:
+            turns = [ChatTurn("system", request.system), *turns]
+        messages = [{"role": turn.role, "content": turn.content} for turn in turns]
+        text = str(shared.http("/apply-template", {"messages": messages})["prompt"])
+        before, found, after = text.partition(_PREFIX_END)
+        if not found or not before or _PREFIX_END in after:
+            return text.replace(_PREFIX_END, ""), None
+        return before + after, before
+
     def _check_context(self, shared: _Shared, request: Request, payload: Mapping[str, Any]) -> None:
         """Refuse a prompt that cannot fit its slot, before spending time on it."""
-        text = request.text
+        text = str(payload["prompt"])
         limit = shared.slot_ctx
         # A token covers at least one byte, so a short prompt cannot overflow.
         if len(text.encode()) + 2 < limit:
@@ -536,6 +580,11 @@ class LlamaCppEngine(InferenceEngine):
         """Run one request in this (worker) thread. llama.cpp streams to a callback
         whatever the request, so the call can be stopped between tokens."""
         shared = self.shared()
+        prefix = request.prefix
+        if self.chat_template and request.prompt.is_chat:
+            text, prefix_text = self._chat_prompt(shared, request)
+            payload = {**payload, "prompt": text}
+            prefix = prefix._replace(text=prefix_text) if prefix and prefix_text else None
         self._check_context(shared, request, payload)
         parts: list[str] = []
         final: dict[str, Any] = {}
@@ -567,7 +616,6 @@ class LlamaCppEngine(InferenceEngine):
                 return True
 
         shared.used = True
-        prefix = request.prefix
         slot = shared.slots.acquire(prefix.digest if prefix else None)
         holds = shared.slots.holds[slot]
         warmed, warm_ms = 0, 0.0

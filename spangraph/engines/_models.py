@@ -26,6 +26,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import mmap
 import os
 import pathlib
 import tempfile
@@ -218,6 +219,20 @@ def verify_model(path: pathlib.Path, sha256: str | None) -> str:
 #: A GGUF file starts with these bytes, then its version (4 bytes), tensor and key counts (8 each).
 GGUF_MAGIC = b"GGUF"
 _GGUF_HEADER_BYTES = 24
+
+
+#: The GGUF metadata key of a model's chat template.
+CHAT_TEMPLATE_KEY = b"tokenizer.chat_template"
+#: How far into a file the metadata (which comes before the tensors) is looked for.
+_METADATA_BYTES = 256 * 2**20
+
+
+def has_chat_template(path: pathlib.Path) -> bool:
+    """Whether a GGUF file names a chat template in its metadata: its key is looked
+    for in the file's first 256 MB, where a GGUF file keeps its metadata (reading the
+    metadata through a parser costs seconds on a large vocabulary)."""
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        return view.find(CHAT_TEMPLATE_KEY, 0, _METADATA_BYTES) >= 0
 
 
 def check_gguf(path: pathlib.Path) -> None:

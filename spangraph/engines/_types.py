@@ -90,6 +90,16 @@ class Request:
                 return f"{system}\n\n{self.prompt.text}"
         return self.prompt.text
 
+    def transcript_stops(self) -> list[str]:
+        """Where a chat rendered as a plain transcript (``user: ...`` lines, for a model
+        with no chat template) stops: at the next role label, ``"\\n<role>:"`` for
+        each role in it and the user's and assistant's. Empty when the prompt is not a
+        chat."""
+        roles = {seg.role for seg in self.prompt.segments if seg.role}
+        if not roles:
+            return []
+        return [f"\n{role}:" for role in sorted(roles | {"user", "assistant"})]
+
     def messages(self) -> list[ChatTurn]:
         """The prompt as chat turns (chat mode), the system message first."""
         turns = self.prompt.as_messages()

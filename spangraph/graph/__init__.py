@@ -2,6 +2,7 @@
 
 from ._compile import SpanGraph as SpanGraph
 from ._compile import compile as compile
+from ._declare import ask as ask
 from ._declare import generate as generate
 from ._errors import NodeFailedError as NodeFailedError
 from ._policy import RetryPolicy as RetryPolicy
@@ -25,6 +26,7 @@ __all__ = [
     "SpanGraph",
     "Task",
     "arun",
+    "ask",
     "compile",
     "freeze_gc",
     "generate",
