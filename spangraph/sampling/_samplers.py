@@ -222,14 +222,11 @@ class RejectionSampler(Sampler):
                     update={"description": CBlock(f"{description}\n\n{note}")}
                 ), None
             return Instruction(description=CBlock(note), grounding=[original]), None
-        history = (
-            state
-            if isinstance(state, ChatHistory)
-            else ChatHistory(messages=[Message(role="user", content=current)])
-        )
-        if isinstance(state, ChatHistory):
-            history = history.append("user", current)
-        history = history.append("assistant", CBlock(thunk.value))
+        # The attempt's action is the user's turn (a message already is one), then
+        # the attempt's answer, then the note: the chat rendering of any generation.
+        turn = current if isinstance(current, Message) else Message(role="user", content=current)
+        before = state.messages if isinstance(state, ChatHistory) else []
+        history = ChatHistory(messages=[*before, turn]).append("assistant", CBlock(thunk.value))
         return CBlock(note), history
 
 

@@ -6,7 +6,17 @@ import anyio
 import pytest
 from pydantic import BaseModel
 
-from spangraph import CBlock, Component, Instruction, Requirement, Span, generate, run, sample
+from spangraph import (
+    CBlock,
+    Component,
+    Instruction,
+    Message,
+    Requirement,
+    Span,
+    generate,
+    run,
+    sample,
+)
 from spangraph.cache import CachePolicy, MemoryStore
 from spangraph.engines import EngineRequestError, Request, ScriptedEngine
 from spangraph.sampling import (
@@ -287,3 +297,13 @@ def test_a_sampler_downstream_of_a_failure_is_reported_skipped() -> None:
     assert result.status == "partial"
     assert [result.graph[o.node_id].kind for o in result.skipped] == ["sampler"]
     assert "failed: EngineRequestError" in result.skipped[0].reason
+
+
+def test_multi_turn_renders_each_role_once_after_a_message() -> None:
+    engine = Sequence_(["x", "5"])
+    sampler = RejectionSampler([Requirement("A number.", validate=is_digit)], repair="multi_turn")
+    anyio.run(sampler, engine, Message(role="user", content=CBlock("Give a number.")))
+    assert engine.prompts[1] == (
+        "user: Give a number.\nassistant: x\nuser: The previous answer did not meet these "
+        "requirements:\n- A number.\nassistant:"
+    )
