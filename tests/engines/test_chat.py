@@ -222,3 +222,19 @@ def test_a_chat_on_a_model_without_a_template_stops_at_the_next_role_label(
         assert "user:" not in reply.value and "assistant:" not in reply.value, reply.value
     # At least one reply ended at a role label, not at max_tokens.
     assert any(r.usage.output_tokens < 64 for r in replies), [r.value for r in replies]
+
+
+def test_the_labels_between_cached_messages_join_the_cached_prefix() -> None:
+    engine = Recorder("ok")
+    chat = (
+        ChatHistory()
+        .append("system", CBlock("Long instructions.", cache=True))
+        .append("user", CBlock("A long document.", cache=True))
+        .append("assistant", "Read it.")
+    )
+    run(generate("Summarise it.", state=chat), engine=engine, progress=False)
+    prefix = engine.requests[0].prompt.cached_prefix()
+    assert "".join(seg.text for seg in prefix) == (
+        "system: Long instructions.\nuser: A long document."
+    )
+    assert prefix[-1].cache  # it ends at cached content, not at a label
