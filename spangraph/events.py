@@ -106,6 +106,14 @@ class NodeCancelled(Event):
 
 
 @dataclass(slots=True)
+class TokenDelta(Event):
+    """Text a generation produced (``arun_stream(tokens=True)``): its deltas, in
+    order, concatenate to its output."""
+
+    text: str = ""
+
+
+@dataclass(slots=True)
 class NodesAdded(Event):
     """A dynamic node added ``count`` nodes to the running graph."""
 
@@ -357,4 +365,5 @@ __all__ = [
     "NodeSkipped",
     "NodeStarted",
     "NodesAdded",
+    "TokenDelta",
 ]

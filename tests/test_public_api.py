@@ -47,6 +47,7 @@ PUBLIC: dict[str, set[str]] = {
         "SpanGraph",
         "ThunkState",
         "arun",
+        "arun_stream",
         "ask",
         "compile",
         "generate",
@@ -95,6 +96,7 @@ PUBLIC: dict[str, set[str]] = {
         "SpanGraph",
         "Task",
         "arun",
+        "arun_stream",
         "ask",
         "compile",
         "freeze_gc",
@@ -183,6 +185,7 @@ PUBLIC: dict[str, set[str]] = {
         "NodeSkipped",
         "NodeStarted",
         "NodesAdded",
+        "TokenDelta",
     },
     "spangraph.lowlevel": {
         "Claim",

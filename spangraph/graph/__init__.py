@@ -10,6 +10,7 @@ from ._run import NodeOutcome as NodeOutcome
 from ._run import Run as Run
 from ._run import arun as arun
 from ._run import run as run
+from ._stream import arun_stream as arun_stream
 from ._task import Task as Task
 from ._task import task as task
 
@@ -26,6 +27,7 @@ __all__ = [
     "SpanGraph",
     "Task",
     "arun",
+    "arun_stream",
     "ask",
     "compile",
     "freeze_gc",
