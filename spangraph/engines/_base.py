@@ -352,10 +352,10 @@ class InferenceEngine:
     ) -> None:
         """The thunk is done (with the protocol's own total time); then step 8."""
         text, _, usage, timings, _ = completion
-        queue_ms, prefill_ms, decode_ms, _ = timings
+        queue_ms, prefill_ms, decode_ms, _, first_token_ms = timings
         total_ms = (perf_counter() - started) * 1000
         # Timings made as the tuple it is (a named tuple's own __new__ is a Python call).
-        timings = _new(Timings, (queue_ms, prefill_ms, decode_ms, total_ms))
+        timings = _new(Timings, (queue_ms, prefill_ms, decode_ms, total_ms, first_token_ms))
         thunk._set_done(text, parsed, usage, timings, cache_hit)
         state = request.state or _IDENTITY
         bus = _current_bus()
@@ -513,16 +513,21 @@ class InferenceEngine:
         yield await self._complete(request)
 
     async def _stream_into(self, request: Request, thunk: ModelOutputThunk[Any]) -> Completion:
-        """Step 5 when the thunk is being streamed: deltas go onto it as they come."""
+        """Step 5 when the thunk is being streamed: deltas go onto it as they come, and
+        the time to the first one is recorded (``Timings.first_token_ms``)."""
         final: Completion | None = None
+        called = perf_counter()
+        first: float | None = None
         async for item in self._stream(request):
             if isinstance(item, Completion):
                 final = item
             else:
+                if first is None and item:
+                    first = (perf_counter() - called) * 1000.0
                 thunk._push_delta(item)
         if final is None:
             raise RuntimeError(f"{type(self).__name__}._stream() ended without a Completion")
-        return final
+        return final._replace(timings=final.timings._replace(first_token_ms=first))
 
     # 6
     def parse(self, action: Any, completion: Completion) -> Any:

@@ -79,12 +79,14 @@ class Usage(NamedTuple):
 
 
 class Timings(NamedTuple):
-    """Milliseconds: waiting for a slot, prompt evaluation, token generation, all of it."""
+    """Milliseconds: waiting for a slot, prompt evaluation, token generation, all of it;
+    and, for a streamed generation, from the engine call to its first text."""
 
     queue_ms: float = 0.0
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
     total_ms: float = 0.0
+    first_token_ms: float | None = None
 
 
 # Shared zero values (they are immutable), so a new thunk builds neither.
