@@ -874,7 +874,12 @@ class Scheduler:
         attempts_engine = AttemptEngine(engine, node.id, self.graph.path_of(node.id), self._emit)
         try:
             thunks = await producer.sampler(attempts_engine, producer.action)
-            return thunks, (producer.select or producer.sampler.select)(thunks)
+            try:
+                return thunks, (producer.select or producer.sampler.select)(thunks)
+            except Exception:
+                for thunk in node.thunks:  # nothing to select, but the attempts are kept
+                    thunk.facts.attempts = list(thunks)
+                raise
         finally:
             attempts_engine.finish()  # the attempts' ends, with their validations
 

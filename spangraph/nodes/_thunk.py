@@ -153,6 +153,7 @@ class ThunkFacts:
         "sample_index",
         "score",
         "selected",
+        "stopped_text",
         "stream",
         "validation",
         "validation_passed",
@@ -185,6 +186,9 @@ class ThunkFacts:
         self.validation: list[tuple[Requirement, Verdict]] | None = None
         #: Whether every requirement passed (``None``: not validated).
         self.validation_passed: bool | None = None
+        #: The text generated before a requirement's streaming check stopped the
+        #: attempt (``None``: not stopped).
+        self.stopped_text: str | None = None
         #: ``BestOfN``'s score of the attempt.
         self.score: float | None = None
         #: ``MajorityVote``: how many attempts gave the same (normalised) answer.
