@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pydantic import Field, GetCoreSchemaHandler, PrivateAttr
+from pydantic import Field, GetCoreSchemaHandler, PrivateAttr, field_validator
 from pydantic_core import core_schema
 
 from ._component import Component, Span
@@ -105,11 +105,25 @@ class Instruction(Component[T]):
         return items
 
 
+#: The roles a message may have: those of the chat templates and the OpenAI chat API.
+ROLES = ("system", "user", "assistant", "tool")
+
+
 class Message(Component[str]):
-    """One chat message. Chat engines see a role; completion engines see ``role: content``."""
+    """One chat message. Chat engines see a role; completion engines see ``role: content``.
+    ``role`` is one of ``ROLES``."""
 
     role: str
     content: Span
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, role: str) -> str:
+        if role not in ROLES:
+            raise ValueError(
+                f"a message's role is one of {', '.join(map(repr, ROLES))}, not {role!r}"
+            )
+        return role
 
     def _sg_message_role(self) -> str | None:
         return self.role

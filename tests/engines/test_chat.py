@@ -8,11 +8,12 @@ import pathlib
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 from pydantic import BaseModel
 
 from spangraph import CBlock, ChatHistory, Component, Message, Span, ask, compile, generate, run
-from spangraph.engines import LlamaCppEngine, ScriptedEngine
+from spangraph.engines import EngineRequestError, LlamaCppEngine, ScriptedEngine
 from spangraph.engines._internal import MODELS, installed
 from spangraph.engines._models import has_chat_template
 from spangraph.engines._types import Request
@@ -238,3 +239,26 @@ def test_the_labels_between_cached_messages_join_the_cached_prefix() -> None:
         "system: Long instructions.\nuser: A long document."
     )
     assert prefix[-1].cache  # it ends at cached content, not at a label
+
+
+def test_bad_chat_input_is_refused_where_it_is_written() -> None:
+    with pytest.raises(ValueError, match=r"a message's role is one of 'system', 'user'.* not 'usr'"):
+        Message(role="usr", content=CBlock("x"))
+    with pytest.raises(ValueError, match="not 'usr'"):
+        ChatHistory().append("usr", "x")
+    with pytest.raises(ValueError, match=r"messages\.0\n.*instance of Message"):
+        ChatHistory(messages=["hello"])  # type: ignore[list-item]
+
+
+def test_stream_of_a_failed_thunk_raises_the_node_s_error() -> None:
+    def refuse(request: Request) -> str:
+        raise EngineRequestError("refused")
+
+    thunk = generate(CBlock("q"))
+    run(thunk, engine=ScriptedEngine(refuse), on_error="continue", progress=False)
+
+    async def consume() -> list[str]:
+        return [delta async for delta in thunk.stream()]
+
+    with pytest.raises(EngineRequestError, match="refused"):
+        anyio.run(consume)
