@@ -242,7 +242,7 @@ def test_the_labels_between_cached_messages_join_the_cached_prefix() -> None:
 
 
 def test_bad_chat_input_is_refused_where_it_is_written() -> None:
-    with pytest.raises(ValueError, match=r"a message's role is one of 'system', 'user'.* not 'usr'"):
+    with pytest.raises(ValueError, match=r"role is one of 'system', 'user'.* not 'usr'"):
         Message(role="usr", content=CBlock("x"))
     with pytest.raises(ValueError, match="not 'usr'"):
         ChatHistory().append("usr", "x")
