@@ -3,6 +3,7 @@ leaving early cancels the run cleanly; a slow consumer's deltas are merged, in o
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import anyio
@@ -13,6 +14,7 @@ from spangraph import (
     Component,
     NodeFailedError,
     Span,
+    arun,
     arun_stream,
     compile,
     generate,
@@ -194,3 +196,26 @@ def test_dynamic_generations_stream_too() -> None:
             texts[e.node_id] = texts.get(e.node_id, "") + e.text
     assert list(texts.values()) == ["a b c", "a b c"]
     assert not any(isinstance(e, NodeCancelled) for e in items)
+
+
+def test_thunk_stream_before_during_and_after_the_run_gives_every_delta() -> None:
+    engine = ScriptedEngine("w1 w2 w3 w4 w5 w6", latency=0.3)
+    thunk = generate(CBlock("q"))
+    got: dict[str, list[str]] = {"before": [], "during": [], "after": []}
+
+    async def consume(name: str) -> None:
+        async for delta in thunk.stream():
+            got[name].append(delta)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume, "before")  # asks before the run has claimed the thunk
+            tg.start_soon(functools.partial(arun, thunk, engine=engine, progress=False))
+            while not thunk._deltas:
+                await anyio.sleep(0.01)
+            tg.start_soon(consume, "during")  # a late consumer: what was made, then the rest
+        await consume("after")
+
+    anyio.run(main)
+    assert all("".join(deltas) == thunk.value for deltas in got.values())
+    assert len(got["before"]) == len(got["during"]) == len(got["after"]) == 6
