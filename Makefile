@@ -4,13 +4,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 VIEWER_STAMP := $(VENV)/.viewer-installed
 
-.PHONY: setup viewer demo test lint bench graphviz clean
+.PHONY: setup viewer demo test lint docs bench graphviz clean
 
 setup: $(STAMP) graphviz
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,openai,dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,openai,dev,docs]'
 	@touch $(STAMP)
 
 # Arize Phoenix, the trace viewer of the live viewer test (the viewer extra). It is big
@@ -42,7 +42,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check spangraph tests benchmarks examples
 	$(VENV)/bin/mypy --strict spangraph
 
-test: setup viewer lint
+# The documentation site, into docs/_build/html (git-ignored); any warning fails it.
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
+
+test: setup viewer lint docs
 	$(PY) -m pytest -q
 
 # Benchmarks install their peers (dask, Hamilton) here, never in tests.
@@ -54,4 +58,4 @@ bench: setup
 	$(PY) benchmarks/span_cache.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) out docs/_build .pytest_cache .mypy_cache .ruff_cache
