@@ -196,7 +196,7 @@ class LogDAG:
 
     @classmethod
     def from_spans(cls, spans: Iterable[Any]) -> LogDAG:
-        """From SDK ``ReadableSpan``s (or ``SpanRecord``s)."""
+        """From SDK ``ReadableSpan`` objects (or ``SpanRecord`` objects)."""
         records = [s if isinstance(s, SpanRecord) else SpanRecord.from_readable(s) for s in spans]
         return cls(sorted(records, key=lambda r: (r.start, r.end, r.span_id)))
 
