@@ -10,7 +10,8 @@ out. Each page is one test, and its examples run in the order they appear:
   (``# pipeline.py``) is that file's text, as the page tells the reader to
   save it: it is written to the working folder, not run in the namespace;
 - a ```` ```sh ```` block runs line by line in a shell and must exit 0;
-  ``spangraph`` there is this tree's command (``python -m spangraph.cli``);
+  ``spangraph`` there is this tree's command (``python -m spangraph.cli``)
+  and ``python`` the test's interpreter;
 - ``% skip: next`` (a MyST comment, visible in the page's source) skips the
   next block: only the install commands, which would change the environment.
 
@@ -92,9 +93,11 @@ def reader(
     """A reader's fresh environment: an empty folder, a private home, the default engine."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    command = bin_dir / "spangraph"
-    command.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m spangraph.cli "$@"\n')
-    command.chmod(0o755)
+    python = shlex.quote(sys.executable)
+    for name, line in (("spangraph", f"{python} -m spangraph.cli"), ("python", python)):
+        command = bin_dir / name
+        command.write_text(f'#!/bin/sh\nexec {line} "$@"\n')
+        command.chmod(0o755)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
