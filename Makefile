@@ -44,7 +44,7 @@ lint: $(STAMP)
 
 # The documentation site, into docs/_build/html (git-ignored); any warning fails it.
 docs: $(STAMP)
-	$(PY) -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
+	$(PY) -m sphinx -E -W --keep-going -n -q -b html docs docs/_build/html
 
 test: setup viewer lint docs
 	$(PY) -m pytest -q
