@@ -178,3 +178,20 @@ def test_the_reference_covers_the_public_api() -> None:
             if inspect.isclass(value) or inspect.isroutine(value) or name in defined_here:
                 continue
             assert f".. py:data:: {module}.{name}\n" in page, f"{module}.{name} is not documented"
+
+
+def test_troubleshooting_explains_every_public_error() -> None:
+    """Every exception a public module exports has its entry on the troubleshooting page."""
+    from tests.test_public_api import PUBLIC
+
+    page = (DOCS / "troubleshooting.md").read_text()
+    errors = {
+        name
+        for module, names in PUBLIC.items()
+        for name in names
+        if inspect.isclass(value := getattr(importlib.import_module(module), name))
+        and issubclass(value, BaseException)
+    }
+    assert errors, "no public exceptions found"
+    missing = sorted(name for name in errors if f"`{name}`" not in page)
+    assert not missing, f"not on docs/troubleshooting.md: {missing}"
