@@ -2,7 +2,7 @@
 
 An export added or dropped by accident fails ``test_the_public_names_are_pinned``;
 change ``PUBLIC`` only on purpose (and say so in the release notes). The
-convention (``docs/README.md``, "What is public"): every public module lists
+convention (``docs/design/README.md``, "What is public"): every public module lists
 its names in ``__all__``, and re-exports each with ``from ._x import Y as Y``
 (a renamed one, ``from ._x import Z as Y``, is in ``__all__`` too), so mypy's
 no-implicit-reexport rule, star imports and documentation tools agree. Every

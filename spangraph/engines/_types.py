@@ -36,8 +36,8 @@ class CachedPrefix(NamedTuple):
 class Request:
     """One generation request, in canonical form (step 2, ``render``, makes it).
 
-    ``options`` holds canonical names (and ``extra:`` pass-throughs); an
-    engine maps them with ``wire_options()``. ``schema`` is the JSON schema
+    ``options`` holds canonical names (and ``extra:<name>`` pass-throughs); an
+    engine maps them to its own names (its ``wire_names``). ``schema`` is the JSON schema
     the output must follow (``None`` for plain text). The fields after
     ``sample_index`` are filled in by the protocol's later steps.
     """

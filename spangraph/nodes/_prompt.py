@@ -67,13 +67,15 @@ segment_text = itemgetter(Segment._fields.index("text"))
 
 
 class Prompt:
-    """Ordered segments (immutable). ``text`` is their concatenation.
-
-    A prompt made by a compiled render (``_fastrender``) holds its segments as
-    plain tuples, in ``Segment``'s field order (``segment_source``), and
-    ``segments`` makes the ``Segment`` objects once, when first asked for:
-    most prompts are only ever read as ``text``.
+    """A rendered prompt: ordered ``Segment``s (immutable). ``text`` is their
+    concatenation; ``segments`` the segments, each with the id of the span it
+    came from and its ``cache`` flag. Prompts concatenate with ``+``.
     """
+
+    # A prompt made by a compiled render (``_fastrender``) holds its segments as
+    # plain tuples, in ``Segment``'s field order (``segment_source``), and
+    # ``segments`` makes the ``Segment`` objects once, when first asked for:
+    # most prompts are only ever read as ``text``.
 
     __slots__ = ("_raw", "_segments", "text")
 

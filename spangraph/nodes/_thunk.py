@@ -58,12 +58,14 @@ class ThunkState(enum.Enum):
 
 
 class Usage(NamedTuple):
-    """Token counts. ``input_tokens`` includes ``cached_input_tokens``.
-
-    ``Usage``, ``Timings`` and ``Completion`` are named tuples: immutable
-    values, one of each made per generation, and a tuple is the cheapest
-    such record to build (``docs/design/protocol.md``).
+    """Token counts. ``input_tokens`` includes ``cached_input_tokens`` (the
+    prompt tokens read from a KV prefix instead of being prefilled). Two
+    ``Usage`` values add up field by field.
     """
+
+    # ``Usage``, ``Timings`` and ``Completion`` are named tuples: immutable
+    # values, one of each made per generation, and a tuple is the cheapest
+    # such record to build (``docs/design/protocol.md``).
 
     input_tokens: int = 0
     output_tokens: int = 0

@@ -369,10 +369,13 @@ class MajorityVote(Sampler):
 
 
 class HyperParamSweep(Sampler):
-    """One generation per point of an option grid; the result is every thunk.
+    """One generation per point of an option grid.
 
     ``grid`` is a mapping from option name to the values to try (their
-    product is swept) or a list of option mappings.
+    product is swept) or a list of option mappings. Every point's generation
+    is in the sampler thunk's ``attempts`` (each with its options in
+    ``facts.options``); the thunk itself is the first point's, unless
+    ``sample(..., select=...)`` chooses another.
     """
 
     def __init__(self, grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]) -> None:
