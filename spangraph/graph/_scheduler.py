@@ -770,7 +770,7 @@ class Scheduler:
             self._start_soon(self._run_task, node, producer, args, kwargs)
             return
         try:
-            result = producer.fn(*args, **kwargs)
+            result = producer.call(args, kwargs)
         except Exception as exc:
             self._attempt_failed(node, exc)
             return
@@ -1056,8 +1056,8 @@ async def _call_task(producer: TaskProducer, args: list[Any], kwargs: dict[str, 
     """Call an async task's function (or a thread task's, in a worker thread) and
     return what it gives."""
     if producer.thread:
-        return await anyio.to_thread.run_sync(partial(producer.fn, *args, **kwargs))
-    return await _result_of(producer.fn(*args, **kwargs))
+        return await anyio.to_thread.run_sync(partial(producer.call, args, kwargs))
+    return await _result_of(producer.call(args, kwargs))
 
 
 async def _result_of(returned: Any) -> Any:
