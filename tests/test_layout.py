@@ -6,7 +6,7 @@ functions and ``TYPE_CHECKING`` blocks included).
    (``spangraph/__init__.py``, ``lowlevel``, ``cli``), which may import anything.
 2. A module outside a package imports that package's public names from the
    package, and anything else only from its ``_internal`` module, never from
-   one of its other private modules (``docs/README.md``, "What is public").
+   one of its other private modules (``docs/design/README.md``, "What is public").
 """
 
 from __future__ import annotations

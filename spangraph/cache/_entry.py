@@ -44,7 +44,9 @@ class MemoEntry:
             "text": self.text,
             "finish_reason": self.finish_reason,
             "usage": list(self.usage),
-            "timings": list(self.timings),
+            # The four durations (the stored format); the time to the first token is
+            # the streaming call's, not the entry's.
+            "timings": list(self.timings[:4]),
         }
 
     @classmethod

@@ -45,7 +45,8 @@ def _only(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--only",
         type=click.Choice(["memo", "kv"]),
-        help="Only this store (default: both).",
+        help="Only this store. Default: the one whose path is given (--memo or --kv), "
+        "else both.",
     )(fn)
 
 
@@ -122,6 +123,7 @@ def prune_command(
     expired entries)."""
     if older_than is None and max_bytes is None:
         raise click.UsageError("say what to prune: --older-than DURATION and/or --max-bytes SIZE")
+    only = _only_store(memo_path, kv_dir, only)
     memo_path, kv_dir = _paths(memo_path, kv_dir)
     limits = ", ".join(
         ([f"not used for {span(older_than)}"] if older_than is not None else [])
@@ -172,6 +174,7 @@ def clear_command(
 ) -> int:
     """Delete every entry of the memo and every saved KV prefix (asks first, unless
     --yes)."""
+    only = _only_store(memo_path, kv_dir, only)
     memo_path, kv_dir = _paths(memo_path, kv_dir)
     memo = memo_path if only != "kv" and memo_path.is_file() else None
     kv = kv_dir if only != "memo" and kv_dir.is_dir() else None
@@ -202,6 +205,17 @@ def clear_command(
             kv_store.close()
         click.echo(f"kv    {kv}: {count(gone, 'file')} deleted")
     return 0
+
+
+def _only_store(
+    memo_path: pathlib.Path | None, kv_dir: pathlib.Path | None, only: str | None
+) -> str | None:
+    """Which store a destructive command works on: ``--only``'s, else the one whose
+    path is given (naming one store's path is no request to touch the other's
+    default), else both (``None``)."""
+    if only is not None or (memo_path is None) == (kv_dir is None):
+        return only
+    return "memo" if memo_path is not None else "kv"
 
 
 def _paths(

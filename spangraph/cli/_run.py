@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import urllib.parse
@@ -9,14 +10,25 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import anyio
 import click
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from .. import ModelOutputThunk, NodeFailedError, Run, SpanError, run
+from .. import (
+    ModelOutputThunk,
+    NodeFailedError,
+    Run,
+    SpanError,
+    SpanGraph,
+    arun_stream,
+    compile,
+    run,
+)
 from ..cache import MemoStoreError, SQLiteStore
 from ..engines import EngineError, InferenceEngine, ScriptedEngine
 from ..engines._internal import ENGINE_VARIABLE, default_spec
+from ..events import TokenDelta
 from . import _target
 from ._common import fail
 
@@ -68,6 +80,11 @@ ENGINE_HELP = (
     "http://127.0.0.1:4318 (/v1/traces is added to a URL without a path).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (on in a terminal).")
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Print each generation's text as it arrives, under its node's label.",
+)
 def run_command(
     target: str,
     engine: str | None,
@@ -77,6 +94,7 @@ def run_command(
     trace_path: pathlib.Path | None,
     otlp_endpoint: str | None,
     no_progress: bool,
+    stream: bool,
 ) -> int:
     """Run the spans or graph that a Python file defines, and print their outputs and the
     run's summary.
@@ -99,15 +117,17 @@ def run_command(
     label = path.stem if name is None else f"{path.stem}:{name}"
     with _tracing(trace_path, endpoint):
         try:
-            result = run(
-                *found.roots,
-                engine=run_engine,
-                cache=store,
-                max_concurrency=max_concurrency,
-                on_error="continue" if on_error == "continue" else "raise",
-                progress=False if no_progress else None,
-                name=label,
-            )
+            options: dict[str, Any] = {
+                "engine": run_engine,
+                "cache": store,
+                "max_concurrency": max_concurrency,
+                "on_error": "continue" if on_error == "continue" else "raise",
+                "name": label,
+            }
+            if stream:  # the printed text is the progress
+                result = anyio.run(functools.partial(_streamed, compile(*found.roots), options))
+            else:
+                result = run(*found.roots, progress=False if no_progress else None, **options)
         except NodeFailedError as exc:
             click.echo(f"error: {exc}", err=True)
             if not isinstance(exc.run, Run):
@@ -123,6 +143,26 @@ def run_command(
                 store.close()
     _report(result, found)
     return DONE if result.status == "done" else FAILED
+
+
+async def _streamed(graph: SpanGraph, options: dict[str, Any]) -> Run:
+    """Run ``graph``, printing each generation's text as it arrives: a line with the
+    node's label in brackets whenever the text printed comes from another node."""
+    shown: str | None = None
+    async with arun_stream(graph, tokens=True, progress=False, **options) as events:
+        async for event in events:
+            if isinstance(event, TokenDelta):
+                if event.node_id != shown:
+                    if shown is not None:
+                        click.echo()
+                    click.secho(f"[{graph[event.node_id].label}]", bold=True)
+                    shown = event.node_id
+                click.echo(event.text, nl=False)
+            elif isinstance(event, Run):
+                if shown is not None:
+                    click.echo()
+                return event
+    raise AssertionError("a run stream ends with its Run")
 
 
 def _engine(spec: str | None) -> InferenceEngine | None:

@@ -352,10 +352,10 @@ class InferenceEngine:
     ) -> None:
         """The thunk is done (with the protocol's own total time); then step 8."""
         text, _, usage, timings, _ = completion
-        queue_ms, prefill_ms, decode_ms, _ = timings
+        queue_ms, prefill_ms, decode_ms, _, first_token_ms = timings
         total_ms = (perf_counter() - started) * 1000
         # Timings made as the tuple it is (a named tuple's own __new__ is a Python call).
-        timings = _new(Timings, (queue_ms, prefill_ms, decode_ms, total_ms))
+        timings = _new(Timings, (queue_ms, prefill_ms, decode_ms, total_ms, first_token_ms))
         thunk._set_done(text, parsed, usage, timings, cache_hit)
         state = request.state or _IDENTITY
         bus = _current_bus()
@@ -513,16 +513,21 @@ class InferenceEngine:
         yield await self._complete(request)
 
     async def _stream_into(self, request: Request, thunk: ModelOutputThunk[Any]) -> Completion:
-        """Step 5 when the thunk is being streamed: deltas go onto it as they come."""
+        """Step 5 when the thunk is being streamed: deltas go onto it as they come, and
+        the time to the first one is recorded (``Timings.first_token_ms``)."""
         final: Completion | None = None
+        called = perf_counter()
+        first: float | None = None
         async for item in self._stream(request):
             if isinstance(item, Completion):
                 final = item
             else:
+                if first is None and item:
+                    first = (perf_counter() - called) * 1000.0
                 thunk._push_delta(item)
         if final is None:
             raise RuntimeError(f"{type(self).__name__}._stream() ended without a Completion")
-        return final
+        return final._replace(timings=final.timings._replace(first_token_ms=first))
 
     # 6
     def parse(self, action: Any, completion: Completion) -> Any:
@@ -651,18 +656,22 @@ def declare(
 
 
 def _as_user(prompt: Prompt) -> Prompt:
-    """After a chat history, the action is the user's turn (and then the assistant's)."""
-    segments = [
-        s if s.role else Segment(s.text, s.span_id, s.cache, "user", s.label)
-        for s in prompt.segments
-    ]
-    if not segments:
+    """After a chat history, the action is the user's turn, then the assistant's.
+
+    An action with roles of its own (a ``Message``) keeps them and its own labels;
+    the segments of one without roles (plain text, a component) become the user's
+    turn, labelled ``user:`` once. Either way the prompt ends with the assistant's
+    label, which completion-mode engines show and chat templates replace.
+    """
+    if not prompt.segments:
         return prompt
-    owner = segments[0].span_id
-    return Prompt(
-        (
+    owner = prompt.segments[0].span_id
+    if prompt.is_chat:
+        turn = prompt.segments
+    else:
+        turn = (
             Segment("user: ", owner, role="user", label=True),
-            *segments,
-            Segment("\nassistant:", owner, role="user", label=True),
+            *(s._replace(role="user") for s in prompt.segments),
+            Segment("\n", owner, role="user", label=True),
         )
-    )
+    return Prompt((*turn, Segment("assistant:", owner, role="assistant", label=True)))

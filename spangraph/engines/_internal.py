@@ -12,17 +12,19 @@ from ._base import declare as declare
 from ._default import ENGINE_VARIABLE as ENGINE_VARIABLE
 from ._default import default_spec as default_spec
 from ._handoff import InlineDriver as InlineDriver
+from ._models import MODELS as MODELS
+from ._models import PackagedModel as PackagedModel
+from ._models import check_gguf as check_gguf
+from ._models import installed as installed
+from ._models import model_digest as model_digest
 from ._options import check_options as check_options
 
 if TYPE_CHECKING:
-    from ._llamacpp import check_gguf as check_gguf
-    from ._llamacpp import model_digest as model_digest
     from ._llamacpp import spangraph_home as spangraph_home
 
-#: The model-file helpers (the ``spangraph`` command's ``models``), imported from
-#: ``_llamacpp`` on first use, as ``LlamaCppEngine`` is: ``import spangraph`` loads
-#: no llama.cpp module.
-_LLAMACPP = ("check_gguf", "model_digest", "spangraph_home")
+#: Imported from ``_llamacpp`` on first use, as ``LlamaCppEngine`` is: ``import
+#: spangraph`` loads no llama.cpp module.
+_LLAMACPP = ("spangraph_home",)
 
 
 def __getattr__(name: str) -> Any:
@@ -35,11 +37,14 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ENGINE_VARIABLE",
+    "MODELS",
     "InlineDriver",
+    "PackagedModel",
     "check_gguf",
     "check_options",
     "declare",
     "default_spec",
+    "installed",
     "model_digest",
     "spangraph_home",
 ]

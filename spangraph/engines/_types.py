@@ -36,8 +36,8 @@ class CachedPrefix(NamedTuple):
 class Request:
     """One generation request, in canonical form (step 2, ``render``, makes it).
 
-    ``options`` holds canonical names (and ``extra:`` pass-throughs); an
-    engine maps them with ``wire_options()``. ``schema`` is the JSON schema
+    ``options`` holds canonical names (and ``extra:<name>`` pass-throughs); an
+    engine maps them to its own names (its ``wire_names``). ``schema`` is the JSON schema
     the output must follow (``None`` for plain text). The fields after
     ``sample_index`` are filled in by the protocol's later steps.
     """
@@ -89,6 +89,16 @@ class Request:
             if system:
                 return f"{system}\n\n{self.prompt.text}"
         return self.prompt.text
+
+    def transcript_stops(self) -> list[str]:
+        """Where a chat rendered as a plain transcript (``user: ...`` lines, for a model
+        with no chat template) stops: at the next role label, ``"\\n<role>:"`` for
+        each role in it and the user's and assistant's. Empty when the prompt is not a
+        chat."""
+        roles = {seg.role for seg in self.prompt.segments if seg.role}
+        if not roles:
+            return []
+        return [f"\n{role}:" for role in sorted(roles | {"user", "assistant"})]
 
     def messages(self) -> list[ChatTurn]:
         """The prompt as chat turns (chat mode), the system message first."""

@@ -2,6 +2,7 @@
 
 from ._compile import SpanGraph as SpanGraph
 from ._compile import compile as compile
+from ._declare import ask as ask
 from ._declare import generate as generate
 from ._errors import NodeFailedError as NodeFailedError
 from ._policy import RetryPolicy as RetryPolicy
@@ -9,6 +10,7 @@ from ._run import NodeOutcome as NodeOutcome
 from ._run import Run as Run
 from ._run import arun as arun
 from ._run import run as run
+from ._stream import arun_stream as arun_stream
 from ._task import Task as Task
 from ._task import task as task
 
@@ -25,6 +27,8 @@ __all__ = [
     "SpanGraph",
     "Task",
     "arun",
+    "arun_stream",
+    "ask",
     "compile",
     "freeze_gc",
     "generate",

@@ -79,7 +79,14 @@ def node_label(span: Any, kind: str) -> str:
 
 
 class SpanGraph:
-    """A compiled graph of spans: a ``networkx.DiGraph`` plus what the scheduler needs."""
+    """A compiled graph of spans (``compile()`` makes it; ``run()`` runs it).
+
+    ``graph`` is the ``networkx.DiGraph`` (edges run from a part to the span
+    that uses it; node ids are content ids); ``generations()`` lists the
+    generation nodes; ``id_of(span)`` and ``path_of(node_id)`` find a node and
+    the span path it was reached by. It draws itself: ``render(path)``, and as
+    SVG in a notebook. A compiled graph is a value: two runs of it never meet.
+    """
 
     def __init__(
         self,

@@ -8,7 +8,7 @@ from typing import Any, TypeVar, overload
 from ..cache import CachePolicy
 from ..engines import InferenceEngine
 from ..engines._internal import check_options
-from ..nodes import Component, ExecutionState, ModelOutputThunk
+from ..nodes import ChatHistory, Component, ExecutionState, Message, ModelOutputThunk
 from ..nodes._internal import NO_OPTIONS, GenerationProducer, as_span, current_state
 
 T = TypeVar("T")
@@ -89,4 +89,35 @@ def generate(
             cache=cache,
             given_label=label or None,
         )
+    )
+
+
+def ask(
+    history: ChatHistory,
+    content: Any,
+    *,
+    options: Mapping[str, Any] | None = None,
+    engine: InferenceEngine | None = None,
+    cache: CachePolicy | None = None,
+) -> tuple[ModelOutputThunk[str], ChatHistory]:
+    """Declare the assistant's reply to the user's ``content`` after ``history``, and
+    return it with the history that now holds both messages.
+
+    ``reply, history = ask(history, "Who wrote Hamlet?")`` is
+    ``generate(Message(role="user", content=...), state=history)`` plus
+    ``history.append("user", ...).append("assistant", reply)``: the reply thunk is a
+    part of the new history, so the next ``ask`` depends on it and one ``run()`` runs
+    the turns in order. Each role is rendered once: as ``user: ...`` and
+    ``assistant:`` labels on a completion model, through the model's chat template
+    on a model that has one. ``content`` is text or any span (a ``CBlock`` with
+    ``cache=True`` keeps its KV state, and so that of every message before it).
+    """
+    if not isinstance(history, ChatHistory):
+        raise TypeError(f"ask() takes a ChatHistory first, not {type(history).__name__}")
+    question = Message(role="user", content=as_span(content, path="ask(content)"))
+    reply: ModelOutputThunk[str] = generate(
+        question, state=history, options=options, engine=engine, cache=cache
+    )
+    return reply, ChatHistory(
+        messages=[*history.messages, question, Message(role="assistant", content=reply)]
     )

@@ -108,6 +108,12 @@ class AttemptEngine:
             if emit is not None:
                 emit(ev.NodeFailed(node_id, error=exc))
             raise
+        except BaseException:
+            if emit is not None and into.facts.stopped_text is not None:
+                # Stopped by a requirement's streaming check: the attempt ends, failed
+                # validation, with the other attempts (``finish``).
+                self._shared.pending[node_id] = (into, time.perf_counter())
+            raise
         if emit is not None:
             if judge:
                 emit(ev.NodeFinished(node_id, cache_hit=into.cache_hit))

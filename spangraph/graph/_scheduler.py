@@ -770,7 +770,7 @@ class Scheduler:
             self._start_soon(self._run_task, node, producer, args, kwargs)
             return
         try:
-            result = producer.fn(*args, **kwargs)
+            result = producer.call(args, kwargs)
         except Exception as exc:
             self._attempt_failed(node, exc)
             return
@@ -875,7 +875,12 @@ class Scheduler:
         chosen = None
         try:
             thunks = await producer.sampler(attempts_engine, producer.action)
-            chosen = (producer.select or producer.sampler.select)(thunks)
+            try:
+                chosen = (producer.select or producer.sampler.select)(thunks)
+            except Exception:
+                for thunk in node.thunks:  # nothing to select, but the attempts are kept
+                    thunk.facts.attempts = list(thunks)
+                raise
             return thunks, chosen
         finally:
             attempts_engine.finish(chosen)  # the attempts' ends: validations, the chosen one
@@ -1053,8 +1058,8 @@ async def _call_task(producer: TaskProducer, args: list[Any], kwargs: dict[str, 
     """Call an async task's function (or a thread task's, in a worker thread) and
     return what it gives."""
     if producer.thread:
-        return await anyio.to_thread.run_sync(partial(producer.fn, *args, **kwargs))
-    return await _result_of(producer.fn(*args, **kwargs))
+        return await anyio.to_thread.run_sync(partial(producer.call, args, kwargs))
+    return await _result_of(producer.call(args, kwargs))
 
 
 async def _result_of(returned: Any) -> Any:

@@ -23,8 +23,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from pydantic import BaseModel
 
-from ..nodes import ModelOutputThunk, render_span
-from ..nodes._internal import canonical_json, is_span, value_hint
+from ..nodes import ExecutionState, ModelOutputThunk, render_span
+from ..nodes._internal import canonical_json, current_state, is_span, value_hint
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,6 +38,9 @@ class TaskProducer:
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
     thread: bool = False
+    #: The state of the ``with`` blocks around the task's call (``None``: none): the
+    #: generations its body declares are declared under it, as they would be there.
+    state: ExecutionState | None = None
     #: The user's label for the node (``@task(label=)``): presentation only.
     given_label: str | None = None
 
@@ -77,6 +80,17 @@ class TaskProducer:
     def inputs(self) -> Sequence[Any]:
         return [v for v in _walk_values((self.args, self.kwargs)) if is_span(v)]
 
+    def call(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        """The function called with the resolved arguments, under ``state``: what it
+        returns (for an async function, an awaitable that awaits it under ``state``)."""
+        state = self.state
+        if state is None:
+            return self.fn(*args, **kwargs)
+        if self.is_async:
+            return _awaited_in(state, self.fn(*args, **kwargs))
+        with state:
+            return self.fn(*args, **kwargs)
+
     def params(self) -> str:
         fn = self.fn
         name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
@@ -88,7 +102,14 @@ class TaskProducer:
             # stable across processes, which only costs cache hits, never
             # correctness (distinct arguments never share a node).
             args = repr(plain)
-        return canonical_json({"task": name, "args": args})
+        if self.state is None:
+            return canonical_json({"task": name, "args": args})
+        return canonical_json({"task": name, "args": args, "state": self.state.fingerprint()})
+
+
+async def _awaited_in(state: ExecutionState, awaitable: Any) -> Any:
+    with state:
+        return await awaitable
 
 
 def _code_name(fn: Callable[..., Any]) -> str:
@@ -249,7 +270,14 @@ class Task:
 
     def __call__(self, *args: Any, **kwargs: Any) -> ModelOutputThunk[Any]:
         return ModelOutputThunk(
-            TaskProducer(self.fn, args, kwargs, thread=self.thread, given_label=self.label)
+            TaskProducer(
+                self.fn,
+                args,
+                kwargs,
+                thread=self.thread,
+                state=current_state(),
+                given_label=self.label,
+            )
         )
 
     def __repr__(self) -> str:

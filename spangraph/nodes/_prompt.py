@@ -67,13 +67,15 @@ segment_text = itemgetter(Segment._fields.index("text"))
 
 
 class Prompt:
-    """Ordered segments (immutable). ``text`` is their concatenation.
-
-    A prompt made by a compiled render (``_fastrender``) holds its segments as
-    plain tuples, in ``Segment``'s field order (``segment_source``), and
-    ``segments`` makes the ``Segment`` objects once, when first asked for:
-    most prompts are only ever read as ``text``.
+    """A rendered prompt: ordered ``Segment``s (immutable). ``text`` is their
+    concatenation; ``segments`` the segments, each with the id of the span it
+    came from and its ``cache`` flag. Prompts concatenate with ``+``.
     """
+
+    # A prompt made by a compiled render (``_fastrender``) holds its segments as
+    # plain tuples, in ``Segment``'s field order (``segment_source``), and
+    # ``segments`` makes the ``Segment`` objects once, when first asked for:
+    # most prompts are only ever read as ``text``.
 
     __slots__ = ("_raw", "_segments", "text")
 
@@ -114,13 +116,23 @@ class Prompt:
         return list(dict.fromkeys(s.span_id for s in self.segments))
 
     def cached_prefix(self) -> tuple[Segment, ...]:
-        """The leading run of ``cache=True`` segments (empty when the prompt starts uncached)."""
-        out: list[Segment] = []
-        for seg in self.segments:
-            if not seg.cache:
+        """The leading run of ``cache=True`` segments (empty when the prompt starts
+        uncached). Labels (a message's ``"user: "``, the line breaks between messages)
+        are the format around content, not content: they join the run where cached
+        content follows them, so a chat whose earlier messages are cached has them all
+        in its prefix."""
+        end = 0
+        for index, seg in enumerate(self.segments):
+            if seg.cache:
+                end = index + 1
+            elif not seg.label:
                 break
-            out.append(seg)
-        return tuple(out)
+        return self.segments[:end]
+
+    @property
+    def is_chat(self) -> bool:
+        """Whether any segment has a chat role (a message, a chat history)."""
+        return any(seg.role for seg in self.segments)
 
     def as_messages(self, default_role: str = "user") -> list[ChatTurn]:
         """Group segments into chat turns by role, dropping completion-only labels."""

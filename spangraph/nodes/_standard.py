@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pydantic import Field, GetCoreSchemaHandler, PrivateAttr
+from pydantic import Field, GetCoreSchemaHandler, PrivateAttr, field_validator
 from pydantic_core import core_schema
 
 from ._component import Component, Span
@@ -21,13 +21,17 @@ class Requirement:
     """A condition an output must meet: a parameter of an instruction, checked by samplers.
 
     ``validate`` is an optional Python check of the output; without one, a
-    sampler asks an LLM judge. Only ``description`` and the validator's
-    qualified name are content: two requirements with the same description
-    and validator are the same requirement.
+    sampler asks an LLM judge. ``check_stream`` is an optional check of the text
+    while it is generated: given the text so far, it returns why the output already
+    fails (a reason), or ``None``; a ``RejectionSampler`` stops the generation at the
+    first reason, without waiting for the rest. Only ``description`` and the checks'
+    qualified names are content: two requirements with the same description and
+    checks are the same requirement.
     """
 
     description: str
     validate: Callable[..., Any] | None = field(default=None, compare=False)
+    check_stream: Callable[[str], str | None] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.description, str) or not self.description.strip():
@@ -37,11 +41,13 @@ class Requirement:
         return self.description
 
     def _sg_json(self) -> dict[str, Any]:
-        check = self.validate
-        name = None
-        if check is not None:
-            name = f"{getattr(check, '__module__', '?')}.{getattr(check, '__qualname__', '?')}"
-        return {"description": self.description, "validate": name}
+        value: dict[str, Any] = {
+            "description": self.description,
+            "validate": _qualified_name(self.validate),
+        }
+        if self.check_stream is not None:  # absent otherwise: earlier content ids hold
+            value["check_stream"] = _qualified_name(self.check_stream)
+        return value
 
     @classmethod
     def __get_pydantic_core_schema__(
@@ -51,6 +57,12 @@ class Requirement:
             _coerce_requirement,
             serialization=core_schema.plain_serializer_function_ser_schema(lambda r: r._sg_json()),
         )
+
+
+def _qualified_name(check: Callable[..., Any] | None) -> str | None:
+    if check is None:
+        return None
+    return f"{getattr(check, '__module__', '?')}.{getattr(check, '__qualname__', '?')}"
 
 
 def _coerce_requirement(value: Any) -> Requirement:
@@ -93,11 +105,25 @@ class Instruction(Component[T]):
         return items
 
 
+#: The roles a message may have: those of the chat templates and the OpenAI chat API.
+ROLES = ("system", "user", "assistant", "tool")
+
+
 class Message(Component[str]):
-    """One chat message. Chat engines see a role; completion engines see ``role: content``."""
+    """One chat message. Chat engines see a role; completion engines see ``role: content``.
+    ``role`` is one of ``ROLES``."""
 
     role: str
     content: Span
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, role: str) -> str:
+        if role not in ROLES:
+            raise ValueError(
+                f"a message's role is one of {', '.join(map(repr, ROLES))}, not {role!r}"
+            )
+        return role
 
     def _sg_message_role(self) -> str | None:
         return self.role

@@ -58,12 +58,14 @@ class ThunkState(enum.Enum):
 
 
 class Usage(NamedTuple):
-    """Token counts. ``input_tokens`` includes ``cached_input_tokens``.
-
-    ``Usage``, ``Timings`` and ``Completion`` are named tuples: immutable
-    values, one of each made per generation, and a tuple is the cheapest
-    such record to build (``docs/design/protocol.md``).
+    """Token counts. ``input_tokens`` includes ``cached_input_tokens`` (the
+    prompt tokens read from a KV prefix instead of being prefilled). Two
+    ``Usage`` values add up field by field.
     """
+
+    # ``Usage``, ``Timings`` and ``Completion`` are named tuples: immutable
+    # values, one of each made per generation, and a tuple is the cheapest
+    # such record to build (``docs/design/protocol.md``).
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -79,12 +81,14 @@ class Usage(NamedTuple):
 
 
 class Timings(NamedTuple):
-    """Milliseconds: waiting for a slot, prompt evaluation, token generation, all of it."""
+    """Milliseconds: waiting for a slot, prompt evaluation, token generation, all of it;
+    and, for a streamed generation, from the engine call to its first text."""
 
     queue_ms: float = 0.0
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
     total_ms: float = 0.0
+    first_token_ms: float | None = None
 
 
 # Shared zero values (they are immutable), so a new thunk builds neither.
@@ -151,6 +155,7 @@ class ThunkFacts:
         "sample_index",
         "score",
         "selected",
+        "stopped_text",
         "stream",
         "validation",
         "validation_passed",
@@ -183,6 +188,9 @@ class ThunkFacts:
         self.validation: list[tuple[Requirement, Verdict]] | None = None
         #: Whether every requirement passed (``None``: not validated).
         self.validation_passed: bool | None = None
+        #: The text generated before a requirement's streaming check stopped the
+        #: attempt (``None``: not stopped).
+        self.stopped_text: str | None = None
         #: ``BestOfN``'s score of the attempt.
         self.score: float | None = None
         #: ``MajorityVote``: how many attempts gave the same (normalised) answer.

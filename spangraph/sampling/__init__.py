@@ -4,6 +4,7 @@ from ._node import sample as sample
 from ._requirements import ValidationResult as ValidationResult
 from ._requirements import length_between as length_between
 from ._requirements import matches as matches
+from ._requirements import never_matches as never_matches
 from ._requirements import one_of as one_of
 from ._requirements import parses_as as parses_as
 from ._requirements import validate as validate
@@ -22,6 +23,7 @@ __all__ = [
     "ValidationResult",
     "length_between",
     "matches",
+    "never_matches",
     "one_of",
     "parses_as",
     "sample",

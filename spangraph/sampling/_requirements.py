@@ -87,17 +87,30 @@ async def validate(
 
 
 def length_between(min_chars: int = 0, max_chars: int | None = None) -> Requirement:
-    """The output's length (stripped) is within ``[min_chars, max_chars]``."""
+    """The output's length (stripped) is within ``[min_chars, max_chars]``. With
+    ``max_chars``, checked while the output is generated too: a ``RejectionSampler``
+    stops an attempt as soon as its text so far is too long."""
     if min_chars < 0 or (max_chars is not None and max_chars < min_chars):
         raise ValueError(f"bad length bounds: {min_chars}..{max_chars}")
     bound = f"{min_chars} to {max_chars}" if max_chars is not None else f"at least {min_chars}"
 
+    def wrong(n: int) -> str:
+        return f"length {n} is not {bound} characters"
+
     def check(text: str) -> ValidationResult:
         n = len(text.strip())
         ok = n >= min_chars and (max_chars is None or n <= max_chars)
-        return ValidationResult(ok, None if ok else f"length {n} is not {bound} characters")
+        return ValidationResult(ok, None if ok else wrong(n))
 
-    return Requirement(f"Between {bound} characters long.", validate=check)
+    def too_long(text: str) -> str | None:
+        n = len(text.strip())
+        return wrong(n) if max_chars is not None and n > max_chars else None
+
+    return Requirement(
+        f"Between {bound} characters long.",
+        validate=check,
+        check_stream=too_long if max_chars is not None else None,
+    )
 
 
 def matches(pattern: str, *, description: str | None = None) -> Requirement:
@@ -111,6 +124,27 @@ def matches(pattern: str, *, description: str | None = None) -> Requirement:
         )
 
     return Requirement(description or f"Matches the pattern {pattern}.", validate=check)
+
+
+def never_matches(pattern: str, *, description: str | None = None) -> Requirement:
+    """The output contains no match of the regular expression ``pattern``. Checked
+    while the output is generated too: a ``RejectionSampler`` stops an attempt as soon
+    as its text so far contains a match."""
+    compiled = re.compile(pattern)
+
+    def found(text: str) -> str | None:
+        match = compiled.search(text)
+        return None if match is None else f"the output contains {match.group(0)[:80]!r}"
+
+    def check(text: str) -> ValidationResult:
+        reason = found(text)
+        return ValidationResult(reason is None, reason)
+
+    return Requirement(
+        description or f"Contains nothing that matches {pattern}.",
+        validate=check,
+        check_stream=found,
+    )
 
 
 def parses_as(model: type[BaseModel]) -> Requirement:

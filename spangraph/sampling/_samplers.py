@@ -88,15 +88,50 @@ class Sampler(abc.ABC):
 
     @staticmethod
     async def _attempt(
-        engine: Any, action: Any, index: int, state: ExecutionState | None = None
+        engine: Any,
+        action: Any,
+        index: int,
+        state: ExecutionState | None = None,
+        checks: Sequence[Requirement] = (),
     ) -> ModelOutputThunk[Any]:
+        """One attempt. With ``checks`` (requirements with a ``check_stream``), its text
+        is checked as it is generated, and the generation is stopped at the first
+        failure: the attempt is then failed validation, with that reason, and
+        ``facts.stopped_text`` holds the text made until then."""
         thunk: ModelOutputThunk[Any] = ModelOutputThunk(
             GenerationProducer(as_span(action), state, {}, index)
         )
         thunk._claimed = True
         thunk.facts.sample_index = index
-        await engine.generate(None, into=thunk)
+        if not checks:
+            await engine.generate(None, into=thunk)
+            return thunk
+        thunk.facts.stream = True
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch, thunk, checks, tg.cancel_scope)
+            await engine.generate(None, into=thunk)
+            tg.cancel_scope.cancel()  # done: the watcher has nothing more to see
         return thunk
+
+
+async def _watch(
+    thunk: ModelOutputThunk[Any], checks: Sequence[Requirement], generation: anyio.CancelScope
+) -> None:
+    """Check the attempt's text as it grows; at the first failure, record it and stop
+    the generation (llama.cpp stops at its next token)."""
+    text = ""
+    async for delta in thunk._follow():
+        text += delta
+        for requirement in checks:
+            assert requirement.check_stream is not None
+            reason = requirement.check_stream(text)
+            if reason is not None:
+                facts = thunk.facts
+                facts.validation = [(requirement, ValidationResult(False, reason))]
+                facts.validation_passed = False
+                facts.stopped_text = text
+                generation.cancel()
+                return
 
 
 def _single(group: BaseExceptionGroup[Any]) -> BaseException:
@@ -152,6 +187,8 @@ class RejectionSampler(Sampler):
         counter = itertools.count()
         success: list[int] = []
 
+        checks = [r for r in self.requirements if r.check_stream is not None]
+
         async def chain(scope: anyio.CancelScope) -> None:
             current_action, state = action, None
             while not success:
@@ -159,18 +196,24 @@ class RejectionSampler(Sampler):
                 if index >= self.loop_budget:
                     return
                 try:
-                    thunk = await self._attempt(engine, current_action, index, state)
+                    thunk = await self._attempt(engine, current_action, index, state, checks)
                 except Exception as exc:
                     errors.append(exc)
                     continue
                 attempts[index] = thunk
-                results = [
-                    (r, await validate(r, thunk, engine, judge=self.judge))
-                    for r in self.requirements
-                ]
-                passed = all(v.passed for _, v in results)
                 facts = thunk.facts
-                facts.validation, facts.validation_passed = list(results), passed
+                if facts.stopped_text is not None:  # a streaming check stopped it
+                    results = [
+                        (r, v) for r, v in facts.validation or () if isinstance(v, ValidationResult)
+                    ]
+                    passed = False
+                else:
+                    results = [
+                        (r, await validate(r, thunk, engine, judge=self.judge))
+                        for r in self.requirements
+                    ]
+                    passed = all(v.passed for _, v in results)
+                    facts.validation, facts.validation_passed = list(results), passed
                 if passed:
                     success.append(index)
                     scope.cancel()
@@ -194,9 +237,15 @@ class RejectionSampler(Sampler):
         for thunk in thunks:
             if thunk.facts.validation_passed:
                 return thunk
-        if not thunks:
-            raise RuntimeError("RejectionSampler: no attempt produced a result")
-        return thunks[-1] if self.repair == "multi_turn" else thunks[0]
+        # Attempts stopped by a streaming check have no output to fall back on.
+        done = [t for t in thunks if t.state is ThunkState.DONE]
+        if not done:
+            stopped = sum(t.facts.stopped_text is not None for t in thunks)
+            raise RuntimeError(
+                "RejectionSampler: no attempt produced a result"
+                + (f" ({stopped} stopped by a requirement's streaming check)" if stopped else "")
+            )
+        return done[-1] if self.repair == "multi_turn" else done[0]
 
     @staticmethod
     def repair_note(results: Sequence[tuple[Requirement, ValidationResult]]) -> str:
@@ -222,14 +271,12 @@ class RejectionSampler(Sampler):
                     update={"description": CBlock(f"{description}\n\n{note}")}
                 ), None
             return Instruction(description=CBlock(note), grounding=[original]), None
-        history = (
-            state
-            if isinstance(state, ChatHistory)
-            else ChatHistory(messages=[Message(role="user", content=current)])
-        )
-        if isinstance(state, ChatHistory):
-            history = history.append("user", current)
-        history = history.append("assistant", CBlock(thunk.value))
+        # The attempt's action is the user's turn (a message already is one), then
+        # the attempt's answer, then the note: the chat rendering of any generation.
+        turn = current if isinstance(current, Message) else Message(role="user", content=current)
+        before = state.messages if isinstance(state, ChatHistory) else []
+        answer = thunk.facts.stopped_text if thunk.facts.stopped_text is not None else thunk.value
+        history = ChatHistory(messages=[*before, turn]).append("assistant", CBlock(answer))
         return CBlock(note), history
 
 
@@ -334,10 +381,13 @@ class MajorityVote(Sampler):
 
 
 class HyperParamSweep(Sampler):
-    """One generation per point of an option grid; the result is every thunk.
+    """One generation per point of an option grid.
 
     ``grid`` is a mapping from option name to the values to try (their
-    product is swept) or a list of option mappings.
+    product is swept) or a list of option mappings. Every point's generation
+    is in the sampler thunk's ``attempts`` (each with its options in
+    ``facts.options``); the thunk itself is the first point's, unless
+    ``sample(..., select=...)`` chooses another.
     """
 
     def __init__(self, grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]) -> None:

@@ -339,6 +339,10 @@ class RunTracer:
             attributes[sc.GEN_AI_OUTPUT_TYPE] = record.output_type
         if record.response_model is not None:
             attributes[sc.GEN_AI_RESPONSE_MODEL] = record.response_model
+        first_token_ms = record.timings.first_token_ms
+        if first_token_ms is not None:  # streamed
+            attributes[sc.GEN_AI_REQUEST_STREAM] = True
+            attributes[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = first_token_ms / 1000.0
         usage = record.usage
         attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
         attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens

@@ -148,7 +148,15 @@ class Totals:
 
 
 class LogDAG:
-    """A run's nodes and edges, with queries and rendering."""
+    """What a run did: one ``LogNode`` per executed node and the ``LogEdge`` records
+    between them, built from the run's spans (``Run.log``) or read from an
+    OTLP/JSON file (``from_otlp_json``).
+
+    Queries: ``totals()``, ``filter(kind=..., status=...)``, ``critical_path()``,
+    ``upstream(key)``, ``subdag(node_id)``. It writes itself back to OTLP/JSON
+    (``write_otlp_json``) and draws itself (``render(path)``, ``to_graphviz()``,
+    and as SVG in a notebook).
+    """
 
     def __init__(self, records: Sequence[SpanRecord]) -> None:
         self.records = list(records)
@@ -197,7 +205,7 @@ class LogDAG:
 
     @classmethod
     def from_spans(cls, spans: Iterable[Any]) -> LogDAG:
-        """From SDK ``ReadableSpan``s (or ``SpanRecord``s)."""
+        """From SDK ``ReadableSpan`` objects (or ``SpanRecord`` objects)."""
         records = [s if isinstance(s, SpanRecord) else SpanRecord.from_readable(s) for s in spans]
         return cls(sorted(records, key=lambda r: (r.start, r.end, r.span_id)))
 

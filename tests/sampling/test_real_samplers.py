@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, Field
 
-from spangraph import Component, Requirement, Span, options, run, sample
-from spangraph.sampling import RejectionSampler, matches
+from spangraph import CBlock, Component, Requirement, Span, generate, options, run, sample
+from spangraph.sampling import RejectionSampler, matches, never_matches
 
 pytestmark = pytest.mark.real
 
@@ -59,3 +60,30 @@ def test_llm_judged_requirement_verdict_is_in_the_trace(llama: Any) -> None:
     assert attempt.attributes["spangraph.validation.passed"] is verdict.passed
     judged = [e.source for e in dag.edges if e.kind == "judge" and e.target == judges[0].key]
     assert judged == [attempt.key]
+
+
+def test_a_streaming_check_stops_the_real_engine_early(llama: Any) -> None:
+    """A requirement that fails early stops the generation well before max_tokens: the
+    tokens saved are the unstopped generation's tokens less those made before the stop."""
+    prompt = CBlock("Count from 1 to 60, separated by commas: 1, 2, 3,")
+    greedy = {"temperature": 0, "max_tokens": 128, "stop": []}
+    with options(**greedy):
+        unstopped = generate(prompt)
+        chosen = sample(prompt, RejectionSampler([never_matches(r"\b9\b")], loop_budget=1))
+    started = time.perf_counter()
+    run(unstopped, engine=llama, progress=False)
+    full_s = time.perf_counter() - started
+    started = time.perf_counter()
+    run(chosen, engine=llama, on_error="continue", progress=False)
+    stopped_s = time.perf_counter() - started
+    (attempt,) = chosen.attempts
+    text = attempt.facts.stopped_text
+    assert text is not None and text.rstrip().endswith("9"), text
+    assert unstopped.value.startswith(text)  # greedy: the same text, cut at the failure
+    made = len(llama.shared().http("/tokenize", {"content": text})["tokens"])
+    full = unstopped.usage.output_tokens
+    print(
+        f"\nstreaming check: stopped after {made} of {full} tokens "
+        f"({full - made} saved); {stopped_s:.2f} s against {full_s:.2f} s"
+    )
+    assert full >= 100 and made <= 24

@@ -6,7 +6,18 @@ import anyio
 import pytest
 from pydantic import BaseModel
 
-from spangraph import CBlock, Component, Instruction, Requirement, Span, generate, run, sample
+from spangraph import (
+    CBlock,
+    Component,
+    Instruction,
+    Message,
+    Requirement,
+    Span,
+    arun,
+    generate,
+    run,
+    sample,
+)
 from spangraph.cache import CachePolicy, MemoryStore
 from spangraph.engines import EngineRequestError, Request, ScriptedEngine
 from spangraph.sampling import (
@@ -18,6 +29,7 @@ from spangraph.sampling import (
     ValidationResult,
     length_between,
     matches,
+    never_matches,
     one_of,
     parses_as,
     validate,
@@ -293,3 +305,65 @@ def test_a_sampler_downstream_of_a_failure_is_reported_skipped() -> None:
     assert result.status == "partial"
     assert [result.graph[o.node_id].kind for o in result.skipped] == ["sampler"]
     assert "failed: EngineRequestError" in result.skipped[0].reason
+
+
+def test_multi_turn_renders_each_role_once_after_a_message() -> None:
+    engine = Sequence_(["x", "5"])
+    sampler = RejectionSampler([Requirement("A number.", validate=is_digit)], repair="multi_turn")
+    anyio.run(sampler, engine, Message(role="user", content=CBlock("Give a number.")))
+    assert engine.prompts[1] == (
+        "user: Give a number.\nassistant: x\nuser: The previous answer did not meet these "
+        "requirements:\n- A number.\nassistant:"
+    )
+
+
+def test_a_streaming_check_stops_an_attempt_at_the_first_failure() -> None:
+    words = "fine fine BAD " + " ".join(["more"] * 200)
+    engine = Sequence_([words, "all fine here"], latency=2.0)  # 2 s per attempt, streamed
+    requirement = never_matches(r"BAD")
+    chosen = sample(CBlock("Say something."), RejectionSampler([requirement], loop_budget=2))
+
+    async def main() -> None:
+        with anyio.fail_after(5):  # the first attempt would take 2 s to the end
+            await arun(chosen, engine=engine, progress=False)
+
+    anyio.run(main)
+    first, second = chosen.attempts
+    assert first.facts.validation_passed is False and first.state.value == "cancelled"
+    assert first.facts.stopped_text == "fine fine BAD"  # stopped at the word that failed
+    (verdict,) = first.facts.validation
+    assert verdict[0] is requirement and verdict[1].reason == "the output contains 'BAD'"
+    assert chosen.value == "all fine here" and second.facts.validation_passed is True
+
+
+def test_a_length_cap_stops_the_generation_and_repair_sees_the_partial_text() -> None:
+    engine = Sequence_(["one two three four five six", "short"], latency=0.3)
+    sampler = RejectionSampler([length_between(0, 10)], loop_budget=2, repair="multi_turn")
+    chosen = sample(CBlock("Be short."), sampler)
+    run(chosen, engine=engine, progress=False)
+    first = chosen.attempts[0]
+    assert first.facts.stopped_text == "one two three"  # 13 characters: over the cap
+    assert engine.prompts[1].startswith("user: Be short.\nassistant: one two three\nuser: ")
+    assert chosen.value == "short"
+
+
+def test_when_every_attempt_is_stopped_the_node_fails_saying_so() -> None:
+    engine = Sequence_(["BAD one", "BAD two"], latency=0.05)
+    chosen = sample(CBlock("q"), RejectionSampler([never_matches("BAD")], loop_budget=2))
+    result = run(chosen, engine=engine, on_error="continue", progress=False)
+    assert result.status == "partial"
+    (failure,) = result.failed
+    assert "2 stopped by a requirement's streaming check" in failure.reason
+    assert [a.facts.stopped_text for a in chosen.attempts] == ["BAD", "BAD"]  # kept
+
+
+def test_a_stopped_attempt_s_reason_is_redacted_on_spans_with_capture_off() -> None:
+    engine = Sequence_(["SECRET leaked", "ok"], latency=0.05)
+    chosen = sample(CBlock("q"), RejectionSampler([never_matches("SECRET")], loop_budget=2))
+    result = run(chosen, engine=engine, progress=False)
+    attempts = [n for n in result.log if n.label.startswith("attempt")]
+    assert len(attempts) == 2
+    stopped = attempts[0]
+    assert stopped.attributes.get("spangraph.validation.passed") is False
+    assert "SECRET" not in repr(stopped.attributes)
+    assert stopped.attributes.get("spangraph.validation.reason_length", 0) > 0

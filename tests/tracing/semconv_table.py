@@ -62,6 +62,9 @@ TABLE: dict[str, Convention] = {
         Convention("gen_ai.request.seed", "int", INFERENCE, "recommended"),
         Convention("gen_ai.response.model", "string", INFERENCE, "recommended"),
         Convention("gen_ai.response.finish_reasons", "string[]", INFERENCE, "recommended"),
+        # On a streamed generation: the time from the request to its first text, seconds.
+        Convention("gen_ai.request.stream", "boolean", INFERENCE, "recommended"),
+        Convention("gen_ai.response.time_to_first_chunk", "double", INFERENCE, "recommended"),
         Convention("gen_ai.usage.input_tokens", "int", INFERENCE, "required"),
         Convention("gen_ai.usage.output_tokens", "int", INFERENCE, "required"),
         Convention("gen_ai.usage.cache_read.input_tokens", "int", INFERENCE, "required"),

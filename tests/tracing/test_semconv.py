@@ -9,6 +9,7 @@ import pathlib
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -17,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 import spangraph.tracing
-from spangraph import run
+from spangraph import CBlock, arun, arun_stream, generate, run
 from spangraph.engines import ScriptedEngine
 from spangraph.tracing import LogDAG, SpanRecord
 from spangraph.tracing import _provider as provider_module
@@ -252,3 +253,24 @@ def test_a_runs_trace_file_names_spangraphs_scope_and_version(
     assert scope_spans["scope"] == {"name": "spangraph", "version": version("spangraph")}
     assert len(scope_spans["spans"]) == len(result.log.records)
     assert {a["key"] for a in group["resource"]["attributes"]} >= {"service.name"}
+
+
+def test_a_streamed_generation_carries_its_time_to_first_chunk(
+    exporter: InMemorySpanExporter,
+) -> None:
+    async def main() -> None:
+        leaves = [generate(CBlock("q1")), generate(CBlock("q2"))]
+        engine = ScriptedEngine("one two three", latency=0.03)
+        async with arun_stream(leaves[0], engine=engine, tokens=True, progress=False) as events:
+            [event async for event in events]
+        await arun(leaves[1], engine=engine, progress=False)  # not streamed
+
+    anyio.run(main)
+    spans = list(exporter.get_finished_spans())
+    check_against_table(spans, captured=False)
+    inference = [
+        dict(s.attributes or {}) for s in spans if sort_of(dict(s.attributes or {})) == "inference"
+    ]
+    streamed = [a for a in inference if a.get(sc.GEN_AI_REQUEST_STREAM)]
+    assert len(inference) == 2 and len(streamed) == 1
+    assert 0 < streamed[0][sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] < 0.5
