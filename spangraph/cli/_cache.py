@@ -45,8 +45,7 @@ def _only(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--only",
         type=click.Choice(["memo", "kv"]),
-        help="Only this store. Default: the one whose path is given (--memo or --kv), "
-        "else both.",
+        help="Only this store. Default: the one whose path is given (--memo or --kv), else both.",
     )(fn)
 
 
