@@ -94,24 +94,40 @@ class Sampler(abc.ABC):
         state: ExecutionState | None = None,
         checks: Sequence[Requirement] = (),
     ) -> ModelOutputThunk[Any]:
-        """One attempt. With ``checks`` (requirements with a ``check_stream``), its text
-        is checked as it is generated, and the generation is stopped at the first
-        failure: the attempt is then failed validation, with that reason, and
-        ``facts.stopped_text`` holds the text made until then."""
+        """One attempt, declared and generated (see ``_declare_attempt`` and
+        ``_generate_attempt``)."""
+        thunk = Sampler._declare_attempt(action, index, state)
+        await Sampler._generate_attempt(engine, thunk, checks)
+        return thunk
+
+    @staticmethod
+    def _declare_attempt(
+        action: Any, index: int, state: ExecutionState | None = None
+    ) -> ModelOutputThunk[Any]:
+        """The thunk of attempt ``index`` (claimed: the sampler generates it)."""
         thunk: ModelOutputThunk[Any] = ModelOutputThunk(
             GenerationProducer(as_span(action), state, {}, index)
         )
         thunk._claimed = True
         thunk.facts.sample_index = index
+        return thunk
+
+    @staticmethod
+    async def _generate_attempt(
+        engine: Any, thunk: ModelOutputThunk[Any], checks: Sequence[Requirement] = ()
+    ) -> None:
+        """Generate an attempt. With ``checks`` (requirements with a ``check_stream``),
+        its text is checked as it is generated, and the generation is stopped at the
+        first failure: the attempt is then failed validation, with that reason, and
+        ``facts.stopped_text`` holds the text made until then."""
         if not checks:
             await engine.generate(None, into=thunk)
-            return thunk
+            return
         thunk.facts.stream = True
         async with anyio.create_task_group() as tg:
             tg.start_soon(_watch, thunk, checks, tg.cancel_scope)
             await engine.generate(None, into=thunk)
             tg.cancel_scope.cancel()  # done: the watcher has nothing more to see
-        return thunk
 
 
 async def _watch(
@@ -195,12 +211,13 @@ class RejectionSampler(Sampler):
                 index = next(counter)
                 if index >= self.loop_budget:
                     return
+                thunk = self._declare_attempt(current_action, index, state)
+                attempts[index] = thunk  # kept, even if it fails (the trace shows it too)
                 try:
-                    thunk = await self._attempt(engine, current_action, index, state, checks)
+                    await self._generate_attempt(engine, thunk, checks)
                 except Exception as exc:
                     errors.append(exc)
                     continue
-                attempts[index] = thunk
                 facts = thunk.facts
                 if facts.stopped_text is not None:  # a streaming check stopped it
                     results = [
@@ -228,8 +245,15 @@ class RejectionSampler(Sampler):
             async with anyio.create_task_group() as tg:
                 for _ in range(self.concurrency):
                     tg.start_soon(chain, scope)
-        ordered = [attempts[i] for i in sorted(attempts)]
-        if not ordered and errors:
+        # What ended: done, failed (an engine or parse error), or stopped by a streaming
+        # check; attempts cancelled because another chain succeeded are not results.
+        ordered = [
+            attempts[i]
+            for i in sorted(attempts)
+            if attempts[i].state in (ThunkState.DONE, ThunkState.FAILED)
+            or attempts[i].facts.stopped_text is not None
+        ]
+        if errors and not any(t.state is ThunkState.DONE for t in ordered):
             raise errors[0]
         return ordered
 

@@ -137,7 +137,9 @@ def test_early_stop_with_concurrency() -> None:
 
 def test_engine_error_re_raised_only_when_nothing_succeeded() -> None:
     thunks, _ = rs(["!error", "3"], loop_budget=3)
-    assert [t.value for t in thunks] == ["3"]
+    # The failed attempt is kept (the trace shows it too), and the next one chosen.
+    assert [t.state.value for t in thunks] == ["failed", "done"] and thunks[1].value == "3"
+    assert isinstance(thunks[0].error, EngineRequestError)
     with pytest.raises(EngineRequestError, match="engine refused"):
         rs(["!error", "!error"], loop_budget=2)
 
@@ -367,3 +369,18 @@ def test_a_stopped_attempt_s_reason_is_redacted_on_spans_with_capture_off() -> N
     assert stopped.attributes.get("spangraph.validation.passed") is False
     assert "SECRET" not in repr(stopped.attributes)
     assert stopped.attributes.get("spangraph.validation.reason_length", 0) > 0
+
+
+def test_an_attempt_that_fails_to_parse_is_kept_and_counted() -> None:
+    class Number(Component[int]):
+        template = "{q}"
+        q: Span
+
+    engine = Sequence_(["not a number", "7"])
+    requirement = Requirement("A number.", validate=is_digit)
+    chosen = sample(Number(q=CBlock("n?")), RejectionSampler([requirement], loop_budget=2))
+    result = run(chosen, engine=engine, progress=False)
+    first, second = chosen.attempts
+    assert first.state.value == "failed" and type(first.error).__name__ == "ParseError"
+    assert chosen.parsed == 7 and chosen.facts.selected is second
+    assert result.generations == 2  # as many as the trace shows
