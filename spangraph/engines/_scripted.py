@@ -31,6 +31,15 @@ async def _sleep(delay: float) -> None:
 _INSTANT = Timings()
 
 
+class _Counts:
+    """What a ``ScriptedEngine`` and its views count, together."""
+
+    __slots__ = ("calls", "in_flight", "max_in_flight")
+
+    def __init__(self) -> None:
+        self.calls = self.in_flight = self.max_in_flight = 0
+
+
 class ScriptedEngine(InferenceEngine):
     """Answers from a function of the request, or a mapping from prompt text.
 
@@ -65,11 +74,26 @@ class ScriptedEngine(InferenceEngine):
         self._default = default
         self._name = name
         self.max_concurrency = max_concurrency
-        self.calls = 0
+        #: Calls and concurrency, shared with the engine's views (``with_state`` copies
+        #: the engine, and a sampler's attempts go through a view).
+        self._counts = _Counts()
         #: Instant completions of the fixed reply, by prompt length in tokens.
         self._instant: dict[int, Completion] = {}
-        self.in_flight = 0
-        self.max_in_flight = 0
+
+    @property
+    def calls(self) -> int:
+        """Generations asked of this engine and its views."""
+        return self._counts.calls
+
+    @property
+    def in_flight(self) -> int:
+        """Generations under way now."""
+        return self._counts.in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most generations that were under way at once."""
+        return self._counts.max_in_flight
 
     @property
     def model(self) -> str:
@@ -96,39 +120,46 @@ class ScriptedEngine(InferenceEngine):
         return latency(request) if callable(latency) else latency
 
     async def _complete(self, request: Request) -> Completion:
-        self.calls += 1
+        counts = self._counts
+        counts.calls += 1
         reply = self._reply
         if not self._latency and type(reply) is str:
             # Instant and fixed: what scheduler benchmarks measure. The completion is a
             # value (immutable), so one is made per prompt length and shared.
-            if self.in_flight >= self.max_in_flight:
-                self.max_in_flight = self.in_flight + 1
+            if counts.in_flight >= counts.max_in_flight:
+                counts.max_in_flight = counts.in_flight + 1
             prompt = request.prompt.text if "system" not in request.options else request.text
             prompt_tokens = len(prompt.split())
             completion = self._instant.get(prompt_tokens)
             if completion is None:
                 completion = self._instant[prompt_tokens] = self._completion(request, reply, 0.0)
             return completion
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        counts.in_flight += 1
+        counts.max_in_flight = max(counts.max_in_flight, counts.in_flight)
         try:
             delay = self._delay(request)
             if delay > 0:
                 await _sleep(delay)
             text = await self._answer(request)
         finally:
-            self.in_flight -= 1
+            counts.in_flight -= 1
         return self._completion(request, text, delay)
 
     async def _stream(self, request: Request) -> AsyncIterator[str | Completion]:
-        self.calls += 1
-        delay = self._delay(request)
-        text = await self._answer(request)
-        words = text.split(" ")
-        for i, word in enumerate(words):
-            if delay > 0:
-                await _sleep(delay / max(len(words), 1))
-            yield word if i == 0 else " " + word
+        counts = self._counts
+        counts.calls += 1
+        counts.in_flight += 1
+        counts.max_in_flight = max(counts.max_in_flight, counts.in_flight)
+        try:
+            delay = self._delay(request)
+            text = await self._answer(request)
+            words = text.split(" ")
+            for i, word in enumerate(words):
+                if delay > 0:
+                    await _sleep(delay / max(len(words), 1))
+                yield word if i == 0 else " " + word
+        finally:
+            counts.in_flight -= 1
         yield self._completion(request, text, delay)
 
     @staticmethod

@@ -15,6 +15,7 @@ from spangraph import (
     Span,
     arun,
     generate,
+    options,
     run,
     sample,
 )
@@ -384,3 +385,12 @@ def test_an_attempt_that_fails_to_parse_is_kept_and_counted() -> None:
     assert first.state.value == "failed" and type(first.error).__name__ == "ParseError"
     assert chosen.parsed == 7 and chosen.facts.selected is second
     assert result.generations == 2  # as many as the trace shows
+
+
+def test_a_scripted_engine_counts_the_calls_of_its_views() -> None:
+    engine = Sequence_(["x", "y", "4"])
+    sampler = RejectionSampler([Requirement("A number.", validate=is_digit)], loop_budget=3)
+    with options(temperature=0.5):  # a state: the attempts go through an engine view
+        chosen = sample(CBlock("n?"), sampler)
+    run(chosen, engine=engine, progress=False)
+    assert engine.calls == 3 == len(chosen.attempts) and engine.in_flight == 0
