@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -263,27 +262,20 @@ def _indented(text: str) -> str:
 
 
 def _draw(dag: LogDAG, out: pathlib.Path, fmt: str) -> int:
-    """Write the drawing: DOT source needs no graphviz; svg, png and pdf need its ``dot``
-    program, and without it the DOT source is written beside OUT instead (exit 1)."""
+    """Write the drawing (``LogDAG.render``): DOT source needs no graphviz; svg, png and
+    pdf need its ``dot`` program, and without it the DOT source is written beside OUT
+    instead (exit 1)."""
     try:
-        if fmt == "dot":
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(dag.to_graphviz().source)
-            click.echo(f"drawn to {out}")
-            return 0
-        if shutil.which("dot") is None:
-            fallback = out.with_suffix(".dot")
-            fallback.parent.mkdir(parents=True, exist_ok=True)
-            fallback.write_text(dag.to_graphviz().source)
-            click.echo(
-                f"error: graphviz's dot program is not installed, so no {fmt} was drawn; "
-                f"the DOT source is in {fallback}. Install graphviz (Debian/Ubuntu: apt-get "
-                "install graphviz; macOS: brew install graphviz), or use --format dot",
-                err=True,
-            )
-            return 1
         written = dag.render(out, format=fmt)
     except OSError as exc:
         fail(f"cannot write {out}: {exc}")
+    if written != out:
+        click.echo(
+            f"error: graphviz's dot program is not installed, so no {fmt} was drawn; "
+            f"the DOT source is in {written}. Install graphviz (Debian/Ubuntu: apt-get "
+            "install graphviz; macOS: brew install graphviz), or use --format dot",
+            err=True,
+        )
+        return 1
     click.echo(f"drawn to {written}")
-    return 0 if pathlib.Path(written) == out else 1
+    return 0
