@@ -303,7 +303,8 @@ def test_a_graph_is_held_while_a_thunk_of_it_is_claimed_and_unfinished() -> None
     """``SpanGraph.held``: a graph whose thunks another graph's run (or a direct
     ``generate``) has claimed is held until they finish; one whose thunks nobody
     claimed, or whose claimed thunks are finished, is not."""
-    first, second = generate(Node(label="a")), generate(Node(label="b"))
+    first = generate(Node(kids=[CBlock("a")], label="a"))
+    second = generate(Node(kids=[CBlock("b")], label="b"))
     graph = compile(first, second)
     assert not graph.held()  # nobody claimed anything
     second._claimed = True  # what a run of another graph with these spans does
