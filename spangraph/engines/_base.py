@@ -577,9 +577,10 @@ class InferenceEngine:
         emit = bus.emit_record if bus is not None else None
         if emit is None and state is _IDENTITY:
             return
+        model = self.model  # (a property: read once)
         response_model: str | None = None
         if completion is not None:
-            response_model = self.model
+            response_model = model
             raw = completion.raw
             if raw is not None and type(raw) is not dict:
                 # An OpenAI-compatible response names the model that answered.
@@ -592,7 +593,7 @@ class InferenceEngine:
             thunk._id or "",
             engine=self.kind,
             provider=self.provider,
-            model=self.model,
+            model=model,
             mode=self.capabilities.mode,
             options=request.options if request is not None else {},
             prompt=request.text if request is not None else "",

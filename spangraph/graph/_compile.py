@@ -10,6 +10,7 @@ search: nodes are recorded in post-order, which is a topological order
 from __future__ import annotations
 
 import gc
+import operator
 import os
 import pathlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,6 +32,9 @@ from ..nodes._internal import (
     walk_ids,
 )
 from ..tracing._internal import capture_mode
+
+#: Whether a thunk is claimed, by a run or by whoever declared it (``SpanGraph.held``).
+_claimed = operator.attrgetter("_claimed")
 
 # A node's status in a run (the scheduler keeps it, apart from the graph).
 PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED = (
@@ -193,9 +197,14 @@ class SpanGraph:
     def held(self) -> bool:
         """Whether a run holds this graph now: runs it, or holds thunks of it (a graph
         compiled from the same spans is running)."""
-        return bool(self._running) or any(
-            thunk._claimed and not thunk.state.finished for thunk in self._work_thunks
-        )
+        if self._running:
+            return True
+        thunks = self._work_thunks
+        # A thunk no run has claimed is held by none: when none is claimed (the usual
+        # case), that is found without a Python loop over the graph.
+        if not any(map(_claimed, thunks)):
+            return False
+        return any(not thunk.state.finished for thunk in thunks if thunk._claimed)
 
     def instance(self) -> SpanGraph:
         """The same program with thunks of its own (``nodes/_copy.py``): what a run

@@ -100,10 +100,14 @@ class TracedGraph(Protocol):
         """Each root's value (``None`` for one that has none)."""
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True)
 class NodeFacts:
     """What a node's span says about the node besides how its attempt went (the
-    module docstring tells where each comes from)."""
+    module docstring tells where each comes from).
+
+    Made by its two named constructors, ``of`` (from the graph) and ``declared``
+    (every field by keyword), which call the class positionally: a class called
+    with keywords builds a dict of them first, and a traced run makes one per span."""
 
     kind: str
     path: str
@@ -122,13 +126,8 @@ class NodeFacts:
             ids, kinds = upstream(nodes, node)
         else:
             kinds = _all_parts(len(ids))
-        return cls(
-            kind=node.kind,
-            path=graph.path_tail(node_id, TRACE_PATH_CHARS),
-            label=graph.label(node_id, captured),
-            upstream=ids,
-            upstream_kinds=kinds,
-        )
+        path = graph.path_tail(node_id, TRACE_PATH_CHARS)
+        return cls(node.kind, path, graph.label(node_id, captured), ids, kinds)
 
     @classmethod
     def declared(
@@ -143,14 +142,7 @@ class NodeFacts:
         """The facts of a node that is not in the graph (a sampler's attempt, a judge
         call: ``NodeDeclared``); its sampler's span is its parent. Its upstream is what
         it declared (a judge call's: the attempt it judges, a ``judge`` edge)."""
-        return cls(
-            kind=kind,
-            path=path,
-            label=label,
-            upstream=upstream,
-            upstream_kinds=("judge",) * len(upstream),
-            sampler=sampler,
-        )
+        return cls(kind, path, label, upstream, ("judge",) * len(upstream), sampler)
 
 
 def upstream(

@@ -297,3 +297,20 @@ def test_path_tails_equal_cut_paths_in_any_order() -> None:
     cut = [cut_path(p, 40) for p in paths if len(p) > 40]
     assert cut and all(c.startswith("….") for c in cut if "." in c[-40:])
     assert cut_path("root" + "x" * 50, 10) == "…" + "x" * 10  # no dot: cut at the limit
+
+
+def test_a_graph_is_held_while_a_thunk_of_it_is_claimed_and_unfinished() -> None:
+    """``SpanGraph.held``: a graph whose thunks another graph's run (or a direct
+    ``generate``) has claimed is held until they finish; one whose thunks nobody
+    claimed, or whose claimed thunks are finished, is not."""
+    first = generate(Node(kids=[CBlock("a")], label="a"))
+    second = generate(Node(kids=[CBlock("b")], label="b"))
+    graph = compile(first, second)
+    assert not graph.held()  # nobody claimed anything
+    second._claimed = True  # what a run of another graph with these spans does
+    assert graph.held()
+    second._set_done("b", "b")  # finished: a declared thunk stays claimed
+    assert not graph.held()
+    graph._running += 1  # a run of this graph itself
+    assert graph.held()
+    graph._running -= 1
