@@ -207,7 +207,8 @@ class KVPrefixStore:
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # an I/O error may have ended it: raise that, not this
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
