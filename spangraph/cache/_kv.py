@@ -96,6 +96,12 @@ def _private_file(path: pathlib.Path) -> None:
             os.chmod(path, 0o600)
 
 
+def _identity(st: os.stat_result, checksum: str) -> tuple[int, int, int, int, str]:
+    """What a verified file is remembered by: a file changed since (rewritten,
+    replaced, touched) no longer matches, and is hashed again before a restore."""
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, checksum)
+
+
 def file_checksum(path: str | os.PathLike[str]) -> str:
     """The sha256 of a file, in hex."""
     with open(path, "rb") as f:
@@ -297,7 +303,7 @@ class KVPrefixStore:
             return self._drop(
                 digest, checksum, f"is {st.st_size} bytes where its index row says {size}"
             )
-        seen = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, checksum)
+        seen = _identity(st, checksum)
         if self._verified.get(digest) == seen:
             return True
         try:
@@ -345,6 +351,8 @@ class KVPrefixStore:
         with self._lock, self._writing() as conn:
             try:
                 os.replace(temp, self.path(digest))
+                # Just hashed: its first restore need not hash it again.
+                self._verified[digest] = _identity(self.path(digest).stat(), checksum)
             except FileNotFoundError:
                 return False
             self._index(conn, digest, size=size, checksum=checksum, tokens=tokens)

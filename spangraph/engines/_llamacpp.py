@@ -130,6 +130,46 @@ def home_folder(setting: str | os.PathLike[str], *, where: str) -> pathlib.Path:
     return path
 
 
+# -- sizing ----------------------------------------------------------------------------------
+
+#: The context each slot gets when ``n_ctx`` is not given.
+SLOT_CONTEXT = 4096
+#: The fewest tokens a slot is given when ``n_parallel`` is chosen for a given ``n_ctx``.
+MIN_SLOT_CONTEXT = 2048
+#: Slots per core, and at most, when ``n_parallel`` is not given.
+SLOTS_PER_CORE, MAX_SLOTS = 4, 8
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def engine_size(cores: int, n_parallel: int | None, n_ctx: int | None) -> tuple[int, int]:
+    """The slot count and total context of an engine (each as given, if given).
+
+    On a CPU, decoding one token reads every weight of the model, for one sequence
+    or for a batch of them: the slots decoding together share that read, so more
+    slots give more tokens a second, up to where the arithmetic, not the memory,
+    is the limit. On 2 cores with Gemma 3 270M, 8 questions of 16 tokens after a
+    shared document took 4.2 s on 1 slot, 2.7 s on 2, 2.5 s on 4 and 2.3 s on 8
+    (2026-12-02; ``docs/design/engines.md``). So: 4 slots per core, at most 8,
+    each with ``SLOT_CONTEXT`` tokens; a given ``n_ctx`` is shared by at most as
+    many slots as leave each ``MIN_SLOT_CONTEXT``. The KV cache is allocated
+    up front: 8 slots of 4,096 tokens cost Gemma 3 270M about 170 MB more than
+    2 slots of 4,096 in all.
+    """
+    if n_parallel is None:
+        n_parallel = min(MAX_SLOTS, SLOTS_PER_CORE * max(1, cores))
+        if n_ctx is not None:
+            n_parallel = max(1, min(n_parallel, n_ctx // MIN_SLOT_CONTEXT))
+    if n_ctx is None:
+        n_ctx = n_parallel * SLOT_CONTEXT
+    return n_parallel, n_ctx
+
+
 # -- the shared server ----------------------------------------------------------------------
 
 
@@ -236,6 +276,8 @@ class _Slots:
         self.holds: list[str | None] = [None] * count
         self.last_used = [0.0] * count
         self.busy = [False] * count
+        #: The most slots busy at once so far (how far a fan-out really ran in parallel).
+        self.peak_busy = 0
         self._ready = threading.Condition()
 
     def acquire(self, prefix: str | None) -> int:
@@ -246,6 +288,7 @@ class _Slots:
             holding = [i for i in free if prefix is not None and self.holds[i] == prefix]
             slot = holding[0] if holding else min(free, key=lambda i: self.last_used[i])
             self.busy[slot] = True
+            self.peak_busy = max(self.peak_busy, sum(self.busy))
             return slot
 
     def release(self, slot: int, holds: str | None) -> None:
@@ -323,8 +366,8 @@ class LlamaCppEngine(InferenceEngine):
         *,
         model: str | None = None,
         sha256: str | None = None,
-        n_ctx: int = 8192,
-        n_parallel: int = 2,
+        n_ctx: int | None = None,
+        n_parallel: int | None = None,
         n_threads: int | None = None,
         home: str | os.PathLike[str] | None = None,
         kv_dir: str | os.PathLike[str] | None = None,
@@ -333,6 +376,7 @@ class LlamaCppEngine(InferenceEngine):
         defaults: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(defaults={"max_tokens": DEFAULT_MAX_TOKENS, **(defaults or {})})
+        n_parallel, n_ctx = engine_size(usable_cores(), n_parallel, n_ctx)
         if n_parallel < 1:
             raise ValueError(f"n_parallel must be >= 1, got {n_parallel}")
         if n_ctx < 256 * n_parallel:
@@ -366,7 +410,7 @@ class LlamaCppEngine(InferenceEngine):
             str(path),
             n_ctx,
             n_parallel,
-            n_threads or max(1, os.cpu_count() or 1),
+            n_threads or usable_cores(),
             str(pathlib.Path(kv_dir) if kv_dir is not None else self.home / "kv"),
         )
         self._shared: _Shared | None = None
@@ -447,7 +491,11 @@ class LlamaCppEngine(InferenceEngine):
             return None
         system = request.system
         text = (f"{system}\n\n" if system else "") + "".join(seg.text for seg in segments)
-        return CachedPrefix(digest=prefix_key(self.fingerprint(), [text]), text=text)
+        # llama.cpp restores a slot file only into a server with as many slots as the
+        # one that saved it ("No available space in KV cache or invalid slot save file"
+        # otherwise, xllamacpp 2026.10): the slot count is part of the file's key.
+        owner = {**self.fingerprint(), "slots": self.config.n_parallel}
+        return CachedPrefix(digest=prefix_key(owner, [text]), text=text)
 
     def prefix_key(self, action: Any, state: Any) -> str | None:
         """The cached-prefix digest a generation of ``action`` would use (for scheduling)."""

@@ -45,8 +45,10 @@ nodes behind it (other engines, tasks, pure nodes) go on.
 Prefix-aware ordering: on engines with KV slots, a generation whose prompt
 starts with a ``cache=True`` prefix that is not warm yet (in no slot, not
 saved) claims the prefix; other ready generations with the same prefix are
-set aside until it finishes, so the prefix is prefilled once, while
-generations with other prefixes run meanwhile.
+set aside until the prefix is warm (``InferenceEngine.wait_prefix_ready``:
+saved, while the claiming generation still decodes) or the claiming one
+ends, so the prefix is prefilled once and then fans out over every slot,
+while generations with other prefixes run meanwhile.
 
 Execution
 ---------
@@ -261,6 +263,8 @@ class Scheduler:
         self._in_flight_by_engine: dict[int, int] = {}
         self._prefixes: dict[str, str | None] = {}
         self._warming: dict[str, str] = {}
+        #: Per prefix being warmed, the scope of the task that waits for it to be warm.
+        self._warm_watchers: dict[str, anyio.CancelScope] = {}
         self._draining = False
         self._tg: anyio.abc.TaskGroup | None = None
         #: Set in ``execute``: on asyncio, generations start inline and hand-offs are
@@ -594,7 +598,24 @@ class Scheduler:
         if owner is None or owner == node_id:
             self._warming[digest] = node_id
             return False
+        if digest not in self._warm_watchers:
+            self._warm_watchers[digest] = scope = anyio.CancelScope()
+            self._start_soon(self._fan_out_when_warm, digest, engine, scope)
         return True
+
+    async def _fan_out_when_warm(
+        self, digest: str, engine: InferenceEngine, scope: anyio.CancelScope
+    ) -> None:
+        """Warm a prefix once, then fan out: once the engine says the prefix is warm
+        (in a slot, or saved), the generations set aside for it start, while the one
+        that warmed it may still be decoding. Cancelled when that one ends first
+        (``_unwarm``: the prefix is free then, warm or not)."""
+        with scope:
+            await engine.wait_prefix_ready(digest)
+        if self._warm_watchers.get(digest) is not scope:
+            return  # the warming generation ended first (the wait may have ended too)
+        del self._warm_watchers[digest], self._warming[digest]
+        self._drain()
 
     def _release(self, engine: InferenceEngine, node: NodeInfo) -> None:
         self._in_flight -= 1
@@ -607,6 +628,9 @@ class Scheduler:
         digest = self._prefixes.get(node.id)
         if digest is not None and self._warming.get(digest) == node.id:
             del self._warming[digest]
+            watcher = self._warm_watchers.pop(digest, None)
+            if watcher is not None:
+                watcher.cancel()
 
     # -- attempts --------------------------------------------------------------------
 
