@@ -37,7 +37,7 @@ import urllib.request
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 import anyio
 import anyio.to_thread
@@ -262,6 +262,15 @@ class _Shared:
                 server.handle_completions({"prompt": "", "n_predict": 1})
         del server
         gc.collect()
+
+
+class _Warm(NamedTuple):
+    """What making a slot hold a prefix took: the tokens it evaluated and the
+    milliseconds of that prefill, or of restoring the saved state instead."""
+
+    evaluated: int = 0
+    prefill_ms: float = 0.0
+    restore_ms: float = 0.0
 
 
 class _Slots:
@@ -518,8 +527,8 @@ class LlamaCppEngine(InferenceEngine):
             request.prefix = self._prefix_of(request)
         return request
 
-    def _prepare_slot(self, shared: _Shared, slot: int, prefix: CachedPrefix) -> tuple[int, float]:
-        """Make ``slot`` hold the prefix; return the prompt tokens and milliseconds that took.
+    def _prepare_slot(self, shared: _Shared, slot: int, prefix: CachedPrefix) -> _Warm:
+        """Make ``slot`` hold the prefix; return what that took.
 
         A saved file is restored only once the store has verified it (size,
         checksum, model: llama.cpp aborts the process on a truncated one); else
@@ -528,16 +537,18 @@ class LlamaCppEngine(InferenceEngine):
         """
         digest, text = prefix
         if shared.slots.holds[slot] == digest:
-            return 0, 0.0
+            return _Warm()
         store = self.kv_store
         if store.verified(digest):
             try:
-                shared.http(f"/slots/{slot}?action=restore", {"filename": store.filename(digest)})
+                restored = shared.http(
+                    f"/slots/{slot}?action=restore", {"filename": store.filename(digest)}
+                )
             except EngineRequestError:
                 pass  # gone meanwhile, or too big for this slot: prefill it instead
             else:
                 store.touch(digest)
-                return 0, 0.0
+                return _Warm(restore_ms=float((restored.get("timings") or {}).get("restore_ms", 0)))
         warm = shared.server.handle_completions(
             {"prompt": text, "n_predict": 1, "id_slot": slot, "cache_prompt": True}
         )
@@ -558,7 +569,7 @@ class LlamaCppEngine(InferenceEngine):
             )
         else:
             store.commit(digest, temp, tokens)
-        return evaluated, float(timings.get("prompt_ms", 0.0))
+        return _Warm(evaluated, float(timings.get("prompt_ms", 0.0)))
 
     # -- the primitive -------------------------------------------------------------------
 
@@ -664,12 +675,14 @@ class LlamaCppEngine(InferenceEngine):
                 return True
 
         shared.used = True
+        asked = time.perf_counter()
         slot = shared.slots.acquire(prefix.digest if prefix else None)
+        queue_ms = (time.perf_counter() - asked) * 1e3
         holds = shared.slots.holds[slot]
-        warmed, warm_ms = 0, 0.0
+        warm = _Warm()
         try:
             if prefix is not None:
-                warmed, warm_ms = self._prepare_slot(shared, slot, prefix)
+                warm = self._prepare_slot(shared, slot, prefix)
                 holds = prefix.digest
             elif not self.kv_cache:
                 holds = None
@@ -683,7 +696,15 @@ class LlamaCppEngine(InferenceEngine):
             raise raised[0]
         if errors:
             _raise_for_error(errors[0])
-        return {"text": "".join(parts), "warmed": warmed, "warm_ms": warm_ms, "slot": slot, **final}
+        return {
+            "text": "".join(parts),
+            "slot": slot,
+            "queue_ms": queue_ms,
+            "warmed": warm.evaluated,
+            "warm_ms": warm.prefill_ms,
+            "restore_ms": warm.restore_ms,
+            **final,
+        }
 
     async def _run(
         self, request: Request, on_delta: Callable[[str], None] | None = None
@@ -773,14 +794,20 @@ def _completion(result: Mapping[str, Any]) -> Completion:
     predicted_n = int(timings.get("predicted_n", usage.get("completion_tokens", 0)))
     if not timings and usage:
         prompt_n = int(usage.get("prompt_tokens", 0))
-    prefill = float(timings.get("prompt_ms", 0.0)) + float(result.get("warm_ms", 0.0))
+    # Getting the prompt in: its own evaluation, and the prefix's prefill or restore.
+    prefill = (
+        float(timings.get("prompt_ms", 0.0))
+        + float(result.get("warm_ms", 0.0))
+        + float(result.get("restore_ms", 0.0))
+    )
     decode = float(timings.get("predicted_ms", 0.0))
+    queue = float(result.get("queue_ms", 0.0))
     # Tokens this request's prefix warm-up evaluated were not reused: count them as evaluated.
     reused = max(0, cache_n - int(result.get("warmed", 0)))
     return Completion(
         result["text"],
         result.get("finish_reason"),
         Usage(prompt_n + cache_n, predicted_n, reused),
-        Timings(0.0, prefill, decode, prefill + decode),
+        Timings(queue, prefill, decode, queue + prefill + decode),
         raw=dict(result),
     )
