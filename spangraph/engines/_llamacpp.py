@@ -353,7 +353,13 @@ def loaded_servers() -> int:
 
 class LlamaCppEngine(InferenceEngine):
     """llama.cpp in this process. Completion mode (a base model), JSON-schema decoding,
-    streaming, per-request usage including cached-input tokens."""
+    streaming, per-request usage including cached-input tokens.
+
+    ``n_parallel`` slots run generations at once, decoding in one batch; ``n_ctx``
+    is the context of all slots together. Left out, they are sized to the machine
+    (``engine_size``): 4 slots per core, at most 8, with 4,096 tokens each; a given
+    ``n_ctx`` alone is shared by as many of those slots as keep 2,048 tokens each.
+    """
 
     kind = "llamacpp"
     provider = "llama.cpp"
