@@ -11,6 +11,8 @@ any release.
 
 from .engines import Identity as Identity
 from .engines import options as options
+from .graph import Interrupt as Interrupt
+from .graph import InterruptError as InterruptError
 from .graph import NodeFailedError as NodeFailedError
 from .graph import RetryPolicy as RetryPolicy
 from .graph import Run as Run
@@ -20,6 +22,7 @@ from .graph import arun_stream as arun_stream
 from .graph import ask as ask
 from .graph import compile as compile
 from .graph import generate as generate
+from .graph import interrupt as interrupt
 from .graph import run as run
 from .graph import task as task
 from .nodes import CBlock as CBlock
@@ -45,6 +48,8 @@ __all__ = [
     "ExecutionState",
     "Identity",
     "Instruction",
+    "Interrupt",
+    "InterruptError",
     "Message",
     "ModelOutputThunk",
     "NodeFailedError",
@@ -63,6 +68,7 @@ __all__ = [
     "ask",
     "compile",
     "generate",
+    "interrupt",
     "options",
     "run",
     "sample",

@@ -5,6 +5,9 @@ from ._compile import compile as compile
 from ._declare import ask as ask
 from ._declare import generate as generate
 from ._errors import NodeFailedError as NodeFailedError
+from ._interrupt import Interrupt as Interrupt
+from ._interrupt import InterruptError as InterruptError
+from ._interrupt import interrupt as interrupt
 from ._policy import RetryPolicy as RetryPolicy
 from ._run import NodeOutcome as NodeOutcome
 from ._run import Run as Run
@@ -20,6 +23,8 @@ from ._task import task as task
 freeze_gc = False
 
 __all__ = [
+    "Interrupt",
+    "InterruptError",
     "NodeFailedError",
     "NodeOutcome",
     "RetryPolicy",
@@ -32,6 +37,7 @@ __all__ = [
     "compile",
     "freeze_gc",
     "generate",
+    "interrupt",
     "run",
     "task",
 ]

@@ -81,7 +81,7 @@ from ..nodes._internal import WORK_KINDS
 from . import _semconv as sc
 from ._graph import NodeFacts, TracedGraph
 from ._provider import SpanSink, TracerSink
-from ._text import FreeText
+from ._text import ERROR_LIMIT, FreeText
 
 #: One attribute mapping per edge kind, shared by every link of that kind.
 _EDGE_ATTRIBUTES = {
@@ -363,6 +363,10 @@ class RunTracer:
         if isinstance(ended, ev.NodeSkipped):
             self._text.skip(attributes, ended)
             return _UNSET
+        if isinstance(ended, ev.NodeInterrupted):
+            attributes[sc.INTERRUPT_ID] = ended.interrupt_id
+            self._text.put(attributes, sc.INTERRUPT_QUESTION, ended.question, ERROR_LIMIT)
+            return _UNSET
         if isinstance(ended, ev.NodeCancelled):
             attributes[sc.ERROR_TYPE] = "cancelled"
             return Status(StatusCode.ERROR, "cancelled")
@@ -460,6 +464,7 @@ _HANDLERS: dict[type, Callable[[RunTracer, Any], None]] = {
     ev.NodeFailed: RunTracer._on_attempt_ended,
     ev.NodeRetried: RunTracer._on_attempt_ended,
     ev.NodeCancelled: RunTracer._on_attempt_ended,
+    ev.NodeInterrupted: RunTracer._on_attempt_ended,
     ev.NodeSkipped: RunTracer._on_skipped,
 }
 
@@ -469,5 +474,6 @@ _STATUS: dict[type, str] = {
     ev.NodeFailed: "failed",
     ev.NodeRetried: "retried",
     ev.NodeCancelled: "cancelled",
+    ev.NodeInterrupted: "interrupted",
     ev.NodeSkipped: "skipped",
 }

@@ -76,6 +76,9 @@ VALIDATION_PASSED = "spangraph.validation.passed"
 SAMPLE_INDEX = "spangraph.sample.index"
 SAMPLE_CHOSEN = "spangraph.sample.chosen"
 SAMPLE_SCORE = "spangraph.sample.score"
+INTERRUPT_ID = "spangraph.interrupt.id"
+#: The question an interrupted task asked (free text: with content capture on only).
+INTERRUPT_QUESTION = "spangraph.interrupt.question"
 
 # Free text (see ``_text``): with content capture off, an attribute ``X`` that would
 # hold free text is left out, and ``X_length`` (characters) and ``X_digest`` stand in
