@@ -17,6 +17,7 @@ from .graph import NodeFailedError as NodeFailedError
 from .graph import RetryPolicy as RetryPolicy
 from .graph import Run as Run
 from .graph import SpanGraph as SpanGraph
+from .graph import Tool as Tool
 from .graph import arun as arun
 from .graph import arun_stream as arun_stream
 from .graph import ask as ask
@@ -25,6 +26,7 @@ from .graph import generate as generate
 from .graph import interrupt as interrupt
 from .graph import run as run
 from .graph import task as task
+from .graph import tool as tool
 from .nodes import CBlock as CBlock
 from .nodes import ChatHistory as ChatHistory
 from .nodes import Component as Component
@@ -63,6 +65,7 @@ __all__ = [
     "SpanError",
     "SpanGraph",
     "ThunkState",
+    "Tool",
     "arun",
     "arun_stream",
     "ask",
@@ -73,4 +76,5 @@ __all__ = [
     "run",
     "sample",
     "task",
+    "tool",
 ]

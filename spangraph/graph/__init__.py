@@ -16,6 +16,17 @@ from ._run import run as run
 from ._stream import arun_stream as arun_stream
 from ._task import Task as Task
 from ._task import task as task
+from ._tools import Tool as Tool
+from ._tools import ToolArgumentsError as ToolArgumentsError
+from ._tools import ToolCall as ToolCall
+from ._tools import ToolCallError as ToolCallError
+from ._tools import ToolDefinitionError as ToolDefinitionError
+from ._tools import ToolError as ToolError
+from ._tools import ToolOutcome as ToolOutcome
+from ._tools import ToolRound as ToolRound
+from ._tools import ToolRoundsError as ToolRoundsError
+from ._tools import UnknownToolError as UnknownToolError
+from ._tools import tool as tool
 
 #: Whether runs freeze the garbage collector's heap while they execute (``gc.freeze``):
 #: faster big traced runs, at the cost of keeping the process's garbage cycles until
@@ -31,6 +42,16 @@ __all__ = [
     "Run",
     "SpanGraph",
     "Task",
+    "Tool",
+    "ToolArgumentsError",
+    "ToolCall",
+    "ToolCallError",
+    "ToolDefinitionError",
+    "ToolError",
+    "ToolOutcome",
+    "ToolRound",
+    "ToolRoundsError",
+    "UnknownToolError",
     "arun",
     "arun_stream",
     "ask",
@@ -40,4 +61,5 @@ __all__ = [
     "interrupt",
     "run",
     "task",
+    "tool",
 ]

@@ -538,7 +538,7 @@ class Scheduler:
                         set_aside.append(order)
                         continue
                     self._start_generation(node, engine)
-                elif kind == "task":
+                elif kind == "task" or kind == "tool":
                     self._start_task(node)
                 elif kind == "sampler":
                     self._start_sampler(node)
@@ -859,6 +859,10 @@ class Scheduler:
             return
         for thunk in node.thunks:
             thunk._set_done(text, parsed)
+        if node.kind == "tool":  # a tool's result from the memo (graph/_tools.py)
+            hit = bool(getattr(parsed, "cached", False))
+            for thunk in node.thunks:
+                thunk.cache_hit = hit
         self._other_nodes += 1
         self._finish(node)
 

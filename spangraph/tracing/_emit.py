@@ -66,6 +66,7 @@ their records.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -90,6 +91,8 @@ _EDGE_ATTRIBUTES = {
 _PART = _EDGE_ATTRIBUTES["part"]
 _RETRY = _EDGE_ATTRIBUTES["retry"]
 _UNSET = Status(StatusCode.UNSET)
+#: ``openinference.span.kind`` by node kind (``CHAIN`` for the others).
+_OPENINFERENCE_KINDS = {"generation": "LLM", "tool": "TOOL"}
 _INTERNAL = SpanKind.INTERNAL
 
 
@@ -270,7 +273,11 @@ class RunTracer:
         if generation is not None:
             self._usage(attributes, generation)
         span_status = self._outcome(attributes, ended, record)
-        if self._text.captured and facts.kind == "task" and node_id in self.graph.nodes:
+        if facts.kind == "tool" and node_id in self.graph.nodes:
+            name, tool_status = self._tool(attributes, node_id)
+            if tool_status is not None:
+                span_status = tool_status
+        elif self._text.captured and facts.kind == "task" and node_id in self.graph.nodes:
             given, result = self.graph.task_values(node_id)
             if isinstance(ended, ev.NodeFinished):
                 self._text.values(attributes, given=given, result=result)
@@ -376,6 +383,29 @@ class RunTracer:
                 return self._text.error(attributes, failure)
         return _UNSET
 
+    def _tool(self, attributes: dict[str, Any], node_id: str) -> tuple[str, Status | None]:
+        """A tool node's span: its name (``execute_tool {tool}``), the GenAI tool
+        attributes, the call's arguments and result (capture on only), and an ERROR
+        status when the tool raised or its arguments did not validate."""
+        call = self.graph.tool_call(node_id)
+        attributes[sc.GEN_AI_OPERATION_NAME] = sc.OP_EXECUTE_TOOL
+        attributes[sc.GEN_AI_TOOL_NAME] = call.name
+        attributes[sc.GEN_AI_TOOL_TYPE] = "function"
+        if call.call_id:
+            attributes[sc.GEN_AI_TOOL_CALL_ID] = call.call_id
+        if self._text.captured:
+            if call.arguments is not None:
+                attributes[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = json.dumps(call.arguments, default=str)
+            if call.error is None and call.result is not None:
+                attributes[sc.GEN_AI_TOOL_CALL_RESULT] = json.dumps(call.result, default=str)
+        status = None
+        if call.error is not None:
+            attributes[sc.ERROR_TYPE] = call.error_type or "error"
+            self._text.put(attributes, sc.ERROR_MESSAGE, call.error, ERROR_LIMIT)
+            text = call.error[:ERROR_LIMIT] if self._text.captured else attributes[sc.ERROR_TYPE]
+            status = Status(StatusCode.ERROR, text)
+        return f"{sc.OP_EXECUTE_TOOL} {call.name}", status
+
     def _links_of(self, node_id: str, facts: NodeFacts) -> tuple[list[Link], tuple[str, ...]]:
         """A link to the span of each upstream node (each that has one by now), and to
         the attempt this one retries; and each upstream node's span id (16 hex digits,
@@ -403,7 +433,7 @@ class RunTracer:
             base = self._bases[kind] = {
                 sc.RUN_ID: self.run_id,
                 sc.NODE_KIND: kind,
-                sc.OPENINFERENCE_SPAN_KIND: "LLM" if kind == "generation" else "CHAIN",
+                sc.OPENINFERENCE_SPAN_KIND: _OPENINFERENCE_KINDS.get(kind, "CHAIN"),
             }
         return base
 

@@ -41,6 +41,13 @@ ERROR_TYPE = "error.type"
 OP_TEXT_COMPLETION = "text_completion"
 OP_CHAT = "chat"
 OP_INVOKE_WORKFLOW = "invoke_workflow"
+OP_EXECUTE_TOOL = "execute_tool"
+GEN_AI_TOOL_NAME = "gen_ai.tool.name"
+GEN_AI_TOOL_CALL_ID = "gen_ai.tool.call.id"
+GEN_AI_TOOL_TYPE = "gen_ai.tool.type"
+#: A tool call's arguments and result (free text: with content capture on only).
+GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
+GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"
 
 # gen_ai.output.type: what the request asked for (a JSON schema constrains the output, or not).
 OUTPUT_JSON = "json"
