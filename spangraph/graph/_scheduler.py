@@ -1062,8 +1062,11 @@ class Scheduler:
             if state in _FINAL:
                 continue
             if state == RUNNING and user.id in self._dynamic_wait:
+                # A task waiting for the spans it returned fails with their error (not
+                # a wrapper per level: a chain of dynamic tasks, a tool loop's, would
+                # nest one message in the next).
                 self._dynamic_wait.pop(user.id)
-                self._attempt_failed(user, RuntimeError(reason), retry=False)
+                self._attempt_failed(user, error, retry=False)
                 continue
             status[user._order] = SKIPPED
             self.skip_reasons[user.id] = reason

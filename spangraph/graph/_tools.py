@@ -663,7 +663,16 @@ def _round_body(
             for o, thunk in zip(outcomes, tool_thunks, strict=True)
         ),
     ]
-    next_step = step.model_copy(update={"history": history, "round": step.round + 1})
+    # ``tool_choice`` ("required", a name) holds for the first round: after it the
+    # model may answer (forced every round, a loop could never end).
+    next_step = step.model_copy(
+        update={
+            "history": history,
+            "round": step.round + 1,
+            "choice": "auto",
+            "instructions": _instructions(config.tools, "auto"),
+        }
+    )
     next_reply = generate(
         next_step,
         options=config.options,

@@ -248,6 +248,7 @@ def test_the_reply_schema_is_a_union_of_the_tools_and_an_answer() -> None:
         run(named, engine=engine, progress=False)  # it calls search again: rounds exhausted
     assert seen[1]["properties"]["tool"] == {"const": "search"}
     assert "anyOf" not in seen[1]
+    assert len(seen[2]["anyOf"]) == 3  # the forced choice holds for the first round only
 
 
 # -- bad input -----------------------------------------------------------------------------
