@@ -85,7 +85,8 @@ def generate(
     model answers. ``tool_choice``: ``"auto"`` (answer or call), ``"required"``
     (call a tool), ``"none"`` (the tools are not offered: a plain generation) or a
     tool's name; ``"required"`` and a name hold for the first round, the
-    follow-ups are ``"auto"``. ``max_tool_rounds`` bounds the rounds of calls
+    follow-ups are ``"auto"``, and the last round (``max_tool_rounds``) offers no
+    tools, only an answer. ``max_tool_rounds`` bounds the rounds of calls
     (``ToolRoundsError`` after), ``max_tool_errors`` the tool errors (bad arguments,
     a tool that raised) fed back to the model before the loop fails. The thunk
     returned is then the loop's: ``.parsed`` is the final answer (parsed by the

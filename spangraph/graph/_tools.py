@@ -222,7 +222,9 @@ class ToolOutcome(BaseModel):
     value: Any = None
     error: str | None = None
     error_type: str | None = None
-    cached: bool = False
+    #: Not in the outcome's JSON, which is what the next prompt reads: a result from
+    #: the memo must give the same prompt (and so the same memo key) as a fresh one.
+    cached: bool = Field(default=False, exclude=True)
 
     @property
     def ok(self) -> bool:
@@ -266,6 +268,8 @@ class ToolStep(Component[ToolReply]):
 
 
 def _instructions(tools: Sequence[Tool], choice: str) -> str:
+    if choice == "none":  # the last round
+        return 'No more tool calls. Answer with JSON only: {"answer": TEXT}.'
     lines = ["You can call these tools:"]
     for item in tools:
         params = json.dumps(item.schema.get("properties", {}), separators=(",", ":"))
@@ -286,7 +290,7 @@ def _reply_schema(tools_schema: list[dict[str, Any]], choice: str) -> dict[str, 
     defs: dict[str, Any] = {}
     options: list[dict[str, Any]] = []
     for entry in tools_schema:
-        if choice not in ("auto", "required") and entry["name"] != choice:
+        if choice == "none" or (choice not in ("auto", "required") and entry["name"] != choice):
             continue
         arguments = dict(entry["parameters"])
         defs.update(arguments.pop("$defs", {}))
@@ -298,7 +302,7 @@ def _reply_schema(tools_schema: list[dict[str, Any]], choice: str) -> dict[str, 
                 "additionalProperties": False,
             }
         )
-    if choice == "auto":
+    if choice in ("auto", "none"):
         options.append(
             {
                 "type": "object",
@@ -327,10 +331,10 @@ def _parse_reply(text: str, *, round_index: int, choice: str) -> ToolReply:
             calls = [{"name": value["tool"], "arguments": value.get("arguments") or {}}]
         elif isinstance(value.get("tool_calls"), list):
             calls = list(value["tool_calls"])
-        elif "answer" in value and choice == "auto":
+        elif "answer" in value and choice in ("auto", "none"):
             return ToolReply(answer=value["answer"])
     if not calls:
-        if choice == "auto":
+        if choice in ("auto", "none"):
             return ToolReply(answer=text)
         raise ParseError(
             f"tool_choice={choice!r} asks for a tool call; the model wrote no call",
@@ -396,7 +400,7 @@ class LoopProducer(TaskProducer):
 
     @property
     def label(self) -> str:
-        return f"tool_loop(round {self.args[1].round})"
+        return f"tool_loop(round {_step_of(self.args[0]).round})"
 
     @property
     def name(self) -> str:
@@ -407,7 +411,8 @@ class LoopProducer(TaskProducer):
 
     def call(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         # The reply's thunk (not only its value): a part of the next round's prompt.
-        return TaskProducer.call(self, [self.args[0], *args], kwargs)
+        reply = self.args[0]
+        return TaskProducer.call(self, [reply, args[0], _step_of(reply), *args[1:]], kwargs)
 
     def tool_rounds(self, thunk: ModelOutputThunk[Any]) -> list[ToolRound]:
         return tool_rounds(thunk)
@@ -420,7 +425,7 @@ class RoundProducer(TaskProducer):
 
     @property
     def label(self) -> str:
-        return f"tool_round({self.args[2].round})"
+        return f"tool_round({_step_of(self.args[0]).round})"
 
     @property
     def name(self) -> str:
@@ -431,7 +436,8 @@ class RoundProducer(TaskProducer):
 
     def call(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         # The reply's thunk and the tool nodes' thunks: parts of the next round's prompt.
-        return TaskProducer.call(self, [self.args[0], self.args[1], *args[2:]], kwargs)
+        reply = self.args[0]
+        return TaskProducer.call(self, [reply, self.args[1], _step_of(reply), *args[2:]], kwargs)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -536,7 +542,7 @@ def declare_loop(
     )
     # The loop's rounds are declared under the generation's whole state (the
     # enclosing ``with`` blocks' and ``state``), as round 0 was.
-    return _loop_thunk(reply, step, config, getattr(reply.producer, "state", None))
+    return _loop_thunk(reply, config, getattr(reply.producer, "state", None))
 
 
 def _round_label(label: str | None, action: Any, round_index: int) -> str:
@@ -568,10 +574,12 @@ def _checked_tools(tools: Sequence[Tool], choice: str) -> tuple[Tool, ...]:
 
 
 def _loop_thunk(
-    reply: ModelOutputThunk[Any], step: ToolStep, config: LoopConfig, state: Any
+    reply: ModelOutputThunk[Any], config: LoopConfig, state: Any
 ) -> ModelOutputThunk[Any]:
+    # Its inputs: the reply alone (its step, all the rounds so far, is the reply's
+    # action: as an input too, every earlier round would be drawn into each loop node).
     return ModelOutputThunk(
-        LoopProducer(_loop_body, (reply, step, config), {}, state=state, given_label=None)
+        LoopProducer(_loop_body, (reply, config), {}, state=state, given_label=None)
     )
 
 
@@ -621,7 +629,7 @@ def _loop_body(
     return ModelOutputThunk(
         RoundProducer(
             _round_body,
-            (reply_thunk, nodes, step, config),
+            (reply_thunk, nodes, config),
             {},
             state=_current_state(),
         )
@@ -664,13 +672,15 @@ def _round_body(
         ),
     ]
     # ``tool_choice`` ("required", a name) holds for the first round: after it the
-    # model may answer (forced every round, a loop could never end).
+    # model may answer (forced every round, a loop could never end). The last round
+    # is offered no tools: an engine that follows the schema answers there.
+    choice = "auto" if step.round + 1 < config.max_rounds else "none"
     next_step = step.model_copy(
         update={
             "history": history,
             "round": step.round + 1,
-            "choice": "auto",
-            "instructions": _instructions(config.tools, "auto"),
+            "choice": choice,
+            "instructions": _instructions(config.tools, choice),
         }
     )
     next_reply = generate(
@@ -680,7 +690,14 @@ def _round_body(
         cache=config.cache,
         label=_round_label(config.label, step.action, next_step.round),
     )
-    return _loop_thunk(next_reply, next_step, config, _current_state())
+    return _loop_thunk(next_reply, config, _current_state())
+
+
+def _step_of(reply: ModelOutputThunk[Any]) -> ToolStep:
+    """The ``ToolStep`` a round's generation generated (its action)."""
+    step = getattr(reply.producer, "action", None)
+    assert isinstance(step, ToolStep)
+    return step
 
 
 def _outcomes_of(step: ToolStep) -> list[ToolOutcome]:

@@ -208,6 +208,9 @@ def test_tool_nodes_are_memoised_by_their_arguments_unless_cache_false() -> None
         run(answer, engine=engine, cache=store, progress=False)
     assert CALLS == [("count_words", "x y")]  # the second run: from the memo
     assert answer.tool_calls[0].calls[0].cached
+    # The follow-up's prompt is the same as with a fresh result: its memo entry serves
+    # it, so the second run made no engine call at all.
+    assert engine.calls == 0
     for _ in range(2):
         engine = script(ScriptedEngine.tool_call("send", to="ann"), '{"answer": "ok"}')
         run(ask(engine, send), engine=engine, cache=store, progress=False)
@@ -248,7 +251,27 @@ def test_the_reply_schema_is_a_union_of_the_tools_and_an_answer() -> None:
         run(named, engine=engine, progress=False)  # it calls search again: rounds exhausted
     assert seen[1]["properties"]["tool"] == {"const": "search"}
     assert "anyOf" not in seen[1]
-    assert len(seen[2]["anyOf"]) == 3  # the forced choice holds for the first round only
+    # The forced choice holds for the first round; the last round offers only an answer.
+    assert seen[2]["required"] == ["answer"] and "anyOf" not in seen[2]
+
+
+def test_rounds_after_a_forced_first_are_auto_and_the_last_offers_only_an_answer() -> None:
+    schemas: list[Any] = []
+
+    def reply(request: Any) -> str:
+        schemas.append(request.schema)
+        if len(schemas) < 3:
+            return ScriptedEngine.tool_call("search", clause="c")
+        return '{"answer": "found"}'
+
+    engine = ScriptedEngine(reply)
+    answer = ask(engine, count_words, search, tool_choice="search", max_tool_rounds=2)
+    run(answer, engine=engine, progress=False)
+    assert answer.parsed == "found"
+    first, middle, last = schemas
+    assert first["properties"]["tool"] == {"const": "search"}
+    assert len(middle["anyOf"]) == 3
+    assert last["required"] == ["answer"] and "anyOf" not in last
 
 
 # -- bad input -----------------------------------------------------------------------------
