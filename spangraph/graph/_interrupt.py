@@ -65,6 +65,10 @@ class Interrupt:
     label: str
     schema: Mapping[str, Any]
     node_id: str = ""
+    #: The interrupted run's span (hex trace and span ids; empty when untraced): the
+    #: span of a run that resumes it links to it.
+    trace_id: str = ""
+    span_id: str = ""
 
     def record(self) -> dict[str, Any]:
         """The interrupt as JSON (what the memo store keeps)."""
@@ -75,6 +79,8 @@ class Interrupt:
             "label": self.label,
             "schema": dict(self.schema),
             "node_id": self.node_id,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
         }
 
     @classmethod
@@ -86,6 +92,8 @@ class Interrupt:
             label=str(value["label"]),
             schema=dict(value["schema"]),
             node_id=str(value.get("node_id", "")),
+            trace_id=str(value.get("trace_id", "")),
+            span_id=str(value.get("span_id", "")),
         )
 
 
@@ -229,7 +237,9 @@ def remember(interrupts: Iterable[Interrupt], store: Store | None) -> None:
                 continue
 
 
-def checked_answers(answers: Mapping[str, Any], store: Store | None) -> dict[str, Any]:
+def checked_answers(
+    answers: Mapping[str, Any], store: Store | None
+) -> tuple[dict[str, Any], list[Interrupt]]:
     """The answers for a resumed run, each checked against its interrupt's schema
     before anything runs: an ``InterruptError`` naming the task's span path for an
     answer that does not validate, or an id no run has asked. Stored with the
@@ -237,6 +247,7 @@ def checked_answers(answers: Mapping[str, Any], store: Store | None) -> dict[str
     if not isinstance(answers, Mapping):
         raise TypeError(f"resume= takes a dict of answers by interrupt id, got {answers!r}")
     checked: dict[str, Any] = {}
+    answered: list[Interrupt] = []
     for interrupt_id, given in answers.items():
         asked = _lookup(interrupt_id, store)
         if asked is None:
@@ -264,13 +275,14 @@ def checked_answers(answers: Mapping[str, Any], store: Store | None) -> dict[str
                 interrupt_id=interrupt_id,
             ) from None
         checked[interrupt_id] = answer
+        answered.append(asked)
     if store is not None:
         for interrupt_id, answer in checked.items():
             try:
                 store.put(_ANSWER_KEY + interrupt_id, {"answer": answer})
             except Exception:
                 continue
-    return checked
+    return checked, answered
 
 
 def _lookup(interrupt_id: str, store: Store | None) -> Interrupt | None:

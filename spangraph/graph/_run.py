@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import html
 import threading
 import time
@@ -184,7 +185,8 @@ async def arun(
     # the default engine (a bad SPANGRAPH_ENGINE or SPANGRAPH_HOME).
     check_run_policy(max_concurrency, timeout, on_error, retry)
     store, policy = split_cache_setting(cache)
-    answers = Answers(checked_answers(resume, store) if resume else {}, store)
+    given, answered = checked_answers(resume, store) if resume else ({}, [])
+    answers = Answers(given, store)
     if engine is None:
         engine = _default_engine_for(graph)
     run_engine = engine
@@ -194,7 +196,8 @@ async def arun(
     if keep_events:
         bus.subscribe(log.append)
     if trace:
-        traced = TracedRun(TracedSpanGraph(graph), name, bus)
+        resumed = [(i.trace_id, i.span_id) for i in answered if i.trace_id and i.span_id]
+        traced = TracedRun(TracedSpanGraph(graph), name, bus, resumes=resumed)
     gc_freeze = gc_scope(bus, traced=trace)
     faults = _CacheFaults()
     bus.subscribe(faults, only=(ev.CacheFailed, ev.CacheBadEntry))
@@ -243,6 +246,11 @@ async def arun(
     outcome = _make_run(graph, scheduler, time.perf_counter() - started, log, cancelled)
     outcome._log = dag
     faults.count_on(outcome)
+    if traced is not None and outcome.interrupts:
+        trace_id, span_id = traced.span_ids()
+        outcome.interrupts = [
+            dataclasses.replace(i, trace_id=trace_id, span_id=span_id) for i in outcome.interrupts
+        ]
     remember(outcome.interrupts, store)
 
     async def again(more: Mapping[str, Any]) -> Run:

@@ -69,13 +69,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType, MethodType
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from .. import events as ev
 from ..nodes._internal import WORK_KINDS
@@ -86,8 +86,11 @@ from ._text import ERROR_LIMIT, FreeText
 
 #: One attribute mapping per edge kind, shared by every link of that kind.
 _EDGE_ATTRIBUTES = {
-    kind: MappingProxyType({sc.EDGE_KIND: kind}) for kind in ("part", "dynamic", "retry", "sample")
+    kind: MappingProxyType({sc.EDGE_KIND: kind})
+    for kind in ("part", "dynamic", "retry", "sample", "resume")
 }
+_RESUME = _EDGE_ATTRIBUTES["resume"]
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _PART = _EDGE_ATTRIBUTES["part"]
 _RETRY = _EDGE_ATTRIBUTES["retry"]
 _UNSET = Status(StatusCode.UNSET)
@@ -163,7 +166,9 @@ class RunTracer:
     def __post_init__(self) -> None:
         self._text = FreeText(self.capture)
 
-    def start(self) -> None:
+    def start(self, resumes: Sequence[tuple[str, str]] = ()) -> None:
+        """Open the run span; ``resumes``: the spans (hex trace and span ids) of the
+        interrupted runs this one resumes, which it links to (edge kind ``resume``)."""
         attributes = {
             sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_WORKFLOW,
             sc.GEN_AI_WORKFLOW_NAME: self.name,
@@ -173,8 +178,20 @@ class RunTracer:
         }
         if self._text.captured:
             self._text.values(attributes, given=self.graph.run_input())
+        links = [
+            Link(
+                SpanContext(
+                    int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=_SAMPLED
+                ),
+                _RESUME,
+            )
+            for trace_id, span_id in dict.fromkeys(resumes)
+        ]
         self._run_span = self.tracer.start_span(
-            f"{sc.OP_INVOKE_WORKFLOW} {self.name}", kind=SpanKind.INTERNAL, attributes=attributes
+            f"{sc.OP_INVOKE_WORKFLOW} {self.name}",
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            links=links,
         )
         self._run_ctx = trace.set_span_in_context(self._run_span)
         self._run_context = self._run_span.get_span_context()

@@ -286,3 +286,16 @@ def test_resume_in_another_process_from_a_sqlite_store(tmp_path: pathlib.Path) -
     second = call(json.dumps({interrupt_id: True}))
     assert second == {"status": "done", "calls": 1, "ids": []}  # the summary: from the memo
     assert SQLiteStore(db).get("spangraph.answer:" + interrupt_id) == {"answer": True}
+
+
+def test_the_resumed_runs_span_links_to_the_interrupted_runs_span() -> None:
+    _, final, independent = program()
+    first = run(final, independent, engine=engine(), progress=False)
+    (asked,) = first.interrupts
+    assert first.log is not None and first.log.run is not None
+    assert (asked.trace_id, asked.span_id) == (first.log.run.trace_id, first.log.run.span_id)
+    second = first.resume({asked.id: {"approved": True, "summary": "s"}})
+    assert second.log is not None and second.log.run is not None
+    assert (first.log.run.trace_id, first.log.run.span_id, {"spangraph.edge.kind": "resume"}) in [
+        (t, s, dict(a)) for t, s, a in second.log.run.links
+    ]
