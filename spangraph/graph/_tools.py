@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
@@ -106,13 +107,17 @@ class Tool:
     written twice. ``cache=False`` says its result must not be memoised (a tool
     with side effects); otherwise a call is served from the run's memo store when
     the same tool was called with the same (validated) arguments before.
+    ``Tool.from_mcp(session)`` makes the tools of an MCP server (their
+    ``parameters`` is ``None``: arguments are checked against ``input_schema``).
     """
 
     name: str
     description: str
     fn: Callable[..., Any]
-    parameters: type[BaseModel]
+    parameters: type[BaseModel] | None
     cache: bool = True
+    #: The arguments' JSON schema when there is no ``parameters`` model (an MCP tool).
+    input_schema: Mapping[str, Any] | None = None
 
     @classmethod
     def from_function(
@@ -138,9 +143,31 @@ class Tool:
             )
         return cls(tool_name, text.strip(), fn, _parameters(fn, tool_name), cache)
 
+    @classmethod
+    async def from_mcp(cls, session: Any, *, cache: bool = False) -> list[Tool]:
+        """The tools an MCP server offers, through an initialised ``mcp.ClientSession``
+        (the official ``mcp`` package, ``pip install 'spangraph[mcp]'``): each calls
+        ``session.call_tool``. Run them with ``await arun(...)`` inside the session's
+        ``async with`` (a session belongs to its event loop). Not memoised unless
+        ``cache=True``: a server's tool may have side effects."""
+        listed = await session.list_tools()
+        return [
+            cls(
+                item.name,
+                (item.description or item.title or item.name).strip(),
+                _mcp_call(session, item.name),
+                None,
+                cache,
+                dict(item.input_schema),
+            )
+            for item in listed.tools
+        ]
+
     @property
     def schema(self) -> dict[str, Any]:
-        """The JSON schema of the tool's arguments (an object, closed)."""
+        """The JSON schema of the tool's arguments (an object, closed for a function)."""
+        if self.parameters is None:
+            return dict(self.input_schema or {"type": "object"})
         return self.parameters.model_json_schema()
 
     @property
@@ -708,9 +735,42 @@ def _outcomes_of(step: ToolStep) -> list[ToolOutcome]:
     ]
 
 
-def _validated(chosen: Tool, call: ToolCall) -> BaseModel | ToolOutcome:
+class MCPToolError(RuntimeError):
+    """An MCP server said its tool failed (``isError``); fed back like any tool error."""
+
+
+def _mcp_call(session: Any, name: str) -> Callable[..., Any]:
+    async def call(**arguments: Any) -> Any:
+        result = await session.call_tool(name, arguments)
+        text = "\n".join(
+            str(getattr(part, "text", part)) for part in getattr(result, "content", None) or ()
+        )
+        if getattr(result, "is_error", False):
+            raise MCPToolError(text or f"tool {name} failed")
+        structured = getattr(result, "structured_content", None)
+        return structured if structured is not None else text
+
+    call.__qualname__ = f"mcp.{name}"
+    return call
+
+
+def _validated(chosen: Tool, call: ToolCall) -> Mapping[str, Any] | ToolOutcome:
+    """The call's arguments, checked (``parameters``, else ``input_schema``), or the
+    outcome that reports why they do not validate."""
+    if chosen.parameters is None:
+        try:
+            jsonschema.validate(call.arguments, chosen.schema)
+        except jsonschema.ValidationError as exc:
+            return ToolOutcome(
+                name=chosen.name,
+                call_id=call.id,
+                arguments=call.arguments,
+                error=f"the arguments do not validate: {exc.message}",
+                error_type="arguments",
+            )
+        return call.arguments
     try:
-        return chosen.parameters.model_validate(call.arguments)
+        return dict(chosen.parameters.model_validate(call.arguments))
     except ValidationError as exc:
         return ToolOutcome(
             name=chosen.name,
@@ -728,16 +788,16 @@ def _validation_text(exc: ValidationError) -> str:
     return "the arguments do not validate: " + "; ".join(problems)
 
 
-def _memo_key(chosen: Tool, arguments: BaseModel) -> str:
+def _memo_key(chosen: Tool, arguments: Mapping[str, Any]) -> str:
     fn = chosen.fn
     where = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', chosen.name)}"
     text = canonical_json(
-        {"tool": chosen.name, "fn": where, "arguments": arguments.model_dump(mode="json")}
+        {"tool": chosen.name, "fn": where, "arguments": to_jsonable_python(arguments)}
     )
     return _MEMO_KEY + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def _memo_get(chosen: Tool, arguments: BaseModel) -> tuple[bool, Any]:
+def _memo_get(chosen: Tool, arguments: Mapping[str, Any]) -> tuple[bool, Any]:
     store = run_cache()[0]
     if store is None or not chosen.cache:
         return False, None
@@ -750,7 +810,7 @@ def _memo_get(chosen: Tool, arguments: BaseModel) -> tuple[bool, Any]:
     return True, entry["value"]
 
 
-def _memo_put(chosen: Tool, arguments: BaseModel, value: Any) -> None:
+def _memo_put(chosen: Tool, arguments: Mapping[str, Any], value: Any) -> None:
     store = run_cache()[0]
     if store is None or not chosen.cache:
         return
