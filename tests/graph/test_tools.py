@@ -16,6 +16,7 @@ from spangraph import (
     Span,
     Tool,
     generate,
+    interrupt,
     options,
     run,
     tool,
@@ -405,3 +406,27 @@ def test_the_logdag_draws_tool_nodes_apart() -> None:
     assert result.log is not None
     source = result.log.to_graphviz().source
     assert "shape=cds" in source and "tool call (execute_tool)" in source
+
+
+def test_a_tool_can_ask_a_person_before_it_acts() -> None:
+    """``interrupt()`` in a tool pauses the loop; the resume calls the tool again (its
+    round's generation reused) and the loop goes on."""
+    sent: list[str] = []
+
+    @tool(cache=False)
+    def send_email(to: str) -> str:
+        """Send an e-mail, once a person agrees."""
+        if not interrupt(f"Send to {to}?", bool):
+            return "cancelled"
+        sent.append(to)
+        return "sent"
+
+    engine = script(ScriptedEngine.tool_call("send_email", to="ann"), '{"answer": "mailed"}')
+    answer = ask(engine, send_email)
+    first = run(answer, engine=engine, cache=MemoryStore(), progress=False)
+    assert first.status == "interrupted" and not sent
+    (asked,) = first.interrupts
+    assert asked.label == "tool(send_email)" and asked.question == "Send to ann?"
+    second = first.resume({asked.id: True})
+    assert second.status == "done" and answer.parsed == "mailed"
+    assert sent == ["ann"] and engine.calls == 2
