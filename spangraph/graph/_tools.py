@@ -415,7 +415,11 @@ class LoopConfig:
                 "max_rounds": self.max_rounds,
                 "max_errors": self.max_errors,
                 "options": dict(self.options or {}),
-                "engine": repr(self.engine) if self.engine is not None else None,
+                # (not its repr, which may hold an address: ids are stable across
+                # processes, and an interrupt's id is made from them)
+                "engine": None
+                if self.engine is None
+                else f"{type(self.engine).__name__}:{getattr(self.engine, 'model', '')}",
             }
         )
 
