@@ -299,3 +299,28 @@ def test_the_resumed_runs_span_links_to_the_interrupted_runs_span() -> None:
     assert (first.log.run.trace_id, first.log.run.span_id, {"spangraph.edge.kind": "resume"}) in [
         (t, s, dict(a)) for t, s, a in second.log.run.links
     ]
+
+
+def test_interrupt_and_resume_under_trio() -> None:
+    pytest.importorskip("trio")
+    import anyio
+
+    from spangraph import arun
+
+    @task
+    async def confirm(x: str) -> str:
+        answer: str = interrupt(f"ok {x}?")
+        return answer.upper()
+
+    eng = engine()
+    with options(temperature=0):
+        node = confirm(generate(Instruction(description="draft")))
+
+    async def both() -> tuple[Any, Any]:
+        first = await arun(node, engine=eng, progress=False)
+        (asked,) = first.interrupts
+        return first, await first.aresume({asked.id: "yes"})
+
+    first, second = anyio.run(both, backend="trio")
+    assert first.status == "interrupted" and second.status == "done"
+    assert node.value == "YES" and eng.calls == 1
