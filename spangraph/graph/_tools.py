@@ -49,7 +49,7 @@ from pydantic_core import to_jsonable_python
 
 from ..cache._internal import run_cache
 from ..nodes import Component, ModelOutputThunk, ParseError, Span
-from ..nodes._internal import canonical_json
+from ..nodes._internal import canonical_json, current_state
 from ._interrupt import _current
 from ._task import TaskProducer
 
@@ -662,15 +662,9 @@ def _loop_body(
             _round_body,
             (reply_thunk, nodes, config),
             {},
-            state=_current_state(),
+            state=current_state(),
         )
     )
-
-
-def _current_state() -> Any:
-    from ..nodes._internal import current_state
-
-    return current_state()
 
 
 def _round_body(
@@ -721,7 +715,7 @@ def _round_body(
         cache=config.cache,
         label=_round_label(config.label, step.action, next_step.round),
     )
-    return _loop_thunk(next_reply, config, _current_state())
+    return _loop_thunk(next_reply, config, current_state())
 
 
 def _step_of(reply: ModelOutputThunk[Any]) -> ToolStep:
@@ -844,13 +838,22 @@ def _raised(chosen: Tool, call: ToolCall, exc: Exception) -> ToolOutcome:
     )
 
 
-def _call_sync(chosen: Tool, call: ToolCall) -> ToolOutcome:
+def _before_call(chosen: Tool, call: ToolCall) -> ToolOutcome | Mapping[str, Any]:
+    """What a call comes to before the function runs: an outcome (its arguments do not
+    validate, or the memo has its result), else the validated arguments."""
     arguments = _validated(chosen, call)
     if isinstance(arguments, ToolOutcome):
         return arguments
     hit, value = _memo_get(chosen, arguments)
     if hit:
         return _outcome(chosen, call, value, cached=True)
+    return arguments
+
+
+def _call_sync(chosen: Tool, call: ToolCall) -> ToolOutcome:
+    arguments = _before_call(chosen, call)
+    if isinstance(arguments, ToolOutcome):
+        return arguments
     try:
         value = chosen.fn(**dict(arguments))
     except Exception as exc:
@@ -860,12 +863,10 @@ def _call_sync(chosen: Tool, call: ToolCall) -> ToolOutcome:
 
 
 async def _call_async(chosen: Tool, call: ToolCall) -> ToolOutcome:
-    arguments = _validated(chosen, call)
+    """``_call_sync`` for an async function: the same steps, its call awaited."""
+    arguments = _before_call(chosen, call)
     if isinstance(arguments, ToolOutcome):
         return arguments
-    hit, value = _memo_get(chosen, arguments)
-    if hit:
-        return _outcome(chosen, call, value, cached=True)
     try:
         value = await chosen.fn(**dict(arguments))
     except Exception as exc:
