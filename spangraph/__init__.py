@@ -11,17 +11,22 @@ any release.
 
 from .engines import Identity as Identity
 from .engines import options as options
+from .graph import Interrupt as Interrupt
+from .graph import InterruptError as InterruptError
 from .graph import NodeFailedError as NodeFailedError
 from .graph import RetryPolicy as RetryPolicy
 from .graph import Run as Run
 from .graph import SpanGraph as SpanGraph
+from .graph import Tool as Tool
 from .graph import arun as arun
 from .graph import arun_stream as arun_stream
 from .graph import ask as ask
 from .graph import compile as compile
 from .graph import generate as generate
+from .graph import interrupt as interrupt
 from .graph import run as run
 from .graph import task as task
+from .graph import tool as tool
 from .nodes import CBlock as CBlock
 from .nodes import ChatHistory as ChatHistory
 from .nodes import Component as Component
@@ -45,6 +50,8 @@ __all__ = [
     "ExecutionState",
     "Identity",
     "Instruction",
+    "Interrupt",
+    "InterruptError",
     "Message",
     "ModelOutputThunk",
     "NodeFailedError",
@@ -58,13 +65,16 @@ __all__ = [
     "SpanError",
     "SpanGraph",
     "ThunkState",
+    "Tool",
     "arun",
     "arun_stream",
     "ask",
     "compile",
     "generate",
+    "interrupt",
     "options",
     "run",
     "sample",
     "task",
+    "tool",
 ]

@@ -108,6 +108,17 @@ class NodeCancelled(Event):
 
 
 @dataclass(slots=True)
+class NodeInterrupted(Event):
+    """A task paused with ``interrupt()``: what depends on it waits for a resume.
+    ``interrupt_id`` and ``path`` are structural; ``question`` is free text (on
+    spans only with content capture on)."""
+
+    interrupt_id: str = ""
+    path: str = ""
+    question: str = ""
+
+
+@dataclass(slots=True)
 class TokenDelta(Event):
     """Text a generation produced (``arun_stream(tokens=True)``): its deltas, in
     order, concatenate to its output."""
@@ -362,6 +373,7 @@ __all__ = [
     "NodeDeclared",
     "NodeFailed",
     "NodeFinished",
+    "NodeInterrupted",
     "NodeQueued",
     "NodeRetried",
     "NodeSkipped",

@@ -1,5 +1,5 @@
 """``spangraph run FILE[:NAME]``, through the console script: what it runs, what it prints,
-its exit statuses (0, 1, 130), and where its spans go."""
+its exit statuses (0, 1, 3, 130), and where its spans go."""
 
 from __future__ import annotations
 
@@ -115,6 +115,42 @@ mixed = [check(answers[0]), answers[1]]
     assert "mixed[1]: ok" in partial.out and "mixed[0]: (failed)" in partial.out
     assert partial.out.splitlines()[-1].startswith("partial: ")
     assert "task(check): RuntimeError: the check always fails" in partial.err
+
+
+def test_a_run_waiting_for_answers_exits_3_and_resumes_with_answer(
+    tmp_path: pathlib.Path, home: pathlib.Path
+) -> None:
+    program = write(
+        tmp_path / "review.py",
+        ASK
+        + """
+from spangraph import interrupt
+
+
+@task
+def review(text: str) -> str:
+    verdict = interrupt("Approve this answer?", bool)
+    return "approved" if verdict else "rejected"
+
+
+reviewed = [review(answers[0]), answers[1]]
+""",
+    )
+    memo = tmp_path / "memo.db"
+    args = ("run", f"{program}:reviewed", "--engine", "scripted", "--cache", memo)
+    waiting = spangraph(*args, home=home)
+    assert waiting.code == 3, waiting
+    (line,) = [x for x in waiting.out.splitlines() if x.startswith("waiting: ")]
+    interrupt_id = line.split(": ")[1]
+    assert "Approve this answer?" in line and '"type":"boolean"' in line
+    assert "reviewed[1]: ok" in waiting.out and "reviewed[0]: (pending)" in waiting.out
+    wrong = spangraph(*args, "--answer", f'{interrupt_id}="maybe"', home=home)
+    assert wrong.code == 1 and "InterruptError" in wrong.err and "Traceback" not in wrong.err
+    done = spangraph(*args, "--answer", f"{interrupt_id}=true", home=home)
+    assert done.code == 0, done
+    assert "reviewed[0]: approved" in done.out and "2 cache hits" in done.out
+    bad = spangraph(*args, "--answer", "no-equals-sign", home=home)
+    assert bad.code == 2 and "ID=JSON" in bad.err
 
 
 def test_a_file_that_raises_exits_1_with_its_own_traceback(

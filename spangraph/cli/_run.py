@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import pathlib
 import urllib.parse
@@ -16,6 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .. import (
+    InterruptError,
     ModelOutputThunk,
     NodeFailedError,
     Run,
@@ -32,8 +34,9 @@ from ..events import TokenDelta
 from . import _target
 from ._common import fail
 
-#: Exit statuses: the run is done; it failed or is partial; it was interrupted (128 + SIGINT).
-DONE, FAILED, INTERRUPTED = 0, 1, 130
+#: Exit statuses: the run is done; it failed or is partial; it was interrupted (128 +
+#: SIGINT); a task asked a question with ``interrupt()`` and the run waits for answers.
+DONE, FAILED, INTERRUPTED, WAITING = 0, 1, 130, 3
 
 ENGINE_HELP = (
     "The engine for generations that name none, as SPANGRAPH_ENGINE: llamacpp (the embedded "
@@ -79,6 +82,14 @@ ENGINE_HELP = (
     help="Send the run's spans to an OTLP/HTTP collector (protobuf), e.g. "
     "http://127.0.0.1:4318 (/v1/traces is added to a URL without a path).",
 )
+@click.option(
+    "--answer",
+    "answers",
+    metavar="ID=JSON",
+    multiple=True,
+    help="Resume: the answer (JSON) to the interrupt ID that an earlier run printed; "
+    "use the same --cache, which keeps the questions and what was done. Repeatable.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (on in a terminal).")
 @click.option(
     "--stream",
@@ -93,6 +104,7 @@ def run_command(
     on_error: str,
     trace_path: pathlib.Path | None,
     otlp_endpoint: str | None,
+    answers: tuple[str, ...],
     no_progress: bool,
     stream: bool,
 ) -> int:
@@ -103,7 +115,9 @@ def run_command(
     function of no arguments returning one. Without NAME: the name 'graph', else the
     file's only SpanGraph, else its only generation (a thunk or a list of thunks).
 
-    Exit status: 0 done, 1 failed or partial, 130 interrupted, 2 a usage error.
+    Exit status: 0 done, 1 failed or partial, 3 waiting for answers (a task called
+    interrupt(): the questions are printed, answer them with --answer), 130
+    interrupted, 2 a usage error.
     """
     path, name = _target.split(target)
     run_engine = _engine(engine)
@@ -113,6 +127,7 @@ def run_command(
         found = _target.find(module, path, name)
     except _target.LoadError as exc:
         fail(str(exc))
+    resume = _answers(answers)
     store = _memo(cache_path) if cache_path is not None else None
     label = path.stem if name is None else f"{path.stem}:{name}"
     with _tracing(trace_path, endpoint):
@@ -123,6 +138,7 @@ def run_command(
                 "max_concurrency": max_concurrency,
                 "on_error": "continue" if on_error == "continue" else "raise",
                 "name": label,
+                "resume": resume,
             }
             if stream:  # the printed text is the progress
                 result = anyio.run(functools.partial(_streamed, compile(*found.roots), options))
@@ -136,13 +152,39 @@ def run_command(
         except KeyboardInterrupt:
             click.echo("interrupted: the run was cancelled", err=True)
             return INTERRUPTED
-        except (SpanError, EngineError, MemoStoreError, ImportError, ValueError) as exc:
+        except (
+            SpanError,
+            EngineError,
+            MemoStoreError,
+            InterruptError,
+            ImportError,
+            ValueError,
+        ) as exc:
             fail(f"{label}: {type(exc).__name__}: {exc}")
         finally:
             if store is not None:
                 store.close()
     _report(result, found)
+    if result.status == "interrupted":
+        return WAITING
     return DONE if result.status == "done" else FAILED
+
+
+def _answers(given: tuple[str, ...]) -> dict[str, Any] | None:
+    """``--answer ID=JSON`` options as ``run(resume=...)``'s dict (a usage error if bad)."""
+    answers: dict[str, Any] = {}
+    for item in given:
+        interrupt_id, sep, text = item.partition("=")
+        if not sep or not interrupt_id:
+            raise click.BadParameter(f"takes ID=JSON, got {item!r}", param_hint="--answer")
+        try:
+            answers[interrupt_id] = json.loads(text)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{interrupt_id}: not JSON ({exc}); quote a string: '\"yes\"'",
+                param_hint="--answer",
+            ) from None
+    return answers or None
 
 
 async def _streamed(graph: SpanGraph, options: dict[str, Any]) -> Run:
@@ -305,3 +347,10 @@ def _report(result: Run, found: _target.Target) -> None:
         click.echo(f"failed: {outcome.path}: {outcome.reason}", err=True)
     for outcome in result.skipped:
         click.echo(f"skipped: {outcome.path}: {outcome.reason}", err=True)
+    for asked in result.interrupts:
+        schema = json.dumps(dict(asked.schema), separators=(",", ":"))
+        click.echo(f"waiting: {asked.id}: {asked.path}: {asked.question} (answer: {schema})")
+    if result.interrupts:
+        click.echo(
+            "answer with: spangraph run ... --answer ID=JSON (with the same --cache)", err=True
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
@@ -79,6 +80,15 @@ class ScriptedEngine(InferenceEngine):
         self._counts = _Counts()
         #: Instant completions of the fixed reply, by prompt length in tokens.
         self._instant: dict[int, Completion] = {}
+
+    @staticmethod
+    def tool_call(name: str, /, **arguments: Any) -> str:
+        """A reply that calls tool ``name`` with ``arguments``, in the format a tool
+        loop reads (``generate(..., tools=[...])``): ``{"tool": name, "arguments":
+        {...}}``. A reply function may return it for some prompts (the first
+        round's, say) and an answer for the others (a follow-up's prompt holds
+        ``Tool result``)."""
+        return json.dumps({"tool": name, "arguments": arguments})
 
     @property
     def calls(self) -> int:

@@ -37,7 +37,7 @@ from ..tracing._internal import capture_mode
 _claimed = operator.attrgetter("_claimed")
 
 # A node's status in a run (the scheduler keeps it, apart from the graph).
-PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED = (
+PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED, INTERRUPTED = (
     "pending",
     "ready",
     "running",
@@ -45,6 +45,7 @@ PENDING, READY, RUNNING, DONE, FAILED, SKIPPED, CANCELLED = (
     "failed",
     "skipped",
     "cancelled",
+    "interrupted",
 )
 
 

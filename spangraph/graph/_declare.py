@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from ..cache import CachePolicy
@@ -10,6 +10,7 @@ from ..engines import InferenceEngine
 from ..engines._internal import check_options
 from ..nodes import ChatHistory, Component, ExecutionState, Message, ModelOutputThunk
 from ..nodes._internal import NO_OPTIONS, GenerationProducer, as_span, current_state
+from ._tools import Tool, declare_loop
 
 T = TypeVar("T")
 
@@ -24,6 +25,10 @@ def generate(
     engine: InferenceEngine | None = None,
     cache: CachePolicy | None = None,
     label: str | None = None,
+    tools: Sequence[Tool] | None = None,
+    tool_choice: str = "auto",
+    max_tool_rounds: int = 5,
+    max_tool_errors: int = 2,
 ) -> ModelOutputThunk[T]: ...
 
 
@@ -37,6 +42,10 @@ def generate(
     engine: InferenceEngine | None = None,
     cache: CachePolicy | None = None,
     label: str | None = None,
+    tools: Sequence[Tool] | None = None,
+    tool_choice: str = "auto",
+    max_tool_rounds: int = 5,
+    max_tool_errors: int = 2,
 ) -> ModelOutputThunk[Any]: ...
 
 
@@ -49,6 +58,10 @@ def generate(
     engine: InferenceEngine | None = None,
     cache: CachePolicy | None = None,
     label: str | None = None,
+    tools: Sequence[Tool] | None = None,
+    tool_choice: str = "auto",
+    max_tool_rounds: int = 5,
+    max_tool_errors: int = 2,
 ) -> ModelOutputThunk[Any]:
     """Declare a generation of ``action`` and return its (pending) thunk.
 
@@ -65,8 +78,36 @@ def generate(
     one ``compile()`` meets.
     The thunk can be a part of other components; ``run()`` executes it.
     Options are checked here, so a typo fails where it is written.
+
+    ``tools`` (``Tool`` objects, made with ``@tool``) lets the model call them:
+    each call is a node of the run (kind ``"tool"``) between the generation that
+    asked for it and the follow-up generation that reads its result, until the
+    model answers. ``tool_choice``: ``"auto"`` (answer or call), ``"required"``
+    (call a tool), ``"none"`` (the tools are not offered: a plain generation) or a
+    tool's name; ``"required"`` and a name hold for the first round, the
+    follow-ups are ``"auto"``, and the last round (``max_tool_rounds``) offers no
+    tools, only an answer. ``max_tool_rounds`` bounds the rounds of calls
+    (``ToolRoundsError`` after), ``max_tool_errors`` the tool errors (bad arguments,
+    a tool that raised) fed back to the model before the loop fails. The thunk
+    returned is then the loop's: ``.parsed`` is the final answer (parsed by the
+    action), ``.tool_calls`` the rounds (see docs/howto/tools.md).
     """
     span = as_span(action, path="generate(action)")
+    if tools is not None:
+        loop = declare_loop(
+            span,
+            tools=tools,
+            tool_choice=tool_choice,
+            max_tool_rounds=max_tool_rounds,
+            max_tool_errors=max_tool_errors,
+            state=state,
+            options=options,
+            engine=engine,
+            cache=cache,
+            label=label,
+        )
+        if loop is not None:
+            return loop
     outer = current_state()
     if outer is not None and state is not None:
         state = outer | state

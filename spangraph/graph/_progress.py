@@ -76,7 +76,13 @@ class ProgressBar:
                 if self._kinds.get(event.node_id) == "generation":
                     self._running.add(event.node_id)
                     self._show()
-            case ev.NodeFinished() | ev.NodeFailed() | ev.NodeSkipped() | ev.NodeCancelled():
+            case (
+                ev.NodeFinished()
+                | ev.NodeFailed()
+                | ev.NodeSkipped()
+                | ev.NodeCancelled()
+                | ev.NodeInterrupted()
+            ):
                 self._running.discard(event.node_id)
                 if self._kinds.get(event.node_id) in WORK_KINDS:
                     self._bar.update(1)

@@ -19,6 +19,7 @@ _STYLE: dict[str, dict[str, str]] = {
     "component": {"shape": "box", "style": "rounded,filled", "fillcolor": "#dbe9f6"},
     "generation": {"shape": "ellipse", "style": "filled,bold", "fillcolor": "#b7e1b0"},
     "task": {"shape": "hexagon", "style": "filled", "fillcolor": "#f6d5b5"},
+    "tool": {"shape": "cds", "style": "filled", "fillcolor": "#c9b8e8"},
 }
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import html
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from ..tracing._internal import RunLog, TracedRun, mimebundle
 from ._compile import CANCELLED, DONE, FAILED, SKIPPED, SpanGraph, compile
 from ._errors import NodeFailedError
 from ._gcfreeze import gc_scope
+from ._interrupt import Answers, Interrupt, checked_answers, remember
 from ._policy import OnError, RetryPolicy
 from ._progress import ProgressBar, wanted
 from ._scheduler import Scheduler, check_run_policy
@@ -54,8 +56,10 @@ class Run:
 
     ``outputs`` are the roots (thunks are done unless the run failed);
     ``status`` is ``"done"``, ``"partial"`` (``on_error="continue"`` with
-    failures), ``"failed"`` or ``"cancelled"``. ``log`` is the run's LogDAG
-    (built from its OpenTelemetry spans) and ``events`` its event stream.
+    failures), ``"interrupted"`` (a task asked a question with ``interrupt()``:
+    the questions are in ``interrupts``, and ``resume(answers)`` goes on),
+    ``"failed"`` or ``"cancelled"``. ``log`` is the run's LogDAG (built from its
+    OpenTelemetry spans) and ``events`` its event stream.
     """
 
     graph: SpanGraph
@@ -79,7 +83,12 @@ class Run:
     #: Every event of the run, in order, when it ran with ``keep_events=True`` (the
     #: run's record is ``log``; a big run makes several events per generation).
     events: list[ev.Event] = field(default_factory=list)
+    #: The questions tasks asked with ``interrupt()`` that wait for an answer (the
+    #: run's status is then ``"interrupted"``), in the order they were asked.
+    interrupts: list[Interrupt] = field(default_factory=list)
     _log: RunLog | None = field(default=None, repr=False)
+    #: Runs the same roots again with answers (``resume``), with this run's settings.
+    _again: Callable[[Mapping[str, Any]], Awaitable[Run]] | None = field(default=None, repr=False)
 
     @property
     def log(self) -> LogDAG | None:
@@ -93,6 +102,21 @@ class Run:
 
     def __getitem__(self, index: int) -> Any:
         return self.outputs[index]
+
+    def resume(self, answers: Mapping[str, Any]) -> Run:
+        """Run the same roots again, with the same settings, answering this run's
+        interrupts (``{interrupt.id: answer}``; answers this run was given are kept).
+        Every answer is checked against its interrupt's schema before anything runs
+        (``InterruptError``, naming the task's span path). Nodes done here are reused,
+        generations are served from the output memo, and each interrupted task runs
+        again, its ``interrupt()`` returning the answer. Use ``aresume`` in async code."""
+        return _run_sync(lambda: self.aresume(answers))
+
+    async def aresume(self, answers: Mapping[str, Any]) -> Run:
+        """``resume``, awaited (in a notebook cell or an async program)."""
+        if self._again is None:
+            raise RuntimeError("this Run was not made by run()/arun(): it cannot resume")
+        return await self._again(answers)
 
     @property
     def generations_avoided(self) -> int:
@@ -149,6 +173,7 @@ async def arun(
     name: str = "spangraph",
     listeners: Sequence[Callable[[ev.Event], None]] = (),
     keep_events: bool = False,
+    resume: Mapping[str, Any] | None = None,
 ) -> Run:
     """Run spans (or one compiled ``SpanGraph``) to completion; see ``run``."""
     graph = _graph_of(roots)
@@ -160,6 +185,8 @@ async def arun(
     # the default engine (a bad SPANGRAPH_ENGINE or SPANGRAPH_HOME).
     check_run_policy(max_concurrency, timeout, on_error, retry)
     store, policy = split_cache_setting(cache)
+    given, answered = checked_answers(resume, store) if resume else ({}, [])
+    answers = Answers(given, store)
     if engine is None:
         engine = _default_engine_for(graph)
     run_engine = engine
@@ -169,7 +196,8 @@ async def arun(
     if keep_events:
         bus.subscribe(log.append)
     if trace:
-        traced = TracedRun(TracedSpanGraph(graph), name, bus)
+        resumed = [(i.trace_id, i.span_id) for i in answered if i.trace_id and i.span_id]
+        traced = TracedRun(TracedSpanGraph(graph), name, bus, resumes=resumed)
     gc_freeze = gc_scope(bus, traced=trace)
     faults = _CacheFaults()
     bus.subscribe(faults, only=(ev.CacheFailed, ev.CacheBadEntry))
@@ -193,6 +221,7 @@ async def arun(
         timeout=timeout,
         on_error=on_error,
         bus=bus,
+        answers=answers,
     )
     cancelled = False
     failure: BaseException | None = None
@@ -217,6 +246,31 @@ async def arun(
     outcome = _make_run(graph, scheduler, time.perf_counter() - started, log, cancelled)
     outcome._log = dag
     faults.count_on(outcome)
+    if traced is not None and outcome.interrupts:
+        trace_id, span_id = traced.span_ids()
+        outcome.interrupts = [
+            dataclasses.replace(i, trace_id=trace_id, span_id=span_id) for i in outcome.interrupts
+        ]
+    remember(outcome.interrupts, store)
+
+    async def again(more: Mapping[str, Any]) -> Run:
+        return await arun(
+            *graph.root_spans,
+            engine=engine,
+            cache=cache,
+            max_concurrency=max_concurrency,
+            retry=retry,
+            timeout=timeout,
+            on_error=on_error,
+            progress=progress,
+            trace=trace,
+            name=name,
+            listeners=listeners,
+            keep_events=keep_events,
+            resume={**answers.given, **more},
+        )
+
+    outcome._again = again
     if scheduler.first_failure is not None and on_error == "raise":
         node_id = scheduler.first_failure
         error = scheduler.errors[node_id]
@@ -293,6 +347,8 @@ def _make_run(
         status = "cancelled"
     elif failed and scheduler.on_error == "raise":
         status = "failed"
+    elif scheduler.interrupts:
+        status = "interrupted"
     elif failed or states[FAILED] or states[SKIPPED]:
         status = "partial"
     else:
@@ -311,6 +367,7 @@ def _make_run(
         attempts=scheduler.attempts,
         dynamic_nodes=scheduler.dynamic_nodes,
         events=log,
+        interrupts=list(scheduler.interrupts),
     )
 
 
@@ -328,6 +385,7 @@ def run(
     name: str = "spangraph",
     listeners: Sequence[Callable[[ev.Event], None]] = (),
     keep_events: bool = False,
+    resume: Mapping[str, Any] | None = None,
 ) -> Run:
     """Run spans (or one compiled ``SpanGraph``) and return the ``Run``.
 
@@ -346,7 +404,10 @@ def run(
     - ``trace``: emit OpenTelemetry spans and build ``Run.log``;
     - ``name``: the run span's name;
     - ``listeners``: functions called with every event of the run;
-    - ``keep_events``: keep every event in ``Run.events``.
+    - ``keep_events``: keep every event in ``Run.events``;
+    - ``resume``: answers to the interrupts of an earlier run of these roots,
+      ``{interrupt_id: answer}`` (see ``interrupt`` and ``Run.resume``), each
+      checked against its question's schema before anything runs.
 
     Inside a running event loop (a notebook cell, an async program),
     ``run()`` cannot start a second loop in the same thread, so it runs the
@@ -368,8 +429,15 @@ def run(
             name=name,
             listeners=listeners,
             keep_events=keep_events,
+            resume=resume,
         )
 
+    return _run_sync(call)
+
+
+def _run_sync(call: Callable[[], Awaitable[Run]]) -> Run:
+    """``await call()`` from sync code: on a new event loop, in a helper thread when
+    this thread already runs one."""
     if not _loop_running():
         result: Run = anyio.run(call)
         return result

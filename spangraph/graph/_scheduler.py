@@ -167,6 +167,7 @@ from ._compile import (
     CANCELLED,
     DONE,
     FAILED,
+    INTERRUPTED,
     PENDING,
     READY,
     RUNNING,
@@ -174,10 +175,11 @@ from ._compile import (
     NodeInfo,
     SpanGraph,
 )
+from ._interrupt import Answers, Interrupt, InterruptSignal, TaskCall, _current
 from ._policy import OnError, RetryPolicy
 from ._task import TaskProducer, materialise, resolve, spans_in, task_text
 
-_FINAL = (DONE, FAILED, SKIPPED, CANCELLED)
+_FINAL = (DONE, FAILED, SKIPPED, CANCELLED, INTERRUPTED)
 _THUNK_DONE = ThunkState.DONE
 
 #: What a handed-off generation's task awaits: the protocol from where it stopped.
@@ -220,9 +222,13 @@ class Scheduler:
         timeout: float | None,
         on_error: OnError,
         bus: ev.EventBus,
+        answers: Answers | None = None,
     ) -> None:
         check_run_policy(max_concurrency, timeout, on_error, retry)
         self.graph = graph
+        #: The answers to interrupts the run was given, and the interrupts it met.
+        self.answers = answers if answers is not None else Answers()
+        self.interrupts: list[Interrupt] = []
         self._engine_factory = engine
         self._default_engine: InferenceEngine | None = None
         self.max_concurrency = max_concurrency
@@ -536,7 +542,7 @@ class Scheduler:
                         set_aside.append(order)
                         continue
                     self._start_generation(node, engine)
-                elif kind == "task":
+                elif kind == "task" or kind == "tool":
                     self._start_task(node)
                 elif kind == "sampler":
                     self._start_sampler(node)
@@ -665,6 +671,8 @@ class Scheduler:
         except anyio.get_cancelled_exc_class():
             self._cancel_node(node)
             raise
+        except InterruptSignal as signal:
+            self._interrupted(node, signal.interrupt)
         except TimeoutError as exc:
             # A failure, whatever the thunks say: a protocol that saw the cancellation
             # has marked its thunk cancelled.
@@ -793,11 +801,17 @@ class Scheduler:
         if producer.is_async or producer.thread:
             self._start_soon(self._run_task, node, producer, args, kwargs)
             return
+        token = _current.set(self._task_call(node))
         try:
             result = producer.call(args, kwargs)
+        except InterruptSignal as signal:
+            self._interrupted(node, signal.interrupt)
+            return
         except Exception as exc:
             self._attempt_failed(node, exc)
             return
+        finally:
+            _current.reset(token)
         # Spans first: a pending thunk is awaitable too, and awaiting it is not how a
         # span a task returned is run (it joins this run's graph, in _task_returned).
         if not is_span(result) and (inspect.isawaitable(result) or inspect.isasyncgen(result)):
@@ -809,12 +823,14 @@ class Scheduler:
         self, node: NodeInfo, producer: TaskProducer, args: list[Any], kwargs: dict[str, Any]
     ) -> None:
         """An async task's attempt, or a thread task's, in a task of the run's task group."""
+        _current.set(self._task_call(node))  # (this task's own context)
         work = _call_task(producer, args, kwargs)
         await self._attempt_in_task(node, work, partial(self._task_returned, node))
 
     async def _await_task_result(self, node: NodeInfo, returned: Any) -> None:
         """A sync task returned an awaitable or an async generator: awaiting it is the
         rest of its attempt, in a task of the run's task group."""
+        _current.set(self._task_call(node))  # (this task's own context)
         await self._attempt_in_task(node, _result_of(returned), partial(self._task_returned, node))
 
     def _task_returned(self, node: NodeInfo, result: Any) -> None:
@@ -867,6 +883,10 @@ class Scheduler:
             return
         for thunk in node.thunks:
             thunk._set_done(text, parsed)
+        if node.kind == "tool":  # a tool's result from the memo (graph/_tools.py)
+            hit = bool(getattr(parsed, "cached", False))
+            for thunk in node.thunks:
+                thunk.cache_hit = hit
         self._other_nodes += 1
         self._finish(node)
 
@@ -875,6 +895,34 @@ class Scheduler:
             f"a node this task returned was {self._status[child._order]}"
         )
         self._attempt_failed(node, error, retry=False)
+
+    # -- interrupts --------------------------------------------------------------------
+
+    def _task_call(self, node: NodeInfo) -> TaskCall:
+        """What ``interrupt()`` in the body of ``node`` (a task) needs to know."""
+        producer = node.span.producer
+        return TaskCall(
+            node_id=node.id,
+            path=self.graph.path_of(node.id),
+            label=producer.given_label or producer.label,
+            answers=self.answers,
+        )
+
+    def _interrupted(self, node: NodeInfo, asked: Interrupt) -> None:
+        """A task paused with ``interrupt()``: its thunks go back to pending (a resume
+        runs it again), what depends on it stays pending, and the rest of the run
+        goes on."""
+        self._status[node._order] = INTERRUPTED
+        for thunk in node.thunks:
+            thunk._reset()
+            thunk._release()
+        self.interrupts.append(asked)
+        if self._emit is not None:
+            self._emit(
+                ev.NodeInterrupted(
+                    node.id, interrupt_id=asked.id, path=asked.path, question=asked.question
+                )
+            )
 
     # -- samplers ----------------------------------------------------------------------
 
@@ -1038,8 +1086,11 @@ class Scheduler:
             if state in _FINAL:
                 continue
             if state == RUNNING and user.id in self._dynamic_wait:
+                # A task waiting for the spans it returned fails with their error (not
+                # a wrapper per level: a chain of dynamic tasks, a tool loop's, would
+                # nest one message in the next).
                 self._dynamic_wait.pop(user.id)
-                self._attempt_failed(user, RuntimeError(reason), retry=False)
+                self._attempt_failed(user, error, retry=False)
                 continue
             status[user._order] = SKIPPED
             self.skip_reasons[user.id] = reason
@@ -1069,6 +1120,15 @@ class Scheduler:
         for node in self._by_order:
             state = status[node._order]
             if state in _FINAL:
+                continue
+            if self.interrupts and self.first_failure is None and node.id in self._dynamic_wait:
+                # A task waiting for spans it returned, one of which was interrupted:
+                # it paused too (a resume runs it again), it was not cancelled.
+                del self._dynamic_wait[node.id]
+                status[node._order] = INTERRUPTED
+                for thunk in node.thunks:
+                    thunk._reset()
+                    thunk._release()
                 continue
             for thunk in node.thunks:
                 if thunk.state is ThunkState.RUNNING:

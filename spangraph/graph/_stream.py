@@ -188,7 +188,9 @@ class _Tokens:
             self._tg.start_soon(self._watch, node_id, thunk)
         elif isinstance(event, ev.NodeRetried):
             self._flush(node_id)
-        elif isinstance(event, ev.NodeFinished | ev.NodeFailed | ev.NodeCancelled):
+        elif isinstance(
+            event, ev.NodeFinished | ev.NodeFailed | ev.NodeCancelled | ev.NodeInterrupted
+        ):
             self._flush(node_id)
             self._open.pop(node_id, None)
             thunk = node.thunks[0]

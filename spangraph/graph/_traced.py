@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..nodes import CBlock, ModelOutputThunk
 from ..nodes._internal import display_label, is_span
-from ..tracing._internal import RunLog, TracedRun
+from ..tracing._internal import RunLog, ToolFacts, TracedRun
 from ._compile import NodeInfo, SpanGraph
 from ._task import _map_spans, task_text
 
@@ -38,6 +38,20 @@ class TracedSpanGraph:
         producer = thunk.producer
         given = _map_spans((producer.args, dict(producer.kwargs)), _value_of)
         return given, _value_of(thunk)
+
+    def tool_call(self, node_id: str) -> ToolFacts:
+        thunk = self.nodes[node_id].span
+        producer = thunk.producer
+        facts = ToolFacts(getattr(producer, "tool_name", "?"), getattr(producer, "call_id", ""))
+        outcome = thunk.parsed if thunk.done else None
+        if outcome is None:
+            return facts
+        return facts._replace(
+            arguments=outcome.arguments,
+            result=outcome.value,
+            error=outcome.error,
+            error_type=outcome.error_type,
+        )
 
     def run_input(self) -> list[str]:
         return [

@@ -146,7 +146,7 @@ _PART_STEPS = tuple(f".parts()[{index}]" for index in range(64))
 
 #: The kinds of node that run: a thunk's producer's kind. A run starts, counts and
 #: traces these (they have attempts and spans); blocks and components are pure.
-WORK_KINDS = frozenset({"generation", "task", "sampler"})
+WORK_KINDS = frozenset({"generation", "task", "tool", "sampler"})
 
 
 def node_kind(span: object) -> str:

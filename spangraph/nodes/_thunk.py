@@ -291,6 +291,14 @@ class ModelOutputThunk(Generic[T]):
         return self._facts.attempts if self._facts is not None else []
 
     @property
+    def tool_calls(self) -> list[Any]:
+        """For the thunk of ``generate(..., tools=[...])``: each round of tool calls
+        (``ToolRound``: its index, and each call's ``ToolOutcome``), as far as the run
+        got; an empty list for any other thunk."""
+        rounds = getattr(self.producer, "tool_rounds", None)
+        return list(rounds(self)) if callable(rounds) else []
+
+    @property
     def done(self) -> bool:
         return self.state is ThunkState.DONE
 

@@ -66,30 +66,36 @@ their records.
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType, MethodType
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from .. import events as ev
 from ..nodes._internal import WORK_KINDS
 from . import _semconv as sc
 from ._graph import NodeFacts, TracedGraph
 from ._provider import SpanSink, TracerSink
-from ._text import FreeText
+from ._text import ERROR_LIMIT, FreeText
 
 #: One attribute mapping per edge kind, shared by every link of that kind.
 _EDGE_ATTRIBUTES = {
-    kind: MappingProxyType({sc.EDGE_KIND: kind}) for kind in ("part", "dynamic", "retry", "sample")
+    kind: MappingProxyType({sc.EDGE_KIND: kind})
+    for kind in ("part", "dynamic", "retry", "sample", "resume")
 }
+_RESUME = _EDGE_ATTRIBUTES["resume"]
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _PART = _EDGE_ATTRIBUTES["part"]
 _RETRY = _EDGE_ATTRIBUTES["retry"]
 _UNSET = Status(StatusCode.UNSET)
+#: ``openinference.span.kind`` by node kind (``CHAIN`` for the others).
+_OPENINFERENCE_KINDS = {"generation": "LLM", "tool": "TOOL"}
 _INTERNAL = SpanKind.INTERNAL
 
 
@@ -160,7 +166,9 @@ class RunTracer:
     def __post_init__(self) -> None:
         self._text = FreeText(self.capture)
 
-    def start(self) -> None:
+    def start(self, resumes: Sequence[tuple[str, str]] = ()) -> None:
+        """Open the run span; ``resumes``: the spans (hex trace and span ids) of the
+        interrupted runs this one resumes, which it links to (edge kind ``resume``)."""
         attributes = {
             sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_WORKFLOW,
             sc.GEN_AI_WORKFLOW_NAME: self.name,
@@ -170,8 +178,20 @@ class RunTracer:
         }
         if self._text.captured:
             self._text.values(attributes, given=self.graph.run_input())
+        links = [
+            Link(
+                SpanContext(
+                    int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=_SAMPLED
+                ),
+                _RESUME,
+            )
+            for trace_id, span_id in dict.fromkeys(resumes)
+        ]
         self._run_span = self.tracer.start_span(
-            f"{sc.OP_INVOKE_WORKFLOW} {self.name}", kind=SpanKind.INTERNAL, attributes=attributes
+            f"{sc.OP_INVOKE_WORKFLOW} {self.name}",
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            links=links,
         )
         self._run_ctx = trace.set_span_in_context(self._run_span)
         self._run_context = self._run_span.get_span_context()
@@ -270,7 +290,11 @@ class RunTracer:
         if generation is not None:
             self._usage(attributes, generation)
         span_status = self._outcome(attributes, ended, record)
-        if self._text.captured and facts.kind == "task" and node_id in self.graph.nodes:
+        if facts.kind == "tool" and node_id in self.graph.nodes:
+            name, tool_status = self._tool(attributes, node_id)
+            if tool_status is not None:
+                span_status = tool_status
+        elif self._text.captured and facts.kind == "task" and node_id in self.graph.nodes:
             given, result = self.graph.task_values(node_id)
             if isinstance(ended, ev.NodeFinished):
                 self._text.values(attributes, given=given, result=result)
@@ -363,6 +387,10 @@ class RunTracer:
         if isinstance(ended, ev.NodeSkipped):
             self._text.skip(attributes, ended)
             return _UNSET
+        if isinstance(ended, ev.NodeInterrupted):
+            attributes[sc.INTERRUPT_ID] = ended.interrupt_id
+            self._text.put(attributes, sc.INTERRUPT_QUESTION, ended.question, ERROR_LIMIT)
+            return _UNSET
         if isinstance(ended, ev.NodeCancelled):
             attributes[sc.ERROR_TYPE] = "cancelled"
             return Status(StatusCode.ERROR, "cancelled")
@@ -371,6 +399,29 @@ class RunTracer:
             if failure is not None:
                 return self._text.error(attributes, failure)
         return _UNSET
+
+    def _tool(self, attributes: dict[str, Any], node_id: str) -> tuple[str, Status | None]:
+        """A tool node's span: its name (``execute_tool {tool}``), the GenAI tool
+        attributes, the call's arguments and result (capture on only), and an ERROR
+        status when the tool raised or its arguments did not validate."""
+        call = self.graph.tool_call(node_id)
+        attributes[sc.GEN_AI_OPERATION_NAME] = sc.OP_EXECUTE_TOOL
+        attributes[sc.GEN_AI_TOOL_NAME] = call.name
+        attributes[sc.GEN_AI_TOOL_TYPE] = "function"
+        if call.call_id:
+            attributes[sc.GEN_AI_TOOL_CALL_ID] = call.call_id
+        if self._text.captured:
+            if call.arguments is not None:
+                attributes[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = json.dumps(call.arguments, default=str)
+            if call.error is None and call.result is not None:
+                attributes[sc.GEN_AI_TOOL_CALL_RESULT] = json.dumps(call.result, default=str)
+        status = None
+        if call.error is not None:
+            attributes[sc.ERROR_TYPE] = call.error_type or "error"
+            self._text.put(attributes, sc.ERROR_MESSAGE, call.error, ERROR_LIMIT)
+            text = call.error[:ERROR_LIMIT] if self._text.captured else attributes[sc.ERROR_TYPE]
+            status = Status(StatusCode.ERROR, text)
+        return f"{sc.OP_EXECUTE_TOOL} {call.name}", status
 
     def _links_of(self, node_id: str, facts: NodeFacts) -> tuple[list[Link], tuple[str, ...]]:
         """A link to the span of each upstream node (each that has one by now), and to
@@ -399,7 +450,7 @@ class RunTracer:
             base = self._bases[kind] = {
                 sc.RUN_ID: self.run_id,
                 sc.NODE_KIND: kind,
-                sc.OPENINFERENCE_SPAN_KIND: "LLM" if kind == "generation" else "CHAIN",
+                sc.OPENINFERENCE_SPAN_KIND: _OPENINFERENCE_KINDS.get(kind, "CHAIN"),
             }
         return base
 
@@ -460,6 +511,7 @@ _HANDLERS: dict[type, Callable[[RunTracer, Any], None]] = {
     ev.NodeFailed: RunTracer._on_attempt_ended,
     ev.NodeRetried: RunTracer._on_attempt_ended,
     ev.NodeCancelled: RunTracer._on_attempt_ended,
+    ev.NodeInterrupted: RunTracer._on_attempt_ended,
     ev.NodeSkipped: RunTracer._on_skipped,
 }
 
@@ -469,5 +521,6 @@ _STATUS: dict[type, str] = {
     ev.NodeFailed: "failed",
     ev.NodeRetried: "retried",
     ev.NodeCancelled: "cancelled",
+    ev.NodeInterrupted: "interrupted",
     ev.NodeSkipped: "skipped",
 }

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..nodes._internal import WORK_KINDS
 
@@ -93,11 +93,27 @@ class TracedGraph(Protocol):
         """A task's arguments (``(args, kwargs)``, each span in them as its value) and
         its result (``None`` until it has one)."""
 
+    def tool_call(self, node_id: str) -> ToolFacts:
+        """A tool node's call: the tool, the call's id, and (content, read only with
+        capture on) its arguments and result or error."""
+
     def run_input(self) -> list[str]:
         """The text of every block the graph starts from (its leaves), in graph order."""
 
     def run_output(self) -> list[Any]:
         """Each root's value (``None`` for one that has none)."""
+
+
+class ToolFacts(NamedTuple):
+    """What a tool node's span says about its call (``TracedGraph.tool_call``)."""
+
+    name: str
+    call_id: str
+    arguments: Any = None
+    result: Any = None
+    #: The error the tool raised or its arguments' validation (``None``: none).
+    error: str | None = None
+    error_type: str | None = None
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ The emission wiring (``RunTracer``, ``SpanSink``, ``Emission``, ``emission``,
 
 from . import _semconv as semconv
 from ._emit import capture_mode as capture_mode
+from ._graph import ToolFacts as ToolFacts
 from ._render import mimebundle as mimebundle
 from ._render import render_file as render_file
 from ._render import wrap_label as wrap_label
@@ -18,6 +19,7 @@ from ._traced_run import TracedRun as TracedRun
 
 __all__ = [
     "RunLog",
+    "ToolFacts",
     "TracedRun",
     "capture_mode",
     "mimebundle",

@@ -32,8 +32,11 @@ STATUS_COLOURS = {
     "retried": "#ffe08a",
     "skipped": "#e0e0e0",
     "cancelled": "#f6c89f",
+    "interrupted": "#9fd3f6",
     "rejected": "#d7c4ef",
 }
+#: A node's shape by kind (a box for the others: tasks, samplers).
+_SHAPES = {"generation": "ellipse", "tool": "cds"}
 #: The outline of the attempt a sampler chose, and of the critical path.
 CHOSEN_COLOUR = "#1e6b30"
 CRITICAL_COLOUR = "#c0392b"
@@ -150,6 +153,7 @@ _LEGEND_FILLS = (
     ("retried", "retried (a later attempt follows)"),
     ("skipped", "skipped (an input failed)"),
     ("cancelled", "cancelled"),
+    ("interrupted", "interrupted (waits for an answer: interrupt())"),
     ("rejected", "attempt rejected (failed validation)"),
 )
 
@@ -196,6 +200,8 @@ def _legend(dot: graphviz.Digraph, used: set[str]) -> None:
         rows.append(_legend_row('BORDER="0"', "- - ›", "; ".join(kinds)))
     if "ellipse" in used:
         rows.append(_legend_row('BORDER="0"', "( )", "generation (box: task, sampler)"))
+    if "tool" in used:
+        rows.append(_legend_row('BORDER="0"', "▭›", "tool call (execute_tool)"))
     if not rows:
         return
     table = (
@@ -294,12 +300,14 @@ def logdag_to_graphviz(
             used.add("rejected" if fill == STATUS_COLOURS["rejected"] else m.status)
             attrs = {
                 "fillcolor": fill,
-                "shape": "ellipse" if m.kind == "generation" else "box",
+                "shape": _SHAPES.get(m.kind, "box"),
                 "color": "#333333",
                 "penwidth": "1",
             }
             if m.kind == "generation":
                 used.add("ellipse")
+            if m.kind == "tool":
+                used.add("tool")
             if attempt_mark(m) == "chosen":
                 attrs.update(color=CHOSEN_COLOUR, penwidth="3")
                 used.add("chosen")

@@ -41,6 +41,13 @@ ERROR_TYPE = "error.type"
 OP_TEXT_COMPLETION = "text_completion"
 OP_CHAT = "chat"
 OP_INVOKE_WORKFLOW = "invoke_workflow"
+OP_EXECUTE_TOOL = "execute_tool"
+GEN_AI_TOOL_NAME = "gen_ai.tool.name"
+GEN_AI_TOOL_CALL_ID = "gen_ai.tool.call.id"
+GEN_AI_TOOL_TYPE = "gen_ai.tool.type"
+#: A tool call's arguments and result (free text: with content capture on only).
+GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
+GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"
 
 # gen_ai.output.type: what the request asked for (a JSON schema constrains the output, or not).
 OUTPUT_JSON = "json"
@@ -76,6 +83,9 @@ VALIDATION_PASSED = "spangraph.validation.passed"
 SAMPLE_INDEX = "spangraph.sample.index"
 SAMPLE_CHOSEN = "spangraph.sample.chosen"
 SAMPLE_SCORE = "spangraph.sample.score"
+INTERRUPT_ID = "spangraph.interrupt.id"
+#: The question an interrupted task asked (free text: with content capture on only).
+INTERRUPT_QUESTION = "spangraph.interrupt.question"
 
 # Free text (see ``_text``): with content capture off, an attribute ``X`` that would
 # hold free text is left out, and ``X_length`` (characters) and ``X_digest`` stand in

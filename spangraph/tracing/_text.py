@@ -207,7 +207,7 @@ def _jsonable(value: Any) -> Any:
     """What ``json.dumps`` cannot write, as what it can: a pydantic model's JSON
     data, a dataclass's fields, a set's items; anything else as its ``str``."""
     dump = getattr(value, "model_dump", None)
-    if callable(dump):
+    if callable(dump) and not isinstance(value, type):  # (a model, not a model class)
         return dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)

@@ -16,7 +16,7 @@ and the run's own list of spans (``_provider``).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,7 +34,14 @@ class TracedRun:
 
     __slots__ = ("_collector", "run_id", "tracer")
 
-    def __init__(self, graph: TracedGraph, name: str, bus: ev.EventBus) -> None:
+    def __init__(
+        self,
+        graph: TracedGraph,
+        name: str,
+        bus: ev.EventBus,
+        *,
+        resumes: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self.run_id = uuid.uuid4().hex
         out = emission()
         self._collector = out.collector
@@ -47,8 +54,13 @@ class TracedRun:
             capture=capture_mode(),
             collected=out.collector.open(self.run_id),
         )
-        self.tracer.start()
+        self.tracer.start(resumes)
         self.tracer.listen(bus)
+
+    def span_ids(self) -> tuple[str, str]:
+        """The run span's trace and span ids, in hex."""
+        context = self.tracer._run_context
+        return f"{context.trace_id:032x}", f"{context.span_id:016x}"
 
     @contextmanager
     def current(self) -> Iterator[None]:
