@@ -4,9 +4,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 VIEWER_STAMP := $(VENV)/.viewer-installed
 
-.PHONY: setup viewer demo test lint docs bench graphviz clean
+.PHONY: setup viewer demo test lint docs bench graphviz redis clean
 
-setup: $(STAMP) graphviz
+setup: $(STAMP) graphviz redis
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -35,6 +35,20 @@ graphviz:
 	    echo "could not install graphviz; renders fall back to DOT source"; \
 	  else \
 	    echo "graphviz's dot is missing: install it (Debian/Ubuntu: sudo apt-get install graphviz; macOS: brew install graphviz); renders fall back to DOT source"; \
+	  fi; }
+
+# Debian's redis-server: the RedisStore tests start one of their own (127.0.0.1, an
+# ephemeral port, a random key, no persistence) and stop it. Installing the package
+# does not leave a server running where no init system starts services (containers).
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's redis-server (for the RedisStore tests)"; \
+	    (apt-get install -y -qq redis-server >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq redis-server >/dev/null)) || \
+	    echo "could not install redis-server; the RedisStore tests are skipped"; \
+	  else \
+	    echo "redis-server is missing: install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis); the RedisStore tests are skipped"; \
 	  fi; }
 
 demo: setup

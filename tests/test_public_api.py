@@ -141,6 +141,7 @@ PUBLIC: dict[str, set[str]] = {
         "MemoEntry",
         "MemoStoreError",
         "MemoryStore",
+        "RedisStore",
         "SQLiteStore",
         "Store",
     },
