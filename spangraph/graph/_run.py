@@ -28,6 +28,7 @@ from ..tracing import LogDAG
 from ..tracing._internal import RunLog, TracedRun, mimebundle
 from ._compile import CANCELLED, DONE, FAILED, SKIPPED, SpanGraph, compile
 from ._errors import NodeFailedError
+from ._executor import Executor
 from ._gcfreeze import gc_scope
 from ._policy import OnError, RetryPolicy
 from ._progress import ProgressBar, wanted
@@ -149,6 +150,7 @@ async def arun(
     name: str = "spangraph",
     listeners: Sequence[Callable[[ev.Event], None]] = (),
     keep_events: bool = False,
+    executor: Executor | None = None,
 ) -> Run:
     """Run spans (or one compiled ``SpanGraph``) to completion; see ``run``."""
     graph = _graph_of(roots)
@@ -163,6 +165,8 @@ async def arun(
     if engine is None:
         engine = _default_engine_for(graph)
     run_engine = engine
+    if executor is not None:
+        await _start_executor(executor, graph, engine)
     bus = ev.EventBus()
     log: list[ev.Event] = []
     traced: TracedRun | None = None
@@ -193,6 +197,7 @@ async def arun(
         timeout=timeout,
         on_error=on_error,
         bus=bus,
+        executor=executor,
     )
     cancelled = False
     failure: BaseException | None = None
@@ -222,6 +227,25 @@ async def arun(
         error = scheduler.errors[node_id]
         raise NodeFailedError(graph.path_of(node_id), error, outcome) from error
     return outcome
+
+
+async def _start_executor(
+    executor: Executor, graph: SpanGraph, engine: InferenceEngine | None
+) -> None:
+    """Get the executor's workers ready, and check that it can run every engine the
+    graph names, before the run begins (what a task makes later is checked then)."""
+    if not isinstance(executor, Executor):
+        raise TypeError(
+            f"executor= takes an executor (e.g. DaskExecutor), got {type(executor).__name__}"
+        )
+    await executor.start()
+    engines = [engine] if engine is not None else []
+    for thunk in graph._work_thunks:
+        pinned = getattr(thunk.producer, "engine", None)
+        if pinned is not None:
+            engines.append(pinned)
+    for each in engines:
+        executor.engine(each)
 
 
 def _default_engine_for(graph: SpanGraph) -> InferenceEngine | None:
@@ -328,6 +352,7 @@ def run(
     name: str = "spangraph",
     listeners: Sequence[Callable[[ev.Event], None]] = (),
     keep_events: bool = False,
+    executor: Executor | None = None,
 ) -> Run:
     """Run spans (or one compiled ``SpanGraph``) and return the ``Run``.
 
@@ -346,7 +371,10 @@ def run(
     - ``trace``: emit OpenTelemetry spans and build ``Run.log``;
     - ``name``: the run span's name;
     - ``listeners``: functions called with every event of the run;
-    - ``keep_events``: keep every event in ``Run.events``.
+    - ``keep_events``: keep every event in ``Run.events``;
+    - ``executor``: where generations run (default: this process); e.g.
+      ``DaskExecutor(client, engines=...)`` sends them to a Dask cluster while
+      the scheduler, the memo and the tracing stay here.
 
     Inside a running event loop (a notebook cell, an async program),
     ``run()`` cannot start a second loop in the same thread, so it runs the
@@ -368,6 +396,7 @@ def run(
             name=name,
             listeners=listeners,
             keep_events=keep_events,
+            executor=executor,
         )
 
     if not _loop_running():

@@ -172,6 +172,7 @@ from ._compile import (
     NodeInfo,
     SpanGraph,
 )
+from ._executor import Executor
 from ._policy import OnError, RetryPolicy
 from ._task import TaskProducer, materialise, resolve, spans_in, task_text
 
@@ -218,10 +219,13 @@ class Scheduler:
         timeout: float | None,
         on_error: OnError,
         bus: ev.EventBus,
+        executor: Executor | None = None,
     ) -> None:
         check_run_policy(max_concurrency, timeout, on_error, retry)
         self.graph = graph
         self._engine_factory = engine
+        #: Where generations run (``None``: here): it gives the engine each one calls.
+        self._executor = executor
         self._default_engine: InferenceEngine | None = None
         self.max_concurrency = max_concurrency
         self.retry = retry
@@ -552,9 +556,10 @@ class Scheduler:
     def _engine_of(self, node: NodeInfo) -> InferenceEngine:
         """The node's own engine (``generate(engine=...)``), else the run's."""
         engine: InferenceEngine | None = node.span.producer.engine
-        if engine is not None:
-            return engine
-        return self._default_engine or self._run_engine()
+        if engine is None:
+            engine = self._default_engine or self._run_engine()
+        executor = self._executor
+        return engine if executor is None else executor.engine(engine)
 
     def _run_engine(self) -> InferenceEngine:
         """The run's engine, made on first use (a run of cached nodes may need none)."""

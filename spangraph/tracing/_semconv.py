@@ -76,6 +76,11 @@ VALIDATION_PASSED = "spangraph.validation.passed"
 SAMPLE_INDEX = "spangraph.sample.index"
 SAMPLE_CHOSEN = "spangraph.sample.chosen"
 SAMPLE_SCORE = "spangraph.sample.score"
+#: A generation whose primitive ran on an executor's worker: the worker's address,
+#: and its wall-clock start and end there (nanoseconds since the epoch).
+WORKER = "spangraph.worker"
+WORKER_START = "spangraph.worker.start_time"
+WORKER_END = "spangraph.worker.end_time"
 
 # Free text (see ``_text``): with content capture off, an attribute ``X`` that would
 # hold free text is left out, and ``X_length`` (characters) and ``X_digest`` stand in

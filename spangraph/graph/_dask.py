@@ -1,0 +1,360 @@
+"""``DaskExecutor``: a run's generations on a Dask cluster, the scheduler on the driver.
+
+``run(..., executor=DaskExecutor(client, engines={engine: spec}))`` is the
+only change a user makes. What runs where:
+
+- **on the driver** (the process that called ``run()``): the scheduler,
+  pure nodes, tasks, the output memo (hits never leave it), the
+  prefix-aware ordering, the limits, events, spans and the LogDAG. Every
+  engine of the run is replaced by its proxy, ``RemoteEngine``
+  (``engines/_remote.py``), whose primitive sends the request to a worker
+  as msgpack bytes (plain data: ``to_wire``) in one Dask task;
+- **on each worker**: ``EnginePlugin``, a ``WorkerPlugin`` registered when
+  the run starts, builds each engine from its ``EngineSpec`` once, keeps a
+  private event loop in a thread of its own (engines' asynchronous
+  primitives run there, not on the worker's loop), and closes both at
+  teardown. A task runs step 4 (the KV prefix) and step 5 there and sends
+  back the completion, the worker's address and its wall-clock times.
+
+**Limits** are the scheduler's, and it is the only one to send work, so a
+run's ``max_concurrency`` and each engine's ``max_concurrency`` hold across
+the whole cluster (one driver; several drivers each keep their own).
+
+**Failures.** Dask's own ``retries`` are 0: spangraph's ``RetryPolicy``
+decides. An engine error comes back as its spangraph class (a transient
+one is retried by the policy). A worker that dies while it runs a task: Dask
+moves the task to another worker by itself (the scheduler's
+``allowed-failures``); when Dask gives up (``KilledWorker``) or the
+connection is lost, the generation fails with ``TransientEngineError``,
+which the ``RetryPolicy`` retries. Finished nodes are on the driver and are
+never recomputed. A generation that is cancelled (a timeout, a failed
+run) cancels its Dask future.
+
+**KV affinity.** A worker reports the KV prefix it now holds; the next
+request that starts with it prefers that worker (``workers=[address]``,
+``allow_other_workers=True``), and the prefix-aware ordering waits for the
+first generation to warm it before fanning out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import uuid
+from collections.abc import Mapping
+from functools import partial
+from hashlib import blake2b
+from typing import Any
+
+import anyio
+from distributed import WorkerPlugin  # the ``dask`` extra (graph/__init__ says so if missing)
+
+from ..engines import EngineSpec, ExecutorError, InferenceEngine, TransientEngineError
+from ..engines._internal import RemoteEngine, serve
+
+
+class EnginePlugin(WorkerPlugin):
+    """Builds a run's engines on a worker, once, and closes them at teardown.
+
+    It is sent to the workers holding only plain data (the specs, by key);
+    the engines and the private event loop are made on the worker, in
+    ``setup``. A spec the worker cannot build is kept as an error (``errors``)
+    that ``DaskExecutor.start`` reports before the run begins.
+    """
+
+    def __init__(self, name: str, specs: Mapping[str, Mapping[str, Any]]) -> None:
+        self.name = name
+        self.specs = {key: dict(data) for key, data in specs.items()}
+        self.engines: dict[str, InferenceEngine] = {}
+        self.errors: dict[str, str] = {}
+        self.address = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"name": self.name, "specs": self.specs}  # never an engine, a loop, a thread
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["name"], state["specs"])  # type: ignore[misc]
+
+    def setup(self, worker: Any) -> None:
+        self.address = str(worker.address)
+        loop = self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=loop.run_forever, name="spangraph-engines", daemon=True
+        )
+        self._thread.start()
+        for key, data in self.specs.items():
+            spec = EngineSpec.from_data(data)
+            try:
+                self.engines[key] = spec.build()
+            except Exception as exc:
+                self.errors[key] = f"{type(exc).__name__}: {exc}"
+
+    def teardown(self, worker: Any) -> None:
+        loop, thread = self._loop, self._thread
+        for engine in self.engines.values():
+            with contextlib.suppress(Exception):
+                if loop is not None:
+                    asyncio.run_coroutine_threadsafe(engine.aclose(), loop).result(timeout=60)
+                engine.close()
+        self.engines.clear()
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=60)
+            loop.close()
+        self._loop = self._thread = None
+
+    def generate(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Run one request (from a Dask task's thread) on the private loop."""
+        key = str(payload.get("engine"))
+        engine = self.engines.get(key)
+        if engine is None:
+            spec = EngineSpec.from_data(self.specs[key]) if key in self.specs else None
+            why = self.errors.get(key, "no such engine key")
+            raise ExecutorError(f"worker {self.address} cannot build engine {spec}: {why}")
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(
+            _traced(engine, payload, self.address), self._loop
+        )
+        return future.result()
+
+
+async def _traced(
+    engine: InferenceEngine, payload: Mapping[str, Any], address: str
+) -> dict[str, Any]:
+    """``serve`` under the run's trace context (the payload's ``traceparent``), so that
+    instrumentation on the worker (httpx, openai) joins the run's trace."""
+    from opentelemetry import context, propagate
+
+    traceparent = payload.get("traceparent")
+    token = context.attach(propagate.extract({"traceparent": traceparent})) if traceparent else None
+    try:
+        return await serve(engine, payload, address)
+    finally:
+        if token is not None:
+            context.detach(token)
+
+
+def generate_on_worker(plugin_name: str, payload: bytes) -> bytes:
+    """The Dask task: msgpack bytes in, msgpack bytes out (plain data both ways)."""
+    import msgpack
+    from distributed import get_worker
+
+    worker = get_worker()
+    plugin = worker.plugins.get(plugin_name)
+    if not isinstance(plugin, EnginePlugin):
+        raise ExecutorError(
+            f"worker {worker.address} has no spangraph engines ({plugin_name}): it joined "
+            "after the run started and the plugin did not reach it"
+        )
+    answer = plugin.generate(msgpack.unpackb(payload))
+    packed: bytes = msgpack.packb(answer)
+    return packed
+
+
+def _build_errors(plugin_name: str, dask_worker: Any = None) -> dict[str, str]:
+    """What a worker could not build (``client.run`` calls it on every worker)."""
+    plugin = dask_worker.plugins.get(plugin_name) if dask_worker is not None else None
+    if not isinstance(plugin, EnginePlugin):
+        return {"": "the spangraph engine plugin is not set up on this worker"}
+    return dict(plugin.errors)
+
+
+class DaskExecutor:
+    """Runs a run's generations on a Dask cluster (see the module's docstring).
+
+    ``client``: a ``distributed.Client`` connected to the cluster (a
+    synchronous one for ``run()``; with ``Client(asynchronous=True)``, use
+    ``await arun(...)`` on the client's event loop). ``engines``: each engine
+    the run uses (the run's ``engine=`` and any ``generate(engine=...)``),
+    mapped to the ``EngineSpec`` its workers build it from. The driver's
+    engine is used for what the driver does (options, render, memo keys,
+    parse, telemetry); a ``LlamaCppEngine`` there loads no model, since it
+    never runs a primitive.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        engines: Mapping[InferenceEngine, EngineSpec],
+    ) -> None:
+        from distributed import Client
+
+        if not isinstance(client, Client):
+            raise TypeError(f"DaskExecutor takes a distributed.Client, got {type(client).__name__}")
+        if not engines:
+            raise ValueError("DaskExecutor needs engines={engine: EngineSpec(...)}: none given")
+        self.client = client
+        self._specs: dict[int, tuple[InferenceEngine, EngineSpec]] = {}
+        for engine, spec in engines.items():
+            if not isinstance(engine, InferenceEngine) or not isinstance(spec, EngineSpec):
+                raise TypeError(
+                    "DaskExecutor engines= maps engines to EngineSpec, got "
+                    f"{type(engine).__name__} → {type(spec).__name__}"
+                )
+            self._specs[id(engine._base)] = (engine._base, spec)
+        keys = sorted(spec.key for _, spec in self._specs.values())
+        self.plugin_name = (
+            "spangraph-engines-" + blake2b(" ".join(keys).encode(), digest_size=6).hexdigest()
+        )
+        self._proxies: dict[int, InferenceEngine] = {}
+        self._dispatch = _DaskDispatch(self)
+        self._started = False
+
+    async def start(self) -> None:
+        """Register the engine plugin (each worker builds the engines now) and check
+        every worker built every engine: ``ExecutorError`` names the worker and the
+        spec that failed, or says that the cluster cannot be reached."""
+        if self._started:
+            return
+        import sniffio
+
+        if sniffio.current_async_library() != "asyncio":
+            raise ExecutorError("DaskExecutor runs on asyncio (the Dask client's loop), not trio")
+        client = self.client
+        if client.status not in ("running", "connecting"):
+            raise ExecutorError(
+                f"no Dask cluster reachable: the client's status is {client.status!r} "
+                "(connect it, e.g. Client(address), before the run)"
+            )
+        plugin = EnginePlugin(
+            self.plugin_name,
+            {spec.key: spec.to_data() for _, spec in self._specs.values()},
+        )
+        try:
+            if client.asynchronous:
+                await client.register_plugin(plugin, name=self.plugin_name)
+                errors = await client.run(_build_errors, self.plugin_name)
+            else:
+                await anyio.to_thread.run_sync(
+                    partial(client.register_plugin, plugin, name=self.plugin_name)
+                )
+                errors = await anyio.to_thread.run_sync(
+                    partial(client.run, _build_errors, self.plugin_name)
+                )
+        except OSError as exc:
+            raise ExecutorError(f"no Dask cluster reachable ({exc})") from None
+        if not errors:
+            raise ExecutorError("the Dask cluster has no workers: nothing can run a generation")
+        by_key = {spec.key: spec for _, spec in self._specs.values()}
+        problems = [
+            f"worker {address} cannot build engine {by_key.get(key, '?')}: {error}"
+            for address, failed in sorted(errors.items())
+            for key, error in sorted(failed.items())
+        ]
+        if problems:
+            raise ExecutorError("; ".join(problems))
+        self._started = True
+
+    def engine(self, engine: InferenceEngine) -> InferenceEngine:
+        """The proxy of ``engine`` (of its base engine, under the view's state)."""
+        proxy = self._proxies.get(id(engine))
+        if proxy is not None:
+            return proxy
+        base = engine._base
+        found = self._specs.get(id(base))
+        if found is None:
+            raise ExecutorError(
+                f"{engine!r} has no EngineSpec in DaskExecutor(engines=...): map it to the "
+                "spec its workers build it from"
+            )
+        remote = self._proxies.get(id(base))
+        if remote is None:
+            remote = self._proxies[id(base)] = RemoteEngine(base, found[1], self._dispatch)
+        if engine is not base:
+            view = remote.with_state(engine._bound_state)
+            self._proxies[id(engine)] = view
+            return view
+        return remote
+
+    def __repr__(self) -> str:
+        specs = ", ".join(str(spec) for _, spec in self._specs.values())
+        return f"DaskExecutor({self.client!r}, engines=[{specs}])"
+
+
+class _DaskDispatch:
+    """``Dispatch`` on Dask: one task per request (``retries=0``), awaited without a
+    thread; cancelling the await cancels the future."""
+
+    def __init__(self, executor: DaskExecutor) -> None:
+        self._executor = executor
+
+    async def complete(self, payload: dict[str, Any], *, prefer: str | None) -> dict[str, Any]:
+        import msgpack
+        from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
+        from distributed.comm.core import CommClosedError
+
+        executor = self._executor
+        client = executor.client
+        where: dict[str, Any] = {}
+        if prefer is not None:
+            where = {"workers": [prefer], "allow_other_workers": True}
+        future = client.submit(
+            generate_on_worker,
+            executor.plugin_name,
+            msgpack.packb(payload),
+            key=f"spangraph-generate-{uuid.uuid4().hex}",
+            pure=False,
+            retries=0,
+            **where,
+        )
+        try:
+            raw = await _result(client, future)
+        except (KilledWorker, CommClosedError, FutureCancelledError, OSError) as exc:
+            raise TransientEngineError(
+                f"the Dask worker running this generation was lost ({type(exc).__name__}: "
+                f"{exc}); it is retried by the run's RetryPolicy"
+            ) from None
+        except BaseException:
+            _cancel(client, future)
+            raise
+        answer: dict[str, Any] = msgpack.unpackb(raw)
+        return answer
+
+
+async def _result(client: Any, future: Any) -> bytes:
+    """A future's result, awaited on this event loop (a synchronous client's future
+    settles on the client's own loop thread: its callback wakes this loop)."""
+    if client.asynchronous:
+        raw: bytes = await future
+        return raw
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bytes] = loop.create_future()
+
+    def deliver(outcome: tuple[bytes | None, BaseException | None]) -> None:
+        if done.done():
+            return  # (the await was cancelled)
+        value, error = outcome
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert value is not None
+            done.set_result(value)
+
+    def settle(_: Any) -> None:  # in a thread of the client's: its result() may block
+        try:
+            outcome: tuple[bytes | None, BaseException | None] = (future.result(), None)
+        except BaseException as exc:
+            outcome = (None, exc)
+        loop.call_soon_threadsafe(deliver, outcome)
+
+    future.add_done_callback(settle)
+    return await done
+
+
+#: Cancellations sent by an asynchronous client, kept until they are done.
+_cancelling: set[asyncio.Future[Any]] = set()
+
+
+def _cancel(client: Any, future: Any) -> None:
+    """Cancel a future (an asynchronous client's cancellation is not waited for)."""
+    with contextlib.suppress(Exception):
+        if client.asynchronous:
+            sent = asyncio.ensure_future(client.cancel([future]))
+            _cancelling.add(sent)
+            sent.add_done_callback(_cancelling.discard)
+        else:
+            client.cancel([future])
