@@ -369,3 +369,62 @@ def test_a_request_that_is_not_plain_data_names_its_span(
     assert isinstance(error, ExecutorError)
     assert "generate(Step)" in str(error) and "not plain data" in str(error)
     assert calls(tmp_path) == []
+
+
+# -- the real engine on the workers ------------------------------------------------------
+
+
+class Ask(Component[str]):
+    template = "{document}\n\nQuestion: {question}\nAnswer:"
+    document: Span
+    question: Span
+
+
+QUESTIONS = [
+    "Who is a Licensor?",
+    "What is a Derivative Work?",
+    "What is a Contribution?",
+    "What does Object form mean?",
+    "What is a Contributor?",
+    "Who may grant licenses?",
+    "What is Source form?",
+    "What is a Work?",
+    "What is the License?",
+    "What does You mean?",
+]
+
+
+@pytest.mark.real
+def test_llamacpp_on_the_workers_loads_once_and_prefills_once_per_worker(
+    client: Any, llama: Any, spangraph_home: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    from spangraph.engines import LlamaCppEngine
+    from tests.conftest import DOCUMENT
+    from tests.graph.dask_helpers import loaded_servers
+
+    settings = {"home": str(spangraph_home), "n_ctx": 2048, "n_parallel": 1, "n_threads": 1}
+    settings["kv_dir"] = str(tmp_path / "kv")
+    engine = LlamaCppEngine(**settings)  # the driver's: options, render, keys; never loaded
+    spec = EngineSpec("spangraph.engines:LlamaCppEngine", settings)
+    executor = DaskExecutor(client, engines={engine: spec})
+    text = DOCUMENT[:2500]
+
+    def tokens(content: str) -> int:
+        return len(llama.shared().http("/tokenize", {"content": content})["tokens"])
+
+    doc_tokens = tokens(text)
+    question_tokens = max(tokens(f"\n\nQuestion: {q}\nAnswer:") for q in QUESTIONS)
+    document = CBlock(text, cache=True)
+    evaluated = 0
+    for half in (QUESTIONS[:5], QUESTIONS[5:]) * 2:  # 20 generations, in 4 runs
+        with options(temperature=0, max_tokens=4):
+            thunks = [generate(Ask(document=document, question=q)) for q in half]
+        result = run(*thunks, engine=engine, executor=executor, progress=False)
+        assert result.status == "done" and all(isinstance(t.value, str) for t in thunks)
+        assert all(t.usage.input_tokens >= doc_tokens for t in thunks)
+        evaluated += sum(t.usage.input_tokens - t.usage.cached_input_tokens for t in thunks)
+    servers = client.run(loaded_servers)
+    assert all(count <= 1 for count in servers.values()) and sum(servers.values()) >= 1
+    assert not engine.loaded  # the driver loaded no model
+    # The document is prefilled at most once per worker (2), not once per generation (20).
+    assert doc_tokens <= evaluated <= 2 * doc_tokens + 20 * question_tokens + 64
