@@ -33,7 +33,7 @@ from __future__ import annotations
 import importlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any, Protocol
@@ -114,11 +114,13 @@ class EngineSpec:
 
 class Dispatch(Protocol):
     """What an executor offers its engine proxies: send a payload (``to_wire``) to a
-    worker (``prefer``: the address of one that holds the request's KV prefix, if
-    any) and return what ``serve`` answered there. Cancelling the coroutine cancels
-    the remote work."""
+    worker (``prefer``: the addresses of those that hold the request's KV prefix,
+    first warmed first; empty: any) and return what ``serve`` answered there.
+    Cancelling the coroutine cancels the remote work."""
 
-    async def complete(self, payload: dict[str, Any], *, prefer: str | None) -> dict[str, Any]: ...
+    async def complete(
+        self, payload: dict[str, Any], *, prefer: Sequence[str]
+    ) -> dict[str, Any]: ...
 
 
 # -- the driver's side -------------------------------------------------------------------------
@@ -148,8 +150,8 @@ class RemoteEngine(InferenceEngine):
             logprobs=local.capabilities.logprobs,
             mode=local.capabilities.mode,
         )
-        #: KV prefixes warmed on some worker: digest → that worker's address.
-        self.warm: dict[str, str] = {}
+        #: KV prefixes warmed on workers: digest → the addresses of those holding it.
+        self.warm: dict[str, list[str]] = {}
         self.span_cache = local.span_cache
 
     @property
@@ -207,11 +209,14 @@ class RemoteEngine(InferenceEngine):
         prefix = None
         if self.capabilities.kv_slots and request.action is not None:
             prefix = self.prefix_key(request.action, request.state or _identity())
-        answer = await self._dispatch.complete(payload, prefer=self.warm.get(prefix or ""))
+        holders = self.warm.get(prefix, ()) if prefix is not None else ()
+        answer = await self._dispatch.complete(payload, prefer=holders)
         completion = completion_from_wire(answer)
         held = answer.get("prefix")
         if isinstance(held, str) and isinstance(completion.raw, WorkerRun):
-            self.warm[held] = completion.raw.address
+            holding = self.warm.setdefault(held, [])
+            if completion.raw.address not in holding:
+                holding.append(completion.raw.address)
         return completion
 
     def __repr__(self) -> str:

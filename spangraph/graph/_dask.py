@@ -31,8 +31,8 @@ never recomputed. A generation that is cancelled (a timeout, a failed
 run) cancels its Dask future.
 
 **KV affinity.** A worker reports the KV prefix it now holds; the next
-request that starts with it prefers that worker (``workers=[address]``,
-``allow_other_workers=True``), and the prefix-aware ordering waits for the
+request that starts with it prefers the workers that hold it
+(``workers=[...]``, ``allow_other_workers=True``), and the prefix-aware ordering waits for the
 first generation to warm it before fanning out.
 """
 
@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from hashlib import blake2b
 from typing import Any
@@ -281,7 +281,7 @@ class _DaskDispatch:
     def __init__(self, executor: DaskExecutor) -> None:
         self._executor = executor
 
-    async def complete(self, payload: dict[str, Any], *, prefer: str | None) -> dict[str, Any]:
+    async def complete(self, payload: dict[str, Any], *, prefer: Sequence[str]) -> dict[str, Any]:
         import msgpack
         from distributed import KilledWorker
         from distributed.client import FutureCancelledError
@@ -290,8 +290,8 @@ class _DaskDispatch:
         executor = self._executor
         client = executor.client
         where: dict[str, Any] = {}
-        if prefer is not None:
-            where = {"workers": [prefer], "allow_other_workers": True}
+        if prefer:
+            where = {"workers": list(prefer), "allow_other_workers": True}
         future = client.submit(
             generate_on_worker,
             executor.plugin_name,

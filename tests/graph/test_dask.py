@@ -24,10 +24,11 @@ import pytest
 
 from spangraph import CBlock, Component, NodeFailedError, Span, generate, options, run, task
 from spangraph.cache import MemoryStore
-from spangraph.engines import EngineSpec, ExecutorError, ScriptedEngine
-from spangraph.engines._remote import from_wire, to_wire
+from spangraph.engines import Capabilities, Completion, EngineSpec, ExecutorError, ScriptedEngine
+from spangraph.engines._remote import completion_to_wire, from_wire, to_wire
 from spangraph.events import Event, NodeFinished
 from spangraph.graph import DaskExecutor, RetryPolicy
+from spangraph.lowlevel import RemoteEngine, WorkerRun
 from spangraph.nodes import ModelOutputThunk
 from tests.cache.memo_helpers import Step, expected, fan, values
 from tests.graph.dask_helpers import calls, scripted, spangraph_tasks
@@ -428,3 +429,57 @@ def test_llamacpp_on_the_workers_loads_once_and_prefills_once_per_worker(
     assert not engine.loaded  # the driver loaded no model
     # The document is prefilled at most once per worker (2), not once per generation (20).
     assert doc_tokens <= evaluated <= 2 * doc_tokens + 20 * question_tokens + 64
+
+
+def test_an_asynchronous_client_runs_with_arun(client: Any, tmp_path: pathlib.Path) -> None:
+    import asyncio
+
+    from spangraph import arun
+
+    spec = EngineSpec(SCRIPTED, {"log_dir": str(tmp_path)})
+    engine = spec.build()
+    thunks = fan(4)
+
+    async def main() -> Any:
+        async with distributed.Client(client.scheduler.address, asynchronous=True) as aclient:
+            executor = DaskExecutor(aclient, engines={engine: spec})
+            return await arun(*thunks, engine=engine, executor=executor, progress=False)
+
+    result = asyncio.run(main())
+    assert result.status == "done" and values(thunks) == [expected(f"g{i}") for i in range(4)]
+    assert len(calls(tmp_path)) == 4
+
+
+class _Slotted(ScriptedEngine):
+    """An engine with KV slots whose every prompt starts with one cached prefix."""
+
+    capabilities = Capabilities(kv_slots=True)
+
+    def prefix_key(self, action: Any, state: Any) -> str | None:
+        return "prefix-digest"
+
+
+class _RecordingDispatch:
+    """A ``Dispatch`` of one's own (what a Ray executor would write): it answers at
+    once, from a new worker each time, and records which worker was preferred."""
+
+    def __init__(self) -> None:
+        self.preferred: list[list[str]] = []
+
+    async def complete(self, payload: dict[str, Any], *, prefer: Any) -> dict[str, Any]:
+        self.preferred.append(list(prefer))
+        worker = WorkerRun(f"tcp://worker-{len(self.preferred)}", time.time(), time.time())
+        return completion_to_wire(Completion("ok"), worker, "prefix-digest")
+
+
+def test_a_request_prefers_the_worker_that_holds_its_prefix() -> None:
+    local = _Slotted()
+    dispatch = _RecordingDispatch()
+    proxy = RemoteEngine(local, EngineSpec(SCRIPTED), dispatch)
+    thunks = fan(3)
+    result = run(*thunks, engine=proxy, progress=False)
+    assert result.status == "done" and values(thunks) == ["ok"] * 3
+    # The first warms the prefix (on worker 1); the others wait for it, then prefer
+    # the workers that hold it (here each answer comes from a new one, which holds it).
+    assert dispatch.preferred == [[], ["tcp://worker-1"], ["tcp://worker-1", "tcp://worker-2"]]
+    assert local.calls == 0
