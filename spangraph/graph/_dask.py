@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import inspect
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from hashlib import blake2b
 from typing import Any
@@ -152,6 +154,30 @@ def generate_on_worker(plugin_name: str, payload: bytes) -> bytes:
     answer = plugin.generate(msgpack.unpackb(payload))
     packed: bytes = msgpack.packb(answer)
     return packed
+
+
+def call_on_worker(plugin_name: str, function: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """The Dask task of a ``@task(where="cluster")``: the function, imported on the worker
+    by its name (``module:qualname``) and called there (an async one on the worker's
+    private event loop). A function the worker cannot import is an ``ImportError`` of
+    this task, not a worker that fails to read the task."""
+    module, _, qualname = function.partition(":")
+    fn: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        fn = getattr(fn, part)
+    result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        from distributed import get_worker
+
+        plugin = get_worker().plugins.get(plugin_name)
+        if not isinstance(plugin, EnginePlugin) or plugin._loop is None:
+            raise ExecutorError(f"worker {get_worker().address} has no spangraph event loop")
+        result = asyncio.run_coroutine_threadsafe(_awaited(result), plugin._loop).result()
+    return result
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _build_errors(plugin_name: str, dask_worker: Any = None) -> dict[str, str]:
@@ -269,6 +295,53 @@ class DaskExecutor:
             return view
         return remote
 
+    async def call(
+        self, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> Any:
+        """Run a ``@task(where="cluster")`` function on a worker (one Dask task,
+        ``retries=0``): the function goes by its name (``module:qualname``; the module
+        must be importable on the workers), its arguments and result by Dask's pickle."""
+        from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
+        from distributed.comm.core import CommClosedError
+
+        module = getattr(fn, "__module__", None)
+        qualname = getattr(fn, "__qualname__", "")
+        name = f"{module}.{qualname}"
+        if not module or module == "__main__" or "<" in qualname:
+            raise ExecutorError(
+                f"task {name} cannot run on the cluster: workers import a task's function "
+                "by its name, so it must be a module-level function of a module they can "
+                "import (not defined in __main__, a function body or a lambda)"
+            )
+        client = self.client
+        future = client.submit(
+            call_on_worker,
+            self.plugin_name,
+            f"{module}:{qualname}",
+            list(args),
+            dict(kwargs),
+            key=f"spangraph-task-{uuid.uuid4().hex}",
+            pure=False,
+            retries=0,
+        )
+        try:
+            result: Any = await _result(client, future)
+        except (KilledWorker, CommClosedError, FutureCancelledError, OSError) as exc:
+            raise TransientEngineError(
+                f"the Dask worker running {name} was lost ({type(exc).__name__}: {exc})"
+            ) from None
+        except ImportError as exc:
+            raise ExecutorError(
+                f"task {name} cannot run on the cluster: a worker cannot import it or what "
+                f"it uses ({exc}); install its module on the workers (or put it on their "
+                "PYTHONPATH)"
+            ) from None
+        except BaseException:
+            _cancel(client, future)
+            raise
+        return result
+
     def __repr__(self) -> str:
         specs = ", ".join(str(spec) for _, spec in self._specs.values())
         return f"DaskExecutor({self.client!r}, engines=[{specs}])"
@@ -302,7 +375,7 @@ class _DaskDispatch:
             **where,
         )
         try:
-            raw = await _result(client, future)
+            raw: bytes = await _result(client, future)
         except (KilledWorker, CommClosedError, FutureCancelledError, OSError) as exc:
             raise TransientEngineError(
                 f"the Dask worker running this generation was lost ({type(exc).__name__}: "
@@ -315,28 +388,26 @@ class _DaskDispatch:
         return answer
 
 
-async def _result(client: Any, future: Any) -> bytes:
+async def _result(client: Any, future: Any) -> Any:
     """A future's result, awaited on this event loop (a synchronous client's future
     settles on the client's own loop thread: its callback wakes this loop)."""
     if client.asynchronous:
-        raw: bytes = await future
-        return raw
+        return await future
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[bytes] = loop.create_future()
+    done: asyncio.Future[Any] = loop.create_future()
 
-    def deliver(outcome: tuple[bytes | None, BaseException | None]) -> None:
+    def deliver(outcome: tuple[Any, BaseException | None]) -> None:
         if done.done():
             return  # (the await was cancelled)
         value, error = outcome
         if error is not None:
             done.set_exception(error)
         else:
-            assert value is not None
             done.set_result(value)
 
     def settle(_: Any) -> None:  # in a thread of the client's: its result() may block
         try:
-            outcome: tuple[bytes | None, BaseException | None] = (future.result(), None)
+            outcome: tuple[Any, BaseException | None] = (future.result(), None)
         except BaseException as exc:
             outcome = (None, exc)
         loop.call_soon_threadsafe(deliver, outcome)

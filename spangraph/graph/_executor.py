@@ -8,12 +8,14 @@ whose primitive sends the request to a worker), and ``start()`` gets the
 workers ready before the first node (it raises, before anything ran, when
 they cannot be). That is the whole interface: ``DaskExecutor`` implements
 it on Dask distributed, and a Ray executor would be one more class of the
-same two methods and a ``Dispatch`` (``engines/_remote.py``).
+same methods and a ``Dispatch`` (``engines/_remote.py``). The third method,
+``call``, runs a ``@task(where="cluster")`` function on a worker.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from ..engines import InferenceEngine
 
@@ -29,4 +31,11 @@ class Executor(Protocol):
 
     def engine(self, engine: InferenceEngine) -> InferenceEngine:
         """The engine the scheduler calls for ``engine`` (the same one, or its proxy)."""
+        ...
+
+    async def call(
+        self, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> Any:
+        """``fn(*args, **kwargs)`` on a worker (a ``@task(where="cluster")``); what it
+        returned. Cancelling the coroutine cancels the remote call."""
         ...

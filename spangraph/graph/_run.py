@@ -167,6 +167,8 @@ async def arun(
     run_engine = engine
     if executor is not None:
         await _start_executor(executor, graph, engine)
+    else:
+        _refuse_cluster_tasks(graph)
     bus = ev.EventBus()
     log: list[ev.Event] = []
     traced: TracedRun | None = None
@@ -246,6 +248,17 @@ async def _start_executor(
             engines.append(pinned)
     for each in engines:
         executor.engine(each)
+
+
+def _refuse_cluster_tasks(graph: SpanGraph) -> None:
+    """A ``@task(where="cluster")`` in a run without an executor: refused before the run."""
+    for thunk in graph._work_thunks:
+        if getattr(thunk.producer, "where", "driver") == "cluster":
+            raise ValueError(
+                f"{graph.path_of(graph.id_of(thunk))} runs on the cluster "
+                "(@task(where='cluster')): give the run an executor, e.g. "
+                "run(..., executor=DaskExecutor(client, engines=...))"
+            )
 
 
 def _default_engine_for(graph: SpanGraph) -> InferenceEngine | None:

@@ -771,7 +771,7 @@ class Scheduler:
         except Exception as exc:
             self._attempt_failed(node, exc)
             return
-        if producer.is_async or producer.thread:
+        if producer.is_async or producer.thread or producer.where != "driver":
             self._start_soon(self._run_task, node, producer, args, kwargs)
             return
         try:
@@ -789,8 +789,12 @@ class Scheduler:
     async def _run_task(
         self, node: NodeInfo, producer: TaskProducer, args: list[Any], kwargs: dict[str, Any]
     ) -> None:
-        """An async task's attempt, or a thread task's, in a task of the run's task group."""
-        work = _call_task(producer, args, kwargs)
+        """An async task's attempt, a thread task's or a cluster task's, in a task of the
+        run's task group."""
+        if producer.where == "cluster":
+            work = _call_on_cluster(self._executor, producer, args, kwargs)
+        else:
+            work = _call_task(producer, args, kwargs)
         await self._attempt_in_task(node, work, partial(self._task_returned, node))
 
     async def _await_task_result(self, node: NodeInfo, returned: Any) -> None:
@@ -1065,6 +1069,31 @@ async def _call_task(producer: TaskProducer, args: list[Any], kwargs: dict[str, 
     if producer.thread:
         return await anyio.to_thread.run_sync(partial(producer.call, args, kwargs))
     return await _result_of(producer.call(args, kwargs))
+
+
+async def _call_on_cluster(
+    executor: Executor | None, producer: TaskProducer, args: list[Any], kwargs: dict[str, Any]
+) -> Any:
+    """Call a ``@task(where="cluster")`` function on a worker of the run's executor."""
+    name = producer.label
+    if executor is None:
+        raise ValueError(
+            f"{name} runs on the cluster (@task(where='cluster')): give the run an executor, "
+            "e.g. run(..., executor=DaskExecutor(client, engines=...))"
+        )
+    if producer.state is not None:
+        raise ValueError(
+            f"{name} runs on the cluster: declare it outside `with options(...)` blocks "
+            "(a task on the cluster declares no generations, so a state means nothing there)"
+        )
+    result = await executor.call(producer.fn, args, kwargs)
+    if spans_in(result):
+        raise ValueError(
+            f"{name} ran on the cluster and returned spans: a task on the cluster cannot "
+            "declare generations; return plain values, and declare generations in a task "
+            "on the driver"
+        )
+    return result
 
 
 async def _result_of(returned: Any) -> Any:

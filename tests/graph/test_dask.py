@@ -483,3 +483,65 @@ def test_a_request_prefers_the_worker_that_holds_its_prefix() -> None:
     # the workers that hold it (here each answer comes from a new one, which holds it).
     assert dispatch.preferred == [[], ["tcp://worker-1"], ["tcp://worker-1", "tcp://worker-2"]]
     assert local.calls == 0
+
+
+# -- tasks on the cluster ----------------------------------------------------------------
+
+
+def word_count(text: str) -> int:
+    import os
+
+    return len(text.split()) * 1000 + os.getpid() % 1  # (runs in a worker process)
+
+
+def worker_pid() -> int:
+    return os.getpid()
+
+
+def counted_graph(where: str) -> list[Any]:
+    with options(temperature=0):
+        words = generate(Step(inputs=["one two"], label="words"))
+    return [task(word_count, where=where)(words), task(worker_pid, where=where)()]
+
+
+def test_a_task_where_cluster_runs_on_a_worker(client: Any, tmp_path: pathlib.Path) -> None:
+    engine, executor = executor_for(client, tmp_path)
+    count, where = roots = counted_graph("cluster")
+    result = run(*roots, engine=engine, executor=executor, progress=False)
+    assert result.status == "done" and count.value == "3000"  # "<words: one two>": 3 words
+    assert where.parsed in client.run(os.getpid).values() and where.parsed != os.getpid()
+    local_roots = counted_graph("driver")
+    local = run(*local_roots, engine=engine, progress=False)
+    assert local_roots[0].value == "3000" and local_roots[1].parsed == os.getpid()
+    assert outcome(result, roots)["nodes"] == outcome(local, local_roots)["nodes"]
+    assert outcome(result, roots)["edges"] == outcome(local, local_roots)["edges"]
+
+
+def test_a_task_where_cluster_needs_an_executor_and_importable_code(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    counted = task(word_count, where="cluster")
+    with pytest.raises(ValueError, match="give the run an executor"):
+        run(counted("a b"), engine=ScriptedEngine(), progress=False)
+    module = tmp_path / "driver_only_module.py"
+    module.write_text("def shout(text):\n    return text.upper()\n")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import driver_only_module  # type: ignore[import-not-found]
+
+        engine, executor = executor_for(client, tmp_path)
+        shout = task(driver_only_module.shout, where="cluster")
+        with pytest.raises(NodeFailedError) as raised:
+            run(shout("hi"), engine=engine, executor=executor, progress=False)
+        error = raised.value.error
+        assert isinstance(error, ExecutorError)
+        assert "driver_only_module.shout" in str(error) and "install its module" in str(error)
+        local = task(lambda: 1, where="cluster")
+        with pytest.raises(NodeFailedError) as raised:
+            run(local(), engine=engine, executor=executor, progress=False)
+        assert "module-level function" in str(raised.value.error)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("driver_only_module", None)
