@@ -44,6 +44,7 @@ import importlib
 import inspect
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from hashlib import blake2b
@@ -225,7 +226,11 @@ class DaskExecutor:
         self.plugin_name = (
             "spangraph-engines-" + blake2b(" ".join(keys).encode(), digest_size=6).hexdigest()
         )
-        self._proxies: dict[int, InferenceEngine] = {}
+        #: Each engine's proxy (a view's: the base's proxy under the view's state), for
+        #: as long as the engine lives (views come and go with the graphs that hold them).
+        self._proxies: weakref.WeakKeyDictionary[InferenceEngine, InferenceEngine] = (
+            weakref.WeakKeyDictionary()
+        )
         self._dispatch = _DaskDispatch(self)
         self._started = False
 
@@ -276,7 +281,7 @@ class DaskExecutor:
 
     def engine(self, engine: InferenceEngine) -> InferenceEngine:
         """The proxy of ``engine`` (of its base engine, under the view's state)."""
-        proxy = self._proxies.get(id(engine))
+        proxy = self._proxies.get(engine)
         if proxy is not None:
             return proxy
         base = engine._base
@@ -286,12 +291,12 @@ class DaskExecutor:
                 f"{engine!r} has no EngineSpec in DaskExecutor(engines=...): map it to the "
                 "spec its workers build it from"
             )
-        remote = self._proxies.get(id(base))
+        remote = self._proxies.get(base)
         if remote is None:
-            remote = self._proxies[id(base)] = RemoteEngine(base, found[1], self._dispatch)
+            remote = self._proxies[base] = RemoteEngine(base, found[1], self._dispatch)
         if engine is not base:
             view = remote.with_state(engine._bound_state)
-            self._proxies[id(engine)] = view
+            self._proxies[engine] = view
             return view
         return remote
 

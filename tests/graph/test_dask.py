@@ -545,3 +545,16 @@ def test_a_task_where_cluster_needs_an_executor_and_importable_code(
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("driver_only_module", None)
+
+
+def test_a_view_of_an_engine_runs_under_its_state_on_the_workers(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    engine, executor = executor_for(client, tmp_path)
+    brief = options(temperature=0, system="be brief")(engine)  # a view: the engine, a state
+    plain = generate(Step(inputs=["x"], label="plain"), options={"temperature": 0})
+    viewed = generate(Step(inputs=["x"], label="viewed"), engine=brief)
+    result = run(plain, viewed, engine=engine, executor=executor, progress=False)
+    assert result.status == "done"
+    assert plain.value == "<plain: x>" and viewed.value == "<be brief\n\nviewed: x>"
+    assert sorted(calls(tmp_path)) == ["be brief  viewed: x", "plain: x"]
