@@ -66,13 +66,14 @@ docs: $(STAMP)
 test: setup viewer lint docs
 	$(PY) -m pytest -q
 
-# Benchmarks install their peers (dask, Hamilton) here, never in tests.
+# Benchmarks install their peers (Hamilton) here; dask is a test dependency too (setup).
 # sf-hamilton >= 1.90 is a shim that pulls in apache-hamilton; both import as `hamilton`.
 bench: setup
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dask]' 'sf-hamilton>=1.80'
 	$(PY) benchmarks/compile.py
 	$(PY) benchmarks/scheduler.py
 	$(PY) benchmarks/span_cache.py
+	$(PY) benchmarks/dask_executor.py
 
 clean:
 	rm -rf $(VENV) out docs/_build .pytest_cache .mypy_cache .ruff_cache
