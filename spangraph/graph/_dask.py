@@ -394,31 +394,14 @@ class _DaskDispatch:
 
 
 async def _result(client: Any, future: Any) -> Any:
-    """A future's result, awaited on this event loop (a synchronous client's future
-    settles on the client's own loop thread: its callback wakes this loop)."""
+    """A future's result, awaited on this event loop. A synchronous client's futures
+    live on the client's own loop (a thread of its own): its gather coroutine runs
+    there, and this loop awaits it without a thread of its own."""
     if client.asynchronous:
         return await future
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[Any] = loop.create_future()
-
-    def deliver(outcome: tuple[Any, BaseException | None]) -> None:
-        if done.done():
-            return  # (the await was cancelled)
-        value, error = outcome
-        if error is not None:
-            done.set_exception(error)
-        else:
-            done.set_result(value)
-
-    def settle(_: Any) -> None:  # in a thread of the client's: its result() may block
-        try:
-            outcome: tuple[Any, BaseException | None] = (future.result(), None)
-        except BaseException as exc:
-            outcome = (None, exc)
-        loop.call_soon_threadsafe(deliver, outcome)
-
-    future.add_done_callback(settle)
-    return await done
+    gathering = client.gather(future, asynchronous=True)  # a coroutine, for the client's loop
+    running = asyncio.run_coroutine_threadsafe(gathering, client.loop.asyncio_loop)
+    return await asyncio.wrap_future(running)
 
 
 #: Cancellations sent by an asynchronous client, kept until they are done.
