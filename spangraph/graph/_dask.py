@@ -200,6 +200,9 @@ class DaskExecutor:
     engine is used for what the driver does (options, render, memo keys,
     parse, telemetry); a ``LlamaCppEngine`` there loads no model, since it
     never runs a primitive.
+
+    The workers keep their engines between runs; ``close()`` (or ``with
+    DaskExecutor(...) as executor:``) has them close their engines.
     """
 
     def __init__(
@@ -213,7 +216,7 @@ class DaskExecutor:
             raise TypeError(f"DaskExecutor takes a distributed.Client, got {type(client).__name__}")
         if not engines:
             raise ValueError("DaskExecutor needs engines={engine: EngineSpec(...)}: none given")
-        self.client = client
+        self.client: Any = client
         self._specs: dict[int, tuple[InferenceEngine, EngineSpec]] = {}
         for engine, spec in engines.items():
             if not isinstance(engine, InferenceEngine) or not isinstance(spec, EngineSpec):
@@ -299,6 +302,31 @@ class DaskExecutor:
             self._proxies[engine] = view
             return view
         return remote
+
+    def close(self) -> None:
+        """Unregister the engine plugin: each worker closes its engines (a loaded model,
+        threads, connections) and its event loop. A later run registers it again.
+        (With an asynchronous client, ``await executor.aclose()``.)"""
+        if self._started and not self.client.asynchronous:
+            self.client.unregister_worker_plugin(self.plugin_name)
+        self._started = False
+
+    async def aclose(self) -> None:
+        """``close`` for an asynchronous client (or from a running event loop)."""
+        if self._started:
+            if self.client.asynchronous:
+                await self.client.unregister_worker_plugin(self.plugin_name)
+            else:
+                await anyio.to_thread.run_sync(
+                    self.client.unregister_worker_plugin, self.plugin_name
+                )
+        self._started = False
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     async def call(
         self, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]

@@ -558,3 +558,20 @@ def test_a_view_of_an_engine_runs_under_its_state_on_the_workers(
     assert result.status == "done"
     assert plain.value == "<plain: x>" and viewed.value == "<be brief\n\nviewed: x>"
     assert sorted(calls(tmp_path)) == ["be brief  viewed: x", "plain: x"]
+
+
+def test_closing_the_executor_closes_the_workers_engines(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    from tests.graph.dask_helpers import engine_plugin_keys
+
+    engine, executor = executor_for(client, tmp_path)
+    with executor:
+        run(*fan(2), engine=engine, executor=executor, progress=False)
+        built = client.run(engine_plugin_keys, executor.plugin_name)
+        assert all(keys == [executor._dispatch._executor._specs[id(engine)][1].key]
+                   for keys in built.values())  # fmt: skip
+    assert all(keys == [] for keys in client.run(engine_plugin_keys, executor.plugin_name).values())
+    again = run(*fan(2, first=2), engine=engine, executor=executor, progress=False)
+    assert again.status == "done"  # a later run registers the engines again
+    executor.close()
