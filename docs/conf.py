@@ -36,7 +36,7 @@ autodoc_default_options = {"members": True, "undoc-members": False}
 # Nitpicky (-n) builds resolve every type in a signature. Standard-library and
 # third-party types are not linked (no intersphinx: the build needs no network).
 nitpick_ignore_regex = [
-    ("py:.*", r"(collections\.abc|typing|os|pathlib|random|networkx|pydantic|anyio)\..*"),
+    ("py:.*", r"(collections\.abc|typing|os|pathlib|random|networkx|pydantic|anyio|redis)\..*"),
     ("py:.*", r"(.*\.)?T"),
     # Private helper types that public signatures mention: not documented.
     ("py:.*", r"spangraph\.(\w+\.)*_\w+\..*"),

@@ -192,6 +192,9 @@ class GenerationRecord(Event):
     output_type: str | None = None
     #: The model that answered, as the response names it (``None``: no response).
     response_model: str | None = None
+    #: Where the primitive ran, for an engine on an executor's worker: the worker's
+    #: address and its wall-clock start and end (``None``: in this process).
+    worker: tuple[str, float, float] | None = None
 
     @classmethod
     def of(
@@ -214,6 +217,7 @@ class GenerationRecord(Event):
         started: float,
         output_type: str | None,
         response_model: str | None,
+        worker: tuple[str, float, float] | None = None,
     ) -> GenerationRecord:
         """The record of one generation, every field named (keyword-only: none can be
         swapped). It calls the class positionally: a class called with keywords
@@ -236,6 +240,7 @@ class GenerationRecord(Event):
             started,
             output_type,
             response_model,
+            worker,
         )
 
 

@@ -15,7 +15,11 @@ What is here is public and documented, for library and tool authors:
   ``TaskProducer`` or ``SamplerProducer``), a generation's state is
   ``StateLike``, ``current_state()`` is the state the enclosing ``with``
   blocks apply (what ``generate()`` reads), and ``span_id`` is a span's
-  content id (its node id in a compiled graph).
+  content id (its node id in a compiled graph);
+- an executor of one's own (beside ``spangraph.graph.DaskExecutor``; see
+  ``spangraph.graph.Executor``): its engines are ``RemoteEngine`` proxies
+  whose primitive calls a ``Dispatch``; a worker answers with ``serve``, and
+  a completion's ``raw`` says where and when it ran (``WorkerRun``).
 
 Wiring that spangraph's packages share among themselves (span sinks, run
 tracers, emission, the run's cache context, drivers, the span walk's helpers)
@@ -26,6 +30,10 @@ others may use of it.
 from .cache._internal import Claim as Claim
 from .cache._internal import memo_key as memo_key
 from .cache._internal import prefix_key as prefix_key
+from .engines._internal import Dispatch as Dispatch
+from .engines._internal import RemoteEngine as RemoteEngine
+from .engines._internal import WorkerRun as WorkerRun
+from .engines._internal import serve as serve
 from .events import EventBus as EventBus
 from .events import use_bus as use_bus
 from .graph._internal import TaskProducer as TaskProducer
@@ -38,15 +46,19 @@ from .sampling._internal import SamplerProducer as SamplerProducer
 
 __all__ = [
     "Claim",
+    "Dispatch",
     "EventBus",
     "GenerationProducer",
     "Producer",
+    "RemoteEngine",
     "SamplerProducer",
     "StateLike",
     "TaskProducer",
+    "WorkerRun",
     "current_state",
     "memo_key",
     "prefix_key",
+    "serve",
     "span_id",
     "use_bus",
 ]

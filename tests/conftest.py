@@ -30,3 +30,13 @@ def llama(spangraph_home: pathlib.Path) -> Iterator[object]:
     engine.shared()
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[object]:
+    """A real redis-server for the module's tests (a random key, no persistence),
+    stopped after them."""
+    from tests.redis_server import redis_server as start
+
+    with start() as server:
+        yield server

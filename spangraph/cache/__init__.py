@@ -7,7 +7,8 @@ and counts (``Run.cache_write_errors``, ``Run.cache_read_errors``,
 ``Run.cache_bad_entries``). ``MemoStoreError`` is what a ``SQLiteStore``
 raises when it is given a file it will not use (another program's
 database, a newer spangraph's memo, an unreadable path): see its docstring
-for what to do. ``MemoEntry`` is the one shape of an entry.
+for what to do. ``RedisStore`` shares one memo among several drivers through a
+Redis server (the ``redis`` extra). ``MemoEntry`` is the one shape of an entry.
 
 A store of one's own implements ``Store``; its optional lease step returns a
 ``spangraph.lowlevel.Claim``. The memo and prefix keys (``memo_key``,
@@ -20,6 +21,7 @@ from ._errors import MemoStoreError as MemoStoreError
 from ._kv import KVPrefixStore as KVPrefixStore
 from ._policy import AUTO as AUTO
 from ._policy import CachePolicy as CachePolicy
+from ._redis import RedisStore as RedisStore
 from ._stores import CacheStats as CacheStats
 from ._stores import LayeredStore as LayeredStore
 from ._stores import MemoryStore as MemoryStore
@@ -36,6 +38,7 @@ __all__ = [
     "MemoEntry",
     "MemoStoreError",
     "MemoryStore",
+    "RedisStore",
     "SQLiteStore",
     "Store",
 ]

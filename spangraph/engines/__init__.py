@@ -28,6 +28,8 @@ from ._errors import ParseError as ParseError
 from ._errors import SpangraphHomeError as SpangraphHomeError
 from ._errors import TransientEngineError as TransientEngineError
 from ._options import CANONICAL as CANONICAL_OPTIONS
+from ._remote import EngineSpec as EngineSpec
+from ._remote import ExecutorError as ExecutorError
 from ._scripted import ScriptedEngine as ScriptedEngine
 from ._states import Cached as Cached
 from ._states import Identity as Identity
@@ -64,7 +66,9 @@ __all__ = [
     "EngineError",
     "EngineRequestError",
     "EngineResponseError",
+    "EngineSpec",
     "EngineUnavailable",
+    "ExecutorError",
     "Identity",
     "InferenceEngine",
     "InvalidOptionError",

@@ -98,7 +98,7 @@ from ._handoff import InlineDriver, to_task
 from ._memo import AWAIT_ENTRY
 from ._options import check_options, merge
 from ._states import Identity
-from ._types import Capabilities, Completion, Request
+from ._types import Capabilities, Completion, Request, WorkerRun
 
 #: How often ``InferenceEngine.wait_prefix_ready`` asks whether a prefix is warm: a
 #: prefill takes seconds, so 10 ms late costs under 1% of it.
@@ -594,10 +594,13 @@ class InferenceEngine:
             return
         model = self.model  # (a property: read once)
         response_model: str | None = None
+        worker: WorkerRun | None = None
         if completion is not None:
             response_model = model
             raw = completion.raw
-            if raw is not None and type(raw) is not dict:
+            if type(raw) is WorkerRun:  # the primitive ran on an executor's worker
+                worker = raw
+            elif raw is not None and type(raw) is not dict:
                 # An OpenAI-compatible response names the model that answered.
                 named = getattr(raw, "model", None)
                 if type(named) is str and named:
@@ -623,6 +626,7 @@ class InferenceEngine:
             # gen_ai.output.type: what the request asked for (a schema: JSON)
             output_type=None if request is None else "text" if request.schema is None else "json",
             response_model=response_model,
+            worker=worker,
         )
         if state is not _IDENTITY:  # the shared no-state state keeps no logs (they would pile up)
             state._record(thunk, record)

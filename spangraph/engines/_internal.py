@@ -18,6 +18,10 @@ from ._models import check_gguf as check_gguf
 from ._models import installed as installed
 from ._models import model_digest as model_digest
 from ._options import check_options as check_options
+from ._remote import Dispatch as Dispatch
+from ._remote import RemoteEngine as RemoteEngine
+from ._remote import serve as serve
+from ._types import WorkerRun as WorkerRun
 
 if TYPE_CHECKING:
     from ._llamacpp import spangraph_home as spangraph_home
@@ -38,13 +42,17 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ENGINE_VARIABLE",
     "MODELS",
+    "Dispatch",
     "InlineDriver",
     "PackagedModel",
+    "RemoteEngine",
+    "WorkerRun",
     "check_gguf",
     "check_options",
     "declare",
     "default_spec",
     "installed",
     "model_digest",
+    "serve",
     "spangraph_home",
 ]

@@ -107,6 +107,16 @@ class Request:
         return [ChatTurn("system", system), *turns] if system else turns
 
 
+class WorkerRun(NamedTuple):
+    """Where and when a generation's primitive ran on a worker of an executor
+    (``Completion.raw`` of a remote engine's completion): the worker's address and
+    its wall-clock start and end (seconds since the epoch, the worker's clock)."""
+
+    address: str
+    started: float
+    ended: float
+
+
 class Completion(NamedTuple):
     """What an engine returns: text, why it stopped, usage, timings, and the raw response."""
 

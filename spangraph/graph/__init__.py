@@ -1,10 +1,13 @@
 """Graphs of spans: declaring generations, compiling, and running them."""
 
+import typing as _typing
+
 from ._compile import SpanGraph as SpanGraph
 from ._compile import compile as compile
 from ._declare import ask as ask
 from ._declare import generate as generate
 from ._errors import NodeFailedError as NodeFailedError
+from ._executor import Executor as Executor
 from ._interrupt import Interrupt as Interrupt
 from ._interrupt import InterruptError as InterruptError
 from ._interrupt import interrupt as interrupt
@@ -33,7 +36,26 @@ from ._tools import tool as tool
 #: the run ends. Off by default; see ``spangraph.graph._gcfreeze`` for when to set it.
 freeze_gc = False
 
+if _typing.TYPE_CHECKING:
+    from ._dask import DaskExecutor as DaskExecutor
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name == "DaskExecutor":  # imported on first use: Dask is an extra, and heavy
+        try:
+            from ._dask import DaskExecutor
+        except ImportError as exc:
+            raise ImportError(
+                f"DaskExecutor needs Dask distributed and msgpack ({exc}): "
+                "pip install 'spangraph[dask]'"
+            ) from None
+        return DaskExecutor
+    raise AttributeError(f"module 'spangraph.graph' has no attribute {name!r}")
+
+
 __all__ = [
+    "DaskExecutor",
+    "Executor",
     "Interrupt",
     "InterruptError",
     "NodeFailedError",

@@ -29,6 +29,7 @@ from ..tracing import LogDAG
 from ..tracing._internal import RunLog, TracedRun, mimebundle
 from ._compile import CANCELLED, DONE, FAILED, SKIPPED, SpanGraph, compile
 from ._errors import NodeFailedError
+from ._executor import Executor
 from ._gcfreeze import gc_scope
 from ._interrupt import Answers, Interrupt, checked_answers, remember
 from ._policy import OnError, RetryPolicy
@@ -174,6 +175,7 @@ async def arun(
     listeners: Sequence[Callable[[ev.Event], None]] = (),
     keep_events: bool = False,
     resume: Mapping[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> Run:
     """Run spans (or one compiled ``SpanGraph``) to completion; see ``run``."""
     graph = _graph_of(roots)
@@ -190,6 +192,10 @@ async def arun(
     if engine is None:
         engine = _default_engine_for(graph)
     run_engine = engine
+    if executor is not None:
+        await _start_executor(executor, graph, engine)
+    else:
+        _refuse_cluster_tasks(graph)
     bus = ev.EventBus()
     log: list[ev.Event] = []
     traced: TracedRun | None = None
@@ -222,6 +228,7 @@ async def arun(
         on_error=on_error,
         bus=bus,
         answers=answers,
+        executor=executor,
     )
     cancelled = False
     failure: BaseException | None = None
@@ -276,6 +283,36 @@ async def arun(
         error = scheduler.errors[node_id]
         raise NodeFailedError(graph.path_of(node_id), error, outcome) from error
     return outcome
+
+
+async def _start_executor(
+    executor: Executor, graph: SpanGraph, engine: InferenceEngine | None
+) -> None:
+    """Get the executor's workers ready, and check that it can run every engine the
+    graph names, before the run begins (what a task makes later is checked then)."""
+    if not isinstance(executor, Executor):
+        raise TypeError(
+            f"executor= takes an executor (e.g. DaskExecutor), got {type(executor).__name__}"
+        )
+    await executor.start()
+    engines = [engine] if engine is not None else []
+    for thunk in graph._work_thunks:
+        pinned = getattr(thunk.producer, "engine", None)
+        if pinned is not None:
+            engines.append(pinned)
+    for each in engines:
+        executor.engine(each)
+
+
+def _refuse_cluster_tasks(graph: SpanGraph) -> None:
+    """A ``@task(where="cluster")`` in a run without an executor: refused before the run."""
+    for thunk in graph._work_thunks:
+        if getattr(thunk.producer, "where", "driver") == "cluster":
+            raise ValueError(
+                f"{graph.path_of(graph.id_of(thunk))} runs on the cluster "
+                "(@task(where='cluster')): give the run an executor, e.g. "
+                "run(..., executor=DaskExecutor(client, engines=...))"
+            )
 
 
 def _default_engine_for(graph: SpanGraph) -> InferenceEngine | None:
@@ -386,6 +423,7 @@ def run(
     listeners: Sequence[Callable[[ev.Event], None]] = (),
     keep_events: bool = False,
     resume: Mapping[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> Run:
     """Run spans (or one compiled ``SpanGraph``) and return the ``Run``.
 
@@ -408,6 +446,9 @@ def run(
     - ``resume``: answers to the interrupts of an earlier run of these roots,
       ``{interrupt_id: answer}`` (see ``interrupt`` and ``Run.resume``), each
       checked against its question's schema before anything runs.
+    - ``executor``: where generations run (default: this process); e.g.
+      ``DaskExecutor(client, engines=...)`` sends them to a Dask cluster while
+      the scheduler, the memo and the tracing stay here.
 
     Inside a running event loop (a notebook cell, an async program),
     ``run()`` cannot start a second loop in the same thread, so it runs the
@@ -430,6 +471,7 @@ def run(
             listeners=listeners,
             keep_events=keep_events,
             resume=resume,
+            executor=executor,
         )
 
     return _run_sync(call)

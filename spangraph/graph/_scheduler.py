@@ -175,6 +175,7 @@ from ._compile import (
     NodeInfo,
     SpanGraph,
 )
+from ._executor import Executor
 from ._interrupt import Answers, Interrupt, InterruptSignal, TaskCall, _current
 from ._policy import OnError, RetryPolicy
 from ._task import TaskProducer, materialise, resolve, spans_in, task_text
@@ -223,6 +224,7 @@ class Scheduler:
         on_error: OnError,
         bus: ev.EventBus,
         answers: Answers | None = None,
+        executor: Executor | None = None,
     ) -> None:
         check_run_policy(max_concurrency, timeout, on_error, retry)
         self.graph = graph
@@ -230,6 +232,8 @@ class Scheduler:
         self.answers = answers if answers is not None else Answers()
         self.interrupts: list[Interrupt] = []
         self._engine_factory = engine
+        #: Where generations run (``None``: here): it gives the engine each one calls.
+        self._executor = executor
         self._default_engine: InferenceEngine | None = None
         self.max_concurrency = max_concurrency
         self.retry = retry
@@ -562,9 +566,10 @@ class Scheduler:
     def _engine_of(self, node: NodeInfo) -> InferenceEngine:
         """The node's own engine (``generate(engine=...)``), else the run's."""
         engine: InferenceEngine | None = node.span.producer.engine
-        if engine is not None:
-            return engine
-        return self._default_engine or self._run_engine()
+        if engine is None:
+            engine = self._default_engine or self._run_engine()
+        executor = self._executor
+        return engine if executor is None else executor.engine(engine)
 
     def _run_engine(self) -> InferenceEngine:
         """The run's engine, made on first use (a run of cached nodes may need none)."""
@@ -798,7 +803,7 @@ class Scheduler:
         except Exception as exc:
             self._attempt_failed(node, exc)
             return
-        if producer.is_async or producer.thread:
+        if producer.is_async or producer.thread or producer.where != "driver":
             self._start_soon(self._run_task, node, producer, args, kwargs)
             return
         token = _current.set(self._task_call(node))
@@ -822,9 +827,13 @@ class Scheduler:
     async def _run_task(
         self, node: NodeInfo, producer: TaskProducer, args: list[Any], kwargs: dict[str, Any]
     ) -> None:
-        """An async task's attempt, or a thread task's, in a task of the run's task group."""
+        """An async task's attempt, a thread task's or a cluster task's, in a task of the
+        run's task group."""
         _current.set(self._task_call(node))  # (this task's own context)
-        work = _call_task(producer, args, kwargs)
+        if producer.where == "cluster":
+            work = _call_on_cluster(self._executor, producer, args, kwargs)
+        else:
+            work = _call_task(producer, args, kwargs)
         await self._attempt_in_task(node, work, partial(self._task_returned, node))
 
     async def _await_task_result(self, node: NodeInfo, returned: Any) -> None:
@@ -1144,6 +1153,31 @@ async def _call_task(producer: TaskProducer, args: list[Any], kwargs: dict[str, 
     if producer.thread:
         return await anyio.to_thread.run_sync(partial(producer.call, args, kwargs))
     return await _result_of(producer.call(args, kwargs))
+
+
+async def _call_on_cluster(
+    executor: Executor | None, producer: TaskProducer, args: list[Any], kwargs: dict[str, Any]
+) -> Any:
+    """Call a ``@task(where="cluster")`` function on a worker of the run's executor."""
+    name = producer.label
+    if executor is None:
+        raise ValueError(
+            f"{name} runs on the cluster (@task(where='cluster')): give the run an executor, "
+            "e.g. run(..., executor=DaskExecutor(client, engines=...))"
+        )
+    if producer.state is not None:
+        raise ValueError(
+            f"{name} runs on the cluster: declare it outside `with options(...)` blocks "
+            "(a task on the cluster declares no generations, so a state means nothing there)"
+        )
+    result = await executor.call(producer.fn, args, kwargs)
+    if spans_in(result):
+        raise ValueError(
+            f"{name} ran on the cluster and returned spans: a task on the cluster cannot "
+            "declare generations; return plain values, and declare generations in a task "
+            "on the driver"
+        )
+    return result
 
 
 async def _result_of(returned: Any) -> Any:

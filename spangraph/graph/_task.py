@@ -43,6 +43,9 @@ class TaskProducer:
     state: ExecutionState | None = None
     #: The user's label for the node (``@task(label=)``): presentation only.
     given_label: str | None = None
+    #: Where the function runs: ``"driver"`` (this process) or ``"cluster"`` (a worker
+    #: of the run's executor). Not part of the node's id: the result is the same.
+    where: str = "driver"
 
     @property
     def kind(self) -> str:
@@ -261,11 +264,17 @@ class Task:
     """A function that, called, declares a task node and returns its thunk."""
 
     def __init__(
-        self, fn: Callable[..., Any], *, thread: bool = False, label: str | None = None
+        self,
+        fn: Callable[..., Any],
+        *,
+        thread: bool = False,
+        label: str | None = None,
+        where: str = "driver",
     ) -> None:
         self.fn = fn
         self.thread = thread
         self.label = label
+        self.where = where
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> ModelOutputThunk[Any]:
@@ -277,6 +286,7 @@ class Task:
                 thread=self.thread,
                 state=current_state(),
                 given_label=self.label,
+                where=self.where,
             )
         )
 
@@ -285,7 +295,11 @@ class Task:
 
 
 def task(
-    fn: Callable[..., Any] | None = None, *, thread: bool = False, label: str | None = None
+    fn: Callable[..., Any] | None = None,
+    *,
+    thread: bool = False,
+    label: str | None = None,
+    where: str = "driver",
 ) -> Any:
     """Make ``fn`` (sync or async) a graph node: calling it declares the node.
 
@@ -294,9 +308,15 @@ def task(
     ``label`` names every node of this task in drawings, the LogDAG and spans,
     whatever the capture mode; without it the label is ``task(<function>)``,
     plus, with content capture on only, the call's first scalar argument.
+    ``where="cluster"`` runs the function on a worker of the run's executor
+    (``run(executor=DaskExecutor(...))``): its module must be importable on the
+    workers, its arguments and result are sent by pickle, and it may not return
+    spans (declare generations in a task on the driver).
     """
     if label is not None and not isinstance(label, str):
         raise TypeError(f"task(label=...) takes a str, got {type(label).__name__}")
+    if where not in ("driver", "cluster"):
+        raise ValueError(f"task(where=...) is 'driver' or 'cluster', got {where!r}")
     if fn is None:
-        return lambda f: Task(f, thread=thread, label=label or None)
-    return Task(fn, thread=thread, label=label or None)
+        return lambda f: Task(f, thread=thread, label=label or None, where=where)
+    return Task(fn, thread=thread, label=label or None, where=where)

@@ -371,6 +371,11 @@ class RunTracer:
         attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
         attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
         attributes[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
+        worker = record.worker
+        if worker is not None:
+            attributes[sc.WORKER] = worker[0]
+            attributes[sc.WORKER_START] = int(worker[1] * 1e9)
+            attributes[sc.WORKER_END] = int(worker[2] * 1e9)
         if self._text.captured:
             self._text.messages(attributes, record)
 

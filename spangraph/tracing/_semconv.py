@@ -86,6 +86,11 @@ SAMPLE_SCORE = "spangraph.sample.score"
 INTERRUPT_ID = "spangraph.interrupt.id"
 #: The question an interrupted task asked (free text: with content capture on only).
 INTERRUPT_QUESTION = "spangraph.interrupt.question"
+#: A generation whose primitive ran on an executor's worker: the worker's address,
+#: and its wall-clock start and end there (nanoseconds since the epoch).
+WORKER = "spangraph.worker"
+WORKER_START = "spangraph.worker.start_time"
+WORKER_END = "spangraph.worker.end_time"
 
 # Free text (see ``_text``): with content capture off, an attribute ``X`` that would
 # hold free text is left out, and ``X_length`` (characters) and ``X_digest`` stand in

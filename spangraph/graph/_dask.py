@@ -1,0 +1,447 @@
+"""``DaskExecutor``: a run's generations on a Dask cluster, the scheduler on the driver.
+
+``run(..., executor=DaskExecutor(client, engines={engine: spec}))`` is the
+only change a user makes. What runs where:
+
+- **on the driver** (the process that called ``run()``): the scheduler,
+  pure nodes, tasks, the output memo (hits never leave it), the
+  prefix-aware ordering, the limits, events, spans and the LogDAG. Every
+  engine of the run is replaced by its proxy, ``RemoteEngine``
+  (``engines/_remote.py``), whose primitive sends the request to a worker
+  as msgpack bytes (plain data: ``to_wire``) in one Dask task;
+- **on each worker**: ``EnginePlugin``, a ``WorkerPlugin`` registered when
+  the run starts, builds each engine from its ``EngineSpec`` once, keeps a
+  private event loop in a thread of its own (engines' asynchronous
+  primitives run there, not on the worker's loop), and closes both at
+  teardown. A task runs step 4 (the KV prefix) and step 5 there and sends
+  back the completion, the worker's address and its wall-clock times.
+
+**Limits** are the scheduler's, and it is the only one to send work, so a
+run's ``max_concurrency`` and each engine's ``max_concurrency`` hold across
+the whole cluster (one driver; several drivers each keep their own).
+
+**Failures.** Dask's own ``retries`` are 0: spangraph's ``RetryPolicy``
+decides. An engine error comes back as its spangraph class (a transient
+one is retried by the policy). A worker that dies while it runs a task: Dask
+moves the task to another worker by itself (the scheduler's
+``allowed-failures``); when Dask gives up (``KilledWorker``) or the
+connection is lost, the generation fails with ``TransientEngineError``,
+which the ``RetryPolicy`` retries. Finished nodes are on the driver and are
+never recomputed. A generation that is cancelled (a timeout, a failed
+run) cancels its Dask future.
+
+**KV affinity.** A worker reports the KV prefix it now holds; the next
+request that starts with it prefers the workers that hold it
+(``workers=[...]``, ``allow_other_workers=True``), and the prefix-aware ordering waits for the
+first generation to warm it before fanning out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from hashlib import blake2b
+from typing import Any
+
+import anyio
+from distributed import WorkerPlugin  # the ``dask`` extra (graph/__init__ says so if missing)
+
+from ..engines import EngineSpec, ExecutorError, InferenceEngine, TransientEngineError
+from ..engines._internal import RemoteEngine, serve
+
+
+class EnginePlugin(WorkerPlugin):
+    """Builds a run's engines on a worker, once, and closes them at teardown.
+
+    It is sent to the workers holding only plain data (the specs, by key);
+    the engines and the private event loop are made on the worker, in
+    ``setup``. A spec the worker cannot build is kept as an error (``errors``)
+    that ``DaskExecutor.start`` reports before the run begins.
+    """
+
+    def __init__(self, name: str, specs: Mapping[str, Mapping[str, Any]]) -> None:
+        self.name = name
+        self.specs = {key: dict(data) for key, data in specs.items()}
+        self.engines: dict[str, InferenceEngine] = {}
+        self.errors: dict[str, str] = {}
+        self.address = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"name": self.name, "specs": self.specs}  # never an engine, a loop, a thread
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["name"], state["specs"])  # type: ignore[misc]
+
+    def setup(self, worker: Any) -> None:
+        self.address = str(worker.address)
+        loop = self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=loop.run_forever, name="spangraph-engines", daemon=True
+        )
+        self._thread.start()
+        for key, data in self.specs.items():
+            spec = EngineSpec.from_data(data)
+            try:
+                self.engines[key] = spec.build()
+            except Exception as exc:
+                self.errors[key] = f"{type(exc).__name__}: {exc}"
+
+    def teardown(self, worker: Any) -> None:
+        loop, thread = self._loop, self._thread
+        for engine in self.engines.values():
+            with contextlib.suppress(Exception):
+                if loop is not None:
+                    asyncio.run_coroutine_threadsafe(engine.aclose(), loop).result(timeout=60)
+                engine.close()
+        self.engines.clear()
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=60)
+            loop.close()
+        self._loop = self._thread = None
+
+    def generate(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Run one request (from a Dask task's thread) on the private loop."""
+        key = str(payload.get("engine"))
+        engine = self.engines.get(key)
+        if engine is None:
+            spec = EngineSpec.from_data(self.specs[key]) if key in self.specs else None
+            why = self.errors.get(key, "no such engine key")
+            raise ExecutorError(f"worker {self.address} cannot build engine {spec}: {why}")
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(
+            _traced(engine, payload, self.address), self._loop
+        )
+        return future.result()
+
+
+async def _traced(
+    engine: InferenceEngine, payload: Mapping[str, Any], address: str
+) -> dict[str, Any]:
+    """``serve`` under the run's trace context (the payload's ``traceparent``), so that
+    instrumentation on the worker (httpx, openai) joins the run's trace."""
+    from opentelemetry import context, propagate
+
+    traceparent = payload.get("traceparent")
+    token = context.attach(propagate.extract({"traceparent": traceparent})) if traceparent else None
+    try:
+        return await serve(engine, payload, address)
+    finally:
+        if token is not None:
+            context.detach(token)
+
+
+def generate_on_worker(plugin_name: str, payload: bytes) -> bytes:
+    """The Dask task: msgpack bytes in, msgpack bytes out (plain data both ways)."""
+    import msgpack
+    from distributed import get_worker
+
+    worker = get_worker()
+    plugin = worker.plugins.get(plugin_name)
+    if not isinstance(plugin, EnginePlugin):
+        raise ExecutorError(
+            f"worker {worker.address} has no spangraph engines ({plugin_name}): it joined "
+            "after the run started and the plugin did not reach it"
+        )
+    answer = plugin.generate(msgpack.unpackb(payload))
+    packed: bytes = msgpack.packb(answer)
+    return packed
+
+
+def call_on_worker(plugin_name: str, function: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """The Dask task of a ``@task(where="cluster")``: the function, imported on the worker
+    by its name (``module:qualname``) and called there (an async one on the worker's
+    private event loop). A function the worker cannot import is an ``ImportError`` of
+    this task, not a worker that fails to read the task."""
+    module, _, qualname = function.partition(":")
+    fn: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        fn = getattr(fn, part)
+    result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        from distributed import get_worker
+
+        plugin = get_worker().plugins.get(plugin_name)
+        if not isinstance(plugin, EnginePlugin) or plugin._loop is None:
+            raise ExecutorError(f"worker {get_worker().address} has no spangraph event loop")
+        result = asyncio.run_coroutine_threadsafe(_awaited(result), plugin._loop).result()
+    return result
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _build_errors(plugin_name: str, dask_worker: Any = None) -> dict[str, str]:
+    """What a worker could not build (``client.run`` calls it on every worker)."""
+    plugin = dask_worker.plugins.get(plugin_name) if dask_worker is not None else None
+    if not isinstance(plugin, EnginePlugin):
+        return {"": "the spangraph engine plugin is not set up on this worker"}
+    return dict(plugin.errors)
+
+
+class DaskExecutor:
+    """Runs a run's generations on a Dask cluster (see the module's docstring).
+
+    ``client``: a ``distributed.Client`` connected to the cluster (a
+    synchronous one for ``run()``; with ``Client(asynchronous=True)``, use
+    ``await arun(...)`` on the client's event loop). ``engines``: each engine
+    the run uses (the run's ``engine=`` and any ``generate(engine=...)``),
+    mapped to the ``EngineSpec`` its workers build it from. The driver's
+    engine is used for what the driver does (options, render, memo keys,
+    parse, telemetry); a ``LlamaCppEngine`` there loads no model, since it
+    never runs a primitive.
+
+    The workers keep their engines between runs; ``close()`` (or ``with
+    DaskExecutor(...) as executor:``) has them close their engines.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        engines: Mapping[InferenceEngine, EngineSpec],
+    ) -> None:
+        from distributed import Client
+
+        if not isinstance(client, Client):
+            raise TypeError(f"DaskExecutor takes a distributed.Client, got {type(client).__name__}")
+        if not engines:
+            raise ValueError("DaskExecutor needs engines={engine: EngineSpec(...)}: none given")
+        self.client: Any = client
+        self._specs: dict[int, tuple[InferenceEngine, EngineSpec]] = {}
+        for engine, spec in engines.items():
+            if not isinstance(engine, InferenceEngine) or not isinstance(spec, EngineSpec):
+                raise TypeError(
+                    "DaskExecutor engines= maps engines to EngineSpec, got "
+                    f"{type(engine).__name__} → {type(spec).__name__}"
+                )
+            self._specs[id(engine._base)] = (engine._base, spec)
+        keys = sorted(spec.key for _, spec in self._specs.values())
+        self.plugin_name = (
+            "spangraph-engines-" + blake2b(" ".join(keys).encode(), digest_size=6).hexdigest()
+        )
+        #: Each engine's proxy (a view's: the base's proxy under the view's state), for
+        #: as long as the engine lives (views come and go with the graphs that hold them).
+        self._proxies: weakref.WeakKeyDictionary[InferenceEngine, InferenceEngine] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._dispatch = _DaskDispatch(self)
+        self._started = False
+
+    async def start(self) -> None:
+        """Register the engine plugin (each worker builds the engines now) and check
+        every worker built every engine: ``ExecutorError`` names the worker and the
+        spec that failed, or says that the cluster cannot be reached."""
+        if self._started:
+            return
+        import sniffio
+
+        if sniffio.current_async_library() != "asyncio":
+            raise ExecutorError("DaskExecutor runs on asyncio (the Dask client's loop), not trio")
+        client = self.client
+        if client.status not in ("running", "connecting"):
+            raise ExecutorError(
+                f"no Dask cluster reachable: the client's status is {client.status!r} "
+                "(connect it, e.g. Client(address), before the run)"
+            )
+        plugin = EnginePlugin(
+            self.plugin_name,
+            {spec.key: spec.to_data() for _, spec in self._specs.values()},
+        )
+        try:
+            if client.asynchronous:
+                await client.register_plugin(plugin, name=self.plugin_name)
+                errors = await client.run(_build_errors, self.plugin_name)
+            else:
+                await anyio.to_thread.run_sync(
+                    partial(client.register_plugin, plugin, name=self.plugin_name)
+                )
+                errors = await anyio.to_thread.run_sync(
+                    partial(client.run, _build_errors, self.plugin_name)
+                )
+        except OSError as exc:
+            raise ExecutorError(f"no Dask cluster reachable ({exc})") from None
+        if not errors:
+            raise ExecutorError("the Dask cluster has no workers: nothing can run a generation")
+        by_key = {spec.key: spec for _, spec in self._specs.values()}
+        problems = [
+            f"worker {address} cannot build engine {by_key.get(key, '?')}: {error}"
+            for address, failed in sorted(errors.items())
+            for key, error in sorted(failed.items())
+        ]
+        if problems:
+            raise ExecutorError("; ".join(problems))
+        self._started = True
+
+    def engine(self, engine: InferenceEngine) -> InferenceEngine:
+        """The proxy of ``engine`` (of its base engine, under the view's state)."""
+        proxy = self._proxies.get(engine)
+        if proxy is not None:
+            return proxy
+        base = engine._base
+        found = self._specs.get(id(base))
+        if found is None:
+            raise ExecutorError(
+                f"{engine!r} has no EngineSpec in DaskExecutor(engines=...): map it to the "
+                "spec its workers build it from"
+            )
+        remote = self._proxies.get(base)
+        if remote is None:
+            remote = self._proxies[base] = RemoteEngine(base, found[1], self._dispatch)
+        if engine is not base:
+            view = remote.with_state(engine._bound_state)
+            self._proxies[engine] = view
+            return view
+        return remote
+
+    def close(self) -> None:
+        """Unregister the engine plugin: each worker closes its engines (a loaded model,
+        threads, connections) and its event loop. A later run registers it again.
+        (With an asynchronous client, ``await executor.aclose()``.)"""
+        if self._started and not self.client.asynchronous:
+            self.client.unregister_worker_plugin(self.plugin_name)
+        self._started = False
+
+    async def aclose(self) -> None:
+        """``close`` for an asynchronous client (or from a running event loop)."""
+        if self._started:
+            if self.client.asynchronous:
+                await self.client.unregister_worker_plugin(self.plugin_name)
+            else:
+                await anyio.to_thread.run_sync(
+                    self.client.unregister_worker_plugin, self.plugin_name
+                )
+        self._started = False
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def call(
+        self, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> Any:
+        """Run a ``@task(where="cluster")`` function on a worker (one Dask task,
+        ``retries=0``): the function goes by its name (``module:qualname``; the module
+        must be importable on the workers), its arguments and result by Dask's pickle."""
+        from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
+        from distributed.comm.core import CommClosedError
+
+        module = getattr(fn, "__module__", None)
+        qualname = getattr(fn, "__qualname__", "")
+        name = f"{module}.{qualname}"
+        if not module or module == "__main__" or "<" in qualname:
+            raise ExecutorError(
+                f"task {name} cannot run on the cluster: workers import a task's function "
+                "by its name, so it must be a module-level function of a module they can "
+                "import (not defined in __main__, a function body or a lambda)"
+            )
+        client = self.client
+        future = client.submit(
+            call_on_worker,
+            self.plugin_name,
+            f"{module}:{qualname}",
+            list(args),
+            dict(kwargs),
+            key=f"spangraph-task-{uuid.uuid4().hex}",
+            pure=False,
+            retries=0,
+        )
+        try:
+            result: Any = await _result(client, future)
+        except (KilledWorker, CommClosedError, FutureCancelledError, OSError) as exc:
+            raise TransientEngineError(
+                f"the Dask worker running {name} was lost ({type(exc).__name__}: {exc})"
+            ) from None
+        except ImportError as exc:
+            raise ExecutorError(
+                f"task {name} cannot run on the cluster: a worker cannot import it or what "
+                f"it uses ({exc}); install its module on the workers (or put it on their "
+                "PYTHONPATH)"
+            ) from None
+        except BaseException:
+            _cancel(client, future)
+            raise
+        return result
+
+    def __repr__(self) -> str:
+        specs = ", ".join(str(spec) for _, spec in self._specs.values())
+        return f"DaskExecutor({self.client!r}, engines=[{specs}])"
+
+
+class _DaskDispatch:
+    """``Dispatch`` on Dask: one task per request (``retries=0``), awaited without a
+    thread; cancelling the await cancels the future."""
+
+    def __init__(self, executor: DaskExecutor) -> None:
+        self._executor = executor
+
+    async def complete(self, payload: dict[str, Any], *, prefer: Sequence[str]) -> dict[str, Any]:
+        import msgpack
+        from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
+        from distributed.comm.core import CommClosedError
+
+        executor = self._executor
+        client = executor.client
+        where: dict[str, Any] = {}
+        if prefer:
+            where = {"workers": list(prefer), "allow_other_workers": True}
+        future = client.submit(
+            generate_on_worker,
+            executor.plugin_name,
+            msgpack.packb(payload),
+            key=f"spangraph-generate-{uuid.uuid4().hex}",
+            pure=False,
+            retries=0,
+            **where,
+        )
+        try:
+            raw: bytes = await _result(client, future)
+        except (KilledWorker, CommClosedError, FutureCancelledError, OSError) as exc:
+            raise TransientEngineError(
+                f"the Dask worker running this generation was lost ({type(exc).__name__}: "
+                f"{exc}); it is retried by the run's RetryPolicy"
+            ) from None
+        except BaseException:
+            _cancel(client, future)
+            raise
+        answer: dict[str, Any] = msgpack.unpackb(raw)
+        return answer
+
+
+async def _result(client: Any, future: Any) -> Any:
+    """A future's result, awaited on this event loop. A synchronous client's futures
+    live on the client's own loop (a thread of its own): its gather coroutine runs
+    there, and this loop awaits it without a thread of its own."""
+    if client.asynchronous:
+        return await future
+    gathering = client.gather(future, asynchronous=True)  # a coroutine, for the client's loop
+    running = asyncio.run_coroutine_threadsafe(gathering, client.loop.asyncio_loop)
+    return await asyncio.wrap_future(running)
+
+
+#: Cancellations sent by an asynchronous client, kept until they are done.
+_cancelling: set[asyncio.Future[Any]] = set()
+
+
+def _cancel(client: Any, future: Any) -> None:
+    """Cancel a future (an asynchronous client's cancellation is not waited for)."""
+    with contextlib.suppress(Exception):
+        if client.asynchronous:
+            sent = asyncio.ensure_future(client.cancel([future]))
+            _cancelling.add(sent)
+            sent.add_done_callback(_cancelling.discard)
+        else:
+            client.cancel([future])
