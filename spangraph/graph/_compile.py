@@ -24,6 +24,7 @@ from ..nodes._internal import (
     WORK_KINDS,
     PathTracker,
     SpanIds,
+    TailMemo,
     cached_id,
     display_label,
     fresh_copies,
@@ -189,7 +190,7 @@ class SpanGraph:
         ``limit``, its last ``limit`` steps: deep graphs have long paths)."""
         return self._paths.path(self._nodes[node_id].frame, limit)
 
-    def path_tail(self, node_id: str, limit: int, memo: dict[int, tuple[str, bool]]) -> str:
+    def path_tail(self, node_id: str, limit: int, memo: TailMemo) -> str:
         """The end of the node's span path, at most ``limit`` characters after ``…``
         (``cut_path(path_of(node_id), limit)``), sharing the work between nodes through
         ``memo`` (one per run: it holds the tail of every frame walked)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..nodes import CBlock, ModelOutputThunk
-from ..nodes._internal import display_label, is_span
+from ..nodes._internal import TailMemo, display_label, is_span
 from ..tracing._internal import RunLog, ToolFacts, TracedRun
 from ._compile import NodeInfo, SpanGraph
 from ._task import _map_spans, task_text
@@ -25,7 +25,7 @@ class TracedSpanGraph:
         #: The graph's own node table (it grows as a task's spans are added).
         self.nodes: dict[str, NodeInfo] = graph._nodes
         #: ``SpanGraph.path_tail``'s memo for this run (the tail of every frame walked).
-        self._tails: dict[int, tuple[str, bool]] = {}
+        self._tails = TailMemo()
 
     def label(self, node_id: str, captured: bool) -> str:
         return display_label(self.nodes[node_id].span, captured=captured)

@@ -21,6 +21,7 @@ from ._span import FAST_RENDERS as FAST_RENDERS
 from ._span import WORK_KINDS as WORK_KINDS
 from ._span import PathTracker as PathTracker
 from ._span import SpanIds as SpanIds
+from ._span import TailMemo as TailMemo
 from ._span import as_span as as_span
 from ._span import cached_id as cached_id
 from ._span import is_span as is_span
@@ -45,6 +46,7 @@ __all__ = [
     "Producer",
     "SpanIds",
     "StateLike",
+    "TailMemo",
     "action_hint",
     "as_span",
     "cached_id",

@@ -351,6 +351,25 @@ def _end(path: str, limit: int) -> str:
     return path[dot if dot >= 0 else start :]
 
 
+class TailMemo:
+    """``PathTracker.tail``'s memo, for one run and one limit: by frame, the end of its
+    path without the ``…`` (``texts``), and the frames whose path was cut (``cut``).
+
+    Two tables, not a ``(text, cut)`` pair per frame: a traced run memoises a
+    couple of frames per node and keeps them while it runs, and each pair
+    would be one more container that the collector's young generation counts,
+    which brings full collections of the whole heap sooner
+    (``docs/design/scheduler.md``, "What a traced run keeps"). A frame number is
+    in ``cut`` only once its text is in ``texts``.
+    """
+
+    __slots__ = ("cut", "texts")
+
+    def __init__(self) -> None:
+        self.texts: dict[int, str] = {}
+        self.cut: set[int] = set()
+
+
 class PathTracker:
     """Rebuilds the span path of a walk's frame only when it is asked for.
 
@@ -398,33 +417,34 @@ class PathTracker:
         out.reverse()
         return "".join(out)
 
-    def tail(self, frame: int, limit: int, memo: dict[int, tuple[str, bool]]) -> str:
+    def tail(self, frame: int, limit: int, memo: TailMemo) -> str:
         """``cut_path(path(frame), limit)``, built from the parent frame's tail: cutting
         a path's end as each step is added gives the same end as cutting the whole
         path, since the cut (``_end``) looks only at the last ``limit`` characters.
 
-        ``memo`` holds, by frame, the tail's text without the ``…`` and whether it
-        was cut. Every frame on the way up is memoised, so over a whole graph each
-        frame is visited once, whichever order the nodes are asked in (a run asks
-        bottom-up: the deepest nodes finish first), and a frame costs a
-        concatenation, not a walk of its steps.
+        ``memo`` holds, by frame, the tail's text without the ``…``, and which
+        frames were cut. Every frame on the way up is memoised, so over a whole
+        graph each frame is visited once, whichever order the nodes are asked in
+        (a run asks bottom-up: the deepest nodes finish first), and a frame costs
+        a concatenation, not a walk of its steps.
         """
-        known = memo.get(frame)
-        if known is None:
+        texts, cut = memo.texts, memo.cut
+        text = texts.get(frame)
+        if text is None:
             chain: list[int] = []
             at = frame
-            while at >= 0 and at not in memo:
+            while at >= 0 and at not in texts:
                 chain.append(at)
                 at = self.parents[at]
-            text, cut = memo[at] if at >= 0 else ("", False)
+            text, cutting = (texts[at], at in cut) if at >= 0 else ("", False)
             for at in reversed(chain):
                 text += self.step(at)
                 if len(text) > limit:
-                    text, cut = _end(text, limit), True
-                memo[at] = (text, cut)
-            known = (text, cut)
-        text, cut = known
-        return "…" + text if cut else text
+                    text, cutting = _end(text, limit), True
+                texts[at] = text
+                if cutting:
+                    cut.add(at)
+        return "…" + text if frame in cut else text
 
     def step(self, frame: int) -> str:
         """The text of one step (the root's label for a root frame), made once."""

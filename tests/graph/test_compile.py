@@ -273,7 +273,7 @@ def test_path_tails_equal_cut_paths_in_any_order() -> None:
     import random
 
     from spangraph import Instruction
-    from spangraph.nodes._span import cut_path
+    from spangraph.nodes._span import TailMemo, cut_path
 
     layer: list[Any] = [CBlock(f"leaf {i}" + ("x" * 40 if i == 2 else "")) for i in range(4)]
     for _ in range(20):
@@ -286,7 +286,7 @@ def test_path_tails_equal_cut_paths_in_any_order() -> None:
         for seed in (1, 2):
             ids = list(graph)
             random.Random(seed).shuffle(ids)
-            memo: dict[int, tuple[str, bool]] = {}
+            memo = TailMemo()
             for node_id in ids:
                 tail = graph.path_tail(node_id, limit, memo)
                 full = graph.path_of(node_id)
