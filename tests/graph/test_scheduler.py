@@ -466,6 +466,9 @@ def test_keyboard_interrupt_leaves_completed_results_readable() -> None:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # A child inherits an ignored SIGINT (some earlier test's library may leave
+        # this process ignoring it): give it Python's own Ctrl-C, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout is not None
