@@ -275,6 +275,7 @@ async def arun(
             listeners=listeners,
             keep_events=keep_events,
             resume={**answers.given, **more},
+            executor=executor,
         )
 
     outcome._again = again

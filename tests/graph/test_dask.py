@@ -575,3 +575,39 @@ def test_closing_the_executor_closes_the_workers_engines(
     again = run(*fan(2, first=2), engine=engine, executor=executor, progress=False)
     assert again.status == "done"  # a later run registers the engines again
     executor.close()
+
+
+class Echo(Component[str]):
+    template = "{text}"
+    text: Span
+
+
+def test_a_resumed_run_keeps_its_executor(
+    client: Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spangraph import interrupt
+
+    engine, executor = executor_for(client, tmp_path)
+    submitted: list[object] = []
+    submit = client.submit
+
+    def recording(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        submitted.append(fn)
+        return submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(client, "submit", recording)
+
+    @task
+    def approve(draft: str) -> str:
+        return interrupt(f"approve {draft}?")
+
+    with options(temperature=0):
+        draft = generate(CBlock("g0"))
+        final = generate(Echo(text=approve(draft)))
+    store = MemoryStore()
+    paused = run(final, engine=engine, executor=executor, cache=store, progress=False)
+    assert paused.status == "interrupted" and len(submitted) == 1  # the draft, on a worker
+    (question,) = paused.interrupts
+    resumed = paused.resume({question.id: "g1"})
+    assert resumed.status == "done"
+    assert len(submitted) == 2  # the follow-up ran on a worker too, not in the driver
