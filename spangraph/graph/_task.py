@@ -94,6 +94,15 @@ class TaskProducer:
         with state:
             return self.fn(*args, **kwargs)
 
+    def unstable_arguments(self) -> str | None:
+        """Why this node's id may differ in another process: its arguments are not JSON
+        data (``params`` then uses their repr); ``None`` when they are."""
+        try:
+            canonical_json(_replace_spans((self.args, dict(self.kwargs))))
+        except TypeError as exc:
+            return f"{self.label} takes arguments that are not JSON data ({exc})"
+        return None
+
     def params(self) -> str:
         fn = self.fn
         name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"

@@ -482,6 +482,9 @@ class LoopProducer(TaskProducer):
     def name(self) -> str:
         return "tool_loop"
 
+    def unstable_arguments(self) -> str | None:
+        return None  # its id is made of canonical JSON (LoopConfig's repr is)
+
     def hint(self) -> str | None:
         return None
 
@@ -506,6 +509,9 @@ class RoundProducer(TaskProducer):
     @property
     def name(self) -> str:
         return "tool_round"
+
+    def unstable_arguments(self) -> str | None:
+        return None  # its id is made of canonical JSON (LoopConfig's repr is)
 
     def hint(self) -> str | None:
         return None
@@ -540,6 +546,9 @@ class ToolProducer(TaskProducer):
     @property
     def tool_name(self) -> str:
         return self.tool.name if self.tool is not None else "?"
+
+    def unstable_arguments(self) -> str | None:
+        return None  # its id is made of canonical JSON (LoopConfig's repr is)
 
     def hint(self) -> str | None:
         return None

@@ -324,3 +324,64 @@ def test_interrupt_and_resume_under_trio() -> None:
     first, second = anyio.run(both, backend="trio")
     assert first.status == "interrupted" and second.status == "done"
     assert node.value == "YES" and eng.calls == 1
+
+
+# -- ids that hold across processes, and a bounded registry ---------------------------
+
+
+class Opaque:
+    """No JSON form: a task given one gets its node id from the repr (an address)."""
+
+
+@task
+def ask_about(thing: Opaque) -> str:
+    return str(interrupt("Go on?"))
+
+
+@task
+def make(thing: Opaque) -> str:
+    return "made"
+
+
+@task
+def confirm(text: str) -> bool:
+    return bool(interrupt(f"Keep {text}?", bool))
+
+
+def test_an_interrupt_in_a_task_whose_arguments_json_cannot_hold_is_refused() -> None:
+    from spangraph import NodeFailedError
+
+    cases = (
+        (ask_about(Opaque()), "ask_about", "ask_about"),
+        (confirm(make(Opaque())), "confirm", "make"),  # upstream: its id is in confirm's
+    )
+    for root, path, culprit in cases:
+        with pytest.raises(NodeFailedError) as failure:
+            run(root, engine=ScriptedEngine("x"), progress=False)
+        error = failure.value.error
+        assert isinstance(error, InterruptError)
+        assert "not JSON data" in str(error) and f"task({culprit}) takes" in str(error)
+        assert path in error.path  # the span path of the task that asked
+    # JSON data all the way up: asked, with an id (what the rest of this file tests).
+    paused = run(confirm("the summary"), engine=ScriptedEngine("x"), progress=False)
+    assert paused.status == "interrupted" and len(paused.interrupts) == 1
+
+
+def test_the_interrupts_a_process_keeps_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spangraph.graph import _interrupt
+
+    monkeypatch.setattr(_interrupt, "SEEN_LIMIT", 3)
+    asked = [
+        _interrupt.Interrupt(
+            id=f"int-bounded-{i}", question="Go on?", path="p", label="t", schema={"type": "string"}
+        )
+        for i in range(5)
+    ]
+    store = MemoryStore()
+    _interrupt.remember(asked, store)
+    assert list(_interrupt._seen) == ["int-bounded-2", "int-bounded-3", "int-bounded-4"]
+    # The oldest is still found in the run's memo store; without it, not at all.
+    checked, _ = _interrupt.checked_answers({"int-bounded-0": "yes"}, store)
+    assert checked == {"int-bounded-0": "yes"}
+    with pytest.raises(InterruptError, match="no run of this process"):
+        _interrupt.checked_answers({"int-bounded-1": "yes"}, None)
