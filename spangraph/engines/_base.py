@@ -638,6 +638,7 @@ class InferenceEngine:
             output_type=None if request is None else "text" if request.schema is None else "json",
             response_model=response_model,
             worker=worker,
+            tools=request.tools.tools if request is not None and request.tools else None,
         )
         if state is not _IDENTITY:  # the shared no-state state keeps no logs (they would pile up)
             state._record(thunk, record)

@@ -696,7 +696,7 @@ class LlamaCppEngine(InferenceEngine):
         whatever the request, so the call can be stopped between tokens."""
         shared = self.shared()
         if request.tools is not None and self.native_tools:
-            return self._call_tools(shared, request.tools, payload, request)
+            return self._call_tools(shared, request.tools, payload, request, on_delta, stop)
         prefix = request.prefix
         if self.chat_template and request.prompt.is_chat:
             text, prefix_text = self._chat_prompt(shared, request)
@@ -765,51 +765,80 @@ class LlamaCppEngine(InferenceEngine):
         }
 
     def _call_tools(
-        self, shared: _Shared, tools: ToolRequest, payload: Mapping[str, Any], request: Request
+        self,
+        shared: _Shared,
+        tools: ToolRequest,
+        payload: Mapping[str, Any],
+        request: Request,
+        on_delta: Callable[[str], None] | None,
+        stop: threading.Event,
     ) -> dict[str, Any]:
         """A tool loop's round through llama.cpp's own tool-call support (its chat
         endpoint, in this thread): the chat template renders the tools and the earlier
         rounds, decoding follows the template's tool-call format, and the calls come
-        back parsed. Read whole (not streamed), from no cached prefix."""
+        back parsed. Streamed to a callback as any call (so it stops between tokens
+        when cancelled), its calls put together from their fragments; it reuses no
+        cached prefix. A streaming reader gets the reply whole, at the end."""
         chat: dict[str, Any] = {
             "messages": tools.messages(request.system),
             "tools": [dict(t) for t in tools.tools],
             "tool_choice": tools.tool_choice,
             "cache_prompt": self.kv_cache,
+            "stream": True,
+            "stream_options": {"include_usage": True},
         }
         for name, value in payload.items():
             if name not in ("prompt", "json_schema", "cache_prompt"):
                 chat[name] = value
+        content: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        final: dict[str, Any] = {}
+        errors: list[Any] = []
+        raised: list[BaseException] = []
+
+        def on_chunk(chunk: Any) -> bool:
+            # llama.cpp swallows exceptions raised here: keep them for after.
+            try:
+                if isinstance(chunk, str | bytes):
+                    chunk = json.loads(chunk)
+                if "error" in chunk:
+                    errors.append(chunk)
+                    return True
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    content.append(delta.get("content") or "")
+                    for part in delta.get("tool_calls") or ():
+                        call = calls.setdefault(int(part.get("index", 0)), {"name": "", "args": ""})
+                        function = part.get("function") or {}
+                        call["name"] += function.get("name") or ""
+                        call["args"] += function.get("arguments") or ""
+                    if choice.get("finish_reason"):
+                        final["finish_reason"] = choice["finish_reason"]
+                if "timings" in chunk or "usage" in chunk:
+                    final["timings"] = chunk.get("timings") or final.get("timings")
+                    final["usage"] = chunk.get("usage") or final.get("usage")
+                return stop.is_set()
+            except BaseException as exc:
+                raised.append(exc)
+                return True
+
         shared.used = True
         asked = time.perf_counter()
         slot = shared.slots.acquire(None)
         queue_ms = (time.perf_counter() - asked) * 1e3
         try:
-            result = shared.server.handle_chat_completions({**chat, "id_slot": slot})
+            shared.server.handle_chat_completions({**chat, "id_slot": slot}, on_chunk)
         finally:
             shared.slots.release(slot, None)  # it holds this chat now, no cached prefix
-        if isinstance(result, str | bytes):
-            result = json.loads(result)
-        _raise_for_error(result)
-        try:
-            choice = result["choices"][0]
-            message = choice["message"]
-        except (KeyError, IndexError, TypeError) as exc:
-            raise EngineRequestError(
-                f"llama.cpp's chat endpoint answered without a message: {str(result)[:300]}"
-            ) from exc
-        calls = [
-            (call["function"]["name"], call["function"].get("arguments", ""))
-            for call in message.get("tool_calls") or ()
-        ]
-        return {
-            "text": tool_reply_text(calls, message.get("content")),
-            "slot": slot,
-            "queue_ms": queue_ms,
-            "finish_reason": choice.get("finish_reason"),
-            "timings": result.get("timings"),
-            "usage": result.get("usage"),
-        }
+        if raised:
+            raise raised[0]
+        if errors:
+            _raise_for_error(errors[0])
+        made = [(calls[i]["name"], calls[i]["args"]) for i in sorted(calls)]
+        text = tool_reply_text(made, "".join(content))
+        if on_delta is not None:
+            on_delta(text)
+        return {"text": text, "slot": slot, "queue_ms": queue_ms, **final}
 
     async def _run(
         self, request: Request, on_delta: Callable[[str], None] | None = None

@@ -143,6 +143,7 @@ def check_native_rounds(answer: object) -> None:
 
     reply = answer.producer.args[0]  # type: ignore[attr-defined]
     assert json.loads(reply.value)["tool_calls"][0]["name"] == "count_words"
+    assert reply.usage.output_tokens > 0 and reply.usage.input_tokens > 0
     (call,) = answer.tool_calls[0].calls  # type: ignore[attr-defined]
     assert (call.name, call.arguments, call.value) == (
         "count_words",
