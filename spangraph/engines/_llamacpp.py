@@ -223,6 +223,13 @@ class _Shared:
         try:
             self.server: Any = xlc.Server(params)
         except RuntimeError as exc:
+            if config.chat_template:
+                raise ModelFileError(
+                    f"llama.cpp could not start on the model file {config.model_path} with the "
+                    f"chat template given as chat_template= ({exc}): a template llama.cpp cannot "
+                    "parse or render (its jinja is not Python's: try it without chat_template=) "
+                    "stops it as a broken model file does"
+                ) from None
             raise ModelFileError(
                 f"llama.cpp could not load the model file {config.model_path} ({exc}): it may "
                 "be truncated or corrupt, or of an architecture this llama.cpp does not know; "

@@ -227,3 +227,26 @@ def test_a_chat_template_that_is_neither_a_template_nor_a_file_is_refused(
         LlamaCppEngine(model="smollm2-135m-instruct", chat_template=tmp_path / "missing.jinja")
     with pytest.raises(ValueError, match="tool_mode"):
         LlamaCppEngine(model="smollm2-135m-instruct", tool_mode="tools")  # type: ignore[arg-type]
+
+
+@pytest.mark.real
+def test_a_chat_template_llama_cpp_cannot_use_is_refused_naming_it(
+    spangraph_home: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    from spangraph.engines import ModelFileError
+
+    if installed(SMOLLM2) is None:
+        pytest.skip(f"needs the SmolLM2 wheel: {SMOLLM2.install}")
+    engine = LlamaCppEngine(
+        model="smollm2-135m-instruct",
+        chat_template="{% for message in messages %}{{ message.content }",
+        home=spangraph_home,
+        kv_dir=tmp_path / "kv",
+        n_ctx=1024,
+        n_parallel=1,
+    )
+    try:
+        with pytest.raises(ModelFileError, match="chat_template="):
+            engine.shared()
+    finally:
+        engine.close()
