@@ -99,7 +99,7 @@ from ._handoff import InlineDriver, to_task
 from ._memo import AWAIT_ENTRY
 from ._options import check_options, merge
 from ._states import Identity
-from ._types import Capabilities, Completion, Request, ToolRequest, WorkerRun
+from ._types import TOOL_STEPS, Capabilities, Completion, Request, ToolRequest, WorkerRun
 
 #: How often ``InferenceEngine.wait_prefix_ready`` asks whether a prefix is warm: a
 #: prefill takes seconds, so 10 ms late costs under 1% of it.
@@ -486,10 +486,10 @@ class InferenceEngine:
         else:
             make_schema = getattr(action, "output_schema", None)
             schema = make_schema() if callable(make_schema) else None
-            make_tools = getattr(action, "tool_request", None)  # a tool loop's step
-            if callable(make_tools):
-                tools = make_tools()
-                if tools is not None and prefix:
+            make_tools = TOOL_STEPS.get(type(action))  # a tool loop's step
+            if make_tools is not None:
+                tools = make_tools(action)
+                if prefix:
                     joined = Prompt.join([render_span(s) for s in prefix])
                     tools = replace(tools, prompt=joined + _as_user(tools.prompt))
         request = Request.of(

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
 from ..cache._internal import run_cache
-from ..engines._types import ToolRequest
+from ..engines._types import TOOL_STEPS, ToolRequest
 from ..nodes import Component, ModelOutputThunk, ParseError, Span, render_span
 from ..nodes._internal import canonical_json, current_state
 from ._interrupt import _current
@@ -337,6 +337,9 @@ class ToolStep(Component[ToolReply]):
             for entry in self.tools_schema
         )
         return ToolRequest(tools, self.choice, render_span(self.action), tuple(history))
+
+
+TOOL_STEPS[ToolStep] = ToolStep.tool_request
 
 
 def _instructions(tools: Sequence[Tool], choice: str) -> str:
