@@ -381,6 +381,11 @@ class LlamaCppEngine(InferenceEngine):
     is the context of all slots together. Left out, they are sized to the machine
     (``engine_size``): 4 slots per core, at most 8, with 4,096 tokens each; a given
     ``n_ctx`` alone is shared by as many of those slots as keep 2,048 tokens each.
+
+    ``chat_template`` replaces the model's chat template with a jinja template (its
+    text, or a file's path, as llama.cpp's ``--chat-template-file``). A tool loop's
+    rounds use llama.cpp's own tool-call support where the template has a tool-call
+    format (``native_tools``; ``tool_mode`` overrides), else JSON-schema decoding.
     """
 
     kind = "llamacpp"

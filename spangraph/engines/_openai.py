@@ -42,7 +42,8 @@ _WRAP_KEY = "value"
 
 
 class OpenAIEngine(InferenceEngine):
-    """An OpenAI-compatible HTTP server."""
+    """An OpenAI-compatible HTTP server. In chat mode a tool loop's rounds use its
+    tools API (``tool_mode="native"``), or its JSON-schema output (``"schema"``)."""
 
     kind = "openai"
     provider = "openai"

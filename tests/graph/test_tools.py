@@ -481,8 +481,10 @@ def test_each_round_offers_a_tools_api_the_tools_and_the_rounds_as_chat_messages
     assert call["id"] == result["tool_call_id"] == "call_0_0"
     assert call["function"] == {"name": "count_words", "arguments": '{"text": "a b c d"}'}
     assert result["role"] == "tool" and json.loads(result["content"])["value"] == 4
-    # The same round as an executor's worker reads it.
-    back = from_wire(to_wire(seen[1], "engine", None))
+    # The same round as an executor's worker reads it (msgpack, as the wire is).
+    import msgpack
+
+    back = from_wire(msgpack.unpackb(msgpack.packb(to_wire(seen[1], "engine", None))))
     assert back.tools == second
     # A generation that is not a tool loop's offers no tools.
     plain = engine.render(Instruction(description="Hi"), Identity(), {})
