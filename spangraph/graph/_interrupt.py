@@ -31,9 +31,10 @@ seen is enough. That registry keeps the latest ``SEEN_LIMIT`` interrupts (a
 long-running process asks without end); an older one is still found in the
 run's memo store.
 
-An id is only as stable as the task's node id. A task whose arguments JSON
-cannot hold gets a node id from their repr, which may differ in another process
-(an object's address, a set's order), and so may every node downstream of it:
+An id is only as stable as the task's node id. A task whose arguments have no
+JSON form (JSON data, or pydantic's form of a model, a dataclass, a date... with
+its type's name) gets a node id from their repr, which may differ in another
+process (an object's address, a set's order), and so may every node downstream:
 ``interrupt()`` in such a task, or in one that reads such a task's result, is
 refused with an ``InterruptError`` naming the task, whose answer could never be
 matched to its question by another process.
@@ -200,8 +201,9 @@ def interrupt(question: str, schema: Any = None) -> Any:
             f"interrupt() cannot be asked here: {reason}, so this task's node id (and "
             f"the interrupt's id, made from it) comes from a repr that may differ in "
             f"another process, where the answer could not be matched to the question. "
-            f"Give the task arguments JSON can hold (str, numbers, lists, dicts, "
-            f"pydantic models), e.g. an object's key instead of the object",
+            f"Give the task arguments with a JSON form (str, numbers, lists, dicts, "
+            f"pydantic models, dataclasses; no sets), e.g. an object's key instead of "
+            f"the object",
             path=call.path,
         )
     index = call.asked

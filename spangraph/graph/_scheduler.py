@@ -920,7 +920,8 @@ class Scheduler:
 
     def _unstable(self, node_id: str) -> str | None:
         """Why a node's id may differ in another process: a task of its own or
-        upstream whose arguments are not JSON data (``None``: none)."""
+        upstream (its parts, whose ids its id is made of; not the nodes a task
+        returned) whose arguments are not JSON data (``None``: none)."""
         stack, seen = [node_id], {node_id}
         while stack:
             info = self.graph[stack.pop()]
@@ -929,7 +930,7 @@ class Scheduler:
             reason = check() if callable(check) else None
             if isinstance(reason, str):
                 return reason
-            for parent in (*info.inputs, *info.dynamic_inputs):
+            for parent in info.inputs:
                 if parent not in seen and parent in self.graph:
                     seen.add(parent)
                     stack.append(parent)

@@ -362,9 +362,46 @@ def test_an_interrupt_in_a_task_whose_arguments_json_cannot_hold_is_refused() ->
         assert isinstance(error, InterruptError)
         assert "not JSON data" in str(error) and f"task({culprit}) takes" in str(error)
         assert path in error.path  # the span path of the task that asked
+    with pytest.raises(NodeFailedError, match="not JSON data"):  # a set has no stable order
+        run(confirm_all({"b", "a"}), engine=ScriptedEngine("x"), progress=False)
     # JSON data all the way up: asked, with an id (what the rest of this file tests).
     paused = run(confirm("the summary"), engine=ScriptedEngine("x"), progress=False)
     assert paused.status == "interrupted" and len(paused.interrupts) == 1
+
+
+class Draft(BaseModel):
+    title: str
+    words: int
+
+
+@task
+def confirm_all(items: Any) -> bool:
+    return bool(interrupt(f"Keep {sorted(items)}?", bool))
+
+
+@task
+def approve_draft(draft: Draft) -> bool:
+    return bool(interrupt(f"Publish {draft.title}?", bool))
+
+
+def test_a_task_given_a_pydantic_model_interrupts_with_an_id_another_process_shares() -> None:
+    """A model's JSON form, tagged with its type, makes the node id (not its repr)."""
+    paused = run(approve_draft(Draft(title="Licence", words=9)), progress=False)
+    (asked,) = paused.interrupts
+    script = textwrap.dedent(
+        """
+        from spangraph import run
+        from tests.graph.test_interrupt import Draft, approve_draft
+
+        (asked,) = run(approve_draft(Draft(title="Licence", words=9)), progress=False).interrupts
+        print(asked.id)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "random"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == asked.id
 
 
 def test_the_interrupts_a_process_keeps_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
