@@ -195,6 +195,9 @@ class GenerationRecord(Event):
     #: Where the primitive ran, for an engine on an executor's worker: the worker's
     #: address and its wall-clock start and end (``None``: in this process).
     worker: tuple[str, float, float] | None = None
+    #: The tools the request offered (OpenAI function definitions), for a tool loop's
+    #: round (``None``: none). Free text: on a span with content capture on only.
+    tools: tuple[Mapping[str, Any], ...] | None = None
 
     @classmethod
     def of(
@@ -218,6 +221,7 @@ class GenerationRecord(Event):
         output_type: str | None,
         response_model: str | None,
         worker: tuple[str, float, float] | None = None,
+        tools: tuple[Mapping[str, Any], ...] | None = None,
     ) -> GenerationRecord:
         """The record of one generation, every field named (keyword-only: none can be
         swapped). It calls the class positionally: a class called with keywords
@@ -241,6 +245,7 @@ class GenerationRecord(Event):
             output_type,
             response_model,
             worker,
+            tools,
         )
 
 

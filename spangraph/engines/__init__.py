@@ -39,6 +39,8 @@ from ._states import options as options
 from ._types import Capabilities as Capabilities
 from ._types import Completion as Completion
 from ._types import Request as Request
+from ._types import ToolRequest as ToolRequest
+from ._types import tool_reply_text as tool_reply_text
 
 if _typing.TYPE_CHECKING:
     from ._llamacpp import LlamaCppEngine as LlamaCppEngine
@@ -80,9 +82,11 @@ __all__ = [
     "Request",
     "ScriptedEngine",
     "SpangraphHomeError",
+    "ToolRequest",
     "TransientEngineError",
     "cached",
     "default",
     "options",
     "set_default",
+    "tool_reply_text",
 ]

@@ -66,6 +66,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from time import perf_counter
 from typing import Any, ClassVar, TypeVar
 
@@ -98,7 +99,7 @@ from ._handoff import InlineDriver, to_task
 from ._memo import AWAIT_ENTRY
 from ._options import check_options, merge
 from ._states import Identity
-from ._types import Capabilities, Completion, Request, WorkerRun
+from ._types import TOOL_STEPS, Capabilities, Completion, Request, ToolRequest, WorkerRun
 
 #: How often ``InferenceEngine.wait_prefix_ready`` asks whether a prefix is warm: a
 #: prefill takes seconds, so 10 ms late costs under 1% of it.
@@ -479,12 +480,19 @@ class InferenceEngine:
             prompt = render_span(action)
         if prefix:
             prompt = Prompt.join([render_span(s) for s in prefix]) + _as_user(prompt)
+        tools: ToolRequest | None = None
         if type(action) in TEXT_OUTPUT:
             schema = None  # a component whose output is plain text
         else:
             make_schema = getattr(action, "output_schema", None)
             schema = make_schema() if callable(make_schema) else None
-        return Request.of(
+            make_tools = TOOL_STEPS.get(type(action))  # a tool loop's step
+            if make_tools is not None:
+                tools = make_tools(action)
+                if prefix:
+                    joined = Prompt.join([render_span(s) for s in prefix])
+                    tools = replace(tools, prompt=joined + _as_user(tools.prompt))
+        request = Request.of(
             prompt=prompt,
             options=options,
             schema=schema,
@@ -493,6 +501,9 @@ class InferenceEngine:
             state=state,
             sample_index=sample_index,
         )
+        if tools is not None:
+            request.tools = tools
+        return request
 
     # 3
     async def handle_output_cache(self, request: Request) -> Completion | None:
@@ -627,6 +638,7 @@ class InferenceEngine:
             output_type=None if request is None else "text" if request.schema is None else "json",
             response_model=response_model,
             worker=worker,
+            tools=request.tools.tools if request is not None and request.tools else None,
         )
         if state is not _IDENTITY:  # the shared no-state state keeps no logs (they would pile up)
             state._record(thunk, record)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import gc
+import hashlib
 import json
 import os
 import pathlib
@@ -64,7 +65,7 @@ from ._models import (
 from ._options import EXTRA_PREFIX
 from ._schema import compact_schema
 from ._secret import Secret
-from ._types import CachedPrefix, Capabilities, Completion, Request
+from ._types import CachedPrefix, Capabilities, Completion, Request, ToolRequest, tool_reply_text
 
 if TYPE_CHECKING:
     from ._openai import OpenAIEngine
@@ -182,6 +183,8 @@ class LlamaConfig:
     n_parallel: int
     n_threads: int
     slot_save_path: str
+    #: A jinja chat template that replaces the model's own ("" : the model's).
+    chat_template: str = ""
 
 
 class _Shared:
@@ -200,6 +203,9 @@ class _Shared:
         params.hostnames = ["127.0.0.1"]
         params.port = 0
         params.verbosity = -1
+        params.use_jinja = True  # (the default): templates, and their tool-call formats
+        if config.chat_template:
+            params.chat_template = config.chat_template
         # The server is for this process: every request needs its key, and no
         # browser origin may read an answer (llama.cpp's defaults echo any Origin).
         self._key = Secret(secrets.token_urlsafe(32))
@@ -217,6 +223,13 @@ class _Shared:
         try:
             self.server: Any = xlc.Server(params)
         except RuntimeError as exc:
+            if config.chat_template:
+                raise ModelFileError(
+                    f"llama.cpp could not start on the model file {config.model_path} with the "
+                    f"chat template given as chat_template= ({exc}): a template llama.cpp cannot "
+                    "parse or render (its jinja is not Python's: try it without chat_template=) "
+                    "stops it as a broken model file does"
+                ) from None
             raise ModelFileError(
                 f"llama.cpp could not load the model file {config.model_path} ({exc}): it may "
                 "be truncated or corrupt, or of an architecture this llama.cpp does not know; "
@@ -226,6 +239,8 @@ class _Shared:
         self.refs = 0
         self.used = False
         self.slot_ctx = config.n_ctx // config.n_parallel
+        #: Whether the chat template can call tools (``LlamaCppEngine.native_tools``).
+        self.native_tools: bool | None = None
         self.slots = _Slots(config.n_parallel)
 
     def headers(self) -> dict[str, str]:
@@ -251,6 +266,13 @@ class _Shared:
             raise EngineRequestError(
                 f"llama.cpp {path} answered {exc.code}: {body[:300]}"
             ) from None
+
+    def props(self) -> dict[str, Any]:
+        """The server's ``/props`` (its chat template's capabilities among them)."""
+        request = urllib.request.Request(f"{self.address}/props", headers=self.headers())
+        with urllib.request.urlopen(request, timeout=60.0) as response:
+            value = json.loads(response.read() or b"{}")
+        return value if isinstance(value, dict) else {}
 
     def close(self) -> None:
         server, self.server = self.server, None
@@ -359,6 +381,11 @@ class LlamaCppEngine(InferenceEngine):
     is the context of all slots together. Left out, they are sized to the machine
     (``engine_size``): 4 slots per core, at most 8, with 4,096 tokens each; a given
     ``n_ctx`` alone is shared by as many of those slots as keep 2,048 tokens each.
+
+    ``chat_template`` replaces the model's chat template with a jinja template (its
+    text, or a file's path, as llama.cpp's ``--chat-template-file``). A tool loop's
+    rounds use llama.cpp's own tool-call support where the template has a tool-call
+    format (``native_tools``; ``tool_mode`` overrides), else JSON-schema decoding.
     """
 
     kind = "llamacpp"
@@ -389,8 +416,13 @@ class LlamaCppEngine(InferenceEngine):
         kv_cache: bool = True,
         kv_max_bytes: int = 2 * 2**30,
         defaults: Mapping[str, Any] | None = None,
+        chat_template: str | os.PathLike[str] | None = None,
+        tool_mode: Literal["auto", "native", "schema"] = "auto",
     ) -> None:
         super().__init__(defaults={"max_tokens": DEFAULT_MAX_TOKENS, **(defaults or {})})
+        if tool_mode not in ("auto", "native", "schema"):
+            raise ValueError(f"tool_mode must be 'auto', 'native' or 'schema', got {tool_mode!r}")
+        template_text = _template_text(chat_template)
         n_parallel, n_ctx = engine_size(usable_cores(), n_parallel, n_ctx)
         if n_parallel < 1:
             raise ValueError(f"n_parallel must be >= 1, got {n_parallel}")
@@ -409,17 +441,26 @@ class LlamaCppEngine(InferenceEngine):
         if model_path is None:
             packaged = packaged_model(model or DEFAULT_MODEL)
             path, digest = place_model(packaged, self.home / "models")
-            chat_template = packaged.chat
+            has_template = packaged.chat
         else:
             path = pathlib.Path(model_path).expanduser().resolve()
             digest = verify_model(path, sha256)
-            chat_template = has_chat_template(path)
+            has_template = has_chat_template(path)
+        #: The jinja chat template given with ``chat_template=`` ("" : the model's own).
+        self.template_text = template_text
+        #: How a tool loop's rounds are asked for: ``"native"``, through llama.cpp's own
+        #: tool-call support (the chat template's tool format: the tools rendered into
+        #: the prompt, the calls parsed from the output, decoding constrained to them);
+        #: ``"schema"``, decoding constrained to the loop's JSON reply schema;
+        #: ``"auto"``, native where the chat template can call tools (``native_tools``).
+        self.tool_mode = tool_mode
         self.model_path = path
         self.model_sha256 = digest
-        #: Whether the model has its own chat template: chats (prompts with roles) then
-        #: go through it (llama.cpp's ``/apply-template``); otherwise they are plain
+        #: Whether the model has a chat template (its own, or ``chat_template=``): chats
+        #: (prompts with roles) then go through it (llama.cpp's ``/apply-template``);
+        #: otherwise they are plain
         #: transcripts (``user: ...`` / ``assistant:``) that stop at the next role label.
-        self.chat_template = chat_template
+        self.chat_template = bool(has_template or template_text)
         self.max_concurrency = n_parallel
         self.config = LlamaConfig(
             str(path),
@@ -427,6 +468,7 @@ class LlamaCppEngine(InferenceEngine):
             n_parallel,
             n_threads or usable_cores(),
             str(pathlib.Path(kv_dir) if kv_dir is not None else self.home / "kv"),
+            template_text,
         )
         self._shared: _Shared | None = None
         self._load_lock = threading.Lock()
@@ -442,7 +484,26 @@ class LlamaCppEngine(InferenceEngine):
         return self.model_path.name.removesuffix(".gguf")
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self.model, "sha256": self.model_sha256}
+        fingerprint = {"kind": self.kind, "model": self.model, "sha256": self.model_sha256}
+        if self.template_text:  # another template, other chat outputs
+            fingerprint["chat_template"] = hashlib.sha256(self.template_text.encode()).hexdigest()
+        return fingerprint
+
+    @property
+    def native_tools(self) -> bool:
+        """Whether tool loops go through llama.cpp's own tool-call support: with
+        ``tool_mode="auto"``, when the chat template (the model's, or ``chat_template=``)
+        takes tools and writes tool calls, as llama.cpp's server reports it
+        (``/props``: ``chat_template_caps``). Loads the model to ask."""
+        if self.tool_mode != "auto" or not self.chat_template:
+            return self.tool_mode == "native" and self.chat_template
+        shared = self.shared()
+        if shared.native_tools is None:
+            caps = shared.props().get("chat_template_caps") or {}
+            shared.native_tools = bool(
+                caps.get("supports_tools") and caps.get("supports_tool_calls")
+            )
+        return shared.native_tools
 
     @property
     def loaded(self) -> bool:
@@ -495,6 +556,7 @@ class LlamaCppEngine(InferenceEngine):
             max_concurrency=max_concurrency or self.max_concurrency,
             defaults={**self.defaults, **(defaults or {})},
             json_mode="llguidance",
+            tool_mode="native" if mode == "chat" and self.native_tools else "schema",
         )
 
     # -- KV prefix reuse -------------------------------------------------------------------
@@ -645,6 +707,8 @@ class LlamaCppEngine(InferenceEngine):
         """Run one request in this (worker) thread. llama.cpp streams to a callback
         whatever the request, so the call can be stopped between tokens."""
         shared = self.shared()
+        if request.tools is not None and self.native_tools:
+            return self._call_tools(shared, request.tools, payload, request, on_delta, stop)
         prefix = request.prefix
         if self.chat_template and request.prompt.is_chat:
             text, prefix_text = self._chat_prompt(shared, request)
@@ -712,6 +776,82 @@ class LlamaCppEngine(InferenceEngine):
             **final,
         }
 
+    def _call_tools(
+        self,
+        shared: _Shared,
+        tools: ToolRequest,
+        payload: Mapping[str, Any],
+        request: Request,
+        on_delta: Callable[[str], None] | None,
+        stop: threading.Event,
+    ) -> dict[str, Any]:
+        """A tool loop's round through llama.cpp's own tool-call support (its chat
+        endpoint, in this thread): the chat template renders the tools and the earlier
+        rounds, decoding follows the template's tool-call format, and the calls come
+        back parsed. Streamed to a callback as any call (so it stops between tokens
+        when cancelled), its calls put together from their fragments; it reuses no
+        cached prefix. A streaming reader gets the reply whole, at the end."""
+        chat: dict[str, Any] = {
+            "messages": tools.messages(request.system),
+            "tools": [dict(t) for t in tools.tools],
+            "tool_choice": tools.tool_choice,
+            "cache_prompt": self.kv_cache,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        for name, value in payload.items():
+            if name not in ("prompt", "json_schema", "cache_prompt"):
+                chat[name] = value
+        content: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        final: dict[str, Any] = {}
+        errors: list[Any] = []
+        raised: list[BaseException] = []
+
+        def on_chunk(chunk: Any) -> bool:
+            # llama.cpp swallows exceptions raised here: keep them for after.
+            try:
+                if isinstance(chunk, str | bytes):
+                    chunk = json.loads(chunk)
+                if "error" in chunk:
+                    errors.append(chunk)
+                    return True
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    content.append(delta.get("content") or "")
+                    for part in delta.get("tool_calls") or ():
+                        call = calls.setdefault(int(part.get("index", 0)), {"name": "", "args": ""})
+                        function = part.get("function") or {}
+                        call["name"] += function.get("name") or ""
+                        call["args"] += function.get("arguments") or ""
+                    if choice.get("finish_reason"):
+                        final["finish_reason"] = choice["finish_reason"]
+                if "timings" in chunk or "usage" in chunk:
+                    final["timings"] = chunk.get("timings") or final.get("timings")
+                    final["usage"] = chunk.get("usage") or final.get("usage")
+                return stop.is_set()
+            except BaseException as exc:
+                raised.append(exc)
+                return True
+
+        shared.used = True
+        asked = time.perf_counter()
+        slot = shared.slots.acquire(None)
+        queue_ms = (time.perf_counter() - asked) * 1e3
+        try:
+            shared.server.handle_chat_completions({**chat, "id_slot": slot}, on_chunk)
+        finally:
+            shared.slots.release(slot, None)  # it holds this chat now, no cached prefix
+        if raised:
+            raise raised[0]
+        if errors:
+            _raise_for_error(errors[0])
+        made = [(calls[i]["name"], calls[i]["args"]) for i in sorted(calls)]
+        text = tool_reply_text(made, "".join(content))
+        if on_delta is not None:
+            on_delta(text)
+        return {"text": text, "slot": slot, "queue_ms": queue_ms, **final}
+
     async def _run(
         self, request: Request, on_delta: Callable[[str], None] | None = None
     ) -> Completion:
@@ -773,6 +913,26 @@ class LlamaCppEngine(InferenceEngine):
             f"LlamaCppEngine(model={self.model!r}, n_ctx={self.config.n_ctx}, "
             f"n_parallel={self.config.n_parallel})"
         )
+
+
+def _template_text(given: str | os.PathLike[str] | None) -> str:
+    """``chat_template=``: a jinja template's text, or the path of a file holding one
+    (as llama.cpp's ``--chat-template-file``)."""
+    if given is None:
+        return ""
+    if isinstance(given, str) and ("{{" in given or "{%" in given):
+        return given
+    path = pathlib.Path(given).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(
+            f"LlamaCppEngine(chat_template={os.fspath(given)!r}): not a jinja template "
+            f"(no {{{{ or {{%}}) and not a readable file ({exc.strerror or exc})"
+        ) from None
+    if not text.strip():
+        raise ValueError(f"LlamaCppEngine(chat_template=...): the file {path} is empty")
+    return text
 
 
 def _raise_for_error(result: Any) -> None:

@@ -4,7 +4,12 @@ Works with OpenAI itself and with vLLM, Ollama and llama.cpp's server.
 Chat mode sends the prompt as messages (``/chat/completions``); completion
 mode sends it as text (``/completions``). Structured output goes as
 ``response_format`` (json_schema) in chat mode and as the ``json_schema``
-extension in completion mode (llama.cpp, vLLM). The API key is kept out of
+extension in completion mode (llama.cpp, vLLM). A tool loop's rounds go
+through the tools API in chat mode (``tools``, ``tool_choice``, the calls read
+from ``message.tool_calls``, earlier rounds sent as ``assistant`` messages with
+``tool_calls`` and ``tool`` messages): ``tool_mode="native"``, the default;
+``tool_mode="schema"`` asks for the reply as JSON of the loop's reply schema
+instead, for a server without a tools API. The API key is kept out of
 every repr, log, record and error message.
 """
 
@@ -31,13 +36,14 @@ from ._errors import (
 from ._options import EXTRA_PREFIX
 from ._schema import llguidance_grammar
 from ._secret import Secret
-from ._types import Capabilities, Completion, Request
+from ._types import Capabilities, Completion, Request, tool_reply_text
 
 _WRAP_KEY = "value"
 
 
 class OpenAIEngine(InferenceEngine):
-    """An OpenAI-compatible HTTP server."""
+    """An OpenAI-compatible HTTP server. In chat mode a tool loop's rounds use its
+    tools API (``tool_mode="native"``), or its JSON-schema output (``"schema"``)."""
 
     kind = "openai"
     provider = "openai"
@@ -60,6 +66,7 @@ class OpenAIEngine(InferenceEngine):
         max_concurrency: int = 8,
         defaults: Mapping[str, Any] | None = None,
         json_mode: Literal["schema", "llguidance"] = "schema",
+        tool_mode: Literal["native", "schema"] = "native",
     ) -> None:
         super().__init__(defaults=defaults)
         if importlib.util.find_spec("openai") is None:  # pragma: no cover - install-dependent
@@ -70,6 +77,8 @@ class OpenAIEngine(InferenceEngine):
             raise ValueError(f"mode must be 'chat' or 'completion', got {mode!r}")
         if json_mode not in ("schema", "llguidance"):
             raise ValueError(f"json_mode must be 'schema' or 'llguidance', got {json_mode!r}")
+        if tool_mode not in ("native", "schema"):
+            raise ValueError(f"tool_mode must be 'native' or 'schema', got {tool_mode!r}")
         self.base_url = base_url.rstrip("/")
         self._model = model
         self.max_concurrency = max_concurrency
@@ -83,6 +92,12 @@ class OpenAIEngine(InferenceEngine):
         #: ``LlamaCppEngine.openai_engine()``). llama.cpp turns ``response_format``
         #: into a GBNF grammar whose whitespace a small model can pad every gap with.
         self.json_mode = json_mode
+        #: How a tool loop's rounds are asked for in chat mode: ``"native"``, through
+        #: the tools API (``tools``, ``tool_choice``, ``message.tool_calls``);
+        #: ``"schema"``, as a reply that follows the loop's JSON schema (for a server
+        #: whose model has no tool-call format: llama.cpp's server then ignores
+        #: ``tools``). Completion mode has no tools API: always the schema.
+        self.tool_mode = tool_mode
         self._timeout = timeout
         # One client per event loop: an httpx pool belongs to the loop that
         # opened it, and each synchronous run() has a loop of its own.
@@ -126,6 +141,14 @@ class OpenAIEngine(InferenceEngine):
 
     # -- the primitive -------------------------------------------------------------------
 
+    def _native_tools(self, request: Request) -> bool:
+        """Whether this request goes through the tools API."""
+        return (
+            request.tools is not None
+            and self.tool_mode == "native"
+            and self.capabilities.mode == "chat"
+        )
+
     def _arguments(self, request: Request) -> dict[str, Any]:
         args: dict[str, Any] = {"model": self._model}
         extra: dict[str, Any] = {}
@@ -136,6 +159,14 @@ class OpenAIEngine(InferenceEngine):
                 extra["top_k"] = value  # not in OpenAI's API; vLLM and llama.cpp take it
             elif name in self.wire_names:
                 args[self.wire_names[name]] = list(value) if name == "stop" else value
+        if request.tools is not None and self._native_tools(request):
+            # The tools API: the reply is the server's tool calls or its text.
+            args["messages"] = request.tools.messages(request.system)
+            args["tools"] = [dict(t) for t in request.tools.tools]
+            args["tool_choice"] = request.tools.tool_choice
+            if extra:
+                args["extra_body"] = extra
+            return args
         if request.schema is not None and self.json_mode == "llguidance":
             extra["grammar"] = llguidance_grammar(request.schema)
             schema = None  # asked for by the grammar
@@ -171,11 +202,16 @@ class OpenAIEngine(InferenceEngine):
         try:
             response: Any = raw.parse()
             choice = response.choices[0]
-            text = (choice.message.content if chat else choice.text) or ""
+            if self._native_tools(request):
+                text = _tool_reply(choice.message)
+            else:
+                text = self._unwrapped(
+                    (choice.message.content if chat else choice.text) or "", request.schema
+                )
         except Exception as exc:
             raise _not_a_completion(self.base_url, raw.status_code, raw.headers, raw.text) from exc
         return Completion(
-            self._unwrapped(text, request.schema),
+            text,
             choice.finish_reason,
             _usage(response.usage),
             _timings(response),
@@ -183,6 +219,12 @@ class OpenAIEngine(InferenceEngine):
         )
 
     async def _stream(self, request: Request) -> AsyncIterator[str | Completion]:
+        if self._native_tools(request):
+            # A round's reply is read whole (calls arrive as argument fragments).
+            completion = await self._complete(request)
+            yield completion.text
+            yield completion
+            return
         args = self._arguments(request)
         args["stream"] = True
         args["stream_options"] = {"include_usage": True}
@@ -274,6 +316,16 @@ class OpenAIEngine(InferenceEngine):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._clients = weakref.WeakKeyDictionary()
+
+
+def _tool_reply(message: Any) -> str:
+    """A chat message of the tools API as the tool loop reads it (``tool_reply_text``)."""
+    calls = [
+        (call.function.name, call.function.arguments)
+        for call in (getattr(message, "tool_calls", None) or ())
+        if getattr(call, "function", None) is not None
+    ]
+    return tool_reply_text(calls, message.content)
 
 
 def _error_message(exc: Any) -> str:

@@ -41,10 +41,10 @@ from typing import Any, Protocol
 from ..nodes import ExecutionState, ModelOutputThunk, Prompt, Segment, Timings, Usage
 from ._base import InferenceEngine
 from ._errors import EngineError
-from ._types import Capabilities, Completion, Request, WorkerRun
+from ._types import Capabilities, Completion, Request, ToolRequest, WorkerRun
 
 #: The wire format's version: a worker refuses a payload of another one.
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: a tool round's ToolRequest ("tools")
 
 
 class ExecutorError(Exception):
@@ -244,6 +244,7 @@ def to_wire(request: Request, engine_key: str, traceparent: str | None) -> dict[
         "sample_index": request.sample_index,
         "traceparent": traceparent,
         "node": node,
+        "tools": request.tools.to_plain() if request.tools is not None else None,
     }
     import msgpack
 
@@ -276,7 +277,7 @@ def from_wire(payload: Mapping[str, Any]) -> Request:
     options = dict(payload["options"])
     if isinstance(options.get("stop"), list):
         options["stop"] = tuple(options["stop"])
-    return Request.of(
+    request = Request.of(
         prompt=Prompt(segments),
         options=options,
         schema=payload["schema"],
@@ -285,6 +286,10 @@ def from_wire(payload: Mapping[str, Any]) -> Request:
         state=None,
         sample_index=int(payload["sample_index"]),
     )
+    tools = payload.get("tools")
+    if tools is not None:
+        request.tools = ToolRequest.from_plain(tools)
+    return request
 
 
 def completion_to_wire(

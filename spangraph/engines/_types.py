@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from ..nodes import ChatTurn, ExecutionState, ModelOutputThunk, Prompt, Timings, Usage
+from ..nodes import ChatTurn, ExecutionState, ModelOutputThunk, Prompt, Segment, Timings, Usage
 
 if TYPE_CHECKING:
     from ._memo import MemoRoute
@@ -30,6 +32,85 @@ class CachedPrefix(NamedTuple):
     digest: str
     #: Their text, as the engine prefills it.
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRequest:
+    """A tool-loop round as an engine with a tools API takes it (plain data).
+
+    ``render`` makes it for an action that offers tools (a tool loop's step:
+    ``spangraph.graph.ToolStep.tool_request``). ``tools`` are OpenAI function
+    definitions (``{"type": "function", "function": {name, description,
+    parameters}}``); ``choice`` is ``"auto"``, ``"required"``, ``"none"`` or a
+    tool's name; ``prompt`` is the action's own prompt (the state's prefix spans
+    first), without the JSON reply instructions that ``Request.prompt`` holds;
+    ``history`` the rounds so far as OpenAI chat messages: an ``assistant`` message
+    with ``tool_calls`` (``arguments`` as JSON text), then one ``tool`` message per
+    call (``tool_call_id``, ``content``). It is a function of the same parts as the
+    request's prompt and schema, so the memo key (which they make) covers it.
+
+    An engine that answers through its tools API returns, as the completion's
+    text, ``{"tool_calls": [{"name": ..., "arguments": ...}, ...]}`` or
+    ``{"answer": TEXT}``: what the loop reads from every engine.
+    """
+
+    tools: tuple[Mapping[str, Any], ...]
+    choice: str
+    prompt: Prompt
+    history: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def tool_choice(self) -> Any:
+        """``choice`` as the OpenAI API takes it (a tool's name as an object)."""
+        if self.choice in ("auto", "required", "none"):
+            return self.choice
+        return {"type": "function", "function": {"name": self.choice}}
+
+    def messages(self, system: str | None = None) -> list[dict[str, Any]]:
+        """The chat: the system text, the action's turns, then the rounds so far."""
+        turns = [{"role": t.role, "content": t.content} for t in self.prompt.as_messages()]
+        head = [{"role": "system", "content": system}] if system else []
+        return [*head, *turns, *(dict(m) for m in self.history)]
+
+    def to_plain(self) -> dict[str, Any]:
+        """Plain data (an executor's wire format); ``from_plain`` reads it back."""
+        return {
+            "tools": [dict(t) for t in self.tools],
+            "choice": self.choice,
+            "segments": [list(seg) for seg in self.prompt.segments],
+            "history": [dict(m) for m in self.history],
+        }
+
+    @classmethod
+    def from_plain(cls, data: Mapping[str, Any]) -> ToolRequest:
+        return cls(
+            tuple(data["tools"]),
+            str(data["choice"]),
+            Prompt(tuple(Segment(*seg) for seg in data["segments"])),
+            tuple(data["history"]),
+        )
+
+
+#: The action classes that offer tools, each with what makes its ``ToolRequest``
+#: (``spangraph.graph.ToolStep`` registers itself): ``render`` looks an action's class
+#: up here, a dict lookup, where an attribute that most actions lack would cost a
+#: pydantic miss (microseconds) per generation.
+TOOL_STEPS: dict[type, Callable[[Any], ToolRequest]] = {}
+
+
+def tool_reply_text(calls: list[tuple[str, Any]] | None, content: str | None) -> str:
+    """A tools API's answer as the loop reads it: ``calls`` as (name, arguments: an
+    object or its JSON text) pairs, else ``content`` as the answer."""
+    if calls:
+        made = []
+        for name, arguments in calls:
+            if isinstance(arguments, str):
+                # Kept as text when it does not parse: the loop reports that.
+                with contextlib.suppress(ValueError):
+                    arguments = json.loads(arguments) if arguments.strip() else {}
+            made.append({"name": name, "arguments": arguments})
+        return json.dumps({"tool_calls": made})
+    return json.dumps({"answer": content or ""})
 
 
 @dataclass(slots=True)
@@ -58,6 +139,9 @@ class Request:
     key: str | None = None
     #: The cached prefix whose KV state step 5 reuses (set by ``handle_input_cache``).
     prefix: CachedPrefix | None = None
+    #: The tools offered, for an engine with a tools API (set by ``render`` for a
+    #: tool loop's step; ``None`` otherwise): see ``ToolRequest``.
+    tools: ToolRequest | None = None
 
     @classmethod
     def of(

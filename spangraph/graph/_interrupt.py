@@ -27,14 +27,25 @@ What a resume needs (each interrupt's question, path, schema, and the answers
 given) is written to the run's memo store, when it has one (``run(cache=...)``),
 under keys of their own (``spangraph.interrupt:<id>``, ``spangraph.answer:<id>``),
 so another process can resume; in one process a registry of the interrupts
-seen is enough.
+seen is enough. That registry keeps the latest ``SEEN_LIMIT`` interrupts (a
+long-running process asks without end); an older one is still found in the
+run's memo store.
+
+An id is only as stable as the task's node id. A task whose arguments have no
+JSON form (JSON data, or pydantic's form of a model, a dataclass, a date... with
+its type's name) gets a node id from their repr, which may differ in another
+process (an object's address, a set's order), and so may every node downstream:
+``interrupt()`` in such a task, or in one that reads such a task's result, is
+refused with an ``InterruptError`` naming the task, whose answer could never be
+matched to its question by another process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,13 +162,18 @@ class TaskCall:
     label: str
     answers: Answers
     asked: int = 0
+    #: Why the node's id may differ in another process (``None``: it is stable);
+    #: called only when the body interrupts.
+    unstable: Callable[[], str | None] | None = None
 
 
 _current: ContextVar[TaskCall | None] = ContextVar("spangraph_task_call", default=None)
 
-#: The interrupts this process has seen, by id (``run(resume=...)`` checks answers
-#: against them when the run's store does not hold them).
-_seen: dict[str, Interrupt] = {}
+#: How many interrupts this process keeps in ``_seen`` (the latest ones).
+SEEN_LIMIT = 4096
+#: The interrupts this process has seen, by id, oldest first (``run(resume=...)``
+#: checks answers against them when the run's store does not hold them).
+_seen: OrderedDict[str, Interrupt] = OrderedDict()
 _seen_lock = threading.Lock()
 
 
@@ -179,6 +195,17 @@ def interrupt(question: str, schema: Any = None) -> Any:
     if not isinstance(question, str):
         raise TypeError(f"interrupt() takes the question as a str, got {type(question).__name__}")
     adapter = _adapter(schema)
+    reason = call.unstable() if call.unstable is not None else None
+    if reason is not None:
+        raise InterruptError(
+            f"interrupt() cannot be asked here: {reason}, so this task's node id (and "
+            f"the interrupt's id, made from it) comes from a repr that may differ in "
+            f"another process, where the answer could not be matched to the question. "
+            f"Give the task arguments with a JSON form (str, numbers, lists, dicts, "
+            f"pydantic models, dataclasses; no sets), e.g. an object's key instead of "
+            f"the object",
+            path=call.path,
+        )
     index = call.asked
     call.asked += 1
     interrupt_id = _interrupt_id(call.node_id, index, question)
@@ -229,6 +256,9 @@ def remember(interrupts: Iterable[Interrupt], store: Store | None) -> None:
     with _seen_lock:
         for item in interrupts:
             _seen[item.id] = item
+            _seen.move_to_end(item.id)
+        while len(_seen) > SEEN_LIMIT:
+            _seen.popitem(last=False)
     if store is not None:
         for item in interrupts:
             try:

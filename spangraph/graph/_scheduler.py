@@ -915,7 +915,26 @@ class Scheduler:
             path=self.graph.path_of(node.id),
             label=producer.given_label or producer.label,
             answers=self.answers,
+            unstable=lambda: self._unstable(node.id),
         )
+
+    def _unstable(self, node_id: str) -> str | None:
+        """Why a node's id may differ in another process: a task of its own or
+        upstream (its parts, whose ids its id is made of; not the nodes a task
+        returned) whose arguments are not JSON data (``None``: none)."""
+        stack, seen = [node_id], {node_id}
+        while stack:
+            info = self.graph[stack.pop()]
+            producer = getattr(info.span, "producer", None)
+            check = getattr(producer, "unstable_arguments", None)
+            reason = check() if callable(check) else None
+            if isinstance(reason, str):
+                return reason
+            for parent in info.inputs:
+                if parent not in seen and parent in self.graph:
+                    seen.add(parent)
+                    stack.append(parent)
+        return None
 
     def _interrupted(self, node: NodeInfo, asked: Interrupt) -> None:
         """A task paused with ``interrupt()``: its thunks go back to pending (a resume

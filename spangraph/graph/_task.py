@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from ..nodes import ExecutionState, ModelOutputThunk, render_span
 from ..nodes._internal import canonical_json, current_state, is_span, value_hint
@@ -94,16 +95,23 @@ class TaskProducer:
         with state:
             return self.fn(*args, **kwargs)
 
+    def unstable_arguments(self) -> str | None:
+        """Why this node's id may differ in another process: its arguments have no
+        JSON form (``params`` then uses their repr); ``None`` when they have one."""
+        if _json_arguments(_replace_spans((self.args, dict(self.kwargs)))) is not None:
+            return None
+        kinds = sorted({type(v).__name__ for v in (*self.args, *self.kwargs.values())})
+        return f"{self.label} takes arguments that are not JSON data (of types {', '.join(kinds)})"
+
     def params(self) -> str:
         fn = self.fn
         name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
         plain = _replace_spans((self.args, dict(self.kwargs)))
-        try:
-            args = canonical_json(plain)
-        except TypeError:
-            # Arguments JSON cannot hold: their repr stands in. It may not be
-            # stable across processes, which only costs cache hits, never
-            # correctness (distinct arguments never share a node).
+        args = _json_arguments(plain)
+        if args is None:
+            # Arguments with no JSON form: their repr stands in. It may not be
+            # stable across processes, which costs cache hits (never correctness:
+            # distinct arguments never share a node), and refuses interrupt().
             args = repr(plain)
         if self.state is None:
             return canonical_json({"task": name, "args": args})
@@ -197,6 +205,47 @@ def _walk_values(value: Any) -> list[Any]:
         if items:
             stack.extend(reversed(items))
     return out
+
+
+def _json_arguments(plain: Any) -> str | None:
+    """A task's arguments (spans replaced) as canonical JSON: as they are, or with each
+    value JSON cannot hold as its type's name and its JSON form through pydantic (a
+    model, a dataclass, a date...: so two types never share a form); ``None`` when a
+    value has no JSON form, or is a set (whose order, for strings, differs between
+    processes)."""
+    try:
+        return canonical_json(plain)
+    except TypeError:
+        pass
+    try:
+        return canonical_json(_tagged(plain))
+    except Exception:
+        return None
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _tagged(value: Any) -> Any:
+    """``value`` with every non-JSON value tagged with its type (see ``_json_arguments``)."""
+    if isinstance(value, _JSON_SCALARS):
+        return value
+    if type(value) is dict:
+        return {str(k): _tagged(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return [_tagged(v) for v in value]
+    if isinstance(value, Set):
+        raise TypeError("a set has no stable order")
+    kind = type(value)
+    if isinstance(value, BaseModel):
+        inner: Any = {name: _tagged(v) for name, v in value}
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        inner = {f.name: _tagged(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    else:
+        inner = to_jsonable_python(value)  # raises for a value with no JSON form
+        if isinstance(value, Mapping | Sequence):  # its items, checked the same way
+            inner = _tagged(dict(value) if isinstance(value, Mapping) else list(value))
+    return {"$type": f"{kind.__module__}.{kind.__qualname__}", "$value": inner}
 
 
 def _replace_spans(value: Any) -> Any:

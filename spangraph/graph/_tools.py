@@ -48,7 +48,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
 from ..cache._internal import run_cache
-from ..nodes import Component, ModelOutputThunk, ParseError, Span
+from ..engines._types import TOOL_STEPS, ToolRequest
+from ..nodes import Component, ModelOutputThunk, ParseError, Span, render_span
 from ..nodes._internal import canonical_json, current_state
 from ._interrupt import _current
 from ._task import TaskProducer
@@ -293,6 +294,53 @@ class ToolStep(Component[ToolReply]):
     def parse_output(self, text: str) -> ToolReply:
         return _parse_reply(text, round_index=self.round, choice=self.choice)
 
+    def tool_request(self) -> ToolRequest:
+        """This round for an engine with a tools API (``engines.ToolRequest``): the
+        tools as function definitions, the choice, the action's own prompt (without
+        the reply instructions), and each earlier round as an ``assistant`` message
+        with ``tool_calls`` and one ``tool`` message per call, whose content is the
+        tool's result as the JSON-schema prompt shows it."""
+        history: list[dict[str, Any]] = []
+        for part in self.history:
+            if isinstance(part, ToolResult):
+                outcome = part.outcome
+                content = outcome.value if isinstance(outcome, ModelOutputThunk) else str(outcome)
+                history.append({"role": "tool", "tool_call_id": part.call_id, "content": content})
+            elif isinstance(part, ModelOutputThunk) and isinstance(part.parsed, ToolReply):
+                reply: ToolReply = part.parsed
+                history.append(
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": call.id,
+                                "type": "function",
+                                "function": {
+                                    "name": call.name,
+                                    "arguments": json.dumps(call.arguments),
+                                },
+                            }
+                            for call in reply.calls
+                        ],
+                    }
+                )
+        tools = tuple(
+            {
+                "type": "function",
+                "function": {
+                    "name": entry["name"],
+                    "description": entry.get("description", ""),
+                    "parameters": entry["parameters"],
+                },
+            }
+            for entry in self.tools_schema
+        )
+        return ToolRequest(tools, self.choice, render_span(self.action), tuple(history))
+
+
+TOOL_STEPS[ToolStep] = ToolStep.tool_request
+
 
 def _instructions(tools: Sequence[Tool], choice: str) -> str:
     if choice == "none":  # the last round
@@ -437,6 +485,9 @@ class LoopProducer(TaskProducer):
     def name(self) -> str:
         return "tool_loop"
 
+    def unstable_arguments(self) -> str | None:
+        return None  # its id is made of canonical JSON (LoopConfig's repr is)
+
     def hint(self) -> str | None:
         return None
 
@@ -461,6 +512,9 @@ class RoundProducer(TaskProducer):
     @property
     def name(self) -> str:
         return "tool_round"
+
+    def unstable_arguments(self) -> str | None:
+        return None  # its id is made of canonical JSON (LoopConfig's repr is)
 
     def hint(self) -> str | None:
         return None
@@ -495,6 +549,9 @@ class ToolProducer(TaskProducer):
     @property
     def tool_name(self) -> str:
         return self.tool.name if self.tool is not None else "?"
+
+    def unstable_arguments(self) -> str | None:
+        return None  # its id is made of canonical JSON (LoopConfig's repr is)
 
     def hint(self) -> str | None:
         return None
@@ -559,7 +616,9 @@ def declare_loop(
         action=action,
         history=[],
         instructions=_instructions(checked, tool_choice),
-        tools_schema=[{"name": t.name, "parameters": t.schema} for t in checked],
+        tools_schema=[
+            {"name": t.name, "description": t.description, "parameters": t.schema} for t in checked
+        ],
         choice=tool_choice,
         round=0,
     )

@@ -48,6 +48,8 @@ GEN_AI_TOOL_TYPE = "gen_ai.tool.type"
 #: A tool call's arguments and result (free text: with content capture on only).
 GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
 GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"
+#: The tools a generation was offered (free text: with content capture on only).
+GEN_AI_TOOL_DEFINITIONS = "gen_ai.tool.definitions"
 
 # gen_ai.output.type: what the request asked for (a JSON schema constrains the output, or not).
 OUTPUT_JSON = "json"

@@ -100,6 +100,8 @@ class FreeText:
         )
         attributes[sc.INPUT_VALUE] = prompt
         attributes[sc.INPUT_MIME_TYPE] = sc.MIME_TEXT
+        if record.tools:  # a tool loop's round: the tools it was offered
+            attributes[sc.GEN_AI_TOOL_DEFINITIONS] = _cut(json.dumps(list(record.tools)))
         if record.output is not None:
             output = _cut(record.output)
             attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(

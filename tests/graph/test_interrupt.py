@@ -324,3 +324,101 @@ def test_interrupt_and_resume_under_trio() -> None:
     first, second = anyio.run(both, backend="trio")
     assert first.status == "interrupted" and second.status == "done"
     assert node.value == "YES" and eng.calls == 1
+
+
+# -- ids that hold across processes, and a bounded registry ---------------------------
+
+
+class Opaque:
+    """No JSON form: a task given one gets its node id from the repr (an address)."""
+
+
+@task
+def ask_about(thing: Opaque) -> str:
+    return str(interrupt("Go on?"))
+
+
+@task
+def make(thing: Opaque) -> str:
+    return "made"
+
+
+@task
+def confirm(text: str) -> bool:
+    return bool(interrupt(f"Keep {text}?", bool))
+
+
+def test_an_interrupt_in_a_task_whose_arguments_json_cannot_hold_is_refused() -> None:
+    from spangraph import NodeFailedError
+
+    cases = (
+        (ask_about(Opaque()), "ask_about", "ask_about"),
+        (confirm(make(Opaque())), "confirm", "make"),  # upstream: its id is in confirm's
+    )
+    for root, path, culprit in cases:
+        with pytest.raises(NodeFailedError) as failure:
+            run(root, engine=ScriptedEngine("x"), progress=False)
+        error = failure.value.error
+        assert isinstance(error, InterruptError)
+        assert "not JSON data" in str(error) and f"task({culprit}) takes" in str(error)
+        assert path in error.path  # the span path of the task that asked
+    with pytest.raises(NodeFailedError, match="not JSON data"):  # a set has no stable order
+        run(confirm_all({"b", "a"}), engine=ScriptedEngine("x"), progress=False)
+    # JSON data all the way up: asked, with an id (what the rest of this file tests).
+    paused = run(confirm("the summary"), engine=ScriptedEngine("x"), progress=False)
+    assert paused.status == "interrupted" and len(paused.interrupts) == 1
+
+
+class Draft(BaseModel):
+    title: str
+    words: int
+
+
+@task
+def confirm_all(items: Any) -> bool:
+    return bool(interrupt(f"Keep {sorted(items)}?", bool))
+
+
+@task
+def approve_draft(draft: Draft) -> bool:
+    return bool(interrupt(f"Publish {draft.title}?", bool))
+
+
+def test_a_task_given_a_pydantic_model_interrupts_with_an_id_another_process_shares() -> None:
+    """A model's JSON form, tagged with its type, makes the node id (not its repr)."""
+    paused = run(approve_draft(Draft(title="Licence", words=9)), progress=False)
+    (asked,) = paused.interrupts
+    script = textwrap.dedent(
+        """
+        from spangraph import run
+        from tests.graph.test_interrupt import Draft, approve_draft
+
+        (asked,) = run(approve_draft(Draft(title="Licence", words=9)), progress=False).interrupts
+        print(asked.id)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "random"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == asked.id
+
+
+def test_the_interrupts_a_process_keeps_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spangraph.graph import _interrupt
+
+    monkeypatch.setattr(_interrupt, "SEEN_LIMIT", 3)
+    asked = [
+        _interrupt.Interrupt(
+            id=f"int-bounded-{i}", question="Go on?", path="p", label="t", schema={"type": "string"}
+        )
+        for i in range(5)
+    ]
+    store = MemoryStore()
+    _interrupt.remember(asked, store)
+    assert list(_interrupt._seen) == ["int-bounded-2", "int-bounded-3", "int-bounded-4"]
+    # The oldest is still found in the run's memo store; without it, not at all.
+    checked, _ = _interrupt.checked_answers({"int-bounded-0": "yes"}, store)
+    assert checked == {"int-bounded-0": "yes"}
+    with pytest.raises(InterruptError, match="no run of this process"):
+        _interrupt.checked_answers({"int-bounded-1": "yes"}, None)

@@ -22,7 +22,7 @@ from spangraph import (
     tool,
 )
 from spangraph.cache import MemoryStore
-from spangraph.engines import ScriptedEngine
+from spangraph.engines import Identity, ScriptedEngine
 from spangraph.graph import (
     ToolArgumentsError,
     ToolCallError,
@@ -373,7 +373,7 @@ def test_tool_arguments_and_results_reach_spans_only_with_capture_on(
 
     @tool
     def secret_lookup(name: str) -> str:
-        """Look a name up."""
+        """Look a name up (SECRET-TOOL-DESCRIPTION)."""
         if name == "boom":
             raise ValueError("SECRET-ERROR-TEXT")
         return "SECRET-RESULT-TEXT"
@@ -389,9 +389,20 @@ def test_tool_arguments_and_results_reach_spans_only_with_capture_on(
     text = json.dumps([dict(r.attributes) for r in result.log.records], default=str)
     text += json.dumps([r.name for r in result.log.records])
     text += str(result.log.to_graphviz().source)
-    for secret in ("SECRET-ARGUMENT", "SECRET-RESULT-TEXT", "SECRET-ERROR-TEXT"):
+    secrets = ("SECRET-ARGUMENT", "SECRET-RESULT-TEXT", "SECRET-ERROR-TEXT", "SECRET-TOOL-")
+    for secret in secrets:
         assert (secret in text) is captured, secret
+    offered = [
+        n.attributes.get("gen_ai.tool.definitions") for n in result.log.filter(kind="generation")
+    ]
+    assert len(offered) == 3
+    if not captured:
+        assert offered == [None, None, None]
     if captured:
+        # Each round's generation span lists the tools it was offered.
+        (definition,) = json.loads(offered[0])
+        assert definition["function"]["name"] == "secret_lookup"
+        assert "SECRET-TOOL-DESCRIPTION" in definition["function"]["description"]
         first = sorted(result.log.filter(kind="tool"), key=lambda n: n.start)[0]
         assert json.loads(first.attributes["gen_ai.tool.call.arguments"]) == {
             "name": "SECRET-ARGUMENT"
@@ -430,3 +441,51 @@ def test_a_tool_can_ask_a_person_before_it_acts() -> None:
     second = first.resume({asked.id: True})
     assert second.status == "done" and answer.parsed == "mailed"
     assert sent == ["ann"] and engine.calls == 2
+
+
+# -- what an engine with a tools API is given ---------------------------------------------
+
+
+def test_each_round_offers_a_tools_api_the_tools_and_the_rounds_as_chat_messages() -> None:
+    """``Request.tools``: the function definitions, the choice, the action's own turn
+    (no reply instructions), and each earlier round as an assistant message with
+    ``tool_calls`` and a ``tool`` message per call; it crosses an executor's wire."""
+    from spangraph.engines._remote import from_wire, to_wire
+
+    seen: list[Any] = []
+
+    def reply(request: Any) -> str:
+        seen.append(request)
+        if request.tools.history:
+            return '{"answer": "4 words"}'
+        return ScriptedEngine.tool_call("count_words", text="a b c d")
+
+    engine = ScriptedEngine(reply)
+    answer = ask(engine, count_words, search, tool_choice="count_words")
+    run(answer, engine=engine, progress=False)
+    assert answer.parsed == "4 words"
+    first, second = (r.tools for r in seen)
+    assert [t["function"]["name"] for t in first.tools] == ["count_words", "search"]
+    assert first.tools[0]["function"]["description"] == "Count the words of a text."
+    assert first.tools[0]["function"]["parameters"] == count_words.schema
+    assert first.tool_choice == {"type": "function", "function": {"name": "count_words"}}
+    assert first.messages("Be brief.") == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "How long is the licence?"},
+    ]
+    assert second.choice == "auto"
+    user, assistant, result = second.messages()
+    assert user == first.messages()[0]
+    assert assistant["role"] == "assistant" and assistant["content"] is None
+    (call,) = assistant["tool_calls"]
+    assert call["id"] == result["tool_call_id"] == "call_0_0"
+    assert call["function"] == {"name": "count_words", "arguments": '{"text": "a b c d"}'}
+    assert result["role"] == "tool" and json.loads(result["content"])["value"] == 4
+    # The same round as an executor's worker reads it (msgpack, as the wire is).
+    import msgpack
+
+    back = from_wire(msgpack.unpackb(msgpack.packb(to_wire(seen[1], "engine", None))))
+    assert back.tools == second
+    # A generation that is not a tool loop's offers no tools.
+    plain = engine.render(Instruction(description="Hi"), Identity(), {})
+    assert plain.tools is None
