@@ -63,8 +63,13 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m sphinx -E -W --keep-going -n -q -b html docs docs/_build/html
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), a test file to one
+# process (module fixtures, such as a Dask cluster or a Redis server, start once):
+# many tests wait on servers and subprocesses, so two overlap well on two cores.
+TEST_WORKERS ?= 2
+
 test: setup viewer lint docs
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Benchmarks install their peers (Hamilton) here; dask is a test dependency too (setup).
 # sf-hamilton >= 1.90 is a shim that pulls in apache-hamilton; both import as `hamilton`.
