@@ -242,7 +242,10 @@ def logdag_to_graphviz(
     dot = graphviz.Digraph("logdag", graph_attr={"rankdir": rankdir, "fontname": "Helvetica"})
     dot.attr("node", fontname="Helvetica", fontsize="10", style="filled", shape="box")
     dot.attr("edge", color="#777777", arrowsize="0.6", fontsize="8", fontname="Helvetica")
-    critical = {n.key for n in dag.critical_path()} if critical_path else set()
+    chain = dag.critical_path() if critical_path else []
+    critical = {n.key for n in chain}
+    # The chain's own edges: two of its nodes may have an edge that skips between them.
+    critical_edges = {(a.key, b.key) for a, b in zip(chain, chain[1:])}
     used: set[str] = {"critical"} if critical else set()
     ups: dict[str, list[str]] = defaultdict(list)
     downs: dict[str, list[str]] = defaultdict(list)
@@ -330,7 +333,7 @@ def logdag_to_graphviz(
         if a == b or key in seen or (e.kind == "sample" and e.target in judged):
             continue
         seen.add(key)
-        on_path = e.source in critical and e.target in critical
+        on_path = (e.source, e.target) in critical_edges
         attrs = {"color": CRITICAL_COLOUR, "penwidth": "2.5"} if on_path else {}
         if e.kind != "part":
             attrs["label"] = e.kind

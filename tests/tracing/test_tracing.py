@@ -329,6 +329,24 @@ def test_dot_matches_golden_file() -> None:
     assert source == GOLDEN.read_text()
 
 
+def test_only_the_critical_path_s_own_edges_are_highlighted() -> None:
+    """a -> b -> c is the chain; the edge a -> c joins two of its nodes but is not on it."""
+    from spangraph.tracing._render import CRITICAL_COLOUR
+
+    engine = ScriptedEngine(lambda r: "x")
+    a = generate(Op(inputs=["doc"], label="a"), label="a")
+    b = generate(Op(inputs=[a], label="b"), label="b")
+    c = generate(Op(inputs=[a, b], label="c"), label="c")
+    dag = run(c, engine=engine, progress=False).log
+    assert [n.label for n in dag.critical_path()] == ["a", "b", "c"]
+    graph = dag.to_graphviz(timings=False)
+    ids = {n.label: n.key for n in dag.nodes.values()}
+    edges = [line.strip() for line in graph.body if "->" in line]
+    coloured = {line.split(" [")[0] for line in edges if CRITICAL_COLOUR in line}
+    assert coloured == {f"n_{ids['a']} -> n_{ids['b']}", f"n_{ids['b']} -> n_{ids['c']}"}
+    assert len(edges) == 3
+
+
 def test_svg_renders_and_falls_back_without_dot(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
