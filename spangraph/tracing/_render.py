@@ -9,6 +9,7 @@ collapsed. A legend lists the styles the drawing uses.
 from __future__ import annotations
 
 import html
+import itertools
 import pathlib
 import textwrap
 from collections import defaultdict
@@ -245,7 +246,7 @@ def logdag_to_graphviz(
     chain = dag.critical_path() if critical_path else []
     critical = {n.key for n in chain}
     # The chain's own edges: two of its nodes may have an edge that skips between them.
-    critical_edges = {(a.key, b.key) for a, b in zip(chain, chain[1:])}
+    critical_edges = {(a.key, b.key) for a, b in itertools.pairwise(chain)}
     used: set[str] = {"critical"} if critical else set()
     ups: dict[str, list[str]] = defaultdict(list)
     downs: dict[str, list[str]] = defaultdict(list)
