@@ -187,6 +187,46 @@ class LlamaConfig:
     chat_template: str = ""
 
 
+class _Chunks:
+    """The callback of a streamed llama.cpp call: each choice goes to ``on_choice``;
+    an error, the final finish reason, timings and usage, and an exception raised
+    here (llama.cpp swallows those) are kept for after the call (``check``). It
+    asks llama.cpp to stop once ``stop`` is set."""
+
+    def __init__(self, on_choice: Callable[[Mapping[str, Any]], None], stop: threading.Event):
+        self.on_choice = on_choice
+        self.stop = stop
+        self.final: dict[str, Any] = {}
+        self.errors: list[Any] = []
+        self.raised: list[BaseException] = []
+
+    def __call__(self, chunk: Any) -> bool:
+        try:
+            if isinstance(chunk, str | bytes):
+                chunk = json.loads(chunk)
+            if "error" in chunk:
+                self.errors.append(chunk)
+                return True
+            for choice in chunk.get("choices") or ():
+                self.on_choice(choice)
+                if choice.get("finish_reason"):
+                    self.final["finish_reason"] = choice["finish_reason"]
+            if "timings" in chunk or "usage" in chunk:
+                self.final["timings"] = chunk.get("timings") or self.final.get("timings")
+                self.final["usage"] = chunk.get("usage") or self.final.get("usage")
+            return self.stop.is_set()
+        except BaseException as exc:
+            self.raised.append(exc)
+            return True
+
+    def check(self) -> None:
+        """Raise what the call met: an exception of the callback's, or llama.cpp's error."""
+        if self.raised:
+            raise self.raised[0]
+        if self.errors:
+            _raise_for_error(self.errors[0])
+
+
 class _Shared:
     def __init__(self, config: LlamaConfig) -> None:
         import xllamacpp as xlc
@@ -716,34 +756,15 @@ class LlamaCppEngine(InferenceEngine):
             prefix = prefix._replace(text=prefix_text) if prefix and prefix_text else None
         self._check_context(shared, request, payload)
         parts: list[str] = []
-        final: dict[str, Any] = {}
-        errors: list[Any] = []
-        raised: list[BaseException] = []
 
-        def on_chunk(chunk: Any) -> bool:
-            # llama.cpp swallows exceptions raised here: keep them for after.
-            try:
-                if isinstance(chunk, str | bytes):
-                    chunk = json.loads(chunk)
-                if "error" in chunk:
-                    errors.append(chunk)
-                    return True
-                for choice in chunk.get("choices") or ():
-                    text = choice.get("text") or ""
-                    if text:
-                        parts.append(text)
-                        if on_delta is not None:
-                            on_delta(text)
-                    if choice.get("finish_reason"):
-                        final["finish_reason"] = choice["finish_reason"]
-                if "timings" in chunk or "usage" in chunk:
-                    final["timings"] = chunk.get("timings") or final.get("timings")
-                    final["usage"] = chunk.get("usage") or final.get("usage")
-                return stop.is_set()
-            except BaseException as exc:
-                raised.append(exc)
-                return True
+        def on_choice(choice: Mapping[str, Any]) -> None:
+            text = choice.get("text") or ""
+            if text:
+                parts.append(text)
+                if on_delta is not None:
+                    on_delta(text)
 
+        chunks = _Chunks(on_choice, stop)
         shared.used = True
         asked = time.perf_counter()
         slot = shared.slots.acquire(prefix.digest if prefix else None)
@@ -756,16 +777,13 @@ class LlamaCppEngine(InferenceEngine):
                 holds = prefix.digest
             elif not self.kv_cache:
                 holds = None
-            shared.server.handle_completions({**payload, "stream": True, "id_slot": slot}, on_chunk)
+            shared.server.handle_completions({**payload, "stream": True, "id_slot": slot}, chunks)
         except BaseException:
             holds = None  # the slot's contents are unknown after a failure
             raise
         finally:
             shared.slots.release(slot, holds)
-        if raised:
-            raise raised[0]
-        if errors:
-            _raise_for_error(errors[0])
+        chunks.check()
         return {
             "text": "".join(parts),
             "slot": slot,
@@ -773,7 +791,7 @@ class LlamaCppEngine(InferenceEngine):
             "warmed": warm.evaluated,
             "warm_ms": warm.prefill_ms,
             "restore_ms": warm.restore_ms,
-            **final,
+            **chunks.final,
         }
 
     def _call_tools(
@@ -804,53 +822,31 @@ class LlamaCppEngine(InferenceEngine):
                 chat[name] = value
         content: list[str] = []
         calls: dict[int, dict[str, str]] = {}
-        final: dict[str, Any] = {}
-        errors: list[Any] = []
-        raised: list[BaseException] = []
 
-        def on_chunk(chunk: Any) -> bool:
-            # llama.cpp swallows exceptions raised here: keep them for after.
-            try:
-                if isinstance(chunk, str | bytes):
-                    chunk = json.loads(chunk)
-                if "error" in chunk:
-                    errors.append(chunk)
-                    return True
-                for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    content.append(delta.get("content") or "")
-                    for part in delta.get("tool_calls") or ():
-                        call = calls.setdefault(int(part.get("index", 0)), {"name": "", "args": ""})
-                        function = part.get("function") or {}
-                        call["name"] += function.get("name") or ""
-                        call["args"] += function.get("arguments") or ""
-                    if choice.get("finish_reason"):
-                        final["finish_reason"] = choice["finish_reason"]
-                if "timings" in chunk or "usage" in chunk:
-                    final["timings"] = chunk.get("timings") or final.get("timings")
-                    final["usage"] = chunk.get("usage") or final.get("usage")
-                return stop.is_set()
-            except BaseException as exc:
-                raised.append(exc)
-                return True
+        def on_choice(choice: Mapping[str, Any]) -> None:
+            delta = choice.get("delta") or {}
+            content.append(delta.get("content") or "")
+            for part in delta.get("tool_calls") or ():
+                call = calls.setdefault(int(part.get("index", 0)), {"name": "", "args": ""})
+                function = part.get("function") or {}
+                call["name"] += function.get("name") or ""
+                call["args"] += function.get("arguments") or ""
 
+        chunks = _Chunks(on_choice, stop)
         shared.used = True
         asked = time.perf_counter()
         slot = shared.slots.acquire(None)
         queue_ms = (time.perf_counter() - asked) * 1e3
         try:
-            shared.server.handle_chat_completions({**chat, "id_slot": slot}, on_chunk)
+            shared.server.handle_chat_completions({**chat, "id_slot": slot}, chunks)
         finally:
             shared.slots.release(slot, None)  # it holds this chat now, no cached prefix
-        if raised:
-            raise raised[0]
-        if errors:
-            _raise_for_error(errors[0])
+        chunks.check()
         made = [(calls[i]["name"], calls[i]["args"]) for i in sorted(calls)]
         text = tool_reply_text(made, "".join(content))
         if on_delta is not None:
             on_delta(text)
-        return {"text": text, "slot": slot, "queue_ms": queue_ms, **final}
+        return {"text": text, "slot": slot, "queue_ms": queue_ms, **chunks.final}
 
     async def _run(
         self, request: Request, on_delta: Callable[[str], None] | None = None
