@@ -150,9 +150,26 @@ class KVPrefixStore:
         self._lock = threading.Lock()
         #: digest → (inode, size, mtime, ctime, checksum) of the file as last verified.
         self._verified: dict[str, tuple[int, int, int, int, str]] = {}
-        self._conn = self._open_index()
+        self._pid = os.getpid()
+        self._connection = self._open_index()
 
     # -- the index --------------------------------------------------------------------
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The index's connection, opened again in a child process: an SQLite connection
+        must not be used across a ``fork()``. The child holds none of the parent's locks,
+        though SQLite in the child believes it does (for every connection it opens on the
+        file), so once the parent closed the index, another process closing it took
+        itself for its last user and deleted the ``-wal`` and ``-shm`` the child was
+        using ('disk I/O error' next). Closing the inherited connection first clears
+        that belief: the new one takes its own locks."""
+        if self._pid != os.getpid():
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+            self._connection = self._open_index()
+            self._pid = os.getpid()
+        return self._connection
 
     def _open_index(self) -> sqlite3.Connection:
         index = self.directory / "index.db"
@@ -504,7 +521,7 @@ class KVPrefixStore:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._connection.close()
 
 
 def _alive(pid: int) -> bool:

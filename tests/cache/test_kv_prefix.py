@@ -431,3 +431,51 @@ def test_a_live_index_s_files_are_read_only_from_another_process(
         return
     second = KVPrefixStore(tmp_path, model=MODEL)
     assert second.digests() == [DIGEST] and second.verified(DIGEST)
+
+
+FORKED = textwrap.dedent(
+    """
+    import os, subprocess, sys
+    from spangraph.cache import KVPrefixStore
+
+    folder, digest, opener = sys.argv[1], sys.argv[2], sys.argv[3]
+    store = KVPrefixStore(folder)
+    store.digests()
+    ready, go = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.read(ready, 1)  # the parent has closed its store
+        store.digests()
+        subprocess.run([sys.executable, "-c", opener, folder], check=True)
+        with open(store.path(digest), "wb") as f:
+            f.write(b"saved state")
+        store.record(digest, tokens=3)
+        try:
+            print(KVPrefixStore(folder).digests())
+        except Exception as exc:
+            print(repr(exc))
+        sys.stdout.flush()
+        os._exit(0)
+    store.close()
+    os.write(go, b"x")
+    os.waitpid(child, 0)
+    """
+)
+
+
+def test_a_store_used_across_a_fork_opens_its_index_again_in_the_child(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A forked child holds none of its parent's SQLite locks while SQLite believes it
+    does: once the parent closed the index, another process closing it deleted the
+    ``-wal`` and ``-shm`` the child used, and the child's next store met 'disk I/O
+    error'. (Forked in a fresh interpreter: this one may run threads.)"""
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED, str(tmp_path), DIGEST, OPEN_AND_CLOSE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == repr([DIGEST]), done.stdout + done.stderr
