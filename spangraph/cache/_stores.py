@@ -331,11 +331,29 @@ class SQLiteStore:
         self._lease_table = False
         self._hits_column = False
         self._inspected: tuple[int, int] | None = None
+        self._pid = os.getpid()
         with self._opening():
-            self._conn = self._open()
+            self._connection = self._open()
             here = os.stat(self.path)  # the file just opened: no other opener swaps it now
         self._open_here = _hold((here.st_dev, here.st_ino))
         self._unhold = weakref.finalize(self, _unhold, self._open_here)
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The memo's connection, opened again in a child process: an SQLite connection
+        must not be used across a ``fork()``. The child holds none of the parent's locks,
+        though SQLite in the child believes it does, so once the parent closed the memo,
+        another process closing it took itself for its last user and deleted the
+        ``-wal`` and ``-shm`` the child was using. Closing the inherited connection
+        first clears that belief; the parent's leases are the parent's to give back."""
+        if self._pid != os.getpid():
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+            self._leases.clear()
+            with self._opening():
+                self._connection = self._open()
+            self._pid = os.getpid()
+        return self._connection
 
     # -- opening -----------------------------------------------------------------------
 

@@ -305,3 +305,43 @@ def test_a_second_store_on_one_memo_keeps_the_first_ones_locks(tmp_path: pathlib
     assert sorted(third.keys()) == ["after", "before", "other"]
     first.close()
     third.close()
+
+
+FORKED = textwrap.dedent(
+    """
+    import os, subprocess, sys
+    from spangraph.cache import SQLiteStore
+
+    path, opener = sys.argv[1], sys.argv[2]
+    store = SQLiteStore(path)
+    store.put("parent", {"v": 1})
+    ready, go = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.read(ready, 1)  # the parent has closed its store
+        store.get("parent")
+        subprocess.run([sys.executable, "-c", opener, path, "other"], check=True)
+        store.put("child", {"v": 2})
+        again = SQLiteStore(path)
+        print(again.moved_aside, sorted(again.keys()))
+        sys.stdout.flush()
+        os._exit(0)
+    store.close()
+    os.write(go, b"x")
+    os.waitpid(child, 0)
+    """
+)
+
+
+def test_a_store_used_across_a_fork_opens_the_memo_again_in_the_child(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A forked child holds none of its parent's SQLite locks while SQLite believes it
+    does: once the parent closed the memo, another process closing it deleted the
+    ``-wal`` and ``-shm`` the child used, and the child's next store met 'disk I/O
+    error' and set the memo aside. (Forked in a fresh interpreter: this one may run
+    threads.)"""
+    path = tmp_path / "memo.db"
+    done = run_python(FORKED, str(path), OPENER)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None ['child', 'other', 'parent']", done.stdout + done.stderr
