@@ -38,6 +38,11 @@ The folder (when the store makes it), the index and the files are the
 user's alone (0700/0600), whatever the umask: a slot file decodes back to
 the document it caches.
 
+Stores in any number of processes, and several in one process, may share an
+index. A store used in a forked child opens the index again there (``_conn``).
+A process that has the index open must not read its files itself (closing a
+descriptor drops SQLite's locks: ``docs/design/guarantees.md``).
+
 The index's schema is ``SCHEMA``; an index that lacks any of its columns (an
 older spangraph's, without checksums) or that is not a database is dropped
 with its files and started empty: files that cannot be verified are not
