@@ -38,6 +38,11 @@ The folder (when the store makes it), the index and the files are the
 user's alone (0700/0600), whatever the umask: a slot file decodes back to
 the document it caches.
 
+Stores in any number of processes, and several in one process, may share an
+index. A store used in a forked child opens the index again there (``_conn``).
+A process that has the index open must not read its files itself (closing a
+descriptor drops SQLite's locks: ``docs/design/guarantees.md``).
+
 The index's schema is ``SCHEMA``; an index that lacks any of its columns (an
 older spangraph's, without checksums) or that is not a database is dropped
 with its files and started empty: files that cannot be verified are not
@@ -150,9 +155,26 @@ class KVPrefixStore:
         self._lock = threading.Lock()
         #: digest → (inode, size, mtime, ctime, checksum) of the file as last verified.
         self._verified: dict[str, tuple[int, int, int, int, str]] = {}
-        self._conn = self._open_index()
+        self._pid = os.getpid()
+        self._connection = self._open_index()
 
     # -- the index --------------------------------------------------------------------
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The index's connection, opened again in a child process: an SQLite connection
+        must not be used across a ``fork()``. The child holds none of the parent's locks,
+        though SQLite in the child believes it does (for every connection it opens on the
+        file), so once the parent closed the index, another process closing it took
+        itself for its last user and deleted the ``-wal`` and ``-shm`` the child was
+        using ('disk I/O error' next). Closing the inherited connection first clears
+        that belief: the new one takes its own locks."""
+        if self._pid != os.getpid():
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+            self._connection = self._open_index()
+            self._pid = os.getpid()
+        return self._connection
 
     def _open_index(self) -> sqlite3.Connection:
         index = self.directory / "index.db"
@@ -504,7 +526,7 @@ class KVPrefixStore:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._connection.close()
 
 
 def _alive(pid: int) -> bool:

@@ -22,7 +22,8 @@ import threading
 import time
 import uuid
 import warnings
-from collections import OrderedDict
+import weakref
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from hashlib import blake2b
@@ -223,6 +224,14 @@ _SELECT_ROW = (
     "FROM memo AS m WHERE m.key = ?"
 )
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+
+#: The memo files (device, inode) that stores of this process have open. Their header
+#: is not read with a file descriptor of ours: closing any descriptor of a file drops
+#: every POSIX lock the process holds on it, SQLite's included, and another process
+#: closing the memo would then take itself for its last user and delete the live
+#: memo's ``-wal`` and ``-shm`` (https://sqlite.org/howtocorrupt.html, section 2.2).
+_OPEN_HERE: Counter[tuple[int, int]] = Counter()
+_OPEN_HERE_LOCK = threading.Lock()
 #: What a file at the store's path turned out to be.
 _EMPTY, _MEMO, _FOREIGN, _NOT_A_DATABASE = "empty", "memo", "foreign", "not a database"
 
@@ -322,8 +331,29 @@ class SQLiteStore:
         self._lease_table = False
         self._hits_column = False
         self._inspected: tuple[int, int] | None = None
+        self._pid = os.getpid()
         with self._opening():
-            self._conn = self._open()
+            self._connection = self._open()
+            here = os.stat(self.path)  # the file just opened: no other opener swaps it now
+        self._open_here = _hold((here.st_dev, here.st_ino))
+        self._unhold = weakref.finalize(self, _unhold, self._open_here)
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The memo's connection, opened again in a child process: an SQLite connection
+        must not be used across a ``fork()``. The child holds none of the parent's locks,
+        though SQLite in the child believes it does, so once the parent closed the memo,
+        another process closing it took itself for its last user and deleted the
+        ``-wal`` and ``-shm`` the child was using. Closing the inherited connection
+        first clears that belief; the parent's leases are the parent's to give back."""
+        if self._pid != os.getpid():
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+            self._leases.clear()
+            with self._opening():
+                self._connection = self._open()
+            self._pid = os.getpid()
+        return self._connection
 
     # -- opening -----------------------------------------------------------------------
 
@@ -429,7 +459,18 @@ class SQLiteStore:
             os.chmod(made, 0o700)
 
     def _inspect(self) -> tuple[str, str]:
-        """What the file is, found without writing anything (see the class docstring)."""
+        """What the file is, found without writing anything (see the class docstring).
+        A memo that a store of this process has open is not read here (see
+        ``_OPEN_HERE``): SQLite's own checks of it follow."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            pass  # _read_header says what is wrong
+        else:
+            with _OPEN_HERE_LOCK:
+                if _OPEN_HERE[stat.st_dev, stat.st_ino]:
+                    self._inspected = (stat.st_dev, stat.st_ino)
+                    return _MEMO, ""
         header = self._read_header()
         if header and not header.startswith(_SQLITE_MAGIC):
             # Ask SQLite first: it waits for a writer's lock, so a memo whose first page
@@ -949,6 +990,7 @@ class SQLiteStore:
                     )
             self._leases.clear()
             self._conn.close()
+            self._unhold()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -1034,6 +1076,19 @@ class LayeredStore:
 
     def __repr__(self) -> str:
         return f"LayeredStore({', '.join(repr(s) for s in self.stores)})"
+
+
+def _hold(file: tuple[int, int]) -> tuple[int, int]:
+    with _OPEN_HERE_LOCK:
+        _OPEN_HERE[file] += 1
+    return file
+
+
+def _unhold(file: tuple[int, int]) -> None:
+    with _OPEN_HERE_LOCK:
+        _OPEN_HERE[file] -= 1
+        if _OPEN_HERE[file] <= 0:
+            del _OPEN_HERE[file]
 
 
 def _optional(store: Store, method: str, key: str) -> None:

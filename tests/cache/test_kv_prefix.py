@@ -21,6 +21,7 @@ from spangraph.cache import KVPrefixStore
 from spangraph.cache import _kv as kv_module
 from spangraph.engines import Capabilities, LlamaCppEngine, Request, ScriptedEngine
 from tests.conftest import DOCUMENT
+from tests.scan import files_containing
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 QUESTIONS = [
@@ -225,6 +226,9 @@ def test_a_new_process_reuses_the_saved_prefix(kv_engine: LlamaCppEngine) -> Non
 DIGEST = "0123456789abcdef0123456789abcdef01234567"
 MODEL = "a" * 64
 CONTENT = b"GGSQ the cached document, which must never reach a message " * 100
+OPEN_AND_CLOSE = (
+    "import sys; from spangraph.cache import KVPrefixStore; KVPrefixStore(sys.argv[1]).close()"
+)
 
 
 def _saved(directory: pathlib.Path, model: str = MODEL) -> KVPrefixStore:
@@ -392,3 +396,86 @@ def test_folders_and_files_are_the_user_s_alone_whatever_the_umask(
     files = [p for p in directory.iterdir()]
     assert {p.name for p in files} >= {"index.db", "index.db-wal", store.filename(DIGEST)}
     assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
+
+
+def _read_here(paths: list[pathlib.Path], needles: list[str]) -> list[str]:
+    """What the key test of tests/engines/test_llamacpp_server.py used to do."""
+    return [str(p) for p in paths for n in needles if n.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize(
+    "scan", [files_containing, _read_here], ids=["from another process", "in this process"]
+)
+def test_a_live_index_s_files_are_read_only_from_another_process(
+    tmp_path: pathlib.Path, scan: Any
+) -> None:
+    """The 'disk I/O error' that a second KVPrefixStore on the session's index met in
+    the full suite. A test read every file under the home, the live index's included,
+    in the process that held the index open: closing those descriptors dropped SQLite's
+    POSIX locks on them. A later process (a CLI run, an example) closing the index then
+    took itself for its last user and deleted the live ``-wal`` and ``-shm``; the first
+    store wrote on into the deleted ``-wal``, and the next store of this process found a
+    new, empty ``-wal`` where its shared memory said there were frames (a short read).
+    ``files_containing`` reads in a child process, whose descriptors are its own."""
+    first = KVPrefixStore(tmp_path, model=MODEL)
+    assert scan(sorted(tmp_path.iterdir()), ["no such text"]) == []
+    subprocess.run(
+        [sys.executable, "-c", OPEN_AND_CLOSE, str(tmp_path)], cwd=ROOT, check=True, timeout=60
+    )
+    temp = first.temp_name(DIGEST)
+    (tmp_path / temp).write_bytes(CONTENT)
+    assert first.commit(DIGEST, temp, tokens=42)
+    if scan is _read_here:
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+            KVPrefixStore(tmp_path, model=MODEL)
+        return
+    second = KVPrefixStore(tmp_path, model=MODEL)
+    assert second.digests() == [DIGEST] and second.verified(DIGEST)
+
+
+FORKED = textwrap.dedent(
+    """
+    import os, subprocess, sys
+    from spangraph.cache import KVPrefixStore
+
+    folder, digest, opener = sys.argv[1], sys.argv[2], sys.argv[3]
+    store = KVPrefixStore(folder)
+    store.digests()
+    ready, go = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.read(ready, 1)  # the parent has closed its store
+        store.digests()
+        subprocess.run([sys.executable, "-c", opener, folder], check=True)
+        with open(store.path(digest), "wb") as f:
+            f.write(b"saved state")
+        store.record(digest, tokens=3)
+        try:
+            print(KVPrefixStore(folder).digests())
+        except Exception as exc:
+            print(repr(exc))
+        sys.stdout.flush()
+        os._exit(0)
+    store.close()
+    os.write(go, b"x")
+    os.waitpid(child, 0)
+    """
+)
+
+
+def test_a_store_used_across_a_fork_opens_its_index_again_in_the_child(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A forked child holds none of its parent's SQLite locks while SQLite believes it
+    does: once the parent closed the index, another process closing it deleted the
+    ``-wal`` and ``-shm`` the child used, and the child's next store met 'disk I/O
+    error'. (Forked in a fresh interpreter: this one may run threads.)"""
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED, str(tmp_path), DIGEST, OPEN_AND_CLOSE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == repr([DIGEST]), done.stdout + done.stderr

@@ -25,7 +25,16 @@ from spangraph import run
 from spangraph.cache import MemoStoreError, SQLiteStore
 from spangraph.cache._stores import APPLICATION_ID, SCHEMA_VERSION
 from spangraph.engines import ScriptedEngine
-from tests.cache.memo_helpers import ROOT, answer, digest, fan, filled_memo, modes, read_only
+from tests.cache.memo_helpers import (
+    ROOT,
+    answer,
+    digest,
+    fan,
+    filled_memo,
+    modes,
+    read_only,
+    run_python,
+)
 
 
 def _rollback_table(path: pathlib.Path) -> None:
@@ -275,3 +284,64 @@ def test_processes_opening_one_path_at_once_share_one_memo(
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
     assert sorted(SQLiteStore(path).keys()) == [f"p{i}" for i in range(6)]
+
+
+def test_a_second_store_on_one_memo_keeps_the_first_ones_locks(tmp_path: pathlib.Path) -> None:
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it,
+    SQLite's included. If opening a second store read the memo's header with a descriptor
+    of its own, the first store would be left without its locks: another process that
+    closed the memo then took itself for the last user, checkpointed and deleted the
+    ``-wal`` and ``-shm`` of the live memo, and the next store of this process met
+    'disk I/O error' and set the memo aside, entries and all."""
+    path = tmp_path / "memo.db"
+    first = SQLiteStore(path)
+    first.put("before", {"v": 1})
+    SQLiteStore(path).close()  # a second store of this process, on the same memo
+    other = run_python(OPENER, str(path), "other")  # another process opens and closes it
+    assert other.returncode == 0, other.stderr
+    first.put("after", {"v": 2})
+    third = SQLiteStore(path)
+    assert third.moved_aside is None
+    assert sorted(third.keys()) == ["after", "before", "other"]
+    first.close()
+    third.close()
+
+
+FORKED = textwrap.dedent(
+    """
+    import os, subprocess, sys
+    from spangraph.cache import SQLiteStore
+
+    path, opener = sys.argv[1], sys.argv[2]
+    store = SQLiteStore(path)
+    store.put("parent", {"v": 1})
+    ready, go = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.read(ready, 1)  # the parent has closed its store
+        store.get("parent")
+        subprocess.run([sys.executable, "-c", opener, path, "other"], check=True)
+        store.put("child", {"v": 2})
+        again = SQLiteStore(path)
+        print(again.moved_aside, sorted(again.keys()))
+        sys.stdout.flush()
+        os._exit(0)
+    store.close()
+    os.write(go, b"x")
+    os.waitpid(child, 0)
+    """
+)
+
+
+def test_a_store_used_across_a_fork_opens_the_memo_again_in_the_child(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A forked child holds none of its parent's SQLite locks while SQLite believes it
+    does: once the parent closed the memo, another process closing it deleted the
+    ``-wal`` and ``-shm`` the child used, and the child's next store met 'disk I/O
+    error' and set the memo aside. (Forked in a fresh interpreter: this one may run
+    threads.)"""
+    path = tmp_path / "memo.db"
+    done = run_python(FORKED, str(path), OPENER)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None ['child', 'other', 'parent']", done.stdout + done.stderr
