@@ -649,6 +649,12 @@ class SQLiteStore:
         except sqlite3.DatabaseError as exc:
             if _busy(exc):
                 raise MemoStoreError(self.path, f"is locked by another process ({exc})") from None
+            if _error_name(exc).startswith("SQLITE_IOERR"):
+                # Not damage that is known: the file may be whole (a full or failing
+                # disk, a lock another descriptor dropped), so nothing is set aside.
+                raise MemoStoreError(
+                    self.path, f"could not be read ({exc}); it is left as it is"
+                ) from None
             return f"is a damaged spangraph memo ({exc})"
         return None
 

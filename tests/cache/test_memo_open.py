@@ -307,6 +307,28 @@ def test_a_second_store_on_one_memo_keeps_the_first_ones_locks(tmp_path: pathlib
     third.close()
 
 
+def test_an_io_error_on_opening_leaves_the_memo_where_it_is(tmp_path: pathlib.Path) -> None:
+    """An I/O error is not known damage: the memo is refused with ``MemoStoreError`` and
+    left in place, entries and all (it is not set aside). The error is made as users
+    made it: this process reads the live memo's files with descriptors of its own
+    (dropping SQLite's locks), another process then closes the memo as its last user."""
+    path = tmp_path / "memo.db"
+    first = SQLiteStore(path)
+    first.put("before", {"v": 1})
+    for name in ("memo.db", "memo.db-wal", "memo.db-shm"):
+        (tmp_path / name).read_bytes()  # what a user must not do (docs/design/guarantees.md)
+    other = run_python(OPENER, str(path), "other")
+    assert other.returncode == 0, other.stderr
+    first.put("after", {"v": 2})  # into a -wal that the other process deleted
+    with pytest.raises(MemoStoreError, match=r"could not be read .*left as it is"):
+        SQLiteStore(path)
+    first.close()
+    assert not list(tmp_path.glob("*.bad-*"))
+    again = SQLiteStore(path)
+    assert {"before", "other"} <= set(again.keys())
+    again.close()
+
+
 FORKED = textwrap.dedent(
     """
     import os, subprocess, sys
