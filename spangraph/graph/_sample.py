@@ -62,6 +62,11 @@ class AttemptEngine:
             self._shared,
         )
 
+    def judged_by(self, judge: Any) -> AttemptEngine:
+        """The view for a judge engine of the sampler's own (``judge=``): its calls are
+        nodes under the sampler too, linked to the attempts they judge."""
+        return AttemptEngine(judge, self._sampler_id, self._path, self._emit, self._shared)
+
     async def generate(
         self,
         action: Any,

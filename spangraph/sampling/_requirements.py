@@ -70,7 +70,12 @@ async def validate(
         if isinstance(verdict, ValidationResult):
             return verdict
         return ValidationResult(bool(verdict), None if verdict else requirement.description)
-    asked = judge if judge is not None else engine
+    asked = engine
+    if judge is not None:
+        # Through the sampler's engine view where there is one (``judged_by``), so the
+        # judge's calls are in the run's LogDAG like the attempts they judge.
+        view = getattr(engine, "judged_by", None)
+        asked = view(judge) if callable(view) else judge
     question = JudgeQuestion(output=CBlock(text), requirement=requirement.description)
     question._judged = output
     try:

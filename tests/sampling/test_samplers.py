@@ -297,6 +297,23 @@ def test_sampler_node_in_a_graph_and_its_logdag() -> None:
         assert judge.label == f"judge of {judged[judge.key].label}"
 
 
+def test_a_judge_engine_of_the_sampler_s_own_is_in_the_logdag() -> None:
+    """``judge=`` names another engine: its calls go through the sampler's view too, so
+    they are nodes under the sampler, each linked to the attempt it judged."""
+    judge = ScriptedEngine("yes")
+    chosen = sample(
+        Instruction("Give a number."),
+        RejectionSampler([Requirement("Polite.")], loop_budget=2, judge=judge),
+    )
+    dag = run(chosen, engine=ScriptedEngine("42"), progress=False).log
+    assert judge.calls == 1
+    (sampler_node,) = dag.filter(kind="sampler")
+    (judged,) = [n for n in dag.nodes.values() if n.label == "judge of attempt 0"]
+    assert judged.parent == sampler_node.key and judged.kind == "generation"
+    (edge,) = [e for e in dag.edges if e.kind == "judge"]
+    assert edge.target == judged.key and dag.nodes[edge.source].label == "attempt 0"
+
+
 def test_a_sampler_downstream_of_a_failure_is_reported_skipped() -> None:
     engine = Sequence_(["!error"])
     failing = generate(Instruction("Give a number."))
