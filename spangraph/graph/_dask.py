@@ -55,6 +55,7 @@ from distributed import WorkerPlugin  # the ``dask`` extra (graph/__init__ says 
 
 from ..engines import EngineSpec, ExecutorError, InferenceEngine, TransientEngineError
 from ..engines._internal import RemoteEngine, serve
+from ..tracing._internal import node_traceparent
 
 
 class EnginePlugin(WorkerPlugin):
@@ -296,7 +297,9 @@ class DaskExecutor:
             )
         remote = self._proxies.get(base)
         if remote is None:
-            remote = self._proxies[base] = RemoteEngine(base, found[1], self._dispatch)
+            remote = self._proxies[base] = RemoteEngine(
+                base, found[1], self._dispatch, traceparent=node_traceparent
+            )
         if engine is not base:
             view = remote.with_state(engine._bound_state)
             self._proxies[engine] = view

@@ -160,9 +160,11 @@ class SpanSink:
         end: int,
         collected: list[ReadableSpan],
         link_attributes: Mapping[str, Any],
+        span_id: int = 0,
     ) -> Link:
         """Report one finished span under ``parent``; add it to ``collected`` (its run's
-        spans); return a link to it with ``link_attributes``."""
+        spans); return a link to it with ``link_attributes``. ``span_id``: the id
+        allotted to it beforehand (``new_span_id``); 0: a new one."""
         known = self._parent
         if known is None or known[0] is not parent:  # one tuple: threads may share the sink
             known = self._parent = (
@@ -174,7 +176,8 @@ class SpanSink:
                 _FAST_CONTEXT and parent.is_valid,
             )
         _, trace_id, flags, state, sampled, fast = known
-        span_id = self._new_span_id()
+        if not span_id:
+            span_id = self._new_span_id()
         if fast and 0 < span_id <= _MAX_SPAN_ID:
             context = _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, True))
         else:
@@ -232,6 +235,11 @@ class SpanSink:
                 processor.on_end(span)
         return link
 
+    def new_span_id(self) -> int:
+        """A span id for a span made later (``emit(span_id=...)``), from the provider's
+        id generator."""
+        return self._new_span_id() or self._generator.generate_span_id()
+
 
 class TracerSink:
     """Delivers finished node spans through the tracer API, span by span: the
@@ -255,8 +263,10 @@ class TracerSink:
         end: int,
         collected: list[ReadableSpan],
         link_attributes: Mapping[str, Any],
+        span_id: int = 0,
     ) -> Link:
-        """``SpanSink.emit``, through ``start_span`` and ``end``."""
+        """``SpanSink.emit``, through ``start_span`` and ``end`` (the tracer makes the span
+        id: ``new_span_id`` allots none, so ``span_id`` is always 0 here)."""
         span = self._tracer.start_span(
             name,
             context=trace.set_span_in_context(trace.NonRecordingSpan(parent)),
@@ -269,6 +279,11 @@ class TracerSink:
             span.set_status(status)
         span.end(end_time=end)
         return Link(span.get_span_context(), link_attributes)
+
+    def new_span_id(self) -> None:
+        """None: the tracer API makes a span's id when it starts the span, so no id
+        can be allotted beforehand."""
+        return None
 
 
 _MAX_SPAN_ID = 2**64 - 1

@@ -276,6 +276,32 @@ def test_every_span_carries_the_run_s_trace_and_the_worker(
         )
 
 
+def test_spans_made_on_a_worker_are_children_of_their_node_s_span(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    from tests.graph.dask_helpers import worker_spans
+
+    spec = EngineSpec("tests.graph.dask_helpers:traced", {"log_dir": str(tmp_path)})
+    engine = spec.build()
+    executor = DaskExecutor(client, engines={engine: spec})
+    with options(temperature=0):
+        thunks = [*fan(3), generate(Step(inputs=["flaky-trace"], label="retried"))]
+    retry = RetryPolicy(attempts=2, backoff=0.01)
+    result = run(*thunks, engine=engine, executor=executor, retry=retry, progress=False)
+    assert result.status == "done" and result.attempts == 5  # the flaky one ran twice
+    log = result.log
+    assert log.run is not None
+    attempts = log.filter(kind="generation")
+    assert len(attempts) == 5 and len({node.key for node in attempts}) == 5
+    spans = worker_spans(tmp_path)
+    assert len(spans) == 5 and all(span["pid"] != os.getpid() for span in spans)
+    # Each worker span's parent is the span of the attempt it served (retried or not),
+    # one span each, and all are in the run's trace.
+    assert sorted(span["parent_id"] for span in spans) == sorted(node.key for node in attempts)
+    assert {span["trace_id"] for span in spans} == {log.run.trace_id}
+    assert {r.trace_id for r in log.records} == {log.run.trace_id}
+
+
 # -- failures ----------------------------------------------------------------------------
 
 
