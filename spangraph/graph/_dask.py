@@ -18,7 +18,17 @@ only change a user makes. What runs where:
 
 **Limits** are the scheduler's, and it is the only one to send work, so a
 run's ``max_concurrency`` and each engine's ``max_concurrency`` hold across
-the whole cluster (one driver; several drivers each keep their own).
+the whole cluster (one driver). Several drivers each keep their own, unless
+``limits="shared"``: then a generation also holds a lease of a named
+``distributed.Semaphore`` per engine spec (``max_leases``: the engine's
+``max_concurrency``), taken and given back on the client's loop, so the
+drivers that use one spec share its limit. A lease of a driver that dies is
+freed only by Dask's lease timeout (``distributed.scheduler.locks.lease-timeout``).
+
+**Slots.** Each worker declares its engines' slots as a Dask worker resource
+(``slot_resource``: one per engine spec, as many as the worker's engine's
+``max_concurrency``), and each generation asks for one, so a worker with
+more threads than its engine has slots does not overbook the engine.
 
 **Failures.** Dask's own ``retries`` are 0: spangraph's ``RetryPolicy``
 decides. An engine error comes back as its spangraph class (a transient
@@ -45,10 +55,10 @@ import inspect
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from functools import partial
 from hashlib import blake2b
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import anyio
 from distributed import WorkerPlugin  # the ``dask`` extra (graph/__init__ says so if missing)
@@ -56,6 +66,23 @@ from distributed import WorkerPlugin  # the ``dask`` extra (graph/__init__ says 
 from ..engines import EngineSpec, ExecutorError, InferenceEngine, TransientEngineError
 from ..engines._internal import RemoteEngine, serve
 from ..tracing._internal import node_traceparent
+
+#: Who holds an engine's limit: each driver its own (``"driver"``), or every driver that
+#: uses the engine's spec together, through a named ``distributed.Semaphore`` (``"shared"``).
+Limits = Literal["driver", "shared"]
+
+
+def slot_resource(key: str) -> str:
+    """The Dask worker resource of the slots of the engine whose spec's key is ``key``."""
+    return f"spangraph-slots-{key}"
+
+
+def semaphore_name(key: str) -> str:
+    """The named ``distributed.Semaphore`` that holds a shared limit (``limits="shared"``)."""
+    return f"spangraph-limit-{key}"
+
+
+_T = TypeVar("_T")
 
 
 class EnginePlugin(WorkerPlugin):
@@ -82,7 +109,9 @@ class EnginePlugin(WorkerPlugin):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["name"], state["specs"])  # type: ignore[misc]
 
-    def setup(self, worker: Any) -> None:
+    async def setup(self, worker: Any) -> None:
+        """Build the engines, start the private loop, and declare each engine's slots
+        (its ``max_concurrency``) as the worker resource ``slot_resource(key)``."""
         self.address = str(worker.address)
         loop = self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -95,6 +124,9 @@ class EnginePlugin(WorkerPlugin):
                 self.engines[key] = spec.build()
             except Exception as exc:
                 self.errors[key] = f"{type(exc).__name__}: {exc}"
+        slots = {slot_resource(key): engine.max_concurrency for key, engine in self.engines.items()}
+        if slots:
+            await worker.set_resources(**slots)
 
     def teardown(self, worker: Any) -> None:
         loop, thread = self._loop, self._thread
@@ -202,6 +234,13 @@ class DaskExecutor:
     parse, telemetry); a ``LlamaCppEngine`` there loads no model, since it
     never runs a primitive.
 
+    ``limits``: ``"driver"`` (the default): the run's and each engine's
+    ``max_concurrency`` are held by this driver, for its own generations;
+    ``"shared"``: each engine's limit is also held by a named
+    ``distributed.Semaphore`` that every driver using the same spec shares
+    (``max_leases``: the engine's ``max_concurrency`` when the first run
+    starts; a driver that asks another limit for the same spec is refused).
+
     The workers keep their engines between runs; ``close()`` (or ``with
     DaskExecutor(...) as executor:``) has them close their engines.
     """
@@ -210,6 +249,8 @@ class DaskExecutor:
         self,
         client: Any,
         engines: Mapping[InferenceEngine, EngineSpec],
+        *,
+        limits: Limits = "driver",
     ) -> None:
         from distributed import Client
 
@@ -217,7 +258,12 @@ class DaskExecutor:
             raise TypeError(f"DaskExecutor takes a distributed.Client, got {type(client).__name__}")
         if not engines:
             raise ValueError("DaskExecutor needs engines={engine: EngineSpec(...)}: none given")
+        if limits not in ("driver", "shared"):
+            raise ValueError(f"DaskExecutor limits= is 'driver' or 'shared', got {limits!r}")
         self.client: Any = client
+        self.limits: Limits = limits
+        #: The shared limit of each engine spec's key (``limits="shared"``), made at start.
+        self._semaphores: dict[str, Any] = {}
         self._specs: dict[int, tuple[InferenceEngine, EngineSpec]] = {}
         for engine, spec in engines.items():
             if not isinstance(engine, InferenceEngine) or not isinstance(spec, EngineSpec):
@@ -281,7 +327,35 @@ class DaskExecutor:
         ]
         if problems:
             raise ExecutorError("; ".join(problems))
+        if self.limits == "shared":
+            await self._share_limits()
         self._started = True
+
+    async def _share_limits(self) -> None:
+        """Register the named semaphore of each engine spec (``limits="shared"``)."""
+        from distributed import Semaphore
+
+        client = self.client
+        for engine, spec in self._specs.values():
+            if spec.key in self._semaphores:
+                continue
+            semaphore: Any = Semaphore(  # type: ignore[no-untyped-call]
+                max_leases=engine.max_concurrency,
+                name=semaphore_name(spec.key),
+                scheduler_rpc=client.scheduler,
+                loop=client.loop,
+            )
+            try:
+                if client.asynchronous:
+                    await semaphore
+                else:
+                    await anyio.to_thread.run_sync(semaphore.register)
+            except ValueError as exc:  # the scheduler has the semaphore with another limit
+                raise ExecutorError(
+                    f"engine {spec} cannot share its limit ({engine.max_concurrency}) with "
+                    f"the other drivers: {exc}; give every driver the same max_concurrency"
+                ) from None
+            self._semaphores[spec.key] = semaphore
 
     def engine(self, engine: InferenceEngine) -> InferenceEngine:
         """The proxy of ``engine`` (of its base engine, under the view's state)."""
@@ -380,12 +454,13 @@ class DaskExecutor:
 
     def __repr__(self) -> str:
         specs = ", ".join(str(spec) for _, spec in self._specs.values())
-        return f"DaskExecutor({self.client!r}, engines=[{specs}])"
+        return f"DaskExecutor({self.client!r}, engines=[{specs}], limits={self.limits!r})"
 
 
 class _DaskDispatch:
-    """``Dispatch`` on Dask: one task per request (``retries=0``), awaited without a
-    thread; cancelling the await cancels the future."""
+    """``Dispatch`` on Dask: one task per request (``retries=0``, one of its engine's
+    slots), awaited without a thread; cancelling the await cancels the future. With
+    shared limits, the task is submitted under a lease of its engine's semaphore."""
 
     def __init__(self, executor: DaskExecutor) -> None:
         self._executor = executor
@@ -398,30 +473,77 @@ class _DaskDispatch:
 
         executor = self._executor
         client = executor.client
+        engine = str(payload["engine"])
         where: dict[str, Any] = {}
         if prefer:
             where = {"workers": list(prefer), "allow_other_workers": True}
-        future = client.submit(
+        submit = partial(
+            client.submit,
             generate_on_worker,
             executor.plugin_name,
             msgpack.packb(payload),
             key=f"spangraph-generate-{uuid.uuid4().hex}",
             pure=False,
             retries=0,
+            resources={slot_resource(engine): 1},
             **where,
         )
+        semaphore = executor._semaphores.get(engine)
         try:
-            raw: bytes = await _result(client, future)
+            if semaphore is None:
+                raw: bytes = await _submitted(client, submit)
+            else:
+                raw = await _on_client_loop(client, _leased(client, semaphore, submit))
         except (KilledWorker, CommClosedError, FutureCancelledError, OSError) as exc:
             raise TransientEngineError(
                 f"the Dask worker running this generation was lost ({type(exc).__name__}: "
                 f"{exc}); it is retried by the run's RetryPolicy"
             ) from None
-        except BaseException:
-            _cancel(client, future)
-            raise
         answer: dict[str, Any] = msgpack.unpackb(raw)
         return answer
+
+
+async def _submitted(client: Any, submit: Callable[[], Any]) -> Any:
+    """Submit a task (``submit()``: its future) and await its result; cancelled or
+    failed, the future is cancelled."""
+    future = submit()
+    try:
+        return await _result(client, future)
+    except BaseException:
+        _cancel(client, future)
+        raise
+
+
+async def _leased(client: Any, semaphore: Any, submit: Callable[[], Any]) -> Any:
+    """``_submitted`` under a lease of ``semaphore``; on the client's loop (where the
+    semaphore's methods are coroutines), in a task of its own: a cancelled caller
+    cancels it once, and it cancels the future and gives the lease back."""
+    await semaphore.acquire()
+    try:
+        future = submit()
+        try:
+            return await client.gather(future, asynchronous=True)
+        except BaseException:
+            await client.cancel([future], asynchronous=True)
+            raise
+    finally:
+        await semaphore.release()
+
+
+#: Coroutines run on an asynchronous client's loop, kept until they are done.
+_background: set[asyncio.Future[Any]] = set()
+
+
+async def _on_client_loop(client: Any, coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coroutine`` on the client's loop in a task of its own, and await it here
+    (cancelling the await cancels that task)."""
+    if client.asynchronous:
+        task = asyncio.ensure_future(coroutine)
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        return await task
+    running = asyncio.run_coroutine_threadsafe(coroutine, client.loop.asyncio_loop)
+    return await asyncio.wrap_future(running)
 
 
 async def _result(client: Any, future: Any) -> Any:

@@ -25,8 +25,8 @@ from spangraph.engines import EngineRequestError, Request, ScriptedEngine, Trans
 from tests.cache.memo_helpers import answer
 
 
-def scripted(log_dir: str = "", latency: float = 0.0) -> ScriptedEngine:
-    return ScriptedEngine(_reply(log_dir, latency))
+def scripted(log_dir: str = "", latency: float = 0.0, max_concurrency: int = 64) -> ScriptedEngine:
+    return ScriptedEngine(_reply(log_dir, latency), max_concurrency=max_concurrency)
 
 
 def _reply(log_dir: str, latency: float) -> Callable[[Request], Awaitable[str]]:

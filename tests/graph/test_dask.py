@@ -259,6 +259,96 @@ def test_limits_hold_across_the_cluster(client: Any, tmp_path: pathlib.Path) -> 
     assert overlaps(worker_times(three)) == 0
 
 
+def test_shared_limits_hold_across_drivers(client: Any, tmp_path: pathlib.Path) -> None:
+    """Two drivers (two clients, running at once) of an engine of limit 1: with their
+    own limits each runs one at a time, so the two overlap on the workers; with
+    ``limits="shared"`` they share one lease, and no two generations overlap."""
+    import threading
+
+    def two_drivers(limits: str, first: int) -> list[tuple[int, int, str]]:
+        (tmp_path / limits).mkdir()
+        spec = EngineSpec(SCRIPTED, {"log_dir": str(tmp_path / limits), "latency": 0.3})
+        results: list[Any] = []
+        clients = [distributed.Client(client.scheduler.address) for _ in range(2)]
+        try:
+
+            def drive(driver: Any, offset: int) -> None:
+                engine = spec.build()
+                engine.max_concurrency = 1
+                executor = DaskExecutor(driver, engines={engine: spec}, limits=limits)
+                thunks = fan(3, first=offset)
+                results.append(run(*thunks, engine=engine, executor=executor, progress=False))
+
+            threads = [
+                threading.Thread(target=drive, args=(driver, first + 3 * i))
+                for i, driver in enumerate(clients)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=120)
+        finally:
+            for driver in clients:
+                driver.close()
+        assert len(results) == 2 and all(r.status == "done" for r in results)
+        for result in results:
+            assert overlaps(worker_times(result)) == 0  # each driver keeps its own limit
+        return sorted(worker_times(results[0]) + worker_times(results[1]))
+
+    assert overlaps(two_drivers("driver", 0)) >= 1  # the two drivers' limits are two
+    assert overlaps(two_drivers("shared", 6)) == 0  # one limit for both
+
+
+def test_a_shared_limit_is_refused_when_drivers_disagree_on_it(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    spec = EngineSpec(SCRIPTED, {"log_dir": str(tmp_path)})
+    for limit in (2, 3):
+        engine = spec.build()
+        engine.max_concurrency = limit
+        executor = DaskExecutor(client, engines={engine: spec}, limits="shared")
+        if limit == 2:
+            assert run(*fan(2), engine=engine, executor=executor, progress=False).generations == 2
+        else:
+            with pytest.raises(ExecutorError, match=r"cannot share its limit \(3\)"):
+                run(*fan(2, first=2), engine=engine, executor=executor, progress=False)
+    with pytest.raises(ValueError, match="'driver' or 'shared'"):
+        DaskExecutor(client, engines={engine: spec}, limits="everywhere")  # type: ignore[arg-type]
+
+
+def test_a_worker_runs_no_more_generations_at_once_than_its_engine_has_slots(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Workers of 2 threads, an engine of 1 slot per worker (the workers' engine has
+    ``max_concurrency=1``; the driver allows 8 at once): each worker runs one
+    generation at a time (its slot is a Dask resource each generation asks for),
+    and the two workers run at once."""
+    from spangraph.graph._dask import slot_resource
+
+    spec = EngineSpec(SCRIPTED, {"log_dir": str(tmp_path), "latency": 0.3, "max_concurrency": 1})
+    engine = scripted(str(tmp_path), latency=0.3)
+    engine.max_concurrency = 8
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as two_threads,
+    ):
+        executor = DaskExecutor(two_threads, engines={engine: spec})
+        result = run(*fan(6), engine=engine, executor=executor, progress=False)
+        declared = {
+            address: info["resources"]
+            for address, info in two_threads.scheduler_info()["workers"].items()
+        }
+    assert result.status == "done"
+    assert all(r == {slot_resource(spec.key): 1} for r in declared.values()) and len(declared) == 2
+    times = worker_times(result)
+    by_worker = {address for _, _, address in times}
+    assert len(by_worker) == 2 and overlaps(times) >= 1  # the two workers ran at once
+    for address in by_worker:
+        assert overlaps([t for t in times if t[2] == address]) == 0  # each one at a time
+
+
 def test_every_span_carries_the_run_s_trace_and_the_worker(
     client: Any, tmp_path: pathlib.Path
 ) -> None:
