@@ -144,17 +144,34 @@ class EnginePlugin(WorkerPlugin):
 
     def generate(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Run one request (from a Dask task's thread) on the private loop."""
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(
+            _traced(self._engine(payload), payload, self.address), self._loop
+        )
+        return future.result()
+
+    def generate_each(self, payloads: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Run a batch of requests (from a Dask task's thread) on the private loop, one
+        after the other: a batch holds one of its engine's slots."""
+        engines = [self._engine(payload) for payload in payloads]
+        assert self._loop is not None
+
+        async def each() -> list[dict[str, Any]]:
+            return [
+                await _traced(engine, payload, self.address)
+                for engine, payload in zip(engines, payloads, strict=True)
+            ]
+
+        return asyncio.run_coroutine_threadsafe(each(), self._loop).result()
+
+    def _engine(self, payload: Mapping[str, Any]) -> InferenceEngine:
         key = str(payload.get("engine"))
         engine = self.engines.get(key)
         if engine is None:
             spec = EngineSpec.from_data(self.specs[key]) if key in self.specs else None
             why = self.errors.get(key, "no such engine key")
             raise ExecutorError(f"worker {self.address} cannot build engine {spec}: {why}")
-        assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(
-            _traced(engine, payload, self.address), self._loop
-        )
-        return future.result()
+        return engine
 
 
 async def _traced(
@@ -176,6 +193,23 @@ async def _traced(
 def generate_on_worker(plugin_name: str, payload: bytes) -> bytes:
     """The Dask task: msgpack bytes in, msgpack bytes out (plain data both ways)."""
     import msgpack
+
+    answer = _plugin(plugin_name).generate(msgpack.unpackb(payload))
+    packed: bytes = msgpack.packb(answer)
+    return packed
+
+
+def generate_batch_on_worker(plugin_name: str, payloads: bytes) -> bytes:
+    """The Dask task of a batch (``batch=``): a msgpack list of requests in, the list
+    of their answers out, run one after the other."""
+    import msgpack
+
+    answers = _plugin(plugin_name).generate_each(msgpack.unpackb(payloads))
+    packed: bytes = msgpack.packb(answers)
+    return packed
+
+
+def _plugin(plugin_name: str) -> EnginePlugin:
     from distributed import get_worker
 
     worker = get_worker()
@@ -185,9 +219,7 @@ def generate_on_worker(plugin_name: str, payload: bytes) -> bytes:
             f"worker {worker.address} has no spangraph engines ({plugin_name}): it joined "
             "after the run started and the plugin did not reach it"
         )
-    answer = plugin.generate(msgpack.unpackb(payload))
-    packed: bytes = msgpack.packb(answer)
-    return packed
+    return plugin
 
 
 def call_on_worker(plugin_name: str, function: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -241,6 +273,15 @@ class DaskExecutor:
     (``max_leases``: the engine's ``max_concurrency`` when the first run
     starts; a driver that asks another limit for the same spec is refused).
 
+    ``batch``: at most this many requests in one Dask task (default 1: a task
+    per generation). Requests for one engine and worker preference that are
+    ready in the same turn of the event loop are sent together, split into
+    at least as many tasks as the cluster has threads (so a batch never
+    takes parallelism away), and run one after the other on their worker,
+    holding one slot. That divides the Dask scheduler's cost per generation,
+    at the price of head-of-line waiting inside a batch: for many short
+    generations. With ``limits="shared"``, requests are not batched.
+
     The workers keep their engines between runs; ``close()`` (or ``with
     DaskExecutor(...) as executor:``) has them close their engines.
     """
@@ -251,6 +292,7 @@ class DaskExecutor:
         engines: Mapping[InferenceEngine, EngineSpec],
         *,
         limits: Limits = "driver",
+        batch: int = 1,
     ) -> None:
         from distributed import Client
 
@@ -260,8 +302,13 @@ class DaskExecutor:
             raise ValueError("DaskExecutor needs engines={engine: EngineSpec(...)}: none given")
         if limits not in ("driver", "shared"):
             raise ValueError(f"DaskExecutor limits= is 'driver' or 'shared', got {limits!r}")
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"DaskExecutor batch= is a whole number >= 1, got {batch!r}")
         self.client: Any = client
         self.limits: Limits = limits
+        self.batch = batch
+        #: The cluster's threads when the run started (how many batches at least).
+        self._threads = 1
         #: The shared limit of each engine spec's key (``limits="shared"``), made at start.
         self._semaphores: dict[str, Any] = {}
         self._specs: dict[int, tuple[InferenceEngine, EngineSpec]] = {}
@@ -319,6 +366,13 @@ class DaskExecutor:
             raise ExecutorError(f"no Dask cluster reachable ({exc})") from None
         if not errors:
             raise ExecutorError("the Dask cluster has no workers: nothing can run a generation")
+        if self.batch > 1:
+            threads = await (
+                client.nthreads()
+                if client.asynchronous
+                else anyio.to_thread.run_sync(client.nthreads)
+            )
+            self._threads = max(1, sum(threads.values()))
         by_key = {spec.key: spec for _, spec in self._specs.values()}
         problems = [
             f"worker {address} cannot build engine {by_key.get(key, '?')}: {error}"
@@ -383,20 +437,24 @@ class DaskExecutor:
     def close(self) -> None:
         """Unregister the engine plugin: each worker closes its engines (a loaded model,
         threads, connections) and its event loop. A later run registers it again.
-        (With an asynchronous client, ``await executor.aclose()``.)"""
+        (With an asynchronous client, ``await executor.aclose()``.) Executors of the
+        same engine specs share the plugin: the first to close closes it for all, and
+        the others' ``close`` finds it gone."""
         if self._started and not self.client.asynchronous:
-            self.client.unregister_worker_plugin(self.plugin_name)
+            with contextlib.suppress(ValueError):  # "The worker plugin ... does not exist"
+                self.client.unregister_worker_plugin(self.plugin_name)
         self._started = False
 
     async def aclose(self) -> None:
         """``close`` for an asynchronous client (or from a running event loop)."""
         if self._started:
-            if self.client.asynchronous:
-                await self.client.unregister_worker_plugin(self.plugin_name)
-            else:
-                await anyio.to_thread.run_sync(
-                    self.client.unregister_worker_plugin, self.plugin_name
-                )
+            with contextlib.suppress(ValueError):  # closed by another executor of its specs
+                if self.client.asynchronous:
+                    await self.client.unregister_worker_plugin(self.plugin_name)
+                else:
+                    await anyio.to_thread.run_sync(
+                        self.client.unregister_worker_plugin, self.plugin_name
+                    )
         self._started = False
 
     def __enter__(self) -> DaskExecutor:
@@ -457,15 +515,61 @@ class DaskExecutor:
         return f"DaskExecutor({self.client!r}, engines=[{specs}], limits={self.limits!r})"
 
 
+#: Requests that may share a batch: the engine's key and the preferred workers.
+_Group = tuple[str, tuple[str, ...]]
+
+
+class _Request:
+    """A request waiting for its batch: the payload, its future answer, its batch."""
+
+    __slots__ = ("batch", "payload", "waiter")
+
+    def __init__(self, payload: dict[str, Any], waiter: asyncio.Future[dict[str, Any]]) -> None:
+        self.payload = payload
+        self.waiter = waiter
+        self.batch: _Batch | None = None
+
+
+class _Batch:
+    """Requests sent in one Dask task: each one's future answer, how many are still
+    awaited (none: the task is cancelled), and the task's future once sent."""
+
+    __slots__ = ("awaited", "future", "waiters")
+
+    def __init__(self, waiters: list[asyncio.Future[dict[str, Any]]]) -> None:
+        self.waiters = waiters
+        self.awaited = len(waiters)
+        self.future: Any = None
+
+
 class _DaskDispatch:
     """``Dispatch`` on Dask: one task per request (``retries=0``, one of its engine's
     slots), awaited without a thread; cancelling the await cancels the future. With
-    shared limits, the task is submitted under a lease of its engine's semaphore."""
+    shared limits, the task is submitted under a lease of its engine's semaphore.
+
+    With ``batch > 1``: a request waits in ``_pending`` (by engine and preferred
+    workers) until the end of the event loop's turn (``_flush``, scheduled by the
+    first), then goes in a batch task; a task (``_collect``) hands each request
+    its answer. A request cancelled before its batch is sent leaves it; the batch's
+    task is cancelled when none of its requests is awaited any more."""
 
     def __init__(self, executor: DaskExecutor) -> None:
         self._executor = executor
+        #: Requests not sent yet, by event loop (a synchronous client's runs each have
+        #: one), engine key and preferred workers.
+        self._pending: dict[asyncio.AbstractEventLoop, dict[_Group, list[_Request]]] = {}
+        self._collecting: set[asyncio.Task[None]] = set()
 
     async def complete(self, payload: dict[str, Any], *, prefer: Sequence[str]) -> dict[str, Any]:
+        executor = self._executor
+        engine = str(payload["engine"])
+        if executor.batch > 1 and engine not in executor._semaphores:
+            return await self._batched(payload, engine, tuple(prefer))
+        return await self._single(payload, engine, prefer)
+
+    async def _single(
+        self, payload: dict[str, Any], engine: str, prefer: Sequence[str]
+    ) -> dict[str, Any]:
         import msgpack
         from distributed import KilledWorker
         from distributed.client import FutureCancelledError
@@ -473,7 +577,6 @@ class _DaskDispatch:
 
         executor = self._executor
         client = executor.client
-        engine = str(payload["engine"])
         where: dict[str, Any] = {}
         if prefer:
             where = {"workers": list(prefer), "allow_other_workers": True}
@@ -501,6 +604,104 @@ class _DaskDispatch:
             ) from None
         answer: dict[str, Any] = msgpack.unpackb(raw)
         return answer
+
+    # -- batches -----------------------------------------------------------------------
+
+    async def _batched(
+        self, payload: dict[str, Any], engine: str, prefer: tuple[str, ...]
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
+        entry = _Request(payload, waiter)
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = {}
+            loop.call_soon(self._flush, loop)
+        group = pending.setdefault((engine, prefer), [])
+        group.append(entry)
+        try:
+            return await waiter
+        except BaseException:
+            batch = entry.batch
+            if batch is None:  # not sent yet: it leaves its batch
+                if entry in group:
+                    group.remove(entry)
+            elif waiter.cancelled():
+                batch.awaited -= 1
+                if batch.awaited == 0 and batch.future is not None:
+                    _cancel(self._executor.client, batch.future)
+            raise
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Send the requests of this turn: per engine and preference, in at least as
+        many batches as the cluster has threads (or one each), of at most ``batch``."""
+        pending = self._pending.pop(loop, {})
+        size, threads = self._executor.batch, self._executor._threads
+        for (engine, prefer), entries in pending.items():
+            if not entries:
+                continue
+            count = max(-(-len(entries) // size), min(len(entries), threads))
+            for first in range(count):
+                self._send(engine, prefer, entries[first::count])
+
+    def _send(self, engine: str, prefer: tuple[str, ...], entries: list[_Request]) -> None:
+        import msgpack
+
+        executor = self._executor
+        client = executor.client
+        batch = _Batch([entry.waiter for entry in entries])
+        for entry in entries:
+            entry.batch = batch
+        where: dict[str, Any] = {}
+        if prefer:
+            where = {"workers": list(prefer), "allow_other_workers": True}
+        try:
+            batch.future = client.submit(
+                generate_batch_on_worker,
+                executor.plugin_name,
+                msgpack.packb([entry.payload for entry in entries]),
+                key=f"spangraph-generate-{uuid.uuid4().hex}",
+                pure=False,
+                retries=0,
+                resources={slot_resource(engine): 1},
+                **where,
+            )
+        except Exception as exc:
+            _fail(batch, exc)
+            return
+        task = asyncio.get_running_loop().create_task(self._collect(batch))
+        self._collecting.add(task)
+        task.add_done_callback(self._collecting.discard)
+
+    async def _collect(self, batch: _Batch) -> None:
+        """Await a batch's task; hand each request its answer (or the task's error)."""
+        import msgpack
+        from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
+        from distributed.comm.core import CommClosedError
+
+        try:
+            raw = await _result(self._executor.client, batch.future)
+        except (KilledWorker, CommClosedError, FutureCancelledError, OSError) as exc:
+            _fail(
+                batch,
+                TransientEngineError(
+                    f"the Dask worker running this generation was lost ({type(exc).__name__}: "
+                    f"{exc}); it is retried by the run's RetryPolicy"
+                ),
+            )
+        except Exception as exc:
+            _fail(batch, exc)
+        else:
+            for waiter, answer in zip(batch.waiters, msgpack.unpackb(raw), strict=True):
+                if not waiter.done():
+                    waiter.set_result(answer)
+
+
+def _fail(batch: _Batch, error: BaseException) -> None:
+    for waiter in batch.waiters:
+        if not waiter.done():
+            waiter.set_exception(error)
 
 
 async def _submitted(client: Any, submit: Callable[[], Any]) -> Any:

@@ -51,11 +51,13 @@ def client() -> Iterator[Any]:
         cluster.close()
 
 
-def executor_for(client: Any, log_dir: pathlib.Path, latency: float = 0.0) -> tuple[Any, Any]:
+def executor_for(
+    client: Any, log_dir: pathlib.Path, latency: float = 0.0, batch: int = 1
+) -> tuple[Any, Any]:
     """The driver's engine and a ``DaskExecutor`` whose workers build the same one."""
     spec = EngineSpec(SCRIPTED, {"log_dir": str(log_dir), "latency": latency})
     engine = spec.build()
-    return engine, DaskExecutor(client, engines={engine: spec})
+    return engine, DaskExecutor(client, engines={engine: spec}, batch=batch)
 
 
 # -- what crosses the wire ---------------------------------------------------------------
@@ -165,10 +167,12 @@ def outcome(result: Any, roots: list[Any]) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-@pytest.mark.parametrize("failing", [False, True])
+@pytest.mark.parametrize(
+    ("seed", "failing", "batch"),
+    [(1, False, 1), (2, False, 1), (1, True, 1), (2, True, 1), (1, True, 4), (2, False, 4)],
+)
 def test_the_same_outputs_counters_and_logdag_as_a_local_run(
-    client: Any, tmp_path: pathlib.Path, seed: int, failing: bool
+    client: Any, tmp_path: pathlib.Path, seed: int, failing: bool, batch: int
 ) -> None:
     retry = RetryPolicy(attempts=3, backoff=0.01)
     local_dir, remote_dir = tmp_path / "local", tmp_path / "remote"
@@ -177,7 +181,7 @@ def test_the_same_outputs_counters_and_logdag_as_a_local_run(
     local_roots = graph(seed, failing)
     local_engine = scripted(str(local_dir))
     local = run(*local_roots, engine=local_engine, retry=retry, on_error="continue", progress=False)
-    engine, executor = executor_for(client, remote_dir)
+    engine, executor = executor_for(client, remote_dir, batch=batch)
     remote_roots = graph(seed, failing)
     remote = run(
         *remote_roots,
@@ -390,6 +394,51 @@ def test_spans_made_on_a_worker_are_children_of_their_node_s_span(
     assert sorted(span["parent_id"] for span in spans) == sorted(node.key for node in attempts)
     assert {span["trace_id"] for span in spans} == {log.run.trace_id}
     assert {r.trace_id for r in log.records} == {log.run.trace_id}
+
+
+# -- batches -----------------------------------------------------------------------------
+
+
+def test_ready_requests_share_a_dask_task_with_batch(
+    client: Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20 generations ready at once, ``batch=8``, 2 workers of 1 thread: 3 Dask tasks
+    (at least one per thread, at most 8 requests each), each generation run once, the
+    same answers and worker times as one task each."""
+    from spangraph.graph._dask import generate_batch_on_worker
+
+    engine, executor = executor_for(client, tmp_path, batch=8)
+    submitted: list[Any] = []
+    submit = client.submit
+
+    def recording(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        submitted.append(fn)
+        return submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(client, "submit", recording)
+    thunks = fan(20)
+    result = run(*thunks, engine=engine, executor=executor, progress=False)
+    assert result.status == "done" and result.generations == 20
+    assert values(thunks) == [expected(f"g{i}") for i in range(20)]
+    assert submitted == [generate_batch_on_worker] * 3
+    assert sorted(calls(tmp_path)) == sorted(f"g{i}: x" for i in range(20))
+    times = worker_times(result)
+    assert len(times) == 20 and len({address for _, _, address in times}) == 2
+    with pytest.raises(ValueError, match="whole number >= 1"):
+        DaskExecutor(client, engines={engine: EngineSpec(SCRIPTED)}, batch=0)
+
+
+def test_a_cancelled_run_cancels_its_batches(client: Any, tmp_path: pathlib.Path) -> None:
+    engine, executor = executor_for(client, tmp_path, latency=1.0, batch=4)
+    with options(temperature=0):
+        slow = [generate(Step(inputs=[f"slow{i}"], label="slow")) for i in range(8)]
+    with pytest.raises(NodeFailedError):
+        run(*slow, engine=engine, executor=executor, timeout=0.5, progress=False)
+    deadline = time.monotonic() + 30
+    while client.run_on_scheduler(spangraph_tasks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.run_on_scheduler(spangraph_tasks) == 0
+    assert len(calls(tmp_path)) <= 2 * 3  # at most one started per worker, 3 attempts
 
 
 # -- failures ----------------------------------------------------------------------------
