@@ -52,6 +52,7 @@ import asyncio
 import contextlib
 import importlib
 import inspect
+import itertools
 import threading
 import uuid
 import weakref
@@ -150,17 +151,23 @@ class EnginePlugin(WorkerPlugin):
         )
         return future.result()
 
-    def generate_each(self, payloads: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    def generate_each(
+        self, payloads: Sequence[Mapping[str, Any]], cancelled: Callable[[], bool]
+    ) -> list[dict[str, Any]]:
         """Run a batch of requests (from a Dask task's thread) on the private loop, one
-        after the other: a batch holds one of its engine's slots."""
+        after the other: a batch holds one of its engine's slots. Once the task is
+        ``cancelled()`` (its driver gave up on it), the requests not started yet are
+        not run (Dask cannot stop a running task; its result is dropped)."""
         engines = [self._engine(payload) for payload in payloads]
         assert self._loop is not None
 
         async def each() -> list[dict[str, Any]]:
-            return [
-                await _traced(engine, payload, self.address)
-                for engine, payload in zip(engines, payloads, strict=True)
-            ]
+            answers = []
+            for engine, payload in zip(engines, payloads, strict=True):
+                if cancelled():
+                    break
+                answers.append(await _traced(engine, payload, self.address))
+            return answers
 
         return asyncio.run_coroutine_threadsafe(each(), self._loop).result()
 
@@ -203,8 +210,16 @@ def generate_batch_on_worker(plugin_name: str, payloads: bytes) -> bytes:
     """The Dask task of a batch (``batch=``): a msgpack list of requests in, the list
     of their answers out, run one after the other."""
     import msgpack
+    from dask.context import thread_state
+    from distributed import get_worker
 
-    answers = _plugin(plugin_name).generate_each(msgpack.unpackb(payloads))
+    worker, key = get_worker(), thread_state.key
+
+    def cancelled() -> bool:
+        task = worker.state.tasks.get(key)
+        return task is None or task.state in ("cancelled", "released", "forgotten")
+
+    answers = _plugin(plugin_name).generate_each(msgpack.unpackb(payloads), cancelled)
     packed: bytes = msgpack.packb(answers)
     return packed
 
@@ -330,6 +345,10 @@ class DaskExecutor:
         )
         self._dispatch = _DaskDispatch(self)
         self._started = False
+        #: Dask keys of this executor's generation tasks: a random prefix and a count
+        #: (a random key per task costs a system call).
+        self._keys = itertools.count()
+        self._key_prefix = f"spangraph-generate-{uuid.uuid4().hex}"
 
     async def start(self) -> None:
         """Register the engine plugin (each worker builds the engines now) and check
@@ -410,6 +429,10 @@ class DaskExecutor:
                     f"the other drivers: {exc}; give every driver the same max_concurrency"
                 ) from None
             self._semaphores[spec.key] = semaphore
+
+    def _task_key(self) -> str:
+        """A new key for a generation task (unique on the cluster)."""
+        return f"{self._key_prefix}-{next(self._keys)}"
 
     def engine(self, engine: InferenceEngine) -> InferenceEngine:
         """The proxy of ``engine`` (of its base engine, under the view's state)."""
@@ -585,7 +608,7 @@ class _DaskDispatch:
             generate_on_worker,
             executor.plugin_name,
             msgpack.packb(payload),
-            key=f"spangraph-generate-{uuid.uuid4().hex}",
+            key=executor._task_key(),
             pure=False,
             retries=0,
             resources={slot_resource(engine): 1},
@@ -596,7 +619,7 @@ class _DaskDispatch:
             if semaphore is None:
                 raw: bytes = await _submitted(client, submit)
             else:
-                raw = await _on_client_loop(client, _leased(client, semaphore, submit))
+                raw = await _on_client_loop(client, _leased(client, submit, semaphore))
         except (KilledWorker, CommClosedError, FutureCancelledError, OSError) as exc:
             raise TransientEngineError(
                 f"the Dask worker running this generation was lost ({type(exc).__name__}: "
@@ -660,7 +683,7 @@ class _DaskDispatch:
                 generate_batch_on_worker,
                 executor.plugin_name,
                 msgpack.packb([entry.payload for entry in entries]),
-                key=f"spangraph-generate-{uuid.uuid4().hex}",
+                key=executor._task_key(),
                 pure=False,
                 retries=0,
                 resources={slot_resource(engine): 1},
@@ -693,9 +716,13 @@ class _DaskDispatch:
         except Exception as exc:
             _fail(batch, exc)
         else:
-            for waiter, answer in zip(batch.waiters, msgpack.unpackb(raw), strict=True):
+            answers = msgpack.unpackb(raw)
+            for waiter, answer in zip(batch.waiters, answers, strict=False):
                 if not waiter.done():
                     waiter.set_result(answer)
+            # Fewer answers: the worker saw the task cancelled and stopped (a race with
+            # a request still awaited; it is retried by the run's RetryPolicy).
+            _fail(batch, TransientEngineError("the Dask task of this batch was cancelled"))
 
 
 def _fail(batch: _Batch, error: BaseException) -> None:
@@ -706,7 +733,10 @@ def _fail(batch: _Batch, error: BaseException) -> None:
 
 async def _submitted(client: Any, submit: Callable[[], Any]) -> Any:
     """Submit a task (``submit()``: its future) and await its result; cancelled or
-    failed, the future is cancelled."""
+    failed, the future is cancelled. (Submitted from this thread: submitting on the
+    client's loop instead, in one coroutine with the gather, saves a hand-off between
+    the threads but loads the client's loop, which is the busier one; it measured
+    slower: ``docs/design/scale.md``.)"""
     future = submit()
     try:
         return await _result(client, future)
@@ -715,7 +745,7 @@ async def _submitted(client: Any, submit: Callable[[], Any]) -> Any:
         raise
 
 
-async def _leased(client: Any, semaphore: Any, submit: Callable[[], Any]) -> Any:
+async def _leased(client: Any, submit: Callable[[], Any], semaphore: Any) -> Any:
     """``_submitted`` under a lease of ``semaphore``; on the client's loop (where the
     semaphore's methods are coroutines), in a task of its own: a cancelled caller
     cancels it once, and it cancels the future and gives the lease back."""
