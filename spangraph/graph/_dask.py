@@ -30,6 +30,17 @@ freed only by Dask's lease timeout (``distributed.scheduler.locks.lease-timeout`
 ``max_concurrency``), and each generation asks for one, so a worker with
 more threads than its engine has slots does not overbook the engine.
 
+**Batches** (``batch=N``, off by default): the requests ready in one turn of
+the driver's loop share Dask tasks (``_DaskDispatch``), at least one per
+cluster thread and at most ``N`` requests each, run one after the other on
+their worker. That pays Dask's per-task cost once per batch.
+
+**Tracing.** Each request carries the ``traceparent`` of its node's span
+(``node_traceparent``, from the tracing package: the span id is allotted
+when the request leaves and the span, made when the node ends, takes it),
+and a worker runs the request under it, so spans made there are children
+of the node's span.
+
 **Failures.** Dask's own ``retries`` are 0: spangraph's ``RetryPolicy``
 decides. An engine error comes back as its spangraph class (a transient
 one is retried by the policy). A worker that dies while it runs a task: Dask
