@@ -297,7 +297,6 @@ class RunTracer:
         one that ended it (``NodeFinished``, ``NodeFailed``, ``NodeRetried``,
         ``NodeCancelled``; a skipped node, never started, gets a zero-length span)."""
         node_id = ended.node_id
-        span_id = self._allotted.pop(node_id, 0) if self._allotted else 0
         status = _STATUS[type(ended)]
         facts = self._facts(node_id)
         record = self._records.pop(node_id, None)
@@ -343,7 +342,12 @@ class RunTracer:
             parent = self._run_context
             if facts.sampler is not None and facts.sampler in self._span_of_node:
                 parent = self._span_of_node[facts.sampler].get_span_context()
-            link = self.sink.emit(
+            sink = self.sink
+            if self._allotted:  # only a remote generation's span has an id allotted
+                span_id = self._allotted.pop(node_id, 0)
+                if span_id:
+                    sink = sink.allotted(span_id)
+            link = sink.emit(
                 name=name,
                 parent=parent,
                 kind=span_kind,
@@ -354,7 +358,6 @@ class RunTracer:
                 end=end,
                 collected=self.collected,
                 link_attributes=_PART,
-                span_id=span_id,
             )
         if status == "retried":
             self._previous[node_id] = Link(link.context, _RETRY)

@@ -40,6 +40,7 @@ the spans made without them.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import random
 import threading
@@ -160,11 +161,9 @@ class SpanSink:
         end: int,
         collected: list[ReadableSpan],
         link_attributes: Mapping[str, Any],
-        span_id: int = 0,
     ) -> Link:
         """Report one finished span under ``parent``; add it to ``collected`` (its run's
-        spans); return a link to it with ``link_attributes``. ``span_id``: the id
-        allotted to it beforehand (``new_span_id``); 0: a new one."""
+        spans); return a link to it with ``link_attributes``."""
         known = self._parent
         if known is None or known[0] is not parent:  # one tuple: threads may share the sink
             known = self._parent = (
@@ -176,8 +175,7 @@ class SpanSink:
                 _FAST_CONTEXT and parent.is_valid,
             )
         _, trace_id, flags, state, sampled, fast = known
-        if not span_id:
-            span_id = self._new_span_id()
+        span_id = self._new_span_id()
         if fast and 0 < span_id <= _MAX_SPAN_ID:
             context = _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, True))
         else:
@@ -236,9 +234,17 @@ class SpanSink:
         return link
 
     def new_span_id(self) -> int:
-        """A span id for a span made later (``emit(span_id=...)``), from the provider's
-        id generator."""
+        """A span id for a span made later (``allotted``), from the provider's id
+        generator."""
         return self._new_span_id() or self._generator.generate_span_id()
+
+    def allotted(self, span_id: int) -> SpanSink:
+        """This sink, for one span whose id was allotted beforehand (``new_span_id``):
+        a copy that makes its span with ``span_id``. (A copy, so that ``emit`` takes
+        no argument for it: only a remote generation's span has an allotted id.)"""
+        sink = copy.copy(self)
+        sink._new_span_id = partial(int, span_id)
+        return sink
 
 
 class TracerSink:
@@ -263,10 +269,8 @@ class TracerSink:
         end: int,
         collected: list[ReadableSpan],
         link_attributes: Mapping[str, Any],
-        span_id: int = 0,
     ) -> Link:
-        """``SpanSink.emit``, through ``start_span`` and ``end`` (the tracer makes the span
-        id: ``new_span_id`` allots none, so ``span_id`` is always 0 here)."""
+        """``SpanSink.emit``, through ``start_span`` and ``end``."""
         span = self._tracer.start_span(
             name,
             context=trace.set_span_in_context(trace.NonRecordingSpan(parent)),
@@ -284,6 +288,10 @@ class TracerSink:
         """None: the tracer API makes a span's id when it starts the span, so no id
         can be allotted beforehand."""
         return None
+
+    def allotted(self, span_id: int) -> TracerSink:
+        """This sink (it allots no id: ``new_span_id``, so this is never called)."""
+        return self
 
 
 _MAX_SPAN_ID = 2**64 - 1
