@@ -11,8 +11,9 @@ there from its ``EngineSpec`` does step 4 (the KV prefix) and its own step 5.
 **What crosses the wire** is plain data, msgpack-serialisable (``to_wire``):
 the prompt's segments (text, span id, cache flag, role, label), the
 canonical options, the JSON schema, the mode, the sample index, the
-engine's key (its spec's digest), a W3C ``traceparent`` and the node's id
-and label (for error messages). No component, pydantic model or live
+engine's key (its spec's digest), a W3C ``traceparent`` (the node's span's,
+when the executor can tell it: see ``RemoteEngine``) and the node's id and
+label (for error messages). No component, pydantic model or live
 engine is pickled. What comes back (``completion_to_wire``) is the
 completion (text, finish reason, usage, timings), the worker's address, its
 wall-clock start and end (``WorkerRun``, on ``Completion.raw``: telemetry
@@ -33,7 +34,7 @@ from __future__ import annotations
 import importlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any, Protocol
@@ -131,15 +132,29 @@ class RemoteEngine(InferenceEngine):
     docstring). It is its engine for everything but step 5: the same options,
     render, fingerprint (so the same memo keys), parse and telemetry; its
     ``max_concurrency`` is the engine's, and the scheduler holds it across the
-    whole cluster (the scheduler is the only one to send work)."""
+    whole cluster (the scheduler is the only one to send work).
+
+    ``traceparent``: node id → the W3C ``traceparent`` of that node's span (the
+    attempt under way), or ``None`` when it cannot be told; the executor gives
+    the tracing package's (``node_traceparent``), so that spans made on the
+    worker are children of the node's span. Without it, or when it gives
+    ``None``, the request carries the current span's (the run's)."""
 
     kind = "remote"
 
-    def __init__(self, local: InferenceEngine, spec: EngineSpec, dispatch: Dispatch) -> None:
+    def __init__(
+        self,
+        local: InferenceEngine,
+        spec: EngineSpec,
+        dispatch: Dispatch,
+        *,
+        traceparent: Callable[[str], str | None] | None = None,
+    ) -> None:
         super().__init__(defaults=local.defaults)
         self.local = local
         self.spec = spec
         self._dispatch = dispatch
+        self._node_traceparent = traceparent
         self._key = spec.key
         self.max_concurrency = local.max_concurrency
         # Deltas do not cross the wire: a streamed thunk gets its text at once.
@@ -200,12 +215,21 @@ class RemoteEngine(InferenceEngine):
     ) -> None:
         self.local.telemetry(thunk, state, request, completion, cache_hit, error, started)
 
-    async def _complete(self, request: Request) -> Completion:
+    def _traceparent(self, request: Request) -> str | None:
+        """The request's node's span's ``traceparent``, else the current span's."""
+        thunk = request.thunk
+        if self._node_traceparent is not None and thunk is not None and thunk._id:
+            found = self._node_traceparent(thunk._id)
+            if found is not None:
+                return found
         from opentelemetry import propagate
 
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
-        payload = to_wire(request, self._key, carrier.get("traceparent"))
+        return carrier.get("traceparent")
+
+    async def _complete(self, request: Request) -> Completion:
+        payload = to_wire(request, self._key, self._traceparent(request))
         prefix = None
         if self.capabilities.kv_slots and request.action is not None:
             prefix = self.prefix_key(request.action, request.state or _identity())

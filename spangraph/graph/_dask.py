@@ -18,7 +18,28 @@ only change a user makes. What runs where:
 
 **Limits** are the scheduler's, and it is the only one to send work, so a
 run's ``max_concurrency`` and each engine's ``max_concurrency`` hold across
-the whole cluster (one driver; several drivers each keep their own).
+the whole cluster (one driver). Several drivers each keep their own, unless
+``limits="shared"``: then a generation also holds a lease of a named
+``distributed.Semaphore`` per engine spec (``max_leases``: the engine's
+``max_concurrency``), taken and given back on the client's loop, so the
+drivers that use one spec share its limit. A lease of a driver that dies is
+freed only by Dask's lease timeout (``distributed.scheduler.locks.lease-timeout``).
+
+**Slots.** Each worker declares its engines' slots as a Dask worker resource
+(``slot_resource``: one per engine spec, as many as the worker's engine's
+``max_concurrency``), and each generation asks for one, so a worker with
+more threads than its engine has slots does not overbook the engine.
+
+**Batches** (``batch=N``, off by default): the requests ready in one turn of
+the driver's loop share Dask tasks (``_DaskDispatch``), at least one per
+cluster thread and at most ``N`` requests each, run one after the other on
+their worker. That pays Dask's per-task cost once per batch.
+
+**Tracing.** Each request carries the ``traceparent`` of its node's span
+(``node_traceparent``, from the tracing package: the span id is allotted
+when the request leaves and the span, made when the node ends, takes it),
+and a worker runs the request under it, so spans made there are children
+of the node's span.
 
 **Failures.** Dask's own ``retries`` are 0: spangraph's ``RetryPolicy``
 decides. An engine error comes back as its spangraph class (a transient
@@ -42,19 +63,38 @@ import asyncio
 import contextlib
 import importlib
 import inspect
+import itertools
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from functools import partial
 from hashlib import blake2b
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import anyio
 from distributed import WorkerPlugin  # the ``dask`` extra (graph/__init__ says so if missing)
 
 from ..engines import EngineSpec, ExecutorError, InferenceEngine, TransientEngineError
 from ..engines._internal import RemoteEngine, serve
+from ..tracing._internal import node_traceparent
+
+#: Who holds an engine's limit: each driver its own (``"driver"``), or every driver that
+#: uses the engine's spec together, through a named ``distributed.Semaphore`` (``"shared"``).
+Limits = Literal["driver", "shared"]
+
+
+def slot_resource(key: str) -> str:
+    """The Dask worker resource of the slots of the engine whose spec's key is ``key``."""
+    return f"spangraph-slots-{key}"
+
+
+def semaphore_name(key: str) -> str:
+    """The named ``distributed.Semaphore`` that holds a shared limit (``limits="shared"``)."""
+    return f"spangraph-limit-{key}"
+
+
+_T = TypeVar("_T")
 
 
 class EnginePlugin(WorkerPlugin):
@@ -81,7 +121,9 @@ class EnginePlugin(WorkerPlugin):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["name"], state["specs"])  # type: ignore[misc]
 
-    def setup(self, worker: Any) -> None:
+    async def setup(self, worker: Any) -> None:
+        """Build the engines, start the private loop, and declare each engine's slots
+        (its ``max_concurrency``) as the worker resource ``slot_resource(key)``."""
         self.address = str(worker.address)
         loop = self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -94,6 +136,9 @@ class EnginePlugin(WorkerPlugin):
                 self.engines[key] = spec.build()
             except Exception as exc:
                 self.errors[key] = f"{type(exc).__name__}: {exc}"
+        slots = {slot_resource(key): engine.max_concurrency for key, engine in self.engines.items()}
+        if slots:
+            await worker.set_resources(**slots)
 
     def teardown(self, worker: Any) -> None:
         loop, thread = self._loop, self._thread
@@ -111,17 +156,40 @@ class EnginePlugin(WorkerPlugin):
 
     def generate(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Run one request (from a Dask task's thread) on the private loop."""
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(
+            _traced(self._engine(payload), payload, self.address), self._loop
+        )
+        return future.result()
+
+    def generate_each(
+        self, payloads: Sequence[Mapping[str, Any]], cancelled: Callable[[], bool]
+    ) -> list[dict[str, Any]]:
+        """Run a batch of requests (from a Dask task's thread) on the private loop, one
+        after the other: a batch holds one of its engine's slots. Once the task is
+        ``cancelled()`` (its driver gave up on it), the requests not started yet are
+        not run (Dask cannot stop a running task; its result is dropped)."""
+        engines = [self._engine(payload) for payload in payloads]
+        assert self._loop is not None
+
+        async def each() -> list[dict[str, Any]]:
+            answers = []
+            for engine, payload in zip(engines, payloads, strict=True):
+                if cancelled():
+                    break
+                answers.append(await _traced(engine, payload, self.address))
+            return answers
+
+        return asyncio.run_coroutine_threadsafe(each(), self._loop).result()
+
+    def _engine(self, payload: Mapping[str, Any]) -> InferenceEngine:
         key = str(payload.get("engine"))
         engine = self.engines.get(key)
         if engine is None:
             spec = EngineSpec.from_data(self.specs[key]) if key in self.specs else None
             why = self.errors.get(key, "no such engine key")
             raise ExecutorError(f"worker {self.address} cannot build engine {spec}: {why}")
-        assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(
-            _traced(engine, payload, self.address), self._loop
-        )
-        return future.result()
+        return engine
 
 
 async def _traced(
@@ -143,6 +211,31 @@ async def _traced(
 def generate_on_worker(plugin_name: str, payload: bytes) -> bytes:
     """The Dask task: msgpack bytes in, msgpack bytes out (plain data both ways)."""
     import msgpack
+
+    answer = _plugin(plugin_name).generate(msgpack.unpackb(payload))
+    packed: bytes = msgpack.packb(answer)
+    return packed
+
+
+def generate_batch_on_worker(plugin_name: str, payloads: bytes) -> bytes:
+    """The Dask task of a batch (``batch=``): a msgpack list of requests in, the list
+    of their answers out, run one after the other."""
+    import msgpack
+    from dask.context import thread_state
+    from distributed import get_worker
+
+    worker, key = get_worker(), thread_state.key
+
+    def cancelled() -> bool:
+        task = worker.state.tasks.get(key)
+        return task is None or task.state in ("cancelled", "released", "forgotten")
+
+    answers = _plugin(plugin_name).generate_each(msgpack.unpackb(payloads), cancelled)
+    packed: bytes = msgpack.packb(answers)
+    return packed
+
+
+def _plugin(plugin_name: str) -> EnginePlugin:
     from distributed import get_worker
 
     worker = get_worker()
@@ -152,9 +245,7 @@ def generate_on_worker(plugin_name: str, payload: bytes) -> bytes:
             f"worker {worker.address} has no spangraph engines ({plugin_name}): it joined "
             "after the run started and the plugin did not reach it"
         )
-    answer = plugin.generate(msgpack.unpackb(payload))
-    packed: bytes = msgpack.packb(answer)
-    return packed
+    return plugin
 
 
 def call_on_worker(plugin_name: str, function: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -201,6 +292,22 @@ class DaskExecutor:
     parse, telemetry); a ``LlamaCppEngine`` there loads no model, since it
     never runs a primitive.
 
+    ``limits``: ``"driver"`` (the default): the run's and each engine's
+    ``max_concurrency`` are held by this driver, for its own generations;
+    ``"shared"``: each engine's limit is also held by a named
+    ``distributed.Semaphore`` that every driver using the same spec shares
+    (``max_leases``: the engine's ``max_concurrency`` when the first run
+    starts; a driver that asks another limit for the same spec is refused).
+
+    ``batch``: at most this many requests in one Dask task (default 1: a task
+    per generation). Requests for one engine and worker preference that are
+    ready in the same turn of the event loop are sent together, split into
+    at least as many tasks as the cluster has threads (so a batch never
+    takes parallelism away), and run one after the other on their worker,
+    holding one slot. That divides the Dask scheduler's cost per generation,
+    at the price of head-of-line waiting inside a batch: for many short
+    generations. With ``limits="shared"``, requests are not batched.
+
     The workers keep their engines between runs; ``close()`` (or ``with
     DaskExecutor(...) as executor:``) has them close their engines.
     """
@@ -209,6 +316,9 @@ class DaskExecutor:
         self,
         client: Any,
         engines: Mapping[InferenceEngine, EngineSpec],
+        *,
+        limits: Limits = "driver",
+        batch: int = 1,
     ) -> None:
         from distributed import Client
 
@@ -216,7 +326,17 @@ class DaskExecutor:
             raise TypeError(f"DaskExecutor takes a distributed.Client, got {type(client).__name__}")
         if not engines:
             raise ValueError("DaskExecutor needs engines={engine: EngineSpec(...)}: none given")
+        if limits not in ("driver", "shared"):
+            raise ValueError(f"DaskExecutor limits= is 'driver' or 'shared', got {limits!r}")
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"DaskExecutor batch= is a whole number >= 1, got {batch!r}")
         self.client: Any = client
+        self.limits: Limits = limits
+        self.batch = batch
+        #: The cluster's threads when the run started (how many batches at least).
+        self._threads = 1
+        #: The shared limit of each engine spec's key (``limits="shared"``), made at start.
+        self._semaphores: dict[str, Any] = {}
         self._specs: dict[int, tuple[InferenceEngine, EngineSpec]] = {}
         for engine, spec in engines.items():
             if not isinstance(engine, InferenceEngine) or not isinstance(spec, EngineSpec):
@@ -236,6 +356,10 @@ class DaskExecutor:
         )
         self._dispatch = _DaskDispatch(self)
         self._started = False
+        #: Dask keys of this executor's generation tasks: a random prefix and a count
+        #: (a random key per task costs a system call).
+        self._keys = itertools.count()
+        self._key_prefix = f"spangraph-generate-{uuid.uuid4().hex}"
 
     async def start(self) -> None:
         """Register the engine plugin (each worker builds the engines now) and check
@@ -272,6 +396,13 @@ class DaskExecutor:
             raise ExecutorError(f"no Dask cluster reachable ({exc})") from None
         if not errors:
             raise ExecutorError("the Dask cluster has no workers: nothing can run a generation")
+        if self.batch > 1:
+            threads = await (
+                client.nthreads()
+                if client.asynchronous
+                else anyio.to_thread.run_sync(client.nthreads)
+            )
+            self._threads = max(1, sum(threads.values()))
         by_key = {spec.key: spec for _, spec in self._specs.values()}
         problems = [
             f"worker {address} cannot build engine {by_key.get(key, '?')}: {error}"
@@ -280,7 +411,39 @@ class DaskExecutor:
         ]
         if problems:
             raise ExecutorError("; ".join(problems))
+        if self.limits == "shared":
+            await self._share_limits()
         self._started = True
+
+    async def _share_limits(self) -> None:
+        """Register the named semaphore of each engine spec (``limits="shared"``)."""
+        from distributed import Semaphore
+
+        client = self.client
+        for engine, spec in self._specs.values():
+            if spec.key in self._semaphores:
+                continue
+            semaphore: Any = Semaphore(  # type: ignore[no-untyped-call]
+                max_leases=engine.max_concurrency,
+                name=semaphore_name(spec.key),
+                scheduler_rpc=client.scheduler,
+                loop=client.loop,
+            )
+            try:
+                if client.asynchronous:
+                    await semaphore
+                else:
+                    await anyio.to_thread.run_sync(semaphore.register)
+            except ValueError as exc:  # the scheduler has the semaphore with another limit
+                raise ExecutorError(
+                    f"engine {spec} cannot share its limit ({engine.max_concurrency}) with "
+                    f"the other drivers: {exc}; give every driver the same max_concurrency"
+                ) from None
+            self._semaphores[spec.key] = semaphore
+
+    def _task_key(self) -> str:
+        """A new key for a generation task (unique on the cluster)."""
+        return f"{self._key_prefix}-{next(self._keys)}"
 
     def engine(self, engine: InferenceEngine) -> InferenceEngine:
         """The proxy of ``engine`` (of its base engine, under the view's state)."""
@@ -296,7 +459,9 @@ class DaskExecutor:
             )
         remote = self._proxies.get(base)
         if remote is None:
-            remote = self._proxies[base] = RemoteEngine(base, found[1], self._dispatch)
+            remote = self._proxies[base] = RemoteEngine(
+                base, found[1], self._dispatch, traceparent=node_traceparent
+            )
         if engine is not base:
             view = remote.with_state(engine._bound_state)
             self._proxies[engine] = view
@@ -306,20 +471,24 @@ class DaskExecutor:
     def close(self) -> None:
         """Unregister the engine plugin: each worker closes its engines (a loaded model,
         threads, connections) and its event loop. A later run registers it again.
-        (With an asynchronous client, ``await executor.aclose()``.)"""
+        (With an asynchronous client, ``await executor.aclose()``.) Executors of the
+        same engine specs share the plugin: the first to close closes it for all, and
+        the others' ``close`` finds it gone."""
         if self._started and not self.client.asynchronous:
-            self.client.unregister_worker_plugin(self.plugin_name)
+            with contextlib.suppress(ValueError):  # "The worker plugin ... does not exist"
+                self.client.unregister_worker_plugin(self.plugin_name)
         self._started = False
 
     async def aclose(self) -> None:
         """``close`` for an asynchronous client (or from a running event loop)."""
         if self._started:
-            if self.client.asynchronous:
-                await self.client.unregister_worker_plugin(self.plugin_name)
-            else:
-                await anyio.to_thread.run_sync(
-                    self.client.unregister_worker_plugin, self.plugin_name
-                )
+            with contextlib.suppress(ValueError):  # closed by another executor of its specs
+                if self.client.asynchronous:
+                    await self.client.unregister_worker_plugin(self.plugin_name)
+                else:
+                    await anyio.to_thread.run_sync(
+                        self.client.unregister_worker_plugin, self.plugin_name
+                    )
         self._started = False
 
     def __enter__(self) -> DaskExecutor:
@@ -377,17 +546,64 @@ class DaskExecutor:
 
     def __repr__(self) -> str:
         specs = ", ".join(str(spec) for _, spec in self._specs.values())
-        return f"DaskExecutor({self.client!r}, engines=[{specs}])"
+        return f"DaskExecutor({self.client!r}, engines=[{specs}], limits={self.limits!r})"
+
+
+#: Requests that may share a batch: the engine's key and the preferred workers.
+_Group = tuple[str, tuple[str, ...]]
+
+
+class _Request:
+    """A request waiting for its batch: the payload, its future answer, its batch."""
+
+    __slots__ = ("batch", "payload", "waiter")
+
+    def __init__(self, payload: dict[str, Any], waiter: asyncio.Future[dict[str, Any]]) -> None:
+        self.payload = payload
+        self.waiter = waiter
+        self.batch: _Batch | None = None
+
+
+class _Batch:
+    """Requests sent in one Dask task: each one's future answer, how many are still
+    awaited (none: the task is cancelled), and the task's future once sent."""
+
+    __slots__ = ("awaited", "future", "waiters")
+
+    def __init__(self, waiters: list[asyncio.Future[dict[str, Any]]]) -> None:
+        self.waiters = waiters
+        self.awaited = len(waiters)
+        self.future: Any = None
 
 
 class _DaskDispatch:
-    """``Dispatch`` on Dask: one task per request (``retries=0``), awaited without a
-    thread; cancelling the await cancels the future."""
+    """``Dispatch`` on Dask: one task per request (``retries=0``, one of its engine's
+    slots), awaited without a thread; cancelling the await cancels the future. With
+    shared limits, the task is submitted under a lease of its engine's semaphore.
+
+    With ``batch > 1``: a request waits in ``_pending`` (by engine and preferred
+    workers) until the end of the event loop's turn (``_flush``, scheduled by the
+    first), then goes in a batch task; a task (``_collect``) hands each request
+    its answer. A request cancelled before its batch is sent leaves it; the batch's
+    task is cancelled when none of its requests is awaited any more."""
 
     def __init__(self, executor: DaskExecutor) -> None:
         self._executor = executor
+        #: Requests not sent yet, by event loop (a synchronous client's runs each have
+        #: one), engine key and preferred workers.
+        self._pending: dict[asyncio.AbstractEventLoop, dict[_Group, list[_Request]]] = {}
+        self._collecting: set[asyncio.Task[None]] = set()
 
     async def complete(self, payload: dict[str, Any], *, prefer: Sequence[str]) -> dict[str, Any]:
+        executor = self._executor
+        engine = str(payload["engine"])
+        if executor.batch > 1 and engine not in executor._semaphores:
+            return await self._batched(payload, engine, tuple(prefer))
+        return await self._single(payload, engine, prefer)
+
+    async def _single(
+        self, payload: dict[str, Any], engine: str, prefer: Sequence[str]
+    ) -> dict[str, Any]:
         import msgpack
         from distributed import KilledWorker
         from distributed.client import FutureCancelledError
@@ -398,27 +614,178 @@ class _DaskDispatch:
         where: dict[str, Any] = {}
         if prefer:
             where = {"workers": list(prefer), "allow_other_workers": True}
-        future = client.submit(
+        submit = partial(
+            client.submit,
             generate_on_worker,
             executor.plugin_name,
             msgpack.packb(payload),
-            key=f"spangraph-generate-{uuid.uuid4().hex}",
+            key=executor._task_key(),
             pure=False,
             retries=0,
+            resources={slot_resource(engine): 1},
             **where,
         )
+        semaphore = executor._semaphores.get(engine)
         try:
-            raw: bytes = await _result(client, future)
+            if semaphore is None:
+                raw: bytes = await _submitted(client, submit)
+            else:
+                raw = await _on_client_loop(client, _leased(client, submit, semaphore))
         except (KilledWorker, CommClosedError, FutureCancelledError, OSError) as exc:
             raise TransientEngineError(
                 f"the Dask worker running this generation was lost ({type(exc).__name__}: "
                 f"{exc}); it is retried by the run's RetryPolicy"
             ) from None
-        except BaseException:
-            _cancel(client, future)
-            raise
         answer: dict[str, Any] = msgpack.unpackb(raw)
         return answer
+
+    # -- batches -----------------------------------------------------------------------
+
+    async def _batched(
+        self, payload: dict[str, Any], engine: str, prefer: tuple[str, ...]
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
+        entry = _Request(payload, waiter)
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = {}
+            loop.call_soon(self._flush, loop)
+        group = pending.setdefault((engine, prefer), [])
+        group.append(entry)
+        try:
+            return await waiter
+        except BaseException:
+            batch = entry.batch
+            if batch is None:  # not sent yet: it leaves its batch
+                if entry in group:
+                    group.remove(entry)
+            elif waiter.cancelled():
+                batch.awaited -= 1
+                if batch.awaited == 0 and batch.future is not None:
+                    _cancel(self._executor.client, batch.future)
+            raise
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Send the requests of this turn: per engine and preference, in at least as
+        many batches as the cluster has threads (or one each), of at most ``batch``."""
+        pending = self._pending.pop(loop, {})
+        size, threads = self._executor.batch, self._executor._threads
+        for (engine, prefer), entries in pending.items():
+            if not entries:
+                continue
+            count = max(-(-len(entries) // size), min(len(entries), threads))
+            for first in range(count):
+                self._send(engine, prefer, entries[first::count])
+
+    def _send(self, engine: str, prefer: tuple[str, ...], entries: list[_Request]) -> None:
+        import msgpack
+
+        executor = self._executor
+        client = executor.client
+        batch = _Batch([entry.waiter for entry in entries])
+        for entry in entries:
+            entry.batch = batch
+        where: dict[str, Any] = {}
+        if prefer:
+            where = {"workers": list(prefer), "allow_other_workers": True}
+        try:
+            batch.future = client.submit(
+                generate_batch_on_worker,
+                executor.plugin_name,
+                msgpack.packb([entry.payload for entry in entries]),
+                key=executor._task_key(),
+                pure=False,
+                retries=0,
+                resources={slot_resource(engine): 1},
+                **where,
+            )
+        except Exception as exc:
+            _fail(batch, exc)
+            return
+        task = asyncio.get_running_loop().create_task(self._collect(batch))
+        self._collecting.add(task)
+        task.add_done_callback(self._collecting.discard)
+
+    async def _collect(self, batch: _Batch) -> None:
+        """Await a batch's task; hand each request its answer (or the task's error)."""
+        import msgpack
+        from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
+        from distributed.comm.core import CommClosedError
+
+        try:
+            raw = await _result(self._executor.client, batch.future)
+        except (KilledWorker, CommClosedError, FutureCancelledError, OSError) as exc:
+            _fail(
+                batch,
+                TransientEngineError(
+                    f"the Dask worker running this generation was lost ({type(exc).__name__}: "
+                    f"{exc}); it is retried by the run's RetryPolicy"
+                ),
+            )
+        except Exception as exc:
+            _fail(batch, exc)
+        else:
+            answers = msgpack.unpackb(raw)
+            for waiter, answer in zip(batch.waiters, answers, strict=False):
+                if not waiter.done():
+                    waiter.set_result(answer)
+            # Fewer answers: the worker saw the task cancelled and stopped (a race with
+            # a request still awaited; it is retried by the run's RetryPolicy).
+            _fail(batch, TransientEngineError("the Dask task of this batch was cancelled"))
+
+
+def _fail(batch: _Batch, error: BaseException) -> None:
+    for waiter in batch.waiters:
+        if not waiter.done():
+            waiter.set_exception(error)
+
+
+async def _submitted(client: Any, submit: Callable[[], Any]) -> Any:
+    """Submit a task (``submit()``: its future) and await its result; cancelled or
+    failed, the future is cancelled. (Submitted from this thread: submitting on the
+    client's loop instead, in one coroutine with the gather, saves a hand-off between
+    the threads but loads the client's loop, which is the busier one; it measured
+    slower: ``docs/design/scale.md``.)"""
+    future = submit()
+    try:
+        return await _result(client, future)
+    except BaseException:
+        _cancel(client, future)
+        raise
+
+
+async def _leased(client: Any, submit: Callable[[], Any], semaphore: Any) -> Any:
+    """``_submitted`` under a lease of ``semaphore``; on the client's loop (where the
+    semaphore's methods are coroutines), in a task of its own: a cancelled caller
+    cancels it once, and it cancels the future and gives the lease back."""
+    await semaphore.acquire()
+    try:
+        future = submit()
+        try:
+            return await client.gather(future, asynchronous=True)
+        except BaseException:
+            await client.cancel([future], asynchronous=True)
+            raise
+    finally:
+        await semaphore.release()
+
+
+#: Coroutines run on an asynchronous client's loop, kept until they are done.
+_background: set[asyncio.Future[Any]] = set()
+
+
+async def _on_client_loop(client: Any, coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coroutine`` on the client's loop in a task of its own, and await it here
+    (cancelling the await cancels that task)."""
+    if client.asynchronous:
+        task = asyncio.ensure_future(coroutine)
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        return await task
+    running = asyncio.run_coroutine_threadsafe(coroutine, client.loop.asyncio_loop)
+    return await asyncio.wrap_future(running)
 
 
 async def _result(client: Any, future: Any) -> Any:

@@ -19,7 +19,11 @@ Mapping:
 
 Spans are created when a node's attempt ends, with the start and end times
 recorded by the events, so that every upstream span context already exists
-(they are reported finished, through ``SpanSink``: see ``_provider``). What
+(they are reported finished, through ``SpanSink``: see ``_provider``). Work
+done elsewhere for an attempt under way (a generation on a Dask worker)
+asks for the attempt's ``traceparent`` first: the span id is allotted then,
+and the attempt's span takes it when it is made, so that spans made there
+are its children. What
 a span says about its node (kind, label, span path, upstream) is read from
 the graph the run executes (``_graph``); ``_traced_run`` wires a run's
 tracing; ``docs/design/tracing.md`` has the walk from ``generate()`` to a
@@ -155,6 +159,8 @@ class RunTracer:
     _hex_ids: dict[str, str] = field(default_factory=dict)
     _previous: dict[str, Link] = field(default_factory=dict)
     _span_of_node: dict[str, Any] = field(default_factory=dict)
+    #: The span id allotted to an attempt under way (``traceparent``), which its span takes.
+    _allotted: dict[str, int] = field(default_factory=dict)
     _declared: dict[str, NodeFacts] = field(default_factory=dict)
     _bases: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``gen_ai.response.finish_reasons`` values, one tuple per reason.
@@ -231,6 +237,24 @@ class RunTracer:
         nodes only (pure nodes have no span)."""
         for kind, handler in _HANDLERS.items():
             bus.subscribe(MethodType(handler, self), only=(kind,), work_only=True)
+
+    def traceparent(self, node_id: str) -> str | None:
+        """The W3C ``traceparent`` of the span that the attempt of ``node_id`` under way
+        will have. Its span id is allotted now (the span is made when the attempt ends,
+        and takes it), so that what runs elsewhere for the attempt (a generation on a
+        Dask worker) makes its spans children of the node's span. ``None`` when the
+        node has no attempt under way (a generation a task made on an engine), the
+        run span has ended, or the sink makes its own span ids (``TracerSink``)."""
+        if node_id not in self._starts or self._run_span is None:
+            return None
+        span_id = self._allotted.get(node_id)
+        if span_id is None:
+            span_id = self.sink.new_span_id()
+            if span_id is None:
+                return None
+            self._allotted[node_id] = span_id
+        context = self._run_context
+        return f"00-{context.trace_id:032x}-{span_id:016x}-{int(context.trace_flags):02x}"
 
     def _on_declared(self, event: ev.NodeDeclared) -> None:
         self._declared[event.node_id] = NodeFacts.declared(
@@ -318,7 +342,12 @@ class RunTracer:
             parent = self._run_context
             if facts.sampler is not None and facts.sampler in self._span_of_node:
                 parent = self._span_of_node[facts.sampler].get_span_context()
-            link = self.sink.emit(
+            sink = self.sink
+            if self._allotted:  # only a remote generation's span has an id allotted
+                span_id = self._allotted.pop(node_id, 0)
+                if span_id:
+                    sink = sink.allotted(span_id)
+            link = sink.emit(
                 name=name,
                 parent=parent,
                 kind=span_kind,

@@ -16,6 +16,7 @@ from ._render import render_file as render_file
 from ._render import wrap_label as wrap_label
 from ._traced_run import RunLog as RunLog
 from ._traced_run import TracedRun as TracedRun
+from ._traced_run import node_traceparent as node_traceparent
 
 __all__ = [
     "RunLog",
@@ -23,6 +24,7 @@ __all__ = [
     "TracedRun",
     "capture_mode",
     "mimebundle",
+    "node_traceparent",
     "render_file",
     "semconv",
     "wrap_label",

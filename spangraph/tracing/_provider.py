@@ -40,6 +40,7 @@ the spans made without them.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import random
 import threading
@@ -232,6 +233,19 @@ class SpanSink:
                 processor.on_end(span)
         return link
 
+    def new_span_id(self) -> int:
+        """A span id for a span made later (``allotted``), from the provider's id
+        generator."""
+        return self._new_span_id() or self._generator.generate_span_id()
+
+    def allotted(self, span_id: int) -> SpanSink:
+        """This sink, for one span whose id was allotted beforehand (``new_span_id``):
+        a copy that makes its span with ``span_id``. (A copy, so that ``emit`` takes
+        no argument for it: only a remote generation's span has an allotted id.)"""
+        sink = copy.copy(self)
+        sink._new_span_id = partial(int, span_id)
+        return sink
+
 
 class TracerSink:
     """Delivers finished node spans through the tracer API, span by span: the
@@ -269,6 +283,15 @@ class TracerSink:
             span.set_status(status)
         span.end(end_time=end)
         return Link(span.get_span_context(), link_attributes)
+
+    def new_span_id(self) -> None:
+        """None: the tracer API makes a span's id when it starts the span, so no id
+        can be allotted beforehand."""
+        return None
+
+    def allotted(self, span_id: int) -> TracerSink:
+        """This sink (it allots no id: ``new_span_id``, so this is never called)."""
+        return self
 
 
 _MAX_SPAN_ID = 2**64 - 1

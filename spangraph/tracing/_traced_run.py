@@ -18,6 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import trace
@@ -27,6 +28,18 @@ from ._emit import RunTracer, capture_mode
 from ._graph import TracedGraph
 from ._logdag import LogDAG
 from ._provider import emission
+
+#: The tracer of the traced run whose ``current()`` is open in this context.
+_current: ContextVar[RunTracer | None] = ContextVar("spangraph_traced_run", default=None)
+
+
+def node_traceparent(node_id: str) -> str | None:
+    """The W3C ``traceparent`` of the span of ``node_id``'s attempt under way, in the
+    traced run of this context (``RunTracer.traceparent``): what an executor sends
+    with a generation, so that spans made on a worker are children of the node's
+    span. ``None`` outside a traced run or when the node has no attempt under way."""
+    tracer = _current.get()
+    return tracer.traceparent(node_id) if tracer is not None else None
 
 
 class TracedRun:
@@ -67,14 +80,19 @@ class TracedRun:
         """Make the run span the current span, so that spans user code opens in tasks
         (and their worker threads) nest under it. An error leaving the run is not
         recorded here (an exception event would quote its message): ``finish``
-        records it, by the run's capture mode."""
-        with trace.use_span(
-            self.tracer.run_span,
-            end_on_exit=False,
-            record_exception=False,
-            set_status_on_exception=False,
-        ):
-            yield
+        records it, by the run's capture mode. The run's tracer is this context's
+        too (``node_traceparent``)."""
+        token = _current.set(self.tracer)
+        try:
+            with trace.use_span(
+                self.tracer.run_span,
+                end_on_exit=False,
+                record_exception=False,
+                set_status_on_exception=False,
+            ):
+                yield
+        finally:
+            _current.reset(token)
 
     def finish(self, status: str, error: BaseException | None) -> RunLog:
         """End the run span with the run's ``status`` (``done``, ``failed``,

@@ -51,11 +51,13 @@ def client() -> Iterator[Any]:
         cluster.close()
 
 
-def executor_for(client: Any, log_dir: pathlib.Path, latency: float = 0.0) -> tuple[Any, Any]:
+def executor_for(
+    client: Any, log_dir: pathlib.Path, latency: float = 0.0, batch: int = 1
+) -> tuple[Any, Any]:
     """The driver's engine and a ``DaskExecutor`` whose workers build the same one."""
     spec = EngineSpec(SCRIPTED, {"log_dir": str(log_dir), "latency": latency})
     engine = spec.build()
-    return engine, DaskExecutor(client, engines={engine: spec})
+    return engine, DaskExecutor(client, engines={engine: spec}, batch=batch)
 
 
 # -- what crosses the wire ---------------------------------------------------------------
@@ -165,10 +167,12 @@ def outcome(result: Any, roots: list[Any]) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-@pytest.mark.parametrize("failing", [False, True])
+@pytest.mark.parametrize(
+    ("seed", "failing", "batch"),
+    [(1, False, 1), (2, False, 1), (1, True, 1), (2, True, 1), (1, True, 4), (2, False, 4)],
+)
 def test_the_same_outputs_counters_and_logdag_as_a_local_run(
-    client: Any, tmp_path: pathlib.Path, seed: int, failing: bool
+    client: Any, tmp_path: pathlib.Path, seed: int, failing: bool, batch: int
 ) -> None:
     retry = RetryPolicy(attempts=3, backoff=0.01)
     local_dir, remote_dir = tmp_path / "local", tmp_path / "remote"
@@ -177,7 +181,7 @@ def test_the_same_outputs_counters_and_logdag_as_a_local_run(
     local_roots = graph(seed, failing)
     local_engine = scripted(str(local_dir))
     local = run(*local_roots, engine=local_engine, retry=retry, on_error="continue", progress=False)
-    engine, executor = executor_for(client, remote_dir)
+    engine, executor = executor_for(client, remote_dir, batch=batch)
     remote_roots = graph(seed, failing)
     remote = run(
         *remote_roots,
@@ -259,6 +263,96 @@ def test_limits_hold_across_the_cluster(client: Any, tmp_path: pathlib.Path) -> 
     assert overlaps(worker_times(three)) == 0
 
 
+def test_shared_limits_hold_across_drivers(client: Any, tmp_path: pathlib.Path) -> None:
+    """Two drivers (two clients, running at once) of an engine of limit 1: with their
+    own limits each runs one at a time, so the two overlap on the workers; with
+    ``limits="shared"`` they share one lease, and no two generations overlap."""
+    import threading
+
+    def two_drivers(limits: str, first: int) -> list[tuple[int, int, str]]:
+        (tmp_path / limits).mkdir()
+        spec = EngineSpec(SCRIPTED, {"log_dir": str(tmp_path / limits), "latency": 0.3})
+        results: list[Any] = []
+        clients = [distributed.Client(client.scheduler.address) for _ in range(2)]
+        try:
+
+            def drive(driver: Any, offset: int) -> None:
+                engine = spec.build()
+                engine.max_concurrency = 1
+                executor = DaskExecutor(driver, engines={engine: spec}, limits=limits)
+                thunks = fan(3, first=offset)
+                results.append(run(*thunks, engine=engine, executor=executor, progress=False))
+
+            threads = [
+                threading.Thread(target=drive, args=(driver, first + 3 * i))
+                for i, driver in enumerate(clients)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=120)
+        finally:
+            for driver in clients:
+                driver.close()
+        assert len(results) == 2 and all(r.status == "done" for r in results)
+        for result in results:
+            assert overlaps(worker_times(result)) == 0  # each driver keeps its own limit
+        return sorted(worker_times(results[0]) + worker_times(results[1]))
+
+    assert overlaps(two_drivers("driver", 0)) >= 1  # the two drivers' limits are two
+    assert overlaps(two_drivers("shared", 6)) == 0  # one limit for both
+
+
+def test_a_shared_limit_is_refused_when_drivers_disagree_on_it(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    spec = EngineSpec(SCRIPTED, {"log_dir": str(tmp_path)})
+    for limit in (2, 3):
+        engine = spec.build()
+        engine.max_concurrency = limit
+        executor = DaskExecutor(client, engines={engine: spec}, limits="shared")
+        if limit == 2:
+            assert run(*fan(2), engine=engine, executor=executor, progress=False).generations == 2
+        else:
+            with pytest.raises(ExecutorError, match=r"cannot share its limit \(3\)"):
+                run(*fan(2, first=2), engine=engine, executor=executor, progress=False)
+    with pytest.raises(ValueError, match="'driver' or 'shared'"):
+        DaskExecutor(client, engines={engine: spec}, limits="everywhere")  # type: ignore[arg-type]
+
+
+def test_a_worker_runs_no_more_generations_at_once_than_its_engine_has_slots(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Workers of 2 threads, an engine of 1 slot per worker (the workers' engine has
+    ``max_concurrency=1``; the driver allows 8 at once): each worker runs one
+    generation at a time (its slot is a Dask resource each generation asks for),
+    and the two workers run at once."""
+    from spangraph.graph._dask import slot_resource
+
+    spec = EngineSpec(SCRIPTED, {"log_dir": str(tmp_path), "latency": 0.3, "max_concurrency": 1})
+    engine = scripted(str(tmp_path), latency=0.3)
+    engine.max_concurrency = 8
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as two_threads,
+    ):
+        executor = DaskExecutor(two_threads, engines={engine: spec})
+        result = run(*fan(6), engine=engine, executor=executor, progress=False)
+        declared = {
+            address: info["resources"]
+            for address, info in two_threads.scheduler_info()["workers"].items()
+        }
+    assert result.status == "done"
+    assert all(r == {slot_resource(spec.key): 1} for r in declared.values()) and len(declared) == 2
+    times = worker_times(result)
+    by_worker = {address for _, _, address in times}
+    assert len(by_worker) == 2 and overlaps(times) >= 1  # the two workers ran at once
+    for address in by_worker:
+        assert overlaps([t for t in times if t[2] == address]) == 0  # each one at a time
+
+
 def test_every_span_carries_the_run_s_trace_and_the_worker(
     client: Any, tmp_path: pathlib.Path
 ) -> None:
@@ -274,6 +368,77 @@ def test_every_span_carries_the_run_s_trace_and_the_worker(
             node.attributes["spangraph.worker.end_time"]
             >= (node.attributes["spangraph.worker.start_time"])
         )
+
+
+def test_spans_made_on_a_worker_are_children_of_their_node_s_span(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    from tests.graph.dask_helpers import worker_spans
+
+    spec = EngineSpec("tests.graph.dask_helpers:traced", {"log_dir": str(tmp_path)})
+    engine = spec.build()
+    executor = DaskExecutor(client, engines={engine: spec})
+    with options(temperature=0):
+        thunks = [*fan(3), generate(Step(inputs=["flaky-trace"], label="retried"))]
+    retry = RetryPolicy(attempts=2, backoff=0.01)
+    result = run(*thunks, engine=engine, executor=executor, retry=retry, progress=False)
+    assert result.status == "done" and result.attempts == 5  # the flaky one ran twice
+    log = result.log
+    assert log.run is not None
+    attempts = log.filter(kind="generation")
+    assert len(attempts) == 5 and len({node.key for node in attempts}) == 5
+    spans = worker_spans(tmp_path)
+    assert len(spans) == 5 and all(span["pid"] != os.getpid() for span in spans)
+    # Each worker span's parent is the span of the attempt it served (retried or not),
+    # one span each, and all are in the run's trace.
+    assert sorted(span["parent_id"] for span in spans) == sorted(node.key for node in attempts)
+    assert {span["trace_id"] for span in spans} == {log.run.trace_id}
+    assert {r.trace_id for r in log.records} == {log.run.trace_id}
+
+
+# -- batches -----------------------------------------------------------------------------
+
+
+def test_ready_requests_share_a_dask_task_with_batch(
+    client: Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20 generations ready at once, ``batch=8``, 2 workers of 1 thread: 3 Dask tasks
+    (at least one per thread, at most 8 requests each), each generation run once, the
+    same answers and worker times as one task each."""
+    from spangraph.graph._dask import generate_batch_on_worker
+
+    engine, executor = executor_for(client, tmp_path, batch=8)
+    submitted: list[Any] = []
+    submit = client.submit
+
+    def recording(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        submitted.append(fn)
+        return submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(client, "submit", recording)
+    thunks = fan(20)
+    result = run(*thunks, engine=engine, executor=executor, progress=False)
+    assert result.status == "done" and result.generations == 20
+    assert values(thunks) == [expected(f"g{i}") for i in range(20)]
+    assert submitted == [generate_batch_on_worker] * 3
+    assert sorted(calls(tmp_path)) == sorted(f"g{i}: x" for i in range(20))
+    times = worker_times(result)
+    assert len(times) == 20 and len({address for _, _, address in times}) == 2
+    with pytest.raises(ValueError, match="whole number >= 1"):
+        DaskExecutor(client, engines={engine: EngineSpec(SCRIPTED)}, batch=0)
+
+
+def test_a_cancelled_run_cancels_its_batches(client: Any, tmp_path: pathlib.Path) -> None:
+    engine, executor = executor_for(client, tmp_path, latency=1.0, batch=4)
+    with options(temperature=0):
+        slow = [generate(Step(inputs=[f"slow{i}"], label="slow")) for i in range(8)]
+    with pytest.raises(NodeFailedError):
+        run(*slow, engine=engine, executor=executor, timeout=0.5, progress=False)
+    deadline = time.monotonic() + 30
+    while client.run_on_scheduler(spangraph_tasks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.run_on_scheduler(spangraph_tasks) == 0
+    assert len(calls(tmp_path)) <= 2 * 3  # at most one started per worker, 3 attempts
 
 
 # -- failures ----------------------------------------------------------------------------

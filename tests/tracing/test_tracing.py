@@ -627,3 +627,48 @@ def _node_key(span: Any) -> tuple[Any, ...]:
         attributes.get("spangraph.node.attempt"),
         attributes.get("spangraph.node.status"),
     )
+
+
+def test_a_node_s_traceparent_names_the_span_its_attempt_gets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``node_traceparent`` during an attempt (what an executor sends with a remote
+    generation) gives the span id that the attempt's span is then made with, in the
+    run's trace, a new one per attempt; outside an attempt, and with the tracer API's
+    sink (which makes its own ids), there is none."""
+    from spangraph.tracing._internal import node_traceparent
+
+    def traced_run() -> tuple[list[tuple[str, str | None]], Any]:
+        seen: list[tuple[str, str | None]] = []
+        tries = {"flaky": 1}
+
+        def reply(request: Any) -> str:
+            seen.append((request.text, node_traceparent(request.thunk._id)))
+            if request.text.startswith("flaky") and tries["flaky"]:
+                tries["flaky"] -= 1
+                raise TransientEngineError("overloaded")
+            return "ok"
+
+        with options(temperature=0):
+            roots = [generate(Op(inputs=[f"x{i}"], label=f"n{i}")) for i in range(3)]
+            roots.append(generate(Op(inputs=["y"], label="flaky")))
+        retry = RetryPolicy(attempts=2, backoff=0.0, sleep=_no_sleep)
+        result = run(*roots, engine=ScriptedEngine(reply), retry=retry, progress=False)
+        return seen, result
+
+    assert node_traceparent("no-such-node") is None  # no traced run here
+    _app_provider(monkeypatch)
+    seen, result = traced_run()
+    assert result.status == "done" and len(seen) == 5  # the flaky one ran twice
+    log = result.log
+    assert log.run is not None
+    allotted = [parent.split("-") for _, parent in seen if parent is not None]
+    assert len(allotted) == 5
+    assert {trace_id for _, trace_id, _, _ in allotted} == {log.run.trace_id}
+    spans = sorted(node.key for node in log.filter(kind="generation"))
+    assert sorted(span_id for _, _, span_id, _ in allotted) == spans and len(set(spans)) == 5
+    monkeypatch.setattr(provider_module, "hasattr", lambda obj, name: False, raising=False)
+    _app_provider(monkeypatch)
+    seen, result = traced_run()
+    assert isinstance(provider_module.emission().sink, provider_module.TracerSink)
+    assert result.status == "done" and [parent for _, parent in seen] == [None] * 5
