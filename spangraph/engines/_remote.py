@@ -353,7 +353,8 @@ async def serve(
 ) -> dict[str, Any]:
     """Run one request on a worker's engine: step 4 (the KV prefix), step 5 (the
     primitive); the answer as plain data. An engine error is an answer too (its
-    kind and message), so that no exception object has to cross the wire."""
+    kind and message), so that no exception object has to cross the wire; any other
+    exception of the engine's is an ``EngineError`` naming its type."""
     started = time.time()
     request = from_wire(payload)
     try:
@@ -361,6 +362,10 @@ async def serve(
         completion = await engine._complete(request)
     except EngineError as exc:
         return {"error": [_error_name(exc), f"{exc} (on worker {address})"]}
+    except Exception as exc:
+        # A fault of the engine's own code. Raised as itself, it would reach the driver
+        # as the Dask task's error, where an OSError reads as a lost worker (retried).
+        return {"error": ["EngineError", f"{type(exc).__name__}: {exc} (on worker {address})"]}
     prefix = request.prefix.digest if request.prefix is not None else None
     return completion_to_wire(completion, WorkerRun(address, started, time.time()), prefix)
 

@@ -3,7 +3,8 @@
 ``scripted`` is the engine of the tests: a ``ScriptedEngine`` that answers
 ``<prompt>``, logs each call's start to ``<log_dir>/calls.log`` (one line per
 call, from every process: appends of one short line are atomic), fails for
-good on prompts with ``bad`` in them and once (then succeeds) on prompts with
+good on prompts with ``bad`` in them (with an ``OSError``, its own
+bug, on prompts with ``oserror``) and once (then succeeds) on prompts with
 ``flaky``, and sleeps ``latency`` seconds. ``traced`` is the same engine,
 instrumented: each call makes a span on the worker, exported to a file.
 """
@@ -43,6 +44,8 @@ def _reply(log_dir: str, latency: float) -> Callable[[Request], Awaitable[str]]:
             await anyio.sleep(latency)
         if "bad" in text:
             raise EngineRequestError("the engine refuses this prompt")
+        if "oserror" in text:
+            raise FileNotFoundError("a file the engine needs is missing")  # a bug of its own
         if "flaky" in text and log_dir:
             marker = pathlib.Path(log_dir, "flaky-" + hashlib.sha1(text.encode()).hexdigest())
             if not marker.exists():

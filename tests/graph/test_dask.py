@@ -24,7 +24,14 @@ import pytest
 
 from spangraph import CBlock, Component, NodeFailedError, Span, generate, options, run, task
 from spangraph.cache import MemoryStore
-from spangraph.engines import Capabilities, Completion, EngineSpec, ExecutorError, ScriptedEngine
+from spangraph.engines import (
+    Capabilities,
+    Completion,
+    EngineError,
+    EngineSpec,
+    ExecutorError,
+    ScriptedEngine,
+)
 from spangraph.engines._remote import completion_to_wire, from_wire, to_wire
 from spangraph.events import Event, NodeFinished
 from spangraph.graph import DaskExecutor, RetryPolicy
@@ -212,6 +219,24 @@ def test_on_error_raise_gives_the_same_error_as_a_local_run(
             run(bad, engine=engine, progress=False, **kwargs)
         errors.append((raised.value.path, type(raised.value.error).__name__))
     assert errors[0] == errors[1] == (errors[0][0], "EngineRequestError")
+
+
+def test_an_engine_s_own_exception_on_a_worker_is_not_a_lost_worker(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    """An exception of the engine's code that is no ``EngineError`` (an ``OSError``
+    here) comes back as an ``EngineError`` naming its type and the worker: it is not
+    taken for a lost worker, so the ``RetryPolicy`` does not retry it."""
+    engine, executor = executor_for(client, tmp_path)
+    with options(temperature=0):
+        broken = generate(Step(inputs=["oserror"], label="broken"))
+    retry = RetryPolicy(attempts=3, backoff=0.01)
+    with pytest.raises(NodeFailedError) as raised:
+        run(broken, engine=engine, executor=executor, retry=retry, progress=False)
+    error = raised.value.error
+    assert type(error) is EngineError, error
+    assert "FileNotFoundError: a file the engine needs is missing (on worker" in str(error)
+    assert len(calls(tmp_path)) == 1  # not retried
 
 
 # -- the memo, the limits, tracing -------------------------------------------------------
