@@ -148,11 +148,13 @@ PUBLIC: dict[str, set[str]] = {
         "Request",
         "ScriptedEngine",
         "SpangraphHomeError",
+        "ToolRequest",
         "TransientEngineError",
         "cached",
         "default",
         "options",
         "set_default",
+        "tool_reply_text",
     },
     "spangraph.cache": {
         "AUTO",

@@ -21,6 +21,7 @@ from ._options import check_options as check_options
 from ._remote import Dispatch as Dispatch
 from ._remote import RemoteEngine as RemoteEngine
 from ._remote import serve as serve
+from ._types import TOOL_STEPS as TOOL_STEPS
 from ._types import WorkerRun as WorkerRun
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ENGINE_VARIABLE",
     "MODELS",
+    "TOOL_STEPS",
     "Dispatch",
     "InlineDriver",
     "PackagedModel",

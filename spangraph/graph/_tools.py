@@ -48,7 +48,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
 from ..cache._internal import run_cache
-from ..engines._types import TOOL_STEPS, ToolRequest
+from ..engines import ToolRequest
+from ..engines._internal import TOOL_STEPS
 from ..nodes import Component, ModelOutputThunk, ParseError, Span, render_span
 from ..nodes._internal import canonical_json, current_state
 from ._interrupt import _current
