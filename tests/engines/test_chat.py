@@ -14,11 +14,11 @@ from pydantic import BaseModel
 
 from spangraph import CBlock, ChatHistory, Component, Message, Span, ask, compile, generate, run
 from spangraph.engines import EngineRequestError, LlamaCppEngine, ScriptedEngine
-from spangraph.engines._internal import MODELS, installed
+from spangraph.engines._internal import installed
 from spangraph.engines._models import has_chat_template
 from spangraph.engines._types import Request
+from tests.engines.smollm2 import SMOLLM2, smollm2_engine
 
-SMOLLM2 = MODELS["smollm2-135m-instruct"]
 TEMPLATE_TOKENS = ("<|im_start|>", "<|im_end|>", "<end_of_turn>", "<start_of_turn>")
 QUESTIONS = ("What license is this document?", "Who may use it?", "Say thank you.")
 DOCUMENT = (pathlib.Path(__file__).parents[2] / "examples" / "apache-2.0.txt").read_text()[:1500]
@@ -107,15 +107,7 @@ needs_smollm2 = pytest.mark.skipif(
 def smollm2(
     spangraph_home: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LlamaCppEngine]:
-    if installed(SMOLLM2) is None:
-        pytest.skip(f"needs the SmolLM2 wheel: {SMOLLM2.install}")
-    engine = LlamaCppEngine(
-        model="smollm2-135m-instruct",
-        home=spangraph_home,
-        kv_dir=tmp_path_factory.mktemp("smollm2-kv"),
-        n_ctx=4096,
-        n_parallel=2,
-    )
+    engine = smollm2_engine(spangraph_home, tmp_path_factory.mktemp("smollm2-kv"), n_parallel=2)
     yield engine
     engine.close()
 

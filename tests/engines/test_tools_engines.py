@@ -12,10 +12,9 @@ import pytest
 
 from spangraph import Instruction, generate, options, run, tool
 from spangraph.engines import LlamaCppEngine
-from spangraph.engines._internal import MODELS, installed
 from spangraph.graph import ToolRoundsError
+from tests.engines.smollm2 import smollm2_engine
 
-SMOLLM2 = MODELS["smollm2-135m-instruct"]
 COUNTED: list[str] = []
 
 
@@ -36,14 +35,8 @@ def search(clause: str, limit: int = 1) -> str:
 def smollm2(
     spangraph_home: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LlamaCppEngine]:
-    if installed(SMOLLM2) is None:
-        pytest.skip(f"needs the SmolLM2 wheel: {SMOLLM2.install}")
-    engine = LlamaCppEngine(
-        model="smollm2-135m-instruct",
-        home=spangraph_home,
-        kv_dir=tmp_path_factory.mktemp("smollm2-tools-kv"),
-        n_ctx=4096,
-        n_parallel=1,
+    engine = smollm2_engine(
+        spangraph_home, tmp_path_factory.mktemp("smollm2-tools-kv"), n_parallel=1
     )
     yield engine
     engine.close()
@@ -110,14 +103,10 @@ TOOLS_TEMPLATE = pathlib.Path(__file__).with_name("tools_chatml.jinja")
 def smollm2_tools(
     spangraph_home: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LlamaCppEngine]:
-    if installed(SMOLLM2) is None:
-        pytest.skip(f"needs the SmolLM2 wheel: {SMOLLM2.install}")
-    engine = LlamaCppEngine(
-        model="smollm2-135m-instruct",
+    engine = smollm2_engine(
+        spangraph_home,
+        tmp_path_factory.mktemp("smollm2-native-kv"),
         chat_template=TOOLS_TEMPLATE,
-        home=spangraph_home,
-        kv_dir=tmp_path_factory.mktemp("smollm2-native-kv"),
-        n_ctx=4096,
         n_parallel=1,
     )
     yield engine
@@ -235,13 +224,10 @@ def test_a_chat_template_llama_cpp_cannot_use_is_refused_naming_it(
 ) -> None:
     from spangraph.engines import ModelFileError
 
-    if installed(SMOLLM2) is None:
-        pytest.skip(f"needs the SmolLM2 wheel: {SMOLLM2.install}")
-    engine = LlamaCppEngine(
-        model="smollm2-135m-instruct",
+    engine = smollm2_engine(
+        spangraph_home,
+        tmp_path / "kv",
         chat_template="{% for message in messages %}{{ message.content }",
-        home=spangraph_home,
-        kv_dir=tmp_path / "kv",
         n_ctx=1024,
         n_parallel=1,
     )
