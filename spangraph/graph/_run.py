@@ -307,10 +307,12 @@ async def _start_executor(
 
 def _refuse_cluster_tasks(graph: SpanGraph) -> None:
     """A ``@task(where="cluster")`` in a run without an executor: refused before the run."""
-    for thunk in graph._work_thunks:
-        if getattr(thunk.producer, "where", "driver") == "cluster":
+    # By the node's kind first: only a task's producer has ``where``, and a missing
+    # attribute would be looked up (and missed) once per generation of the graph.
+    for info in graph.nodes():
+        if info.kind == "task" and info.span.producer.where == "cluster":
             raise ValueError(
-                f"{graph.path_of(graph.id_of(thunk))} runs on the cluster "
+                f"{graph.path_of(info.id)} runs on the cluster "
                 "(@task(where='cluster')): give the run an executor, e.g. "
                 "run(..., executor=DaskExecutor(client, engines=...))"
             )
