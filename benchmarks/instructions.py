@@ -22,8 +22,8 @@ per mode.
 48 KB first-level data cache and a 2 MB second level, this project's VMs'
 per-core sizes) and prints misses per node beside the instructions. A change
 can cost wall time that instructions do not show: the generate protocol as
-one coroutine (314abe2) added 20% instructions to a run's node but 58% more
-first-level data misses (``docs/design/scheduler.md``, "Where the wall time
+one coroutine (314abe2) added 20% instructions to a run's node but 87% more
+first-level data read misses (``docs/design/scheduler.md``, "Where the wall time
 went"). The simulation is deterministic too; it is not the hardware, so use it
 to compare two commits, not as a time.
 """
