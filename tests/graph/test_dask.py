@@ -48,7 +48,7 @@ SCRIPTED = "tests.graph.dask_helpers:scripted"
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
     )
     client = distributed.Client(cluster)
     try:
@@ -56,6 +56,18 @@ def client() -> Iterator[Any]:
     finally:
         client.close()
         cluster.close()
+
+
+def test_the_how_tos_cluster_listens_on_loopback_only(client: Any) -> None:
+    """The set-up of docs/howto/dask.md (and of these tests): Dask starts its HTTP
+    server even with ``dashboard_address=None``, then on port 8787 of every
+    interface; ``"127.0.0.1:0"`` keeps it, and the scheduler, on loopback."""
+    scheduler = client.cluster.scheduler
+    bound = [sock.getsockname()[0] for sock in scheduler.http_server._sockets.values()]
+    assert bound and set(bound) == {"127.0.0.1"}
+    assert scheduler.address.startswith("tcp://127.0.0.1:")
+    workers = client.run(lambda dask_worker: dask_worker.address)
+    assert workers and all(a.startswith("tcp://127.0.0.1:") for a in workers.values())
 
 
 def executor_for(
@@ -359,7 +371,7 @@ def test_a_worker_runs_no_more_generations_at_once_than_its_engine_has_slots(
     engine.max_concurrency = 8
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address="127.0.0.1:0"
         ) as cluster,
         distributed.Client(cluster) as two_threads,
     ):
@@ -529,7 +541,9 @@ def test_an_engine_spec_a_worker_cannot_build_names_the_worker_and_the_spec(
 
 
 def test_no_cluster_reachable(tmp_path: pathlib.Path) -> None:
-    cluster = distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None)
+    cluster = distributed.LocalCluster(
+        n_workers=0, processes=False, dashboard_address="127.0.0.1:0"
+    )
     gone = distributed.Client(cluster)
     engine = ScriptedEngine()
     executor = DaskExecutor(gone, engines={engine: EngineSpec(SCRIPTED)})
