@@ -158,7 +158,10 @@ class TaskCall:
     """The task node whose body is running (``_current``): what ``interrupt()`` needs."""
 
     node_id: str
-    path: str
+    #: The node's span path, made only when the body interrupts: a path is a walk up
+    #: to a root, so a run of many tasks would otherwise pay for one per task, and a
+    #: deep graph's walks add up to its depth squared.
+    path: Callable[[], str]
     label: str
     answers: Answers
     asked: int = 0
@@ -195,6 +198,7 @@ def interrupt(question: str, schema: Any = None) -> Any:
     if not isinstance(question, str):
         raise TypeError(f"interrupt() takes the question as a str, got {type(question).__name__}")
     adapter = _adapter(schema)
+    path = call.path()
     reason = call.unstable() if call.unstable is not None else None
     if reason is not None:
         raise InterruptError(
@@ -204,19 +208,19 @@ def interrupt(question: str, schema: Any = None) -> Any:
             f"Give the task arguments with a JSON form (str, numbers, lists, dicts, "
             f"pydantic models, dataclasses; no sets), e.g. an object's key instead of "
             f"the object",
-            path=call.path,
+            path=path,
         )
     index = call.asked
     call.asked += 1
     interrupt_id = _interrupt_id(call.node_id, index, question)
     known, answer = call.answers.get(interrupt_id)
     if known:
-        return _validated(adapter, answer, path=call.path, interrupt_id=interrupt_id)
+        return _validated(adapter, answer, path=path, interrupt_id=interrupt_id)
     raise InterruptSignal(
         Interrupt(
             id=interrupt_id,
             question=question,
-            path=call.path,
+            path=path,
             label=call.label,
             schema=adapter.json_schema(),
             node_id=call.node_id,

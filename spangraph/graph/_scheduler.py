@@ -912,7 +912,7 @@ class Scheduler:
         producer = node.span.producer
         return TaskCall(
             node_id=node.id,
-            path=self.graph.path_of(node.id),
+            path=partial(self.graph.path_of, node.id),
             label=producer.given_label or producer.label,
             answers=self.answers,
             unstable=lambda: self._unstable(node.id),

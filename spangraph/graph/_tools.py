@@ -676,7 +676,7 @@ def _loop_thunk(
 
 def _path() -> str:
     call = _current.get()
-    return call.path if call is not None else ""
+    return call.path() if call is not None else ""
 
 
 def _loop_body(

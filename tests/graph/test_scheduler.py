@@ -30,6 +30,7 @@ from spangraph import (
 from spangraph.engines import EngineRequestError, Request, ScriptedEngine, TransientEngineError
 from spangraph.events import Event, NodeRetried, NodeSkipped
 from spangraph.nodes import ModelOutputThunk, ThunkState
+from spangraph.nodes._internal import PathTracker
 
 
 class Op(Component[str]):
@@ -339,6 +340,47 @@ def test_failing_task_names_its_path() -> None:
         NodeFailedError, match=r"generate\(Op\)\.action\.parts\(\)\[0\]: ValueError"
     ):
         run(top, engine=ScriptedEngine("x"), progress=False)
+
+
+def test_a_run_of_tasks_walks_no_span_path_until_one_is_needed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A span path is a walk up to a root: made for every task, a chain of n tasks
+    would walk n**2 / 2 steps (a 100k-task graph ran 5x slower per node than a
+    10k one). Untraced, a run makes none until something needs one (a failure, an
+    interrupt); traced, each step of the graph is made once."""
+    made: list[int] = []
+    step = PathTracker.step
+
+    def counted(self: PathTracker, frame: int) -> str:
+        made.append(frame)
+        return step(self, frame)
+
+    monkeypatch.setattr(PathTracker, "step", counted)
+
+    @task
+    def link(previous: str) -> str:
+        return previous[-8:] + "+"
+
+    def chain(length: int) -> Any:
+        last = link("start")
+        for _ in range(length - 1):
+            last = link(last)
+        return last
+
+    assert run(chain(300), engine=ScriptedEngine("x"), trace=False, progress=False).status == "done"
+    assert made == []
+
+    done = run(chain(300), engine=ScriptedEngine("x"), trace=True, progress=False)
+    assert done.status == "done"
+    assert len(made) == len(set(made)) == 300  # each task's frame, once
+
+    @task
+    def fail(previous: str) -> str:
+        raise ValueError("nope")
+
+    with pytest.raises(NodeFailedError, match=r"\)\.inputs\[0\]\.inputs\[0\]: ValueError: nope"):
+        run(link(link(fail("start"))), engine=ScriptedEngine("x"), trace=False, progress=False)
 
 
 def test_run_works_inside_a_running_loop() -> None:
