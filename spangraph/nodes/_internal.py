@@ -24,6 +24,7 @@ from ._span import SpanIds as SpanIds
 from ._span import TailMemo as TailMemo
 from ._span import as_span as as_span
 from ._span import cached_id as cached_id
+from ._span import cut_path as cut_path
 from ._span import is_span as is_span
 from ._span import node_kind as node_kind
 from ._span import span_id as span_id
@@ -53,6 +54,7 @@ __all__ = [
     "canonical_json",
     "compose",
     "current_state",
+    "cut_path",
     "digest",
     "display_label",
     "fresh_copies",

@@ -82,9 +82,9 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from .. import events as ev
-from ..nodes._internal import WORK_KINDS
+from ..nodes._internal import WORK_KINDS, cut_path
 from . import _semconv as sc
-from ._graph import NodeFacts, TracedGraph
+from ._graph import TRACE_PATH_CHARS, NodeFacts, TracedGraph
 from ._provider import SpanSink, TracerSink
 from ._text import ERROR_LIMIT, FreeText
 
@@ -259,7 +259,7 @@ class RunTracer:
     def _on_declared(self, event: ev.NodeDeclared) -> None:
         self._declared[event.node_id] = NodeFacts.declared(
             kind=event.kind,
-            path=event.path,
+            path=cut_path(event.path, TRACE_PATH_CHARS),
             label=event.label,
             sampler=event.parent,
             upstream=event.upstream,

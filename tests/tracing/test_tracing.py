@@ -672,3 +672,27 @@ def test_a_node_s_traceparent_names_the_span_its_attempt_gets(
     seen, result = traced_run()
     assert isinstance(provider_module.emission().sink, provider_module.TracerSink)
     assert result.status == "done" and [parent for _, parent in seen] == [None] * 5
+
+
+def test_every_span_path_is_cut_a_sampler_s_attempts_too(exporter: InMemorySpanExporter) -> None:
+    """A span carries the end of its node's path (``TRACE_PATH_CHARS``), however deep
+    the node: the attempts a sampler declares while it runs too."""
+    from spangraph.sampling import BestOfN, sample
+    from spangraph.tracing._graph import TRACE_PATH_CHARS
+
+    sampled = sample(CBlock("Say it."), BestOfN(2, lambda text: float(len(text))))
+    top = sampled
+    for depth in range(30):  # the sampler 30 generations down: a path of ~550 characters
+        top = generate(Op(inputs=[top], label=f"d{depth}"))
+    assert run(top, engine=ScriptedEngine("ok"), progress=False).status == "done"
+    paths = [
+        span.attributes["spangraph.span.path"]
+        for span in exporter.get_finished_spans()
+        if "spangraph.span.path" in span.attributes
+    ]
+    attempts = sorted(path for path in paths if ".attempts[" in path)
+    assert len(attempts) == 2
+    for path in paths:
+        assert len(path) <= TRACE_PATH_CHARS + 1, path  # the end, after "…"
+    for index, path in enumerate(attempts):
+        assert path.startswith("…") and path.endswith(f".action.parts()[0].attempts[{index}]")
