@@ -213,6 +213,19 @@ _LEASE_TABLE = (
     "CREATE TABLE IF NOT EXISTS lease (key TEXT PRIMARY KEY, token TEXT NOT NULL, "
     "host TEXT NOT NULL, pid INTEGER NOT NULL, started INTEGER NOT NULL, expires REAL NOT NULL)"
 )
+#: Indexes for keeping the budgets (also additive; made where the memo is writable):
+#: without them every eviction pass scanned the whole table three times (the expired
+#: rows, the totals, the least recently used row), about 45 ms each at 50k entries
+#: of 1.5 KB, and a budgeted store makes a pass on every put. ``memo_lru`` also
+#: covers the totals (``size``), so they are read from the index, not the rows.
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS memo_lru ON memo (accessed, size)",
+    "CREATE INDEX IF NOT EXISTS memo_expires ON memo (expires) WHERE expires IS NOT NULL",
+)
+#: An eviction pass's queries (``_evict``), in its order.
+_DELETE_EXPIRED = "DELETE FROM memo WHERE expires IS NOT NULL AND expires <= ?"
+_TOTALS = "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM memo"
+_LEAST_RECENT = "SELECT key, size FROM memo ORDER BY accessed ASC LIMIT 1"
 #: Rows are read as bytes, so that SQLite never decodes (and never quotes in an
 #: error) a value that is not UTF-8: such a row is a bad row like any other. The
 #: row's own key is read from the table by rowid (a plain ``key`` would be read
@@ -618,6 +631,8 @@ class SQLiteStore:
             if app_id == 0 and version == 0 and not names:
                 conn.execute(_MEMO_TABLE)
                 conn.execute(_LEASE_TABLE)
+                for index in _INDEXES:
+                    conn.execute(index)
                 conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif app_id != APPLICATION_ID:  # another program wrote it meanwhile
@@ -672,6 +687,9 @@ class SQLiteStore:
             if "hits" not in _columns(conn):
                 conn.execute(_HITS_COLUMN)
             self._hits_column = True
+        with contextlib.suppress(sqlite3.OperationalError):
+            for index in _INDEXES:  # a memo made before them: one scan, once
+                conn.execute(index)
 
     def _set_aside(self, reason: str) -> bool:
         """Rename the file (and its ``-wal``/``-shm``) out of the way, with a warning.
@@ -883,20 +901,14 @@ class SQLiteStore:
     def _evict(self, max_entries: int | None, max_bytes: int | None) -> int:
         """Delete expired rows, then the least recently used beyond the budgets; the
         number of rows deleted. (The caller holds ``_lock``.)"""
-        gone = self._conn.execute(
-            "DELETE FROM memo WHERE expires IS NOT NULL AND expires <= ?", (time.time(),)
-        ).rowcount
+        gone = self._conn.execute(_DELETE_EXPIRED, (time.time(),)).rowcount
         self.stats.expired += max(gone, 0)
-        count, size = self._conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM memo"
-        ).fetchone()
+        count, size = self._conn.execute(_TOTALS).fetchone()
         evicted = 0
         while (max_entries is not None and count > max_entries) or (
             max_bytes is not None and size > max_bytes
         ):
-            row = self._conn.execute(
-                "SELECT key, size FROM memo ORDER BY accessed ASC LIMIT 1"
-            ).fetchone()
+            row = self._conn.execute(_LEAST_RECENT).fetchone()
             if row is None:
                 break
             self._conn.execute("DELETE FROM memo WHERE key = ?", (row[0],))

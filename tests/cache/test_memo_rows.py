@@ -135,7 +135,10 @@ def test_corrupt_pages_are_bad_rows_and_reruns_succeed(
     run(*fan(60, leaf=leaf), engine=engine, cache=fill, progress=False)
     fill.close()  # all in the file itself, none in a -wal
     data = bytearray(path.read_bytes())
-    offset = int(len(data) * where) + 13  # not page-aligned
+    # In the rows, ``where`` of the way through them (the indexes hold no entry text),
+    # and not page-aligned.
+    rows = [i for i in range(len(data)) if data.startswith(b"lorem ipsum", i)]
+    offset = rows[int(len(rows) * where)] + 13
     garbage = (MARK + random.Random(offset * size).randbytes(size))[:size]
     data[offset : offset + size] = garbage
     path.write_bytes(bytes(data))
