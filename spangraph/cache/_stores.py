@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import pathlib
 import sqlite3
@@ -117,7 +118,9 @@ class MemoryStore:
         self.stats = CacheStats()
         self._data: OrderedDict[str, tuple[str, float | None]] = OrderedDict()
         self._lock = threading.Lock()
-        self._with_ttl = 0
+        #: When the soonest entry with a TTL expires (or an earlier time: an entry
+        #: dropped since); until then ``evict`` has nothing to scan for.
+        self._next_expiry = math.inf
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -145,7 +148,8 @@ class MemoryStore:
         text = json.dumps(value, separators=(",", ":"))
         expires = time.time() + ttl if ttl is not None else None
         with self._lock:
-            self._with_ttl += expires is not None
+            if expires is not None:
+                self._next_expiry = min(self._next_expiry, expires)
             if key in self._data:
                 self._drop(key)
             self._data[key] = (text, expires)
@@ -163,13 +167,15 @@ class MemoryStore:
 
     def evict(self) -> None:
         """Drop expired entries and keep within budgets."""
-        if not self._with_ttl:
-            return  # budgets are kept on every put; only expiry needs a scan
         now = time.time()
+        if now < self._next_expiry:
+            return  # budgets are kept on every put; only expiry needs a scan
         with self._lock:
             for key in [k for k, (_, exp) in self._data.items() if exp is not None and exp <= now]:
                 self._drop(key)
                 self.stats.expired += 1
+            left = (exp for _, exp in self._data.values() if exp is not None)
+            self._next_expiry = min(left, default=math.inf)
             self._enforce()
 
     def _enforce(self) -> None:
