@@ -344,6 +344,10 @@ class SQLiteStore:
         self.read_only_reason: str | None = "opened with read_only=True" if read_only else None
         self.moved_aside: pathlib.Path | None = None
         self._with_ttl = False
+        #: The budgets kept since this store's last write (``None``: not kept since).
+        #: Only a write takes a store over its budgets, and the protocol asks for an
+        #: eviction (step 7) right after the write whose ``put`` kept them.
+        self._kept: tuple[int | None, int | None] | None = None
         self._lock = threading.Lock()
         #: Keys this store holds a lease on, and the lease's token.
         self._leases: dict[str, str] = {}
@@ -808,6 +812,7 @@ class SQLiteStore:
                 del self._leases[key]
             self.stats.writes += 1
             self._with_ttl = self._with_ttl or ttl is not None
+            self._kept = None
         if self.max_entries is not None or self.max_bytes is not None:
             self.evict()
 
@@ -896,19 +901,31 @@ class SQLiteStore:
 
     def evict(self) -> None:
         """Delete expired rows, then the least recently used beyond the budgets
-        (nothing when read-only: the budgets are the writers' to keep)."""
+        (nothing when read-only: the budgets are the writers' to keep). The budgets
+        are checked again only after a write of this store (or a change of them):
+        other writers keep them on their own writes."""
         if self.read_only or (
             not self._with_ttl and self.max_entries is None and self.max_bytes is None
         ):
             return
+        budgets = (self.max_entries, self.max_bytes)
         with self._lock:
-            self._evict(self.max_entries, self.max_bytes)
+            if self._kept == budgets:
+                self._drop_expired()
+                return
+            self._evict(*budgets)
+            self._kept = budgets
+
+    def _drop_expired(self) -> int:
+        """Delete expired rows; how many. (The caller holds ``_lock``.)"""
+        gone = max(self._conn.execute(_DELETE_EXPIRED, (time.time(),)).rowcount, 0)
+        self.stats.expired += gone
+        return gone
 
     def _evict(self, max_entries: int | None, max_bytes: int | None) -> int:
         """Delete expired rows, then the least recently used beyond the budgets; the
         number of rows deleted. (The caller holds ``_lock``.)"""
-        gone = self._conn.execute(_DELETE_EXPIRED, (time.time(),)).rowcount
-        self.stats.expired += max(gone, 0)
+        gone = self._drop_expired()
         count, size = self._conn.execute(_TOTALS).fetchone()
         evicted = 0
         while (max_entries is not None and count > max_entries) or (
@@ -922,7 +939,7 @@ class SQLiteStore:
             evicted += 1
         self.stats.evictions += evicted
         self.stats.entries, self.stats.bytes = count, size
-        return max(gone, 0) + evicted
+        return gone + evicted
 
     # -- looking after the memo (the ``spangraph cache`` command) ------------------------
 

@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -405,3 +406,31 @@ def test_budgets_are_kept_from_indexes_not_by_reading_every_row(tmp_path: pathli
     assert any("INDEX" not in step for steps in plans().values() for step in steps)
     SQLiteStore(path).close()
     assert all("INDEX" in step for steps in plans().values() for step in steps)
+
+
+def test_a_budgeted_write_checks_the_budgets_once(tmp_path: pathlib.Path) -> None:
+    """``put`` keeps the budgets, and the protocol's step 7 (``evict``) follows at
+    once: the second check found nothing to do and counted the memo again. Checked
+    now once per write; a change of the budgets, or an expired row, is still acted on
+    without one."""
+    from spangraph.cache._stores import _TOTALS
+
+    store = SQLiteStore(tmp_path / "memo.db", max_entries=3)
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    result = run(*fan(6), engine=ScriptedEngine(answer), cache=store, progress=False)
+    assert result.engine_calls == 6
+    assert statements.count(_TOTALS) == 6  # one per write (it was 12)
+    assert len(store) == 3
+
+    store.evict()
+    assert statements.count(_TOTALS) == 6  # nothing written since: nothing to check
+    store.max_entries = 1
+    store.evict()
+    assert statements.count(_TOTALS) == 7 and len(store) == 1
+    store.put("short", {"v": 1}, ttl=0.01)
+    assert len(store) == 1 and store.keys() == ["short"]
+    time.sleep(0.02)
+    store.evict()  # no write since the last check: expired rows still go
+    assert len(store) == 0 and statements.count(_TOTALS) == 8
+    store.close()
