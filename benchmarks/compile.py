@@ -26,7 +26,7 @@ Targets (where they cost no readability): ``compile()`` <= the untraced
 run's own cost per node, and <= 1 KB per node for what ``compile()`` adds
 at its peak. Each graph's 100k run (untraced and traced) <= 11x its 10k run:
 a cost per node that grows with the graph's size or depth shows there (a
-task run once made every task's span path, a walk up to a root: 5x per node
+task run once made every task's span path, a walk up to a root: 2.7x per node
 at 100k). A third, older figure: ``compile()`` of a graph of components
 alone (``Layer``, no thunks) per span, <= 10 us, and its 100k run <= 11x
 its 10k run.

@@ -346,7 +346,7 @@ def test_a_run_of_tasks_walks_no_span_path_until_one_is_needed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A span path is a walk up to a root: made for every task, a chain of n tasks
-    would walk n**2 / 2 steps (a 100k-task graph ran 5x slower per node than a
+    would walk n**2 / 2 steps (a 100k-task graph ran 2.7x slower per node than a
     10k one). Untraced, a run makes none until something needs one (a failure, an
     interrupt); traced, each step of the graph is made once."""
     made: list[int] = []
