@@ -16,6 +16,17 @@ only change a user makes. What runs where:
   teardown. A task runs step 4 (the KV prefix) and step 5 there and sends
   back the completion, the worker's address and its wall-clock times.
 
+**Executors of the same engine specs share their engines** on the workers
+(one plugin, named after the specs' keys: a model is loaded once per
+worker however many drivers use it). The plugin is registered by the
+first of them to start and never replaced while it is registered
+(``EnginePlugin.idempotent``), so the engines, and the generations under
+way on them, outlive another executor's start; the scheduler keeps which
+executors hold it (its metadata, ``_HOLDERS``) and the last to close
+unregisters it. Holding and letting go happen under a ``distributed.Lock``
+per plugin. A driver that dies holding the plugin leaves it registered
+until the cluster restarts (its engines stay loaded).
+
 **Limits** are the scheduler's, and it is the only one to send work, so a
 run's ``max_concurrency`` and each engine's ``max_concurrency`` hold across
 the whole cluster (one driver). Several drivers each keep their own, unless
@@ -67,7 +78,8 @@ import itertools
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from hashlib import blake2b
 from typing import Any, Literal, TypeVar
@@ -105,6 +117,11 @@ class EnginePlugin(WorkerPlugin):
     ``setup``. A spec the worker cannot build is kept as an error (``errors``)
     that ``DaskExecutor.start`` reports before the run begins.
     """
+
+    #: Registered again under its name while it is registered (another executor of the
+    #: same specs starting), the plugin is left as it is: Dask does not tear its engines
+    #: down under the generations running on them (the module's docstring).
+    idempotent = True
 
     def __init__(self, name: str, specs: Mapping[str, Mapping[str, Any]]) -> None:
         self.name = name
@@ -272,6 +289,14 @@ async def _awaited(awaitable: Any) -> Any:
     return await awaitable
 
 
+#: The Dask scheduler's metadata key under which each engine plugin's holders are kept:
+#: ``[_HOLDERS, plugin name]`` → the ids of the executors that hold the plugin.
+_HOLDERS = "spangraph-engine-plugin-holders"
+#: How long an executor waits for another one of its specs to finish registering or
+#: unregistering their shared plugin (building a model on every worker takes a while).
+_LOCK_SECONDS = 600
+
+
 def _build_errors(plugin_name: str, dask_worker: Any = None) -> dict[str, str]:
     """What a worker could not build (``client.run`` calls it on every worker)."""
     plugin = dask_worker.plugins.get(plugin_name) if dask_worker is not None else None
@@ -356,15 +381,18 @@ class DaskExecutor:
         )
         self._dispatch = _DaskDispatch(self)
         self._started = False
+        #: This executor among those that hold its engine plugin (``_set_holders``).
+        self._id = uuid.uuid4().hex
         #: Dask keys of this executor's generation tasks: a random prefix and a count
         #: (a random key per task costs a system call).
         self._keys = itertools.count()
-        self._key_prefix = f"spangraph-generate-{uuid.uuid4().hex}"
+        self._key_prefix = f"spangraph-generate-{self._id}"
 
     async def start(self) -> None:
-        """Register the engine plugin (each worker builds the engines now) and check
-        every worker built every engine: ``ExecutorError`` names the worker and the
-        spec that failed, or says that the cluster cannot be reached."""
+        """Hold the engine plugin, registering it unless an executor of the same specs
+        has (each worker builds the engines then), and check every worker built every
+        engine: ``ExecutorError`` names the worker and the spec that failed, or says
+        that the cluster cannot be reached."""
         if self._started:
             return
         import sniffio
@@ -382,26 +410,17 @@ class DaskExecutor:
             {spec.key: spec.to_data() for _, spec in self._specs.values()},
         )
         try:
-            if client.asynchronous:
-                await client.register_plugin(plugin, name=self.plugin_name)
-                errors = await client.run(_build_errors, self.plugin_name)
-            else:
-                await anyio.to_thread.run_sync(
-                    partial(client.register_plugin, plugin, name=self.plugin_name)
-                )
-                errors = await anyio.to_thread.run_sync(
-                    partial(client.run, _build_errors, self.plugin_name)
-                )
+            async with self._plugin_lock():
+                await self._set_holders(add=True)
+                # Idempotent: an executor of the same specs may have registered it already.
+                await self._ask(client.register_plugin, plugin, self.plugin_name)
+                errors = await self._ask(client.run, _build_errors, self.plugin_name)
         except OSError as exc:
             raise ExecutorError(f"no Dask cluster reachable ({exc})") from None
         if not errors:
             raise ExecutorError("the Dask cluster has no workers: nothing can run a generation")
         if self.batch > 1:
-            threads = await (
-                client.nthreads()
-                if client.asynchronous
-                else anyio.to_thread.run_sync(client.nthreads)
-            )
+            threads = await self._ask(client.nthreads)
             self._threads = max(1, sum(threads.values()))
         by_key = {spec.key: spec for _, spec in self._specs.values()}
         problems = [
@@ -469,27 +488,66 @@ class DaskExecutor:
         return remote
 
     def close(self) -> None:
-        """Unregister the engine plugin: each worker closes its engines (a loaded model,
+        """Let go of the engine plugin; once no executor of the same engine specs holds
+        it, it is unregistered and each worker closes its engines (a loaded model,
         threads, connections) and its event loop. A later run registers it again.
-        (With an asynchronous client, ``await executor.aclose()``.) Executors of the
-        same engine specs share the plugin: the first to close closes it for all, and
-        the others' ``close`` finds it gone."""
+        (With an asynchronous client, ``await executor.aclose()``.)"""
         if self._started and not self.client.asynchronous:
-            with contextlib.suppress(ValueError):  # "The worker plugin ... does not exist"
-                self.client.unregister_worker_plugin(self.plugin_name)
+            # In a thread of its own: this thread may be running an event loop.
+            with ThreadPoolExecutor(1) as thread:
+                thread.submit(anyio.run, self._let_go).result()
         self._started = False
 
     async def aclose(self) -> None:
         """``close`` for an asynchronous client (or from a running event loop)."""
         if self._started:
-            with contextlib.suppress(ValueError):  # closed by another executor of its specs
-                if self.client.asynchronous:
-                    await self.client.unregister_worker_plugin(self.plugin_name)
-                else:
-                    await anyio.to_thread.run_sync(
-                        self.client.unregister_worker_plugin, self.plugin_name
-                    )
+            await self._let_go()
         self._started = False
+
+    async def _let_go(self) -> None:
+        """No longer hold the engine plugin; unregister it if no other executor does."""
+        async with self._plugin_lock():
+            if not await self._set_holders(add=False):
+                with contextlib.suppress(ValueError):  # "The worker plugin ... does not exist"
+                    await self._ask(self.client.unregister_worker_plugin, self.plugin_name)
+
+    async def _set_holders(self, *, add: bool) -> list[str]:
+        """Add this executor to the engine plugin's holders, or take it out; the holders
+        now (read and written under ``_plugin_lock``)."""
+        key = [_HOLDERS, self.plugin_name]
+        holders = await self._ask(self.client.get_metadata, key, [])
+        holders = [holder for holder in holders if holder != self._id]
+        if add:
+            holders.append(self._id)
+        await self._ask(self.client.set_metadata, key, holders)
+        return holders
+
+    @contextlib.asynccontextmanager
+    async def _plugin_lock(self) -> AsyncIterator[None]:
+        """The cluster-wide lock under which executors of the engine plugin's specs hold
+        it and let it go (so that none unregisters it as another registers it)."""
+        from distributed import Lock
+
+        client = self.client
+        lock = Lock(  # type: ignore[no-untyped-call]
+            f"{self.plugin_name}-holders", scheduler_rpc=client.scheduler, loop=client.loop
+        )
+        if not await self._ask(partial(lock.acquire, timeout=_LOCK_SECONDS)):
+            raise ExecutorError(
+                f"the engine plugin {self.plugin_name} stayed locked by another driver for "
+                f"{_LOCK_SECONDS} s (building or closing the same engines)"
+            )
+        try:
+            yield
+        finally:
+            await self._ask(lock.release)
+
+    async def _ask(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Call a client's method: awaited on an asynchronous client, in a thread on a
+        blocking one (its calls wait for the client's own loop)."""
+        if self.client.asynchronous:
+            return await method(*args)
+        return await anyio.to_thread.run_sync(partial(method, *args))
 
     def __enter__(self) -> DaskExecutor:
         return self

@@ -128,3 +128,9 @@ def loaded_servers() -> int:
 def engine_plugin_keys(plugin_name: str, dask_worker: Any = None) -> list[str]:
     plugin = dask_worker.plugins.get(plugin_name) if dask_worker is not None else None
     return sorted(plugin.engines) if plugin is not None else []
+
+
+def engine_ids(plugin_name: str, dask_worker: Any = None) -> list[int]:
+    """The identity of each engine the worker's plugin built (the same ids: not rebuilt)."""
+    plugin = dask_worker.plugins.get(plugin_name) if dask_worker is not None else None
+    return [id(engine) for engine in plugin.engines.values()] if plugin is not None else []

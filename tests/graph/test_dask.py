@@ -781,6 +781,49 @@ def test_closing_the_executor_closes_the_workers_engines(
     executor.close()
 
 
+def test_executors_of_the_same_engines_share_them_until_the_last_closes(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    """Two executors of one engine spec (two drivers, say) share the workers' engines.
+    The second to start leaves them as they are, with a generation of the first
+    running on them (Dask used to replace the plugin: that generation never ended).
+    The first to close leaves them to the other; the last to close closes them."""
+    import threading
+
+    from tests.graph.dask_helpers import engine_ids, engine_plugin_keys
+
+    spec = EngineSpec(SCRIPTED, {"log_dir": str(tmp_path), "latency": 1.0})
+    first_engine, second_engine = spec.build(), spec.build()
+    first = DaskExecutor(client, engines={first_engine: spec})
+    second = DaskExecutor(client, engines={second_engine: spec})
+    assert first.plugin_name == second.plugin_name
+    results: list[Any] = []
+    running = threading.Thread(
+        target=lambda: results.append(
+            run(*fan(1), engine=first_engine, executor=first, progress=False)
+        )
+    )
+    running.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not calls(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert calls(tmp_path), "the first executor's generation did not start"
+        built = client.run(engine_ids, first.plugin_name)
+        during = run(*fan(1, first=1), engine=second_engine, executor=second, progress=False)
+    finally:
+        running.join(timeout=60)
+    assert not running.is_alive() and results[0].status == "done", results
+    assert during.status == "done"
+    assert client.run(engine_ids, first.plugin_name) == built  # neither torn down nor rebuilt
+    second.close()
+    assert client.run(engine_ids, first.plugin_name) == built  # the first still holds them
+    after = run(*fan(1, first=2), engine=first_engine, executor=first, progress=False)
+    assert after.status == "done" and after.generations == 1
+    first.close()
+    assert all(keys == [] for keys in client.run(engine_plugin_keys, first.plugin_name).values())
+
+
 class Echo(Component[str]):
     template = "{text}"
     text: Span
