@@ -405,23 +405,49 @@ class DaskExecutor:
                 f"no Dask cluster reachable: the client's status is {client.status!r} "
                 "(connect it, e.g. Client(address), before the run)"
             )
+        try:
+            errors = await self._hold_plugin()
+        except OSError as exc:
+            raise ExecutorError(f"no Dask cluster reachable ({exc})") from None
+        try:
+            self._check_built(errors)
+            if self.batch > 1:
+                threads = await self._ask(client.nthreads)
+                self._threads = max(1, sum(threads.values()))
+            if self.limits == "shared":
+                await self._share_limits()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the start's own error is the one to see
+                await self._let_go()
+            raise
+        self._started = True
+
+    async def _hold_plugin(self) -> dict[str, dict[str, str]]:
+        """Hold the engine plugin, registering it (each worker builds the engines) unless
+        another executor of the same specs has; what each worker could not build."""
         plugin = EnginePlugin(
             self.plugin_name,
             {spec.key: spec.to_data() for _, spec in self._specs.values()},
         )
-        try:
-            async with self._plugin_lock():
-                await self._set_holders(add=True)
-                # Idempotent: an executor of the same specs may have registered it already.
-                await self._ask(client.register_plugin, plugin, self.plugin_name)
-                errors = await self._ask(client.run, _build_errors, self.plugin_name)
-        except OSError as exc:
-            raise ExecutorError(f"no Dask cluster reachable ({exc})") from None
+        async with self._plugin_lock():
+            await self._set_holders(add=True)
+            try:
+                # Idempotent: a plugin registered by another executor is left as it is.
+                await self._ask(self.client.register_plugin, plugin, self.plugin_name)
+                errors: dict[str, dict[str, str]] = await self._ask(
+                    self.client.run, _build_errors, self.plugin_name
+                )
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self._set_holders(add=False)
+                raise
+        return errors
+
+    def _check_built(self, errors: Mapping[str, Mapping[str, str]]) -> None:
+        """``ExecutorError`` unless every worker built every engine (``errors``: what
+        each worker could not build, by engine spec key)."""
         if not errors:
             raise ExecutorError("the Dask cluster has no workers: nothing can run a generation")
-        if self.batch > 1:
-            threads = await self._ask(client.nthreads)
-            self._threads = max(1, sum(threads.values()))
         by_key = {spec.key: spec for _, spec in self._specs.values()}
         problems = [
             f"worker {address} cannot build engine {by_key.get(key, '?')}: {error}"
@@ -430,9 +456,6 @@ class DaskExecutor:
         ]
         if problems:
             raise ExecutorError("; ".join(problems))
-        if self.limits == "shared":
-            await self._share_limits()
-        self._started = True
 
     async def _share_limits(self) -> None:
         """Register the named semaphore of each engine spec (``limits="shared"``)."""

@@ -114,6 +114,11 @@ def broken(**_: Any) -> ScriptedEngine:
     raise RuntimeError("no GPU on this worker")
 
 
+def worker_plugin_names(dask_scheduler: Any) -> list[str]:
+    """The worker plugins the Dask scheduler holds (and gives to joining workers)."""
+    return sorted(dask_scheduler.worker_plugins)
+
+
 def spangraph_tasks(dask_scheduler: Any) -> int:
     """How many spangraph generations the Dask scheduler still knows of."""
     return sum(1 for key in dask_scheduler.tasks if str(key).startswith("spangraph-generate"))

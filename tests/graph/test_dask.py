@@ -527,6 +527,11 @@ def test_a_worker_killed_mid_run_costs_only_what_it_was_running(
 def test_an_engine_spec_a_worker_cannot_build_names_the_worker_and_the_spec(
     client: Any,
 ) -> None:
+    """The error names each worker and the spec; and the executor does not keep the
+    plugin it could not start with: the workers drop what they built (no executor of
+    those specs holds it)."""
+    from tests.graph.dask_helpers import worker_plugin_names
+
     engine = ScriptedEngine()
     for spec, why in [
         (EngineSpec("tests.graph.dask_helpers:broken", {"gpu": 1}), "no GPU on this worker"),
@@ -538,6 +543,9 @@ def test_an_engine_spec_a_worker_cannot_build_names_the_worker_and_the_spec(
         message = str(raised.value)
         assert str(spec) in message and why in message
         assert all(address in message for address in client.scheduler_info()["workers"])
+        assert executor.plugin_name not in client.run_on_scheduler(worker_plugin_names)
+        holders = client.get_metadata(["spangraph-engine-plugin-holders", executor.plugin_name])
+        assert list(holders) == []
 
 
 def test_no_cluster_reachable(tmp_path: pathlib.Path) -> None:
