@@ -528,7 +528,11 @@ class DaskExecutor:
         self._started = False
 
     async def _let_go(self) -> None:
-        """No longer hold the engine plugin; unregister it if no other executor does."""
+        """No longer hold the engine plugin; unregister it if no other executor does.
+        Through a client that is closed, nothing can be let go of: the cluster then
+        keeps the hold, as it does a dead driver's."""
+        if self.client.status not in ("running", "connecting"):
+            return
         async with self._plugin_lock():
             if not await self._set_holders(add=False):
                 with contextlib.suppress(ValueError):  # "The worker plugin ... does not exist"

@@ -832,6 +832,22 @@ def test_executors_of_the_same_engines_share_them_until_the_last_closes(
     assert all(keys == [] for keys in client.run(engine_plugin_keys, first.plugin_name).values())
 
 
+def test_closing_an_executor_whose_client_is_closed_raises_nothing(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    """Nothing can be let go of through a closed client (the cluster keeps the hold, as
+    a dead driver's), and ``with DaskExecutor(...)`` must not hide the block's error."""
+    driver = distributed.Client(client.scheduler.address)
+    spec = EngineSpec(SCRIPTED, {"log_dir": str(tmp_path), "latency": 0.0})
+    engine = spec.build()
+    executor = DaskExecutor(driver, engines={engine: spec})
+    try:
+        assert run(*fan(1), engine=engine, executor=executor, progress=False).status == "done"
+    finally:
+        driver.close()
+    executor.close()
+
+
 class Echo(Component[str]):
     template = "{text}"
     text: Span
