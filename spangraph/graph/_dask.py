@@ -438,8 +438,8 @@ class DaskExecutor:
                     self.client.run, _build_errors, self.plugin_name
                 )
             except BaseException:
-                with contextlib.suppress(Exception):
-                    await self._set_holders(add=False)
+                with contextlib.suppress(Exception):  # the registration's error is the one
+                    await self._release_hold()
                 raise
         return errors
 
@@ -534,9 +534,14 @@ class DaskExecutor:
         if self.client.status not in ("running", "connecting"):
             return
         async with self._plugin_lock():
-            if not await self._set_holders(add=False):
-                with contextlib.suppress(ValueError):  # "The worker plugin ... does not exist"
-                    await self._ask(self.client.unregister_worker_plugin, self.plugin_name)
+            await self._release_hold()
+
+    async def _release_hold(self) -> None:
+        """Leave the engine plugin's holders (under ``_plugin_lock``); the last to leave
+        unregisters it, and each worker closes its engines."""
+        if not await self._set_holders(add=False):
+            with contextlib.suppress(ValueError):  # "The worker plugin ... does not exist"
+                await self._ask(self.client.unregister_worker_plugin, self.plugin_name)
 
     async def _set_holders(self, *, add: bool) -> list[str]:
         """Add this executor to the engine plugin's holders, or take it out; the holders
