@@ -58,7 +58,8 @@ def cache_group() -> None:
 @_where
 def info_command(memo_path: pathlib.Path | None, kv_dir: pathlib.Path | None) -> int:
     """What the memo (rows, bytes, hits, age) and the KV store (files, bytes, prefixes)
-    hold. Writes nothing."""
+    hold. Changes no entry (SQLite may leave its -shm and an empty -wal beside a memo
+    it read)."""
     memo_path, kv_dir = _paths(memo_path, kv_dir)
     if not memo_path.is_file():
         click.echo(f"memo  {memo_path}: none")
