@@ -400,7 +400,7 @@ class DaskExecutor:
         if sniffio.current_async_library() != "asyncio":
             raise ExecutorError("DaskExecutor runs on asyncio (the Dask client's loop), not trio")
         client = self.client
-        if client.status not in ("running", "connecting"):
+        if not self._connected():
             raise ExecutorError(
                 f"no Dask cluster reachable: the client's status is {client.status!r} "
                 "(connect it, e.g. Client(address), before the run)"
@@ -531,7 +531,7 @@ class DaskExecutor:
         """No longer hold the engine plugin; unregister it if no other executor does.
         Through a client that is closed, nothing can be let go of: the cluster then
         keeps the hold, as it does a dead driver's."""
-        if self.client.status not in ("running", "connecting"):
+        if not self._connected():
             return
         async with self._plugin_lock():
             await self._release_hold()
@@ -573,6 +573,10 @@ class DaskExecutor:
             yield
         finally:
             await self._ask(lock.release)
+
+    def _connected(self) -> bool:
+        """Whether the client is connected (or connecting) to its cluster."""
+        return self.client.status in ("running", "connecting")
 
     async def _ask(self, method: Callable[..., Any], *args: Any) -> Any:
         """Call a client's method: awaited on an asynchronous client, in a thread on a
